@@ -1,0 +1,160 @@
+"""The mesh configuration model, read from Istio's MeshConfig YAML (the ``mesh`` key of the
+``istio`` ConfigMap), with Istio's defaults.
+
+Only the fields Remora acts on are modelled; unknown fields are kept in ``extra`` so that a
+user's Istio mesh config loads unchanged. Everything here is plain, frozen data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+class MeshConfigError(ValueError):
+    """The mesh config cannot be used; the message names the field and the value."""
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """Istio's ``meshConfig.defaultConfig`` (per-pod overlay: ``proxy.istio.io/config``)."""
+
+    discovery_address: str = "istiod.istio-system.svc:15012"
+    status_port: int = 15020
+    proxy_admin_port: int = 15000
+    interception_mode: str = "REDIRECT"
+    hold_application_until_proxy_starts: bool = False
+    concurrency: int | None = None
+    drain_duration_seconds: float = 45.0
+    termination_drain_duration_seconds: float = 5.0
+    proxy_metadata: Mapping[str, str] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    trust_domain: str = "cluster.local"
+    root_namespace: str = "istio-system"
+    outbound_traffic_policy: str = "ALLOW_ANY"  # or REGISTRY_ONLY
+    inbound_traffic_policy: str = "PASSTHROUGH"  # or LOCALHOST
+    enable_prometheus_merge: bool = True
+    enable_auto_mtls: bool = True
+    default_config: ProxyConfig = field(default_factory=ProxyConfig)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+_PROXY_FIELDS = {
+    "discoveryAddress": ("discovery_address", str),
+    "statusPort": ("status_port", int),
+    "proxyAdminPort": ("proxy_admin_port", int),
+    "interceptionMode": ("interception_mode", str),
+    "holdApplicationUntilProxyStarts": ("hold_application_until_proxy_starts", bool),
+    "concurrency": ("concurrency", int),
+}
+_INTERCEPTION_MODES = {"REDIRECT", "TPROXY", "NONE"}
+
+
+def parse_duration(value: Any, where: str) -> float:
+    """Parse an Istio/protobuf duration such as ``"45s"``, ``"1m30s"``, ``"500ms"`` or a number."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6, "ns": 1e-9}
+    total, number = 0.0, ""
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch.isdigit() or ch == ".":
+            number += ch
+            i += 1
+            continue
+        unit = text[i : i + 2] if text[i : i + 2] in units else ch
+        if unit not in units or not number:
+            raise MeshConfigError(f"{where}: {value!r} is not a duration (use e.g. 45s or 1m30s)")
+        total += float(number) * units[unit]
+        number = ""
+        i += len(unit)
+    if number:
+        raise MeshConfigError(f"{where}: {value!r} is missing a unit (use e.g. 45s)")
+    return total
+
+
+def _as_bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in {"true", "1", "yes"}:
+        return True
+    if str(value).lower() in {"false", "0", "no"}:
+        return False
+    raise MeshConfigError(f"{where}: {value!r} is not a boolean")
+
+
+def parse_proxy_config(raw: Mapping[str, Any] | None, base: ProxyConfig | None = None) -> ProxyConfig:
+    """Overlay Istio ProxyConfig YAML (camelCase) onto ``base`` (defaults when omitted)."""
+    cfg = base or ProxyConfig()
+    if not raw:
+        return cfg
+    if not isinstance(raw, Mapping):
+        raise MeshConfigError(f"proxy config must be a mapping, not {type(raw).__name__}")
+    changes: dict[str, Any] = {}
+    extra = dict(cfg.extra)
+    for key, value in raw.items():
+        where = f"defaultConfig.{key}"
+        if key in _PROXY_FIELDS:
+            attr, kind = _PROXY_FIELDS[key]
+            try:
+                changes[attr] = _as_bool(value, where) if kind is bool else kind(value)
+            except (TypeError, ValueError) as exc:
+                raise MeshConfigError(f"{where}: {value!r} is not a valid {kind.__name__}") from exc
+        elif key == "drainDuration":
+            changes["drain_duration_seconds"] = parse_duration(value, where)
+        elif key == "terminationDrainDuration":
+            changes["termination_drain_duration_seconds"] = parse_duration(value, where)
+        elif key == "proxyMetadata":
+            if not isinstance(value, Mapping):
+                raise MeshConfigError(f"{where} must be a mapping of strings")
+            changes["proxy_metadata"] = {**cfg.proxy_metadata, **{str(k): str(v) for k, v in value.items()}}
+        else:
+            extra[key] = value
+    if changes.get("interception_mode", cfg.interception_mode) not in _INTERCEPTION_MODES:
+        raise MeshConfigError(
+            f"defaultConfig.interceptionMode: {changes['interception_mode']!r} is not one of "
+            f"{sorted(_INTERCEPTION_MODES)}"
+        )
+    return replace(cfg, extra=extra, **changes)
+
+
+def parse_mesh_config(raw: Mapping[str, Any] | None) -> MeshConfig:
+    """Build a :class:`MeshConfig` from Istio MeshConfig YAML (already parsed), with defaults."""
+    if not raw:
+        return MeshConfig()
+    if not isinstance(raw, Mapping):
+        raise MeshConfigError(f"mesh config must be a mapping, not {type(raw).__name__}")
+    mesh = MeshConfig()
+    changes: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "trustDomain":
+            changes["trust_domain"] = str(value)
+        elif key == "rootNamespace":
+            changes["root_namespace"] = str(value)
+        elif key == "outboundTrafficPolicy":
+            mode = str((value or {}).get("mode", "ALLOW_ANY"))
+            if mode not in {"ALLOW_ANY", "REGISTRY_ONLY"}:
+                raise MeshConfigError(f"outboundTrafficPolicy.mode: {mode!r} is not ALLOW_ANY or REGISTRY_ONLY")
+            changes["outbound_traffic_policy"] = mode
+        elif key == "inboundTrafficPolicy":
+            mode = str((value or {}).get("mode", "PASSTHROUGH"))
+            if mode not in {"PASSTHROUGH", "LOCALHOST"}:
+                raise MeshConfigError(f"inboundTrafficPolicy.mode: {mode!r} is not PASSTHROUGH or LOCALHOST")
+            changes["inbound_traffic_policy"] = mode
+        elif key == "enablePrometheusMerge":
+            changes["enable_prometheus_merge"] = _as_bool(value, key)
+        elif key == "enableAutoMtls":
+            changes["enable_auto_mtls"] = _as_bool(value, key)
+        elif key == "defaultConfig":
+            changes["default_config"] = parse_proxy_config(value)
+        else:
+            extra[key] = value
+    return replace(mesh, extra=extra, **changes)

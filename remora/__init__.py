@@ -1,0 +1,1 @@
+"""Remora: an Istio-compatible sidecar service mesh. This package is the command line only."""
