@@ -1,0 +1,1 @@
+"""The control plane: Kubernetes state -> mesh model -> Envoy resources, served over xDS."""

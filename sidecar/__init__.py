@@ -1,0 +1,1 @@
+"""The sidecar agent: Envoy's bootstrap, supervision, health, probes, metrics and certificates."""
