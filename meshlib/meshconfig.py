@@ -90,7 +90,9 @@ def _as_bool(value: Any, where: str) -> bool:
     raise MeshConfigError(f"{where}: {value!r} is not a boolean")
 
 
-def parse_proxy_config(raw: Mapping[str, Any] | None, base: ProxyConfig | None = None) -> ProxyConfig:
+def parse_proxy_config(
+    raw: Mapping[str, Any] | None, base: ProxyConfig | None = None
+) -> ProxyConfig:
     """Overlay Istio ProxyConfig YAML (camelCase) onto ``base`` (defaults when omitted)."""
     cfg = base or ProxyConfig()
     if not raw:
@@ -114,7 +116,10 @@ def parse_proxy_config(raw: Mapping[str, Any] | None, base: ProxyConfig | None =
         elif key == "proxyMetadata":
             if not isinstance(value, Mapping):
                 raise MeshConfigError(f"{where} must be a mapping of strings")
-            changes["proxy_metadata"] = {**cfg.proxy_metadata, **{str(k): str(v) for k, v in value.items()}}
+            changes["proxy_metadata"] = {
+                **cfg.proxy_metadata,
+                **{str(k): str(v) for k, v in value.items()},
+            }
         else:
             extra[key] = value
     if changes.get("interception_mode", cfg.interception_mode) not in _INTERCEPTION_MODES:
@@ -142,12 +147,16 @@ def parse_mesh_config(raw: Mapping[str, Any] | None) -> MeshConfig:
         elif key == "outboundTrafficPolicy":
             mode = str((value or {}).get("mode", "ALLOW_ANY"))
             if mode not in {"ALLOW_ANY", "REGISTRY_ONLY"}:
-                raise MeshConfigError(f"outboundTrafficPolicy.mode: {mode!r} is not ALLOW_ANY or REGISTRY_ONLY")
+                raise MeshConfigError(
+                    f"outboundTrafficPolicy.mode: {mode!r} is not ALLOW_ANY or REGISTRY_ONLY"
+                )
             changes["outbound_traffic_policy"] = mode
         elif key == "inboundTrafficPolicy":
             mode = str((value or {}).get("mode", "PASSTHROUGH"))
             if mode not in {"PASSTHROUGH", "LOCALHOST"}:
-                raise MeshConfigError(f"inboundTrafficPolicy.mode: {mode!r} is not PASSTHROUGH or LOCALHOST")
+                raise MeshConfigError(
+                    f"inboundTrafficPolicy.mode: {mode!r} is not PASSTHROUGH or LOCALHOST"
+                )
             changes["inbound_traffic_policy"] = mode
         elif key == "enablePrometheusMerge":
             changes["enable_prometheus_merge"] = _as_bool(value, key)

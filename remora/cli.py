@@ -66,7 +66,9 @@ class LazyGroup(click.Group):
             formatter.write_dl(sorted(rows))
 
 
-@click.group(cls=LazyGroup, help=MAIN_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup, help=MAIN_HELP, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(remora_version(), "--version", prog_name="remora")
 def cli() -> None:
     pass
