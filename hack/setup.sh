@@ -23,9 +23,10 @@ if (( ${#missing[@]} )); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ! command -v uv >/dev/null 2>&1; then
+uv() { if command -v uv >/dev/null 2>&1; then command uv "$@"; else python3 -m uv "$@"; fi; }
+if ! uv --version >/dev/null 2>&1; then
     step "installing uv (the Python package manager that reads uv.lock)"
-    python3 -m pip install --quiet --disable-pip-version-check uv
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore uv
 fi
 step "syncing the Python environment in .venv from uv.lock"
 uv sync --quiet --frozen --extra dev
