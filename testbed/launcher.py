@@ -406,10 +406,14 @@ class TestBed:
             input=input,
         )
 
-    def create_namespace(
-        self, name: str, labels: Mapping[str, str] | None = None, timeout: float = 30.0
-    ) -> None:
-        """Create a namespace and wait until its ``default`` ServiceAccount exists (Pods need it)."""
+    def create_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> None:
+        """Create a namespace that Pods can be created in right away.
+
+        The ServiceAccount admission plugin refuses Pods until the namespace's ``default``
+        ServiceAccount exists. The controller-manager creates it, but only once its informers
+        have synced (seconds after start), so create it here too; whoever is second gets a
+        harmless conflict.
+        """
         from kubernetes import client
 
         with self.api_client() as api:
@@ -419,15 +423,13 @@ class TestBed:
                     metadata=client.V1ObjectMeta(name=name, labels=dict(labels or {}))
                 )
             )
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    core.read_namespaced_service_account("default", name)
-                    return
-                except client.ApiException as exc:
-                    if exc.status != 404 or time.monotonic() > deadline:
-                        raise
-                time.sleep(0.05)
+            try:
+                core.create_namespaced_service_account(
+                    name, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="default"))
+                )
+            except client.ApiException as exc:
+                if exc.status != 409:
+                    raise
 
     def rss_bytes(self) -> dict[str, int]:
         """Resident memory of each component, from ``/proc/<pid>/status``."""
