@@ -18,6 +18,16 @@ from meshlib.version import remora_version
 # name -> (module, attribute, one-line help). The help is repeated here so that
 # ``remora --help`` lists every role without importing any of them.
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "webhook": (
+        "injector.cli",
+        "webhook",
+        "Run the sidecar injection webhook (mutating admission, HTTPS).",
+    ),
+    "kube-inject": (
+        "injector.cli",
+        "kube_inject",
+        "Inject the sidecar into Kubernetes YAML offline (like istioctl kube-inject).",
+    ),
     "testbed": (
         "testbed.cli",
         "testbed",

@@ -1,0 +1,547 @@
+"""The webhook's HTTPS server: FastAPI on uvicorn, with certificate and config hot reload.
+
+The behaviour lives in :func:`injector.admission.review`; this module only moves bytes, counts,
+logs and watches files:
+
+* ``POST /inject`` (and ``/inject/``): AdmissionReview in, AdmissionReview out;
+* ``GET /healthz`` (the process is up), ``GET /readyz`` (a certificate and a config are loaded),
+  ``GET /metrics`` (Prometheus text);
+* the serving certificate and key are re-read when their bytes change (a rotated Secret, as
+  cert-manager writes it) and swapped into the live ``SSLContext``: new connections get the new
+  certificate, no restart, nothing dropped. The injection config and mesh config files are
+  re-read the same way; a broken file is logged and counted, and the last good config stays.
+
+Mounted Secrets and ConfigMaps change through symlink swaps that inotify often misses, so the
+watcher simply hashes the files every ``reload_interval`` seconds (cheap: a few KiB).
+
+:class:`WebhookServer` runs the whole server in a background thread for tests and demos;
+:func:`serve` runs it in the foreground with one or more worker processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from injector.admission import Outcome, review
+from injector.config import ConfigError, InjectorConfig, default_config, load_config
+from meshlib import certs
+
+log = logging.getLogger("remora.injector")
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+
+
+class Metrics:
+    """The webhook's Prometheus metrics, in a registry of its own (one per server)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "remora_injector_requests",
+            "Admission requests received, by result",
+            ["result"],
+            registry=r,
+        )
+        self.injected = Counter("remora_injector_injections", "Pods injected", registry=r)
+        self.skipped = Counter(
+            "remora_injector_skips", "Pods not injected, by reason", ["reason"], registry=r
+        )
+        self.rejected = Counter(
+            "remora_injector_rejections", "Pods refused, by reason", ["reason"], registry=r
+        )
+        self.latency = Histogram(
+            "remora_injector_admission_duration_seconds",
+            "Time to answer one admission request (parse, decide, inject, diff, encode)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.cert_expiry = Gauge(
+            "remora_injector_certificate_expiry_timestamp_seconds",
+            "When the serving certificate expires (Unix time)",
+            registry=r,
+        )
+        self.reloads = Counter(
+            "remora_injector_reloads",
+            "File reloads, by what was reloaded and whether it worked",
+            ["what", "result"],
+            registry=r,
+        )
+
+    def record(self, outcome: Outcome, seconds: float) -> None:
+        self.requests.labels(outcome.result).inc()
+        self.latency.observe(seconds)
+        if outcome.result == "injected":
+            self.injected.inc()
+        elif outcome.result == "skipped":
+            self.skipped.labels(outcome.code).inc()
+        elif outcome.result == "rejected":
+            self.rejected.labels(outcome.code).inc()
+
+
+# -- files and reload ------------------------------------------------------------------------
+
+
+def _digest(*paths: str | None) -> str:
+    h = hashlib.sha256()
+    for path in paths:
+        if path:
+            try:
+                h.update(Path(path).read_bytes())
+            except OSError:
+                h.update(b"<missing>")
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+class TlsFiles:
+    """A server ``SSLContext`` whose certificate follows the files on disk."""
+
+    def __init__(self, cert_file: str, key_file: str) -> None:
+        self.cert_file, self.key_file = cert_file, key_file
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.digest = ""
+        self.not_after = 0.0
+        if not self.reload():
+            raise ConfigError(f"cannot load the serving certificate {cert_file} / key {key_file}")
+
+    def reload(self) -> bool:
+        """Load the files into the live context if they changed; False if they are unusable."""
+        digest = _digest(self.cert_file, self.key_file)
+        if digest == self.digest:
+            return True
+        try:
+            # Validate in a scratch context first: a half-written pair must not break serving.
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(self.cert_file, self.key_file)
+            self.context.load_cert_chain(self.cert_file, self.key_file)
+            self.not_after = certs.not_after(Path(self.cert_file).read_bytes()).timestamp()
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            log.warning(
+                "serving certificate not (re)loaded: %s", exc, extra={"cert": self.cert_file}
+            )
+            return False
+        self.digest = digest
+        return True
+
+
+class ConfigFiles:
+    """The injection config, re-read when its file (or the mesh config file) changes."""
+
+    def __init__(self, config_file: str | None, mesh_config_file: str | None) -> None:
+        self.config_file, self.mesh_config_file = config_file, mesh_config_file
+        self.digest = _digest(config_file, mesh_config_file)
+        self.config = load_config(config_file, mesh_config_file)
+
+    @property
+    def watched(self) -> bool:
+        return bool(self.config_file or self.mesh_config_file)
+
+    def reload(self) -> InjectorConfig | None:
+        """The new config if the files changed and parse; ``None`` otherwise."""
+        digest = _digest(self.config_file, self.mesh_config_file)
+        if digest == self.digest:
+            return None
+        self.digest = digest  # a broken file is reported once, not every interval
+        return load_config(self.config_file, self.mesh_config_file)
+
+
+# -- the app ---------------------------------------------------------------------------------
+
+
+class WebhookState:
+    """What the running app reads: the current config (swapped atomically) and the metrics."""
+
+    def __init__(self, config: InjectorConfig, tls: TlsFiles | None = None) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.tls = tls
+        if tls is not None:
+            self.metrics.cert_expiry.set(tls.not_after)
+
+
+def _log_outcome(outcome: Outcome, seconds: float) -> None:
+    fields: dict[str, Any] = {
+        "result": outcome.result,
+        "reason_code": outcome.code,
+        "pod": outcome.pod,
+        "uid": outcome.uid,
+        "duration_ms": round(seconds * 1000, 3),
+    }
+    if outcome.error is not None:
+        log.error("admission failed: %s", outcome.reason, extra=fields, exc_info=outcome.error)
+    elif outcome.result in {"rejected", "bad_request", "unsupported"}:
+        log.warning("%s: %s", outcome.result, outcome.reason, extra=fields)
+    elif outcome.result == "ignored":
+        log.debug("%s", outcome.reason, extra=fields)
+    else:
+        log.info("%s: %s", outcome.result, outcome.reason, extra=fields)
+
+
+def create_app(state: WebhookState) -> FastAPI:
+    app = FastAPI(
+        title="Remora sidecar injector",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.webhook = state
+
+    async def inject(request: Request) -> Response:
+        started = time.perf_counter()
+        body = await request.body()
+        outcome = review(body, request.headers.get("content-type"), state.config)
+        seconds = time.perf_counter() - started
+        state.metrics.record(outcome, seconds)
+        _log_outcome(outcome, seconds)
+        return Response(
+            outcome.body, status_code=outcome.status_code, media_type="application/json"
+        )
+
+    app.add_api_route("/inject", inject, methods=["POST"], include_in_schema=False)
+    app.add_api_route("/inject/", inject, methods=["POST"], include_in_schema=False)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return Response("ok\n", media_type="text/plain")
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        if state.tls is not None and state.tls.not_after < time.time():
+            return Response(
+                "serving certificate expired\n", status_code=503, media_type="text/plain"
+            )
+        return Response("ok\n", media_type="text/plain")
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _watch(
+    state: WebhookState,
+    config_files: ConfigFiles | None,
+    interval: float,
+    stopped: Callable[[], bool],
+) -> None:
+    """Poll the certificate and config files; apply changes without a restart."""
+    while not stopped():
+        await asyncio.sleep(interval)
+        tls = state.tls
+        if tls is not None:
+            before = tls.digest
+            if tls.reload() and tls.digest != before:
+                state.metrics.cert_expiry.set(tls.not_after)
+                state.metrics.reloads.labels("certificate", "ok").inc()
+                log.info("serving certificate reloaded", extra={"not_after": tls.not_after})
+            elif tls.digest != _digest(tls.cert_file, tls.key_file):
+                state.metrics.reloads.labels("certificate", "error").inc()
+        if config_files is not None and config_files.watched:
+            try:
+                new = config_files.reload()
+            except ConfigError as exc:
+                state.metrics.reloads.labels("config", "error").inc()
+                log.error("injection config not reloaded, keeping the previous one: %s", exc)
+                continue
+            if new is not None:
+                state.config = new
+                state.metrics.reloads.labels("config", "ok").inc()
+                log.info("injection config reloaded", extra={"file": config_files.config_file})
+
+
+# -- running it ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How to run the webhook (the CLI's flags, picklable for worker processes)."""
+
+    cert_file: str
+    key_file: str
+    host: str = "0.0.0.0"
+    port: int = 9443
+    config_file: str | None = None
+    mesh_config_file: str | None = None
+    reload_interval: float = 2.0
+    kubernetes_version: tuple[int, int] | None = None  # overrides the config's, if set
+
+
+def _uvicorn_server(app: FastAPI, tls: TlsFiles) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,
+        ssl_context_factory=lambda _config, _default: tls.context,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        http="h11",
+        loop="asyncio",
+        timeout_keep_alive=30,
+    )
+    return uvicorn.Server(config)
+
+
+def _load(options: ServeOptions) -> tuple[WebhookState, ConfigFiles]:
+    from dataclasses import replace
+
+    config_files = ConfigFiles(options.config_file, options.mesh_config_file)
+    if options.kubernetes_version is not None:
+        config_files.config = replace(
+            config_files.config, kubernetes_version=options.kubernetes_version
+        )
+    tls = TlsFiles(options.cert_file, options.key_file)
+    return WebhookState(config_files.config, tls), config_files
+
+
+async def _serve_async(
+    server: uvicorn.Server,
+    sock: socket.socket,
+    state: WebhookState,
+    config_files: ConfigFiles | None,
+    interval: float,
+) -> None:
+    watcher = asyncio.create_task(_watch(state, config_files, interval, lambda: server.should_exit))
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker(options: ServeOptions, sock: socket.socket) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    state, config_files = _load(options)
+    server = _uvicorn_server(create_app(state), state.tls)  # type: ignore[arg-type]
+    asyncio.run(_serve_async(server, sock, state, config_files, options.reload_interval))
+
+
+def serve(options: ServeOptions, workers: int = 1) -> None:
+    """Run the webhook in the foreground until SIGINT/SIGTERM."""
+    sock = bind(options.host, options.port)
+    log.info(
+        "sidecar injector listening",
+        extra={
+            "address": f"https://{options.host}:{sock.getsockname()[1]}/inject",
+            "workers": workers,
+        },
+    )
+    if workers <= 1:
+        state, config_files = _load(options)
+        server = _uvicorn_server(create_app(state), state.tls)  # type: ignore[arg-type]
+        asyncio.run(_serve_async(server, sock, state, config_files, options.reload_interval))
+        return
+    _load(options)  # fail fast in the parent on a bad config or certificate
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_worker, args=(options, sock), daemon=True) for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.is_set() and any(p.is_alive() for p in procs):
+        stop.wait(0.5)
+    for proc in procs:
+        if proc.is_alive() and proc.pid is not None:
+            os.kill(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        proc.join(timeout=10)
+
+
+# -- self-signed certificates ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SelfSigned:
+    cert_file: str
+    key_file: str
+    ca_file: str
+    ca_pem: bytes
+
+    @property
+    def ca_bundle(self) -> str:
+        """The ``caBundle`` value for a MutatingWebhookConfiguration (base64 of the CA PEM)."""
+        return base64.b64encode(self.ca_pem).decode()
+
+
+def write_self_signed(
+    directory: str | Path,
+    hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
+) -> SelfSigned:
+    """Create a CA and a serving certificate for ``hosts`` (DNS names and IPs) in ``directory``."""
+    import ipaddress
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    ips, names = [], []
+    for host in hosts:
+        try:
+            ips.append(str(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(host)
+    ca = certs.new_ca("remora-injector-ca")
+    leaf = certs.issue(
+        ca,
+        names[0] if names else "remora-injector",
+        dns_names=tuple(names),
+        ip_addresses=tuple(ips),
+    )
+    paths = {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem, "ca.crt": ca.cert_pem}
+    for name, data in paths.items():
+        path = directory / name
+        path.write_bytes(data)
+        if name.endswith(".key"):
+            path.chmod(0o600)
+    return SelfSigned(
+        str(directory / "tls.crt"),
+        str(directory / "tls.key"),
+        str(directory / "ca.crt"),
+        ca.cert_pem,
+    )
+
+
+# -- in-process server for tests and demos ---------------------------------------------------
+
+
+class WebhookServer:
+    """The webhook in a background thread, e.g. for tests and the demo.
+
+    >>> server = WebhookServer(default_config()).start()    # self-signed for 127.0.0.1
+    >>> server.url, server.ca_bundle                        # https://127.0.0.1:PORT/inject, b64 CA
+    >>> server.stop()
+
+    Without ``cert_file``/``key_file`` a CA and serving certificate (SANs ``127.0.0.1`` and
+    ``localhost``) are created in a temporary directory; ``ca_pem``/``ca_bundle`` then hold the
+    CA. With ``config_file`` the config is read from (and reloaded with) that file instead of
+    ``config``.
+    """
+
+    def __init__(
+        self,
+        config: InjectorConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        config_file: str | None = None,
+        mesh_config_file: str | None = None,
+        reload_interval: float = 1.0,
+    ) -> None:
+        self.host = host
+        self._tempdir: tempfile.TemporaryDirectory[str] | None = None
+        self.ca_pem: bytes | None = None
+        if cert_file is None or key_file is None:
+            self._tempdir = tempfile.TemporaryDirectory(prefix="remora-webhook-")
+            self_signed = write_self_signed(self._tempdir.name, (host, "localhost"))
+            cert_file, key_file, self.ca_pem = (
+                self_signed.cert_file,
+                self_signed.key_file,
+                self_signed.ca_pem,
+            )
+        self.cert_file, self.key_file = cert_file, key_file
+        self._config_files = (
+            ConfigFiles(config_file, mesh_config_file)
+            if (config_file or mesh_config_file)
+            else None
+        )
+        initial = self._config_files.config if self._config_files else (config or default_config())
+        self.state = WebhookState(initial, TlsFiles(cert_file, key_file))
+        self._sock = bind(host, port)
+        self.port: int = self._sock.getsockname()[1]
+        self._server = _uvicorn_server(create_app(self.state), self.state.tls)  # type: ignore[arg-type]
+        self._thread: threading.Thread | None = None
+        self._interval = reload_interval
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/inject"
+
+    @property
+    def ca_bundle(self) -> str | None:
+        """base64 of the CA PEM, ready for ``clientConfig.caBundle`` (self-signed only)."""
+        return base64.b64encode(self.ca_pem).decode() if self.ca_pem else None
+
+    @property
+    def config(self) -> InjectorConfig:
+        return self.state.config
+
+    @config.setter
+    def config(self, config: InjectorConfig) -> None:
+        self.state.config = config
+
+    def start(self, timeout: float = 10.0) -> WebhookServer:
+        def run() -> None:
+            asyncio.run(
+                _serve_async(
+                    self._server, self._sock, self.state, self._config_files, self._interval
+                )
+            )
+
+        self._thread = threading.Thread(target=run, name=f"webhook-{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the webhook did not start on {self.base_url}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self._sock.close()
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
+            self._tempdir = None
+
+    def __enter__(self) -> WebhookServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
