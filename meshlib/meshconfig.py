@@ -41,6 +41,9 @@ class MeshConfig:
     enable_prometheus_merge: bool = True
     enable_auto_mtls: bool = True
     default_config: ProxyConfig = field(default_factory=ProxyConfig)
+    # Remora extension (YAML ``egressNamespaces``): None = every sidecar gets every service;
+    # a tuple = each sidecar gets its own namespace's services plus these namespaces'.
+    egress_namespaces: tuple[str, ...] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -162,6 +165,10 @@ def parse_mesh_config(raw: Mapping[str, Any] | None) -> MeshConfig:
             changes["enable_prometheus_merge"] = _as_bool(value, key)
         elif key == "enableAutoMtls":
             changes["enable_auto_mtls"] = _as_bool(value, key)
+        elif key == "egressNamespaces":
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise MeshConfigError("egressNamespaces must be a list of namespace names")
+            changes["egress_namespaces"] = tuple(value)
         elif key == "defaultConfig":
             changes["default_config"] = parse_proxy_config(value)
         else:

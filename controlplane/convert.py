@@ -1,0 +1,199 @@
+"""Kubernetes objects (plain JSON dicts, camelCase, as the API serves them) to model values.
+
+Both config sources hand objects to these functions, so a Service read from a YAML file and
+one watched from the API server become the same :class:`~controlplane.model.Service`. Bad
+objects raise :class:`ObjectError` naming the object and the field; the sources log it and
+skip that object, so one broken manifest never takes the mesh down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from controlplane.model import (
+    ContainerPort,
+    Endpoint,
+    EndpointSlice,
+    Namespace,
+    Service,
+    ServiceKind,
+    ServicePort,
+    Workload,
+    infer_protocol,
+)
+from meshlib.meshconfig import MeshConfig, parse_mesh_config
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+MESH_CONFIGMAP_NAME = "istio"
+MESH_CONFIGMAP_KEY = "mesh"
+
+Object = Mapping[str, Any]
+
+
+class ObjectError(ValueError):
+    """A Kubernetes object the model cannot use; the message says which and why."""
+
+
+def object_ref(obj: Object) -> str:
+    """``Kind namespace/name`` for log lines and errors."""
+    meta = obj.get("metadata") or {}
+    ns = meta.get("namespace")
+    name = meta.get("name", "?")
+    return f"{obj.get('kind', '?')} {ns}/{name}" if ns else f"{obj.get('kind', '?')} {name}"
+
+
+def _meta(obj: Object) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    name = meta.get("name")
+    if not name:
+        raise ObjectError(f"{object_ref(obj)}: metadata.name is missing")
+    return str(meta.get("namespace") or "default"), str(name)
+
+
+def _labels(raw: Any) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((str(k), str(v)) for k, v in (raw or {}).items()))
+
+
+def service_from_object(obj: Object) -> Service:
+    namespace, name = _meta(obj)
+    spec = obj.get("spec") or {}
+    kind_name = spec.get("type") or "ClusterIP"
+    cluster_ips = tuple(
+        ip for ip in (spec.get("clusterIPs") or [spec.get("clusterIP")]) if ip and ip != "None"
+    )
+    if kind_name == "ExternalName":
+        kind = ServiceKind.EXTERNAL_NAME
+        if not spec.get("externalName"):
+            raise ObjectError(f"{object_ref(obj)}: spec.externalName is required for ExternalName")
+    elif spec.get("clusterIP") == "None":
+        kind = ServiceKind.HEADLESS
+    else:
+        kind = ServiceKind.CLUSTER_IP
+    ports = []
+    for i, raw in enumerate(spec.get("ports") or []):
+        try:
+            number = int(raw["port"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ObjectError(f"{object_ref(obj)}: spec.ports[{i}].port is not a number") from exc
+        target = raw.get("targetPort")
+        if isinstance(target, str) and target.isdigit():
+            target = int(target)
+        port_name = str(raw.get("name") or "")
+        ports.append(
+            ServicePort(
+                name=port_name,
+                port=number,
+                protocol=infer_protocol(
+                    port_name, raw.get("appProtocol"), raw.get("protocol") or "TCP"
+                ),
+                target_port=target,
+            )
+        )
+    selector = spec.get("selector")
+    return Service(
+        name=name,
+        namespace=namespace,
+        kind=kind,
+        ports=tuple(ports),
+        cluster_ips=cluster_ips if kind is ServiceKind.CLUSTER_IP else (),
+        selector=_labels(selector) if selector else None,
+        external_name=spec.get("externalName") if kind is ServiceKind.EXTERNAL_NAME else None,
+    )
+
+
+def _condition(conditions: Mapping[str, Any], name: str, default: bool) -> bool:
+    """EndpointSlice conditions: a missing (nil) condition takes its documented default."""
+    value = conditions.get(name)
+    return default if value is None else bool(value)
+
+
+def endpoint_slice_from_object(obj: Object) -> EndpointSlice:
+    namespace, name = _meta(obj)
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    service_name = labels.get(SERVICE_NAME_LABEL)
+    if not service_name:
+        raise ObjectError(f"{object_ref(obj)}: label {SERVICE_NAME_LABEL} is missing")
+    if obj.get("addressType", "IPv4") not in ("IPv4", "IPv6"):
+        # FQDN slices are deprecated and carry no IPs Envoy could connect to.
+        raise ObjectError(
+            f"{object_ref(obj)}: addressType {obj.get('addressType')} is not supported"
+        )
+    ports = tuple(
+        (str(p.get("name") or ""), int(p["port"]))
+        for p in (obj.get("ports") or [])
+        if p.get("port")
+    )
+    endpoints = []
+    for raw in obj.get("endpoints") or []:
+        conditions = raw.get("conditions") or {}
+        ready = _condition(conditions, "ready", True)
+        target = raw.get("targetRef") or {}
+        for address in raw.get("addresses") or []:
+            endpoints.append(
+                Endpoint(
+                    address=str(address),
+                    ready=ready,
+                    serving=_condition(conditions, "serving", ready),
+                    terminating=_condition(conditions, "terminating", False),
+                    zone=raw.get("zone"),
+                    node_name=raw.get("nodeName"),
+                    pod_name=target.get("name") if target.get("kind") == "Pod" else None,
+                )
+            )
+    return EndpointSlice(
+        name=name,
+        namespace=namespace,
+        service_name=str(service_name),
+        ports=ports,
+        endpoints=tuple(endpoints),
+    )
+
+
+def workload_from_pod(obj: Object) -> Workload:
+    namespace, name = _meta(obj)
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    ips = [p.get("ip") for p in status.get("podIPs") or []] or [status.get("podIP")]
+    ports = [
+        ContainerPort(
+            name=str(p.get("name") or ""),
+            port=int(p["containerPort"]),
+            transport=p.get("protocol") or "TCP",
+        )
+        for container in spec.get("containers") or []
+        for p in container.get("ports") or []
+        if p.get("containerPort")
+    ]
+    return Workload(
+        name=name,
+        namespace=namespace,
+        ips=tuple(str(ip) for ip in ips if ip),
+        service_account=str(spec.get("serviceAccountName") or "default"),
+        labels=_labels((obj.get("metadata") or {}).get("labels")),
+        ports=tuple(ports),
+    )
+
+
+def namespace_from_object(obj: Object) -> Namespace:
+    meta = obj.get("metadata") or {}
+    if not meta.get("name"):
+        raise ObjectError(f"{object_ref(obj)}: metadata.name is missing")
+    return Namespace(name=str(meta["name"]), labels=_labels(meta.get("labels")))
+
+
+def mesh_config_from_configmap(obj: Object) -> MeshConfig:
+    """Istio's mesh ConfigMap (``istio``, key ``mesh``) to a :class:`MeshConfig`."""
+    text = (obj.get("data") or {}).get(MESH_CONFIGMAP_KEY) or ""
+    try:
+        raw = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ObjectError(
+            f"{object_ref(obj)}: data.{MESH_CONFIGMAP_KEY} is not YAML: {exc}"
+        ) from exc
+    try:
+        return parse_mesh_config(raw)
+    except ValueError as exc:
+        raise ObjectError(f"{object_ref(obj)}: data.{MESH_CONFIGMAP_KEY}: {exc}") from exc

@@ -1,0 +1,250 @@
+"""The mesh model: an immutable snapshot of what the control plane knows about the cluster.
+
+Config sources (Kubernetes watches, a directory of YAML) turn Kubernetes objects into these
+plain, frozen values (see :mod:`controlplane.convert`); :class:`controlplane.store.MeshStore`
+assembles them into a :class:`MeshSnapshot`; translation reads only snapshots. Nothing here
+knows about Envoy, gRPC or the Kubernetes client.
+
+Frozen dataclasses are hashable and compare by value, which the translation relies on to
+build each Envoy resource once and reuse it while its inputs stay equal.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
+
+from meshlib.meshconfig import MeshConfig
+
+DEFAULT_DOMAIN_SUFFIX = "cluster.local"
+
+
+class Protocol(enum.StrEnum):
+    """Application protocol of a service port, as Istio names it."""
+
+    HTTP = "HTTP"
+    HTTP2 = "HTTP2"
+    GRPC = "GRPC"
+    GRPC_WEB = "GRPC-Web"
+    HTTPS = "HTTPS"
+    TLS = "TLS"
+    TCP = "TCP"
+    MONGO = "Mongo"
+    MYSQL = "MySQL"
+    REDIS = "Redis"
+    UDP = "UDP"
+
+    @property
+    def is_http(self) -> bool:
+        """Whether Envoy should parse this port as HTTP (route by Host, retries, L7 stats)."""
+        return self in _HTTP_PROTOCOLS
+
+    @property
+    def is_http2(self) -> bool:
+        """Whether the upstream connection must speak HTTP/2."""
+        return self in (Protocol.HTTP2, Protocol.GRPC, Protocol.GRPC_WEB)
+
+
+_HTTP_PROTOCOLS = frozenset({Protocol.HTTP, Protocol.HTTP2, Protocol.GRPC, Protocol.GRPC_WEB})
+
+# Port-name prefixes and appProtocol values, as Istio's protocol selection documents them.
+_PROTOCOL_NAMES: Mapping[str, Protocol] = {
+    "http": Protocol.HTTP,
+    "http2": Protocol.HTTP2,
+    "h2c": Protocol.HTTP2,
+    "grpc": Protocol.GRPC,
+    "grpc-web": Protocol.GRPC_WEB,
+    "https": Protocol.HTTPS,
+    "tls": Protocol.TLS,
+    "tcp": Protocol.TCP,
+    "mongo": Protocol.MONGO,
+    "mysql": Protocol.MYSQL,
+    "redis": Protocol.REDIS,
+    "udp": Protocol.UDP,
+    # Kubernetes' own appProtocol values (KEP-3726).
+    "kubernetes.io/h2c": Protocol.HTTP2,
+    "kubernetes.io/ws": Protocol.HTTP,
+    "kubernetes.io/wss": Protocol.HTTPS,
+}
+
+
+def infer_protocol(
+    port_name: str | None, app_protocol: str | None, transport: str = "TCP"
+) -> Protocol:
+    """The protocol of a service port, the way Istio selects it.
+
+    UDP ports are UDP whatever their name. Otherwise ``appProtocol`` wins, then the port
+    name: ``<protocol>`` or ``<protocol>-<suffix>`` (``http-web``, ``grpc-api``), case
+    insensitive. Anything else is TCP: Remora does not sniff protocols, so an unnamed HTTP
+    port is proxied as opaque TCP (it works, without L7 routing or metrics).
+    """
+    if transport.upper() == "UDP":
+        return Protocol.UDP
+    if app_protocol:
+        known = _PROTOCOL_NAMES.get(app_protocol.lower())
+        if known is not None:
+            return known
+    if port_name:
+        lowered = port_name.lower()
+        if lowered in _PROTOCOL_NAMES:
+            return _PROTOCOL_NAMES[lowered]
+        prefix = lowered.split("-", 1)[0]
+        # "grpc-web" is itself hyphenated: check it before splitting it into "grpc".
+        if lowered.startswith("grpc-web"):
+            return Protocol.GRPC_WEB
+        if prefix in _PROTOCOL_NAMES:
+            return _PROTOCOL_NAMES[prefix]
+    return Protocol.TCP
+
+
+class ServiceKind(enum.StrEnum):
+    """How a Service is reached, which decides how it is translated."""
+
+    CLUSTER_IP = "ClusterIP"  # a virtual IP; also NodePort and LoadBalancer services
+    HEADLESS = "Headless"  # clusterIP: None; clients connect to endpoint IPs directly
+    EXTERNAL_NAME = "ExternalName"  # a DNS alias to a name outside the cluster
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    name: str
+    port: int
+    protocol: Protocol
+    target_port: int | str | None = None  # a number, a container port name, or unset (= port)
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    namespace: str
+    kind: ServiceKind
+    ports: tuple[ServicePort, ...]
+    cluster_ips: tuple[str, ...] = ()
+    selector: tuple[tuple[str, str], ...] | None = None  # None: endpoints are managed by hand
+    external_name: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    def fqdn(self, domain_suffix: str = DEFAULT_DOMAIN_SUFFIX) -> str:
+        return f"{self.name}.{self.namespace}.svc.{domain_suffix}"
+
+    def selects(self, labels: Mapping[str, str]) -> bool:
+        """Whether this service's selector picks a pod with ``labels`` (never, without one)."""
+        if not self.selector:
+            return False
+        return all(labels.get(k) == v for k, v in self.selector)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One address of an EndpointSlice with its conditions (Kubernetes semantics).
+
+    ``ready`` is ``serving and not terminating``; a terminating endpoint may still be
+    serving while it drains.
+    """
+
+    address: str
+    ready: bool = True
+    serving: bool = True
+    terminating: bool = False
+    zone: str | None = None
+    node_name: str | None = None
+    pod_name: str | None = None
+
+
+@dataclass(frozen=True)
+class EndpointSlice:
+    name: str
+    namespace: str
+    service_name: str
+    ports: tuple[tuple[str, int], ...]  # (service port name, endpoint port number)
+    endpoints: tuple[Endpoint, ...]
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    name: str
+    port: int
+    transport: str = "TCP"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A pod, as far as the mesh cares: where it is, who it runs as, what it listens on."""
+
+    name: str
+    namespace: str
+    ips: tuple[str, ...]
+    service_account: str = "default"
+    labels: tuple[tuple[str, str], ...] = ()
+    ports: tuple[ContainerPort, ...] = ()
+
+    @property
+    def label_map(self) -> Mapping[str, str]:
+        return dict(self.labels)
+
+    def resolve_port(self, target: int | str | None, default: int) -> int | None:
+        """A service ``targetPort`` as a number: named ports resolve against the containers."""
+        if target is None:
+            return default
+        if isinstance(target, int):
+            return target
+        for port in self.ports:
+            if port.name == target:
+                return port.port
+        return None
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class MeshSnapshot:
+    """Everything translation needs, consistent as of one moment. Never mutated.
+
+    ``generation`` increases with every snapshot a store produces; it is for logs and
+    debugging, never part of a resource version (versions are content hashes).
+    """
+
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    services: Mapping[tuple[str, str], Service] = field(default_factory=dict)
+    endpoint_slices: Mapping[tuple[str, str], EndpointSlice] = field(default_factory=dict)
+    workloads: Mapping[tuple[str, str], Workload] = field(default_factory=dict)
+    namespaces: Mapping[str, Namespace] = field(default_factory=dict)
+    domain_suffix: str = DEFAULT_DOMAIN_SUFFIX
+    generation: int = 0
+    # The generation at which each kind (by Kubernetes kind name) last changed: translation
+    # reuses whatever only depends on kinds that did not change.
+    revisions: Mapping[str, int] = field(default_factory=dict)
+
+    @cached_property
+    def endpoints_by_service(self) -> Mapping[tuple[str, str], tuple[EndpointSlice, ...]]:
+        """The EndpointSlices of each service, in slice-name order (deterministic output)."""
+        grouped: dict[tuple[str, str], list[EndpointSlice]] = {}
+        for key in sorted(self.endpoint_slices):
+            eps = self.endpoint_slices[key]
+            grouped.setdefault((eps.namespace, eps.service_name), []).append(eps)
+        return MappingProxyType({k: tuple(v) for k, v in grouped.items()})
+
+    def slices_for(self, service: Service) -> tuple[EndpointSlice, ...]:
+        return self.endpoints_by_service.get(service.key, ())
+
+    @cached_property
+    def services_by_namespace(self) -> Mapping[str, tuple[Service, ...]]:
+        """Services per namespace, each tuple in name order."""
+        grouped: dict[str, list[Service]] = {}
+        for key in sorted(self.services):
+            grouped.setdefault(key[0], []).append(self.services[key])
+        return MappingProxyType({ns: tuple(v) for ns, v in grouped.items()})
+
+    def sorted_services(self) -> Iterator[Service]:
+        for key in sorted(self.services):
+            yield self.services[key]

@@ -1,0 +1,105 @@
+"""Envoy resources as the xDS server serves them: packed once, versioned by content.
+
+A :class:`Resource` is built once per distinct input and then shared by every proxy that
+needs it: its ``Any`` is packed and its version hashed a single time. Versions are content
+hashes (deterministic serialization, so map fields cannot reorder), which makes them
+stable across control-plane restarts: a reconnecting Envoy that quotes a version we would
+produce again is not sent that resource again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+TYPE_PREFIX = "type.googleapis.com/"
+CLUSTER = TYPE_PREFIX + "envoy.config.cluster.v3.Cluster"
+ENDPOINT = TYPE_PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
+LISTENER = TYPE_PREFIX + "envoy.config.listener.v3.Listener"
+ROUTE = TYPE_PREFIX + "envoy.config.route.v3.RouteConfiguration"
+
+# Adds go clusters -> endpoints -> listeners -> routes, so nothing refers to a cluster that
+# Envoy has not got (and warmed) yet.
+PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+SHORT_NAMES: Mapping[str, str] = {CLUSTER: "CDS", ENDPOINT: "EDS", LISTENER: "LDS", ROUTE: "RDS"}
+TYPE_BY_SHORT_NAME: Mapping[str, str] = {
+    "clusters": CLUSTER,
+    "endpoints": ENDPOINT,
+    "listeners": LISTENER,
+    "routes": ROUTE,
+}
+# LDS and CDS are wildcard types: an empty subscription means "everything".
+WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
+
+
+def content_version(*chunks: bytes) -> str:
+    digest = hashlib.blake2b(digest_size=8)
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Resource:
+    """One named Envoy resource, packed and versioned."""
+
+    name: str
+    message: Message
+    packed: any_pb2.Any
+    version: str
+
+    @property
+    def type_url(self) -> str:
+        return self.packed.type_url
+
+
+def make_resource(name: str, message: Message) -> Resource:
+    body = message.SerializeToString(deterministic=True)
+    packed = any_pb2.Any(type_url=TYPE_PREFIX + message.DESCRIPTOR.full_name, value=body)
+    return Resource(name=name, message=message, packed=packed, version=content_version(body))
+
+
+@dataclass(frozen=True, eq=False)
+class ResourceSet:
+    """All resources of one type for one proxy, with the type's state-of-the-world version."""
+
+    type_url: str
+    by_name: Mapping[str, Resource]
+    _version: list[str] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def of(cls, type_url: str, resources: Iterable[Resource]) -> ResourceSet:
+        return cls(type_url, {r.name: r for r in resources})
+
+    @property
+    def version(self) -> str:
+        """A hash of every (name, version): equal sets have equal versions, across restarts."""
+        if not self._version:
+            chunks = (
+                f"{name}={self.by_name[name].version};".encode() for name in sorted(self.by_name)
+            )
+            self._version.append(content_version(*chunks))
+        return self._version[0]
+
+    def __iter__(self) -> Iterator[Resource]:
+        return iter(self.by_name.values())
+
+    def __len__(self) -> int:
+        return len(self.by_name)
+
+    def get(self, name: str) -> Resource | None:
+        return self.by_name.get(name)
+
+
+@dataclass(frozen=True, eq=False)
+class ProxyResources:
+    """Everything one proxy should have: one :class:`ResourceSet` per xDS type."""
+
+    sets: Mapping[str, ResourceSet]
+
+    def __getitem__(self, type_url: str) -> ResourceSet:
+        return self.sets[type_url]

@@ -1,0 +1,143 @@
+"""The file source: a directory of Kubernetes YAML as the mesh's state.
+
+For local runs, demos and tests without a cluster. Every ``*.yaml``/``*.yml``/``*.json``
+file under the directory is read (multi-document files and ``kind: List`` work); the
+kinds the model uses are kept, anything else is ignored. The mesh config is the
+``istio`` ConfigMap's ``mesh`` key, as in a cluster.
+
+The directory is polled for changes (no inotify dependency, and edits through editors that
+replace files are seen the same way). A change re-reads everything and replaces every
+kind at once; if any file fails to parse, the last good state stays and the error is
+logged, so a half-saved file never reaches the proxies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from controlplane.convert import MESH_CONFIGMAP_NAME
+from controlplane.store import Kind, MeshStore
+
+log = logging.getLogger(__name__)
+
+_KINDS = {kind.value: kind for kind in Kind}
+_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class ConfigDirError(ValueError):
+    """A file in the config directory cannot be read; the message names it."""
+
+
+def _flatten(doc: Any, where: str) -> Iterator[Mapping[str, Any]]:
+    if doc is None:
+        return
+    if not isinstance(doc, Mapping):
+        raise ConfigDirError(
+            f"{where}: a document must be a Kubernetes object, not {type(doc).__name__}"
+        )
+    if doc.get("kind") == "List" or (doc.get("kind", "").endswith("List") and "items" in doc):
+        for item in doc.get("items") or []:
+            yield from _flatten(item, where)
+    else:
+        yield doc
+
+
+def parse_objects(text: str, where: str = "<text>") -> list[Mapping[str, Any]]:
+    """The Kubernetes objects in a (multi-document) YAML text."""
+    try:
+        docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        raise ConfigDirError(f"{where}: not valid YAML: {exc}") from exc
+    return [obj for doc in docs for obj in _flatten(doc, where)]
+
+
+def read_directory(directory: Path) -> list[Mapping[str, Any]]:
+    """Every object in the directory's YAML/JSON files, in file-name order."""
+    if not directory.is_dir():
+        raise ConfigDirError(
+            f"{directory}: not a directory (pass --config-dir a directory of YAML)"
+        )
+    objects: list[Mapping[str, Any]] = []
+    for path in sorted(p for p in directory.rglob("*") if p.suffix in _SUFFIXES and p.is_file()):
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigDirError(f"{path}: cannot read: {exc}") from exc
+        objects.extend(parse_objects(text, str(path)))
+    return objects
+
+
+def is_mesh_configmap(obj: Mapping[str, Any], namespace: str | None = None) -> bool:
+    meta = obj.get("metadata") or {}
+    return meta.get("name") == MESH_CONFIGMAP_NAME and (
+        namespace is None or meta.get("namespace") == namespace
+    )
+
+
+def load_into(store: MeshStore, objects: Iterable[Mapping[str, Any]]) -> None:
+    """Make ``objects`` the complete state of ``store``, one kind at a time."""
+    grouped: dict[Kind, list[Mapping[str, Any]]] = {kind: [] for kind in Kind}
+    for obj in objects:
+        kind = _KINDS.get(str(obj.get("kind")))
+        if kind is None or (kind is Kind.MESH_CONFIG and not is_mesh_configmap(obj)):
+            continue
+        grouped[kind].append(obj)
+    # Mesh config first: every proxy's configuration depends on it.
+    for kind in (Kind.MESH_CONFIG, Kind.NAMESPACE, Kind.POD, Kind.SERVICE, Kind.ENDPOINT_SLICE):
+        store.replace(kind, grouped[kind])
+
+
+def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    entries = []
+    for path in directory.rglob("*"):
+        if path.suffix in _SUFFIXES:
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            entries.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(sorted(entries))
+
+
+class FileSource:
+    """Keeps a :class:`MeshStore` equal to the contents of a directory."""
+
+    def __init__(self, directory: Path, store: MeshStore, poll_interval: float = 0.5) -> None:
+        self.directory = directory
+        self.store = store
+        self.poll_interval = poll_interval
+        self._seen: tuple[tuple[str, int, int], ...] | None = None
+
+    def load(self) -> bool:
+        """Read the directory into the store now; False (state kept) if a file is broken."""
+        fingerprint = _fingerprint(self.directory)
+        try:
+            objects = read_directory(self.directory)
+        except ConfigDirError as exc:
+            log.error(
+                "config directory not loaded, keeping the last good state",
+                extra={"error": str(exc)},
+            )
+            self._seen = fingerprint
+            return False
+        self._seen = fingerprint
+        load_into(self.store, objects)
+        log.info(
+            "config directory loaded",
+            extra={"directory": str(self.directory), "objects": len(objects)},
+        )
+        return True
+
+    async def run(self) -> None:
+        """Load, then poll for changes until cancelled."""
+        self.load()
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            if _fingerprint(self.directory) != self._seen:
+                self.load()

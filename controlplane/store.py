@@ -1,0 +1,138 @@
+"""The mutable side of the model: applies source events and hands out immutable snapshots.
+
+Sources call :meth:`MeshStore.upsert`, :meth:`MeshStore.delete` and, after a (re-)list,
+:meth:`MeshStore.replace`, which swaps a whole kind in one step so that a re-list after
+``410 Gone`` never exposes a half-updated view. Each object is converted once, when its
+event arrives; a snapshot is a cheap copy of the per-kind maps, made only when asked for.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Iterable
+from types import MappingProxyType
+from typing import Any
+
+from controlplane import convert
+from controlplane.model import MeshSnapshot
+from meshlib.meshconfig import MeshConfig
+
+log = logging.getLogger(__name__)
+
+
+class Kind(enum.StrEnum):
+    """The Kubernetes kinds the model is built from."""
+
+    SERVICE = "Service"
+    ENDPOINT_SLICE = "EndpointSlice"
+    POD = "Pod"
+    NAMESPACE = "Namespace"
+    MESH_CONFIG = "ConfigMap"
+
+
+_CONVERTERS: dict[Kind, Callable[[convert.Object], Any]] = {
+    Kind.SERVICE: convert.service_from_object,
+    Kind.ENDPOINT_SLICE: convert.endpoint_slice_from_object,
+    Kind.POD: convert.workload_from_pod,
+    Kind.NAMESPACE: convert.namespace_from_object,
+    Kind.MESH_CONFIG: convert.mesh_config_from_configmap,
+}
+
+Key = tuple[str, str]
+
+
+def object_key(kind: Kind, obj: convert.Object) -> Key:
+    meta = obj.get("metadata") or {}
+    namespace = "" if kind is Kind.NAMESPACE else str(meta.get("namespace") or "default")
+    return (namespace, str(meta.get("name") or ""))
+
+
+class MeshStore:
+    """Current model state, fed by sources; ``on_change`` fires after each effective change.
+
+    Not thread-safe: call it from the event loop (the Kubernetes source hops threads first).
+    """
+
+    def __init__(
+        self, on_change: Callable[[Kind], None] | None = None, domain_suffix: str = "cluster.local"
+    ) -> None:
+        self._objects: dict[Kind, dict[Key, Any]] = {kind: {} for kind in Kind}
+        self._on_change = on_change
+        self._domain_suffix = domain_suffix
+        self._generation = 0
+        self._revisions: dict[str, int] = {kind.value: 0 for kind in Kind}
+        self._snapshot: MeshSnapshot | None = None
+
+    def set_listener(self, on_change: Callable[[Kind], None]) -> None:
+        self._on_change = on_change
+
+    def upsert(self, kind: Kind, obj: convert.Object) -> bool:
+        """Add or update one object; returns whether the model changed. Bad objects are skipped."""
+        value = self._convert(kind, obj)
+        if value is None:
+            return False
+        key = object_key(kind, obj)
+        if self._objects[kind].get(key) == value:
+            return False
+        self._objects[kind][key] = value
+        self._changed(kind)
+        return True
+
+    def delete(self, kind: Kind, namespace: str, name: str) -> bool:
+        key = ("" if kind is Kind.NAMESPACE else namespace, name)
+        if self._objects[kind].pop(key, None) is None:
+            return False
+        self._changed(kind)
+        return True
+
+    def replace(self, kind: Kind, objs: Iterable[convert.Object]) -> bool:
+        """Make ``objs`` the complete set of ``kind`` (after a list): one change, or none."""
+        fresh: dict[Key, Any] = {}
+        for obj in objs:
+            value = self._convert(kind, obj)
+            if value is not None:
+                fresh[object_key(kind, obj)] = value
+        if fresh == self._objects[kind]:
+            return False
+        self._objects[kind] = fresh
+        self._changed(kind)
+        return True
+
+    def snapshot(self) -> MeshSnapshot:
+        """The current state as an immutable snapshot (the same object until the next change)."""
+        if self._snapshot is None:
+            configs = list(self._objects[Kind.MESH_CONFIG].values())
+            self._snapshot = MeshSnapshot(
+                mesh=configs[0] if configs else MeshConfig(),
+                services=MappingProxyType(dict(self._objects[Kind.SERVICE])),
+                endpoint_slices=MappingProxyType(dict(self._objects[Kind.ENDPOINT_SLICE])),
+                workloads=MappingProxyType(dict(self._objects[Kind.POD])),
+                namespaces=MappingProxyType(
+                    {k[1]: v for k, v in self._objects[Kind.NAMESPACE].items()}
+                ),
+                domain_suffix=self._domain_suffix,
+                generation=self._generation,
+                revisions=MappingProxyType(dict(self._revisions)),
+            )
+        return self._snapshot
+
+    def counts(self) -> dict[str, int]:
+        return {kind.value: len(objs) for kind, objs in self._objects.items()}
+
+    def _convert(self, kind: Kind, obj: convert.Object) -> Any:
+        try:
+            return _CONVERTERS[kind](obj)
+        except (convert.ObjectError, KeyError, TypeError, ValueError) as exc:
+            log.warning(
+                "skipping an object the mesh cannot use",
+                extra={"object": convert.object_ref(obj), "error": str(exc)},
+            )
+            return None
+
+    def _changed(self, kind: Kind) -> None:
+        self._generation += 1
+        self._revisions[kind.value] = self._generation
+        self._snapshot = None
+        if self._on_change is not None:
+            self._on_change(kind)

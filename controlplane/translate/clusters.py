@@ -1,0 +1,141 @@
+"""Clusters: where a proxy can send traffic.
+
+One outbound cluster per service port (EDS for services with a virtual IP, original
+destination for headless ones, DNS for ExternalName), the inbound clusters that deliver
+captured traffic to the local application, and the fixed passthrough/blackhole clusters.
+"""
+
+from __future__ import annotations
+
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
+from envoy.config.core.v3 import address_pb2, protocol_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+
+from controlplane.model import Protocol, Service, ServiceKind, ServicePort
+from controlplane.translate import names
+from controlplane.translate.common import ads, duration, packed, socket_address
+
+CONNECT_TIMEOUT_SECONDS = 10.0  # Istio's default connectTimeout
+# Envoy's default circuit breakers (1024 connections/requests) throttle busy services long
+# before they are overloaded; like Istio, leave limiting to explicit policy.
+_UNLIMITED = 4294967295
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+def _base(name: str) -> cluster_pb2.Cluster:
+    cluster = cluster_pb2.Cluster(name=name, connect_timeout=duration(CONNECT_TIMEOUT_SECONDS))
+    cluster.circuit_breakers.CopyFrom(
+        circuit_breaker_pb2.CircuitBreakers(
+            thresholds=[
+                circuit_breaker_pb2.CircuitBreakers.Thresholds(
+                    max_connections={"value": _UNLIMITED},
+                    max_pending_requests={"value": _UNLIMITED},
+                    max_requests={"value": _UNLIMITED},
+                    max_retries={"value": _UNLIMITED},
+                )
+            ]
+        )
+    )
+    return cluster
+
+
+def _set_upstream_protocol(cluster: cluster_pb2.Cluster, protocol: Protocol) -> None:
+    if protocol.is_http2:
+        options = http_protocol_options_pb2.HttpProtocolOptions(
+            explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
+                http2_protocol_options=protocol_pb2.Http2ProtocolOptions()
+            )
+        )
+        cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(packed(options))
+
+
+def _original_destination(cluster: cluster_pb2.Cluster) -> None:
+    cluster.type = cluster_pb2.Cluster.ORIGINAL_DST
+    cluster.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
+
+
+def outbound_cluster(
+    service: Service, port: ServicePort, domain_suffix: str
+) -> cluster_pb2.Cluster:
+    """The cluster for one service port. Its name is also its load assignment's name."""
+    fqdn = service.fqdn(domain_suffix)
+    name = names.outbound_cluster(port.port, fqdn)
+    cluster = _base(name)
+    if service.kind is ServiceKind.HEADLESS:
+        # Clients pick a pod themselves (DNS returns pod IPs): keep their choice.
+        _original_destination(cluster)
+    elif service.kind is ServiceKind.EXTERNAL_NAME:
+        cluster.type = cluster_pb2.Cluster.STRICT_DNS
+        cluster.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
+        cluster.lb_policy = cluster_pb2.Cluster.ROUND_ROBIN
+        cluster.load_assignment.CopyFrom(
+            endpoint_pb2.ClusterLoadAssignment(
+                cluster_name=name,
+                endpoints=[
+                    endpoint_components_pb2.LocalityLbEndpoints(
+                        lb_endpoints=[
+                            endpoint_components_pb2.LbEndpoint(
+                                endpoint=endpoint_components_pb2.Endpoint(
+                                    address=socket_address(service.external_name or "", port.port)
+                                )
+                            )
+                        ]
+                    )
+                ],
+            )
+        )
+    else:
+        cluster.type = cluster_pb2.Cluster.EDS
+        cluster.eds_cluster_config.eds_config.CopyFrom(ads())
+        cluster.lb_policy = cluster_pb2.Cluster.LEAST_REQUEST
+    _set_upstream_protocol(cluster, port.protocol)
+    return cluster
+
+
+def uses_eds(service: Service) -> bool:
+    """Whether the service's clusters get their endpoints over EDS."""
+    return service.kind is ServiceKind.CLUSTER_IP
+
+
+def passthrough_cluster() -> cluster_pb2.Cluster:
+    """Unknown destinations, when the mesh allows them: connect where the app connected."""
+    cluster = _base(names.PASSTHROUGH_CLUSTER)
+    _original_destination(cluster)
+    return cluster
+
+
+def blackhole_cluster() -> cluster_pb2.Cluster:
+    """Unknown destinations under REGISTRY_ONLY: a cluster with no hosts refuses them."""
+    cluster = cluster_pb2.Cluster(
+        name=names.BLACKHOLE_CLUSTER, connect_timeout=duration(CONNECT_TIMEOUT_SECONDS)
+    )
+    cluster.type = cluster_pb2.Cluster.STATIC
+    return cluster
+
+
+def _bind_inbound_source(cluster: cluster_pb2.Cluster, ipv4: bool, ipv6: bool) -> None:
+    bind = cluster.upstream_bind_config
+    primary = names.INBOUND_SOURCE_IPV4 if ipv4 else names.INBOUND_SOURCE_IPV6
+    bind.source_address.CopyFrom(address_pb2.SocketAddress(address=primary, port_value=0))
+    if ipv4 and ipv6:
+        bind.extra_source_addresses.add().address.CopyFrom(
+            address_pb2.SocketAddress(address=names.INBOUND_SOURCE_IPV6, port_value=0)
+        )
+
+
+def inbound_cluster(port: int, protocol: Protocol, ipv4: bool, ipv6: bool) -> cluster_pb2.Cluster:
+    """Delivers captured traffic to the application on ``port`` at its original address."""
+    cluster = _base(names.inbound_cluster(port))
+    _original_destination(cluster)
+    _bind_inbound_source(cluster, ipv4, ipv6)
+    _set_upstream_protocol(cluster, protocol)
+    return cluster
+
+
+def inbound_passthrough_cluster(ipv4: bool, ipv6: bool) -> cluster_pb2.Cluster:
+    """Inbound traffic to ports no service declares still reaches the application."""
+    cluster = _base(names.INBOUND_PASSTHROUGH_CLUSTER)
+    _original_destination(cluster)
+    _bind_inbound_source(cluster, ipv4, ipv6)
+    return cluster

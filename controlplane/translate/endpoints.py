@@ -1,0 +1,72 @@
+"""Cluster load assignments: the endpoints of each service port, from its EndpointSlices.
+
+Ready endpoints are HEALTHY. Terminating endpoints that still serve are kept as DRAINING:
+Envoy sends them no new requests but lets what is in flight finish, which is what a
+rolling update needs. Endpoints that are neither are left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from envoy.config.core.v3 import base_pb2, health_check_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+
+from controlplane.model import Endpoint, EndpointSlice, ServicePort
+from controlplane.translate.common import socket_address
+
+HEALTHY = health_check_pb2.HealthStatus.HEALTHY
+DRAINING = health_check_pb2.HealthStatus.DRAINING
+
+
+def endpoint_health(endpoint: Endpoint) -> int | None:
+    """The Envoy health status of an endpoint, or None if it must not be sent at all."""
+    if endpoint.ready:
+        return HEALTHY
+    if endpoint.terminating and endpoint.serving:
+        return DRAINING
+    return None
+
+
+def load_assignment(
+    cluster_name: str, port: ServicePort, slices: Iterable[EndpointSlice]
+) -> endpoint_pb2.ClusterLoadAssignment:
+    """The endpoints of ``port`` across ``slices``, grouped by zone (Envoy's locality).
+
+    A slice lists endpoint ports by service port name; a slice without that port does not
+    serve it. An address listed twice (two slices, during a slice rebalance) is sent once.
+    """
+    by_zone: dict[str, list[endpoint_components_pb2.LbEndpoint]] = {}
+    seen: set[tuple[str, int]] = set()
+    for eps in slices:
+        number = next((n for name, n in eps.ports if name == port.name), None)
+        if number is None:
+            continue
+        for endpoint in eps.endpoints:
+            health = endpoint_health(endpoint)
+            if health is None or (endpoint.address, number) in seen:
+                continue
+            seen.add((endpoint.address, number))
+            by_zone.setdefault(endpoint.zone or "", []).append(
+                endpoint_components_pb2.LbEndpoint(
+                    endpoint=endpoint_components_pb2.Endpoint(
+                        address=socket_address(endpoint.address, number)
+                    ),
+                    health_status=health,
+                )
+            )
+    cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster_name)
+    for zone in sorted(by_zone):
+        group = cla.endpoints.add()
+        if zone:
+            group.locality.CopyFrom(base_pb2.Locality(zone=zone))
+        group.lb_endpoints.extend(
+            sorted(
+                by_zone[zone],
+                key=lambda e: (
+                    e.endpoint.address.socket_address.address,
+                    e.endpoint.address.socket_address.port_value,
+                ),
+            )
+        )
+    return cla

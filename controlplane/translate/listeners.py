@@ -1,0 +1,202 @@
+"""The two capture listeners: ``virtualOutbound`` (15001) and ``virtualInbound`` (15006).
+
+The capture rules redirect every connection to one of these ports; the ``original_dst``
+listener filter restores where the connection was going, and filter chains match on that
+destination:
+
+* outbound: HTTP service ports share one chain per port (matching all of their virtual
+  IPs) that parses HTTP and routes by Host over RDS (route configuration ``<port>``);
+  each TCP service port gets a chain on its ``VIP:port`` that proxies bytes to its
+  cluster. Headless services match on their endpoints' IPs at the service port, as
+  Istio does; ExternalName services, having no IP, match the whole port. Anything else
+  falls to the default chain: ``PassthroughCluster`` (ALLOW_ANY) or ``BlackHoleCluster``
+  (REGISTRY_ONLY).
+* inbound: one chain per port the workload serves, delivering to ``inbound|<port>||``;
+  other ports pass through to the application unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+from controlplane.model import EndpointSlice, Protocol, Service, ServiceKind
+from controlplane.translate import names
+from controlplane.translate.common import ads, duration, host_cidr, packed, socket_address
+from controlplane.translate.endpoints import endpoint_health
+
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
+ROUTER_FILTER = "envoy.filters.http.router"
+ORIGINAL_DST_FILTER = "envoy.filters.listener.original_dst"
+
+
+@dataclass(frozen=True, order=True)
+class InboundPort:
+    """A port the local application serves, with the protocol its services declare."""
+
+    port: int
+    protocol: Protocol
+
+
+def _original_dst() -> listener_components_pb2.ListenerFilter:
+    return listener_components_pb2.ListenerFilter(
+        name=ORIGINAL_DST_FILTER, typed_config=packed(original_dst_pb2.OriginalDst())
+    )
+
+
+def _router() -> hcm_pb2.HttpFilter:
+    return hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=packed(router_pb2.Router()))
+
+
+def _tcp_proxy(cluster: str) -> listener_components_pb2.Filter:
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
+    return listener_components_pb2.Filter(name=TCP_PROXY_FILTER, typed_config=packed(proxy))
+
+
+def _http(hcm: hcm_pb2.HttpConnectionManager) -> listener_components_pb2.Filter:
+    hcm.http_filters.append(_router())
+    return listener_components_pb2.Filter(name=HCM_FILTER, typed_config=packed(hcm))
+
+
+def _chain(
+    name: str, port: int | None, ips: Iterable[str], network_filter: listener_components_pb2.Filter
+) -> listener_components_pb2.FilterChain:
+    match = listener_components_pb2.FilterChainMatch(
+        prefix_ranges=[host_cidr(ip) for ip in sorted(ips)]
+    )
+    if port is not None:
+        match.destination_port.value = port
+    return listener_components_pb2.FilterChain(
+        name=name, filter_chain_match=match, filters=[network_filter]
+    )
+
+
+def _listener(name: str, port: int, ipv6: bool, direction: int) -> listener_pb2.Listener:
+    listener = listener_pb2.Listener(
+        name=name,
+        address=socket_address("0.0.0.0", port),
+        traffic_direction=direction,
+        listener_filters=[_original_dst()],
+    )
+    if ipv6:
+        listener.additional_addresses.add().address.CopyFrom(socket_address("::", port))
+    return listener
+
+
+def _headless_ips(service: Service, slices: Iterable[EndpointSlice]) -> list[str]:
+    return sorted(
+        {ep.address for eps in slices for ep in eps.endpoints if endpoint_health(ep) is not None}
+    )
+
+
+def outbound_listener(
+    services: Iterable[Service],
+    slices_for: Callable[[Service], tuple[EndpointSlice, ...]],
+    domain_suffix: str,
+    allow_any: bool,
+    ipv6: bool = False,
+) -> listener_pb2.Listener:
+    """The outbound capture listener for a proxy that may reach ``services``.
+
+    A destination (IP or whole port) belongs to the first service, in namespace/name
+    order, that claims it; Envoy rejects two chains with the same match.
+    """
+    claimed: set[tuple[str | None, int]] = set()
+    http_ips: dict[int, set[str | None]] = {}
+    tcp_chains: list[listener_components_pb2.FilterChain] = []
+    for service in services:
+        if service.kind is ServiceKind.CLUSTER_IP:
+            ips: list[str | None] = list(service.cluster_ips)
+        elif service.kind is ServiceKind.HEADLESS:
+            ips = list(_headless_ips(service, slices_for(service)))
+        else:
+            ips = [None]  # ExternalName: no IP to match, so the whole port
+        for port in service.ports:
+            if port.protocol is Protocol.UDP:
+                continue
+            free = [ip for ip in ips if (ip, port.port) not in claimed]
+            if not free:
+                continue
+            claimed.update((ip, port.port) for ip in free)
+            if port.protocol.is_http:
+                http_ips.setdefault(port.port, set()).update(free)
+                continue
+            cluster = names.outbound_cluster(port.port, service.fqdn(domain_suffix))
+            tcp_chains.append(
+                _chain(cluster, port.port, [ip for ip in free if ip], _tcp_proxy(cluster))
+            )
+    chains = list(tcp_chains)
+    for number, owners in http_ips.items():
+        hcm = hcm_pb2.HttpConnectionManager(
+            stat_prefix=f"outbound_0.0.0.0_{number}",
+            rds=hcm_pb2.Rds(config_source=ads(), route_config_name=names.outbound_route(number)),
+        )
+        # A port claimed as a whole (ExternalName) needs no IP list: any destination matches.
+        ips_to_match = [] if None in owners else [ip for ip in owners if ip]
+        chains.append(_chain(f"0.0.0.0_{number}", number, ips_to_match, _http(hcm)))
+    chains.sort(key=lambda c: (c.filter_chain_match.destination_port.value, c.name))
+
+    listener = _listener(
+        names.OUTBOUND_LISTENER, names.OUTBOUND_CAPTURE_PORT, ipv6, base_pb2.OUTBOUND
+    )
+    listener.filter_chains.extend(chains)
+    fallback = names.PASSTHROUGH_CLUSTER if allow_any else names.BLACKHOLE_CLUSTER
+    listener.default_filter_chain.CopyFrom(
+        listener_components_pb2.FilterChain(name=fallback, filters=[_tcp_proxy(fallback)])
+    )
+    return listener
+
+
+def _inbound_route(port: int) -> route_pb2.RouteConfiguration:
+    cluster = names.inbound_cluster(port)
+    return route_pb2.RouteConfiguration(
+        name=cluster,
+        virtual_hosts=[
+            route_components_pb2.VirtualHost(
+                name=f"inbound|http|{port}",
+                domains=["*"],
+                routes=[
+                    route_components_pb2.Route(
+                        name="default",
+                        match=route_components_pb2.RouteMatch(prefix="/"),
+                        route=route_components_pb2.RouteAction(
+                            cluster=cluster, timeout=duration(0)
+                        ),
+                    )
+                ],
+            )
+        ],
+    )
+
+
+def inbound_listener(ports: Iterable[InboundPort], ipv6: bool = False) -> listener_pb2.Listener:
+    """The inbound capture listener of a workload serving ``ports``."""
+    listener = _listener(names.INBOUND_LISTENER, names.INBOUND_CAPTURE_PORT, ipv6, base_pb2.INBOUND)
+    for entry in sorted(ports):
+        cluster = names.inbound_cluster(entry.port)
+        if entry.protocol.is_http:
+            hcm = hcm_pb2.HttpConnectionManager(
+                stat_prefix=f"inbound_0.0.0.0_{entry.port}", route_config=_inbound_route(entry.port)
+            )
+            network_filter = _http(hcm)
+        else:
+            network_filter = _tcp_proxy(cluster)
+        listener.filter_chains.append(_chain(cluster, entry.port, (), network_filter))
+    listener.default_filter_chain.CopyFrom(
+        listener_components_pb2.FilterChain(
+            name=names.INBOUND_PASSTHROUGH_CLUSTER,
+            filters=[_tcp_proxy(names.INBOUND_PASSTHROUGH_CLUSTER)],
+        )
+    )
+    return listener

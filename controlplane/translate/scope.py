@@ -1,0 +1,69 @@
+"""What one proxy needs to know: the services it may call and the ports it serves."""
+
+from __future__ import annotations
+
+from controlplane.model import MeshSnapshot, Protocol, Service
+from controlplane.proxy import ProxyIdentity
+from controlplane.translate.listeners import InboundPort
+
+ALL_NAMESPACES = "*"
+
+
+def visible_namespaces(snapshot: MeshSnapshot, proxy_namespace: str) -> frozenset[str] | None:
+    """The namespaces whose services the proxy gets; None means every namespace.
+
+    By default a sidecar gets the whole mesh. With ``egressNamespaces`` in the mesh config
+    it gets its own namespace plus the listed ones (``*`` lists them all), like an Istio
+    ``Sidecar`` with egress hosts ``./*`` and ``<namespace>/*``.
+    """
+    listed = snapshot.mesh.egress_namespaces
+    if listed is None or ALL_NAMESPACES in listed:
+        return None
+    return frozenset((proxy_namespace, *listed))
+
+
+def visible_services(snapshot: MeshSnapshot, namespaces: frozenset[str] | None) -> list[Service]:
+    """The services in ``namespaces`` (all when None), in namespace/name order."""
+    by_namespace = snapshot.services_by_namespace
+    chosen = (
+        sorted(by_namespace) if namespaces is None else sorted(namespaces & by_namespace.keys())
+    )
+    return [service for ns in chosen for service in by_namespace[ns]]
+
+
+def inbound_ports(snapshot: MeshSnapshot, proxy: ProxyIdentity) -> tuple[InboundPort, ...]:
+    """The ports the proxy's workload serves for some service, with that service's protocol.
+
+    A service of the proxy's namespace contributes when its selector matches the pod's
+    labels (named target ports resolve against the pod's containers) or, for services
+    without a selector, when one of its endpoints is a proxy IP. When two services
+    disagree on a port's protocol, the first in name order wins.
+    """
+    workload = snapshot.workloads.get((proxy.namespace, proxy.pod_name))
+    labels = workload.label_map if workload is not None else dict(proxy.labels)
+    proxy_ips = set(proxy.ips) | set(workload.ips if workload else ())
+    found: dict[int, InboundPort] = {}
+    for service in snapshot.services_by_namespace.get(proxy.namespace, ()):
+        if service.selects(labels):
+            for port in service.ports:
+                if workload is not None:
+                    number = workload.resolve_port(port.target_port, port.port)
+                elif isinstance(port.target_port, int):
+                    number = port.target_port
+                else:
+                    number = port.port if port.target_port is None else None
+                if number is not None and number not in found and port.protocol is not Protocol.UDP:
+                    found[number] = InboundPort(number, port.protocol)
+        if not proxy_ips:
+            continue
+        protocols = {port.name: port.protocol for port in service.ports}
+        for eps in snapshot.slices_for(service):
+            if any(ep.address in proxy_ips for ep in eps.endpoints):
+                for name, number in eps.ports:
+                    if (
+                        name in protocols
+                        and number not in found
+                        and protocols[name] is not Protocol.UDP
+                    ):
+                        found[number] = InboundPort(number, protocols[name])
+    return tuple(sorted(found.values()))
