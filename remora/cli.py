@@ -18,6 +18,11 @@ from meshlib.version import remora_version
 # name -> (module, attribute, one-line help). The help is repeated here so that
 # ``remora --help`` lists every role without importing any of them.
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": (
+        "remora.demo",
+        "demo",
+        "Inject a workload through a real local API server, end to end (the README's demo).",
+    ),
     "webhook": (
         "injector.cli",
         "webhook",
