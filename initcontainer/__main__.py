@@ -1,0 +1,7 @@
+"""``python -m initcontainer``: the same as ``remora init``."""
+
+import sys
+
+from initcontainer.cli import main
+
+sys.exit(main())

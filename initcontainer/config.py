@@ -1,0 +1,278 @@
+"""What the user asked for, parsed and validated: the single input of the capture plan.
+
+Every field is explicit. The values istio-iptables derives from the machine it runs on
+(whether IPv6 is on, the DNS servers in resolv.conf, the uid of a user name) are resolved
+*before* a :class:`CaptureConfig` exists (see ``initcontainer.environment``), so the same
+config always produces the same rules, on any machine.
+
+The string parsers here follow istio-iptables' conventions: lists are comma separated and
+empty items are dropped; ``*`` means "everything" where Istio allows it.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Kernel limit on interface names (IFNAMSIZ - 1); iptables rejects longer ones.
+_MAX_INTERFACE_NAME = 15
+_INTERFACE_NAME = re.compile(r"^[^\s/!:'\"]+$")
+# User and group names as passwd(5)/group(5) allow them, or a numeric id.
+_OWNER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$")
+DEFAULT_IPV4_LOOPBACK = ipaddress.IPv4Network("127.0.0.1/32")
+# istio-iptables caps the include owner-group list (one ``-m owner`` match per group).
+MAX_OWNER_GROUPS = 64
+
+
+class ConfigError(ValueError):
+    """A flag or environment value is invalid. The message names the flag and the fix."""
+
+
+class InterceptionMode(enum.Enum):
+    """How inbound traffic reaches Envoy."""
+
+    REDIRECT = "REDIRECT"  # NAT: Envoy sees the pod IP as the destination, reads SO_ORIGINAL_DST
+    TPROXY = "TPROXY"  # mangle + policy routing: the original destination and source are kept
+
+
+@dataclass(frozen=True)
+class CidrSelection:
+    """A family-aware set of CIDRs, or ``*`` (all addresses of both families)."""
+
+    everything: bool = False
+    networks: tuple[IPNetwork, ...] = ()
+
+    def for_family(self, version: int) -> tuple[IPNetwork, ...]:
+        return tuple(n for n in self.networks if n.version == version)
+
+    def has_loopback(self) -> bool:
+        return any(n.network_address.is_loopback for n in self.networks)
+
+    @property
+    def empty(self) -> bool:
+        return not self.everything and not self.networks
+
+
+@dataclass(frozen=True)
+class PortSelection:
+    """Inbound ports to capture: ``*`` (all, minus exclusions) or an explicit list."""
+
+    everything: bool = False
+    ports: tuple[int, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.everything and not self.ports
+
+
+@dataclass(frozen=True)
+class OwnerGroups:
+    """``ISTIO_OUTBOUND_OWNER_GROUPS[_EXCLUDE]``: which app groups' outbound traffic is captured.
+
+    Either ``include`` is None (every group) and ``exclude`` lists groups never captured,
+    or ``include`` lists the only groups whose traffic is captured.
+    """
+
+    include: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DnsCapture:
+    """DNS redirection to the agent's resolver on 15053 (Istio's ``ISTIO_META_DNS_CAPTURE``)."""
+
+    enabled: bool = False
+    capture_all: bool = False
+    servers: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = ()
+
+    def servers_for_family(
+        self, version: int
+    ) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+        return tuple(s for s in self.servers if s.version == version)
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    """Everything that decides the rule set. Defaults are istio-iptables' defaults."""
+
+    proxy_port: int = 15001
+    inbound_capture_port: int = 15006
+    inbound_tunnel_port: int = 15008
+    proxy_uids: tuple[str, ...] = ("1337",)
+    proxy_gids: tuple[str, ...] = ("1337",)
+    mode: InterceptionMode = InterceptionMode.REDIRECT
+    inbound_ports: PortSelection = field(default_factory=PortSelection)
+    inbound_ports_exclude: tuple[int, ...] = ()
+    outbound_cidrs: CidrSelection = field(default_factory=CidrSelection)
+    outbound_cidrs_exclude: CidrSelection = field(default_factory=CidrSelection)
+    outbound_ports_include: tuple[int, ...] = ()
+    outbound_ports_exclude: tuple[int, ...] = ()
+    exclude_interfaces: tuple[str, ...] = ()
+    reroute_interfaces: tuple[str, ...] = ()
+    tproxy_mark: int = 1337
+    tproxy_route_table: int = 133
+    dns: DnsCapture = field(default_factory=DnsCapture)
+    drop_invalid: bool = False
+    ipv6: bool = False
+    owner_groups: OwnerGroups = field(default_factory=OwnerGroups)
+    ipv4_loopback_cidr: ipaddress.IPv4Network = DEFAULT_IPV4_LOOPBACK
+
+
+# --- parsers for the string forms of flags and environment variables ------------------------
+
+
+def split_list(value: str) -> list[str]:
+    """Istio's list syntax: comma separated, empty items dropped (we also trim spaces)."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def parse_port(value: str, flag: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise ConfigError(f"{flag}: {value!r} is not a port number (1-65535)") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{flag}: {port} is outside the port range 1-65535")
+    return port
+
+
+def parse_port_list(value: str, flag: str) -> tuple[int, ...]:
+    ports: list[int] = []
+    for item in split_list(value):
+        port = parse_port(item, flag)
+        if port not in ports:
+            ports.append(port)
+    return tuple(ports)
+
+
+def parse_inbound_ports(value: str, flag: str) -> PortSelection:
+    if value.strip() == "*":
+        return PortSelection(everything=True)
+    return PortSelection(ports=parse_port_list(value, flag))
+
+
+def parse_cidrs(value: str, flag: str, *, allow_everything: bool = True) -> CidrSelection:
+    """``*`` or a comma list of CIDRs; a bare address means a single host (/32 or /128)."""
+    items = split_list(value)
+    if "*" in items:
+        if not allow_everything:
+            raise ConfigError(
+                f"{flag}: '*' is not allowed here (excluding every address would disable "
+                "capture; to turn outbound capture off, pass an empty -i instead)"
+            )
+        return CidrSelection(everything=True)
+    networks: list[IPNetwork] = []
+    for item in items:
+        try:
+            network = ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{flag}: {item!r} is not a CIDR (expected e.g. 10.0.0.0/8 or fd00::/8)"
+            ) from None
+        if network not in networks:
+            networks.append(network)
+    return CidrSelection(networks=tuple(networks))
+
+
+def parse_owner_ids(value: str, flag: str) -> tuple[str, ...]:
+    """Numeric uids/gids for ``-m owner``; numbers only, so the plan never needs NSS."""
+    ids = split_list(value)
+    if not ids:
+        raise ConfigError(f"{flag}: at least one numeric id is required (e.g. 1337)")
+    for item in ids:
+        if not item.isdigit():
+            raise ConfigError(
+                f"{flag}: {item!r} is not a numeric id; pass the number (e.g. 1337), "
+                "or leave the flag empty to look up ENVOY_USER"
+            )
+    return tuple(dict.fromkeys(ids))
+
+
+def parse_owner_groups(value: str, flag: str) -> tuple[str, ...]:
+    groups = split_list(value)
+    for group in groups:
+        if not _OWNER_NAME.match(group):
+            raise ConfigError(f"{flag}: {group!r} is not a group name or numeric gid")
+    return tuple(dict.fromkeys(groups))
+
+
+def parse_interfaces(value: str, flag: str) -> tuple[str, ...]:
+    names = split_list(value)
+    for name in names:
+        if len(name) > _MAX_INTERFACE_NAME or not _INTERFACE_NAME.match(name):
+            raise ConfigError(
+                f"{flag}: {name!r} is not a valid interface name "
+                f"(at most {_MAX_INTERFACE_NAME} characters, no spaces, '/' or quotes)"
+            )
+    return tuple(dict.fromkeys(names))
+
+
+def parse_mode(value: str, flag: str) -> InterceptionMode:
+    normalized = value.strip().upper() or InterceptionMode.REDIRECT.value
+    if normalized == "NONE":
+        raise ConfigError(
+            f"{flag}: interception mode NONE means no capture; such pods need no init "
+            "container (the injector leaves it out)"
+        )
+    try:
+        return InterceptionMode(normalized)
+    except ValueError:
+        raise ConfigError(f"{flag}: {value!r} is not REDIRECT or TPROXY") from None
+
+
+def parse_ipv4_loopback_cidr(value: str, flag: str) -> ipaddress.IPv4Network:
+    try:
+        network = ipaddress.IPv4Network(value.strip(), strict=False)
+    except ValueError:
+        raise ConfigError(f"{flag}: {value!r} is not an IPv4 CIDR such as 127.0.0.1/32") from None
+    if not network.network_address.is_loopback or not 8 <= network.prefixlen <= 32:
+        raise ConfigError(
+            f"{flag}: {value!r} must be inside 127.0.0.0/8 with a prefix length of 8 to 32"
+        )
+    return network
+
+
+def parse_dns_servers(
+    values: list[str], source: str
+) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+    servers: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for value in values:
+        try:
+            server = ipaddress.ip_address(value.split("%", 1)[0])
+        except ValueError:
+            raise ConfigError(f"{source}: {value!r} is not an IP address") from None
+        if server not in servers:
+            servers.append(server)
+    return tuple(servers)
+
+
+def validate(config: CaptureConfig) -> None:
+    """Cross-field checks that no single parser can make."""
+    groups = config.owner_groups
+    if groups.include is not None and groups.exclude:
+        raise ConfigError(
+            "ISTIO_OUTBOUND_OWNER_GROUPS and ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE are mutually "
+            "exclusive: list the groups to capture, or the groups to skip, not both"
+        )
+    if groups.include is not None and len(groups.include) > MAX_OWNER_GROUPS:
+        raise ConfigError(
+            f"ISTIO_OUTBOUND_OWNER_GROUPS: at most {MAX_OWNER_GROUPS} groups can be listed "
+            f"(got {len(groups.include)}); use ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE instead"
+        )
+    if groups.include == ():
+        raise ConfigError("ISTIO_OUTBOUND_OWNER_GROUPS is empty: use '*' to capture every group")
+    overlap = set(config.exclude_interfaces) & set(config.reroute_interfaces)
+    if overlap:
+        raise ConfigError(
+            f"interfaces {sorted(overlap)} are both excluded (-c) and re-routed (-k); pick one"
+        )
+    if not 0 < config.tproxy_mark <= 0xFFFFFFFF:
+        raise ConfigError(
+            f"-t: the TPROXY mark {config.tproxy_mark} must be a 32-bit non-zero value"
+        )
+    if not 0 < config.tproxy_route_table < 0xFFFFFFFF:
+        raise ConfigError(f"-r: the route table {config.tproxy_route_table} is out of range")

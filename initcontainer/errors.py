@@ -1,0 +1,68 @@
+"""Failures of the capture init container, each with what failed and what to do about it.
+
+The init container's users read these in ``kubectl logs <pod> -c istio-init`` while their
+pod is stuck in ``Init:CrashLoopBackOff``; the hint is the part that gets them unstuck.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Exit codes: 1 for a capture failure, 2 for bad flags (argparse's), 126 for a failed
+# validation (istio-iptables' --run-validation code, which existing alerts may match).
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_VALIDATION_FAILED = 126
+
+
+class CaptureError(Exception):
+    """Capture could not be set up (or removed). ``hint`` says how to fix it."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  fix: {self.hint}" if self.hint else self.message
+
+
+CAPABILITY_HINT = (
+    "run the init container as root with the capabilities NET_ADMIN and NET_RAW "
+    "(securityContext.capabilities.add: [NET_ADMIN, NET_RAW]); the nft backend needs only "
+    "NET_ADMIN, iptables-legacy and python-iptables need both"
+)
+
+_KNOWN_FAILURES: list[tuple[re.Pattern[str], str]] = [
+    (
+        re.compile(r"Permission denied|Operation not permitted|must be root", re.I),
+        CAPABILITY_HINT,
+    ),
+    (
+        re.compile(r"Could not fetch rule set generation id|Protocol not supported", re.I),
+        "this kernel has no usable nf_tables; retry with --iptables-mode=legacy",
+    ),
+    (
+        re.compile(r"Table does not exist|can't initialize ip6?tables table|insmod", re.I),
+        "the kernel lacks the x_tables modules for this backend (ip_tables/iptable_nat, "
+        "ip6table_nat for IPv6): load them on the node, or retry with the other "
+        "--iptables-mode",
+    ),
+    (
+        re.compile(r"No chain/target/match by that name|Couldn't load (match|target)", re.I),
+        "a netfilter extension is missing (owner, multiport, REDIRECT, TPROXY, conntrack, "
+        "comment): load the matching xt_* kernel module on the node",
+    ),
+    (
+        re.compile(r"xtables lock|another app is currently holding", re.I),
+        "another process holds the xtables lock; retry, or set XTABLES_LOCKFILE to a writable path",
+    ),
+]
+
+
+def hint_for(stderr: str) -> str:
+    """The fix for a known iptables error message, or a generic next step."""
+    for pattern, hint in _KNOWN_FAILURES:
+        if pattern.search(stderr):
+            return hint
+    return "rerun with --log_output_level=default:debug and --dry-run to see the rules"

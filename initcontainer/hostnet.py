@@ -1,0 +1,62 @@
+"""The non-iptables part of capture: an address on ``lo`` and TPROXY's policy routes.
+
+* IPv6 pods need ``::6/128`` on ``lo``: Envoy's inbound passthrough binds to it, and unlike
+  127.0.0.0/8 the IPv6 loopback is a single address.
+* TPROXY needs marked packets delivered locally: ``ip rule fwmark <mark> lookup <table>`` and
+  a ``local`` default route in that table.
+
+Each step is idempotent (``replace``, or delete-then-add for rules, which have no replace),
+so a re-run converges, and :func:`remove` undoes them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+from initcontainer.errors import CaptureError, hint_for
+from initcontainer.plan import CapturePlan, TproxyRoute
+
+IPV6_PASSTHROUGH_ADDRESS = "::6/128"
+
+
+def _ip(*args: str, check: bool = True) -> None:
+    argv = ["ip", *args]
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise CaptureError(
+            "the ip command is not installed", "install iproute2 in the init container image"
+        ) from None
+    if check and result.returncode != 0:
+        raise CaptureError(
+            f"'{' '.join(argv)}' failed: {result.stderr.strip()}", hint_for(result.stderr)
+        )
+
+
+def _families(plan: CapturePlan) -> list[str]:
+    return ["-4", "-6"] if plan.ipv6 is not None else ["-4"]
+
+
+def setup(plan: CapturePlan) -> None:
+    if plan.needs_ipv6_passthrough_address:
+        _ip("-6", "addr", "replace", IPV6_PASSTHROUGH_ADDRESS, "dev", "lo")
+    if plan.tproxy_route is not None:
+        for family in _families(plan):
+            _set_route(family, plan.tproxy_route)
+
+
+def _set_route(family: str, route: TproxyRoute) -> None:
+    mark, table = str(route.mark), str(route.table)
+    everything = "0.0.0.0/0" if family == "-4" else "::/0"
+    _ip(family, "rule", "del", "fwmark", mark, "lookup", table, check=False)
+    _ip(family, "rule", "add", "fwmark", mark, "lookup", table)
+    _ip(family, "route", "replace", "local", everything, "dev", "lo", "table", table)
+
+
+def remove(plan: CapturePlan) -> None:
+    """Undo :func:`setup` for ``plan`` (best effort: missing entries are not errors)."""
+    if plan.tproxy_route is not None:
+        mark, table = str(plan.tproxy_route.mark), str(plan.tproxy_route.table)
+        for family in ("-4", "-6"):
+            _ip(family, "rule", "del", "fwmark", mark, "lookup", table, check=False)
+            _ip(family, "route", "flush", "table", table, check=False)
