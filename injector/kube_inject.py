@@ -142,8 +142,11 @@ def _inject_object(
     if not decision.inject:
         note(f"{where}: not injected: {decision.reason}")
         return obj
-    api_version = str(obj.get("apiVersion", "v1"))
-    workload = Workload(str(kind), api_version, str(metadata.get("name") or ""))
+    workload = None  # a Pod names its workload through its owner references
+    if path:
+        workload = Workload(
+            str(kind), str(obj.get("apiVersion", "")), str(metadata.get("name", ""))
+        )
     try:
         injected = inject(template, config, namespace=namespace, workload=workload)
     except (AnnotationError, PodError) as exc:

@@ -112,9 +112,14 @@ def rewrite_probes(
             rewritten = {"path": url, "port": status_port, **rewritten}
             if kind == "httpGet" and action.get("scheme") not in (None, "HTTPS"):
                 rewritten["scheme"] = action["scheme"]
-            for other in _HANDLERS:
-                handler.pop(other, None)
-            handler["httpGet"] = rewritten
+            # Replace the handler where it stood, so the probe reads as the user wrote it.
+            items = [(k, v) for k, v in handler.items()]
+            handler.clear()
+            for key, value in items:
+                if key == kind:
+                    handler["httpGet"] = rewritten
+                elif key not in _HANDLERS:
+                    handler[key] = value
     return probers
 
 
@@ -141,8 +146,12 @@ def restore_probes(containers: list[dict[str, Any]], probers_json: str) -> None:
             kind = next((k for k in _HANDLERS if isinstance(original.get(k), dict)), None)
             if kind is None:
                 continue
-            del handler["httpGet"]
-            handler[kind] = copy.deepcopy(original[kind])
+            items = list(handler.items())
+            handler.clear()
+            for key, value in items:
+                handler[kind if key == "httpGet" else key] = (
+                    copy.deepcopy(original[kind]) if key == "httpGet" else value
+                )
 
 
 def probers_env_value(probers: dict[str, dict[str, Any]]) -> str:

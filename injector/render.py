@@ -125,7 +125,7 @@ def inject_in_place(
         injected_containers = [proxy["name"]]
 
     _merge_prometheus(annotations, settings, proxy)
-    if settings.rewrite_probes:
+    if settings.rewrite_probes and settings.status_port:  # port 0: no agent to probe through
         others = [
             c for c in (*spec.get("initContainers", ()), *spec["containers"]) if c is not proxy
         ]
@@ -135,7 +135,7 @@ def inject_in_place(
             include_inbound_ports=settings.include_inbound_ports,
             exclude_inbound_ports=settings.exclude_inbound_ports,
         )
-        if probers and settings.status_port:
+        if probers:
             proxy["env"].append({"name": PROBERS_ENV, "value": probers_env_value(probers)})
 
     _set_labels(labels, workload, config)
