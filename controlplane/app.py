@@ -1,0 +1,118 @@
+"""Wiring of ``remora discovery``: source -> store -> debounce -> push hub -> ADS server.
+
+The source fills the :class:`MeshStore`; every change wakes the :class:`Debouncer`, whose
+push publishes the store's latest snapshot to the :class:`PushHub`. Nothing is published
+before the source reports its first complete view (:meth:`DiscoveryServer.mark_synced`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import uvicorn
+
+from controlplane.debounce import DEFAULT_MAX_DELAY, DEFAULT_QUIET, Debouncer
+from controlplane.debug import create_debug_app
+from controlplane.metrics import ControlPlaneMetrics
+from controlplane.store import Kind, MeshStore
+from controlplane.xds.server import PushHub, start_xds_server
+
+log = logging.getLogger(__name__)
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """Uvicorn sharing our event loop: signals are the CLI's to handle, not uvicorn's."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass(frozen=True)
+class DiscoveryOptions:
+    xds_address: str = "0.0.0.0:15010"
+    monitoring_address: tuple[str, int] | None = ("0.0.0.0", 15014)
+    debounce_quiet: float = DEFAULT_QUIET
+    debounce_max: float = DEFAULT_MAX_DELAY
+
+
+class DiscoveryServer:
+    """The running control plane, minus the config source (which the caller runs)."""
+
+    def __init__(
+        self, store: MeshStore, options: DiscoveryOptions, source_name: str = "files"
+    ) -> None:
+        self.store = store
+        self.options = options
+        self.source_name = source_name
+        self.metrics = ControlPlaneMetrics()
+        self.hub = PushHub(self.metrics)
+        self.debouncer = Debouncer(self._push, options.debounce_quiet, options.debounce_max)
+        self.synced = False
+        self.xds_port = 0
+        self.monitoring_port = 0
+        self._grpc: grpc.aio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._uvicorn: uvicorn.Server | None = None
+        store.set_listener(self._on_change)
+
+    def _on_change(self, kind: Kind) -> None:
+        self.metrics.config_events.labels(self.source_name, kind.value).inc()
+        if self.synced:
+            self.debouncer.notify()
+
+    async def _push(self, first_event: float) -> None:
+        self.hub.publish(self.store.snapshot(), first_event)
+
+    def mark_synced(self) -> None:
+        """The source has a complete view: publish it now, then follow changes (debounced)."""
+        if self.synced:
+            return
+        self.synced = True
+        snapshot = self.store.snapshot()
+        self.hub.publish(snapshot, time.monotonic())
+        log.info(
+            "mesh view complete, serving configuration", extra={"objects": self.store.counts()}
+        )
+
+    async def start(self) -> None:
+        self._grpc, self.xds_port = await start_xds_server(self.hub, self.options.xds_address)
+        self._tasks.append(asyncio.create_task(self.debouncer.run(), name="debouncer"))
+        if self.options.monitoring_address is not None:
+            host, port = self.options.monitoring_address
+            app = create_debug_app(self.hub, self.store, self.metrics, lambda: self.synced)
+            config = uvicorn.Config(
+                app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+            )
+            self._uvicorn = _EmbeddedUvicorn(config)
+            self._tasks.append(asyncio.create_task(self._uvicorn.serve(), name="monitoring"))
+            while not self._uvicorn.started:
+                if self._tasks[-1].done():
+                    self._tasks[-1].result()
+                    raise OSError(
+                        f"monitoring server on {host}:{port} did not start: is the port in use?"
+                    )
+                await asyncio.sleep(0.01)
+            self.monitoring_port = self._uvicorn.servers[0].sockets[0].getsockname()[1]
+        log.info(
+            "discovery serving",
+            extra={"xds_port": self.xds_port, "monitoring_port": self.monitoring_port or None},
+        )
+
+    async def stop(self, grace: float = 1.0) -> None:
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
