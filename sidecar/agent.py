@@ -1,0 +1,293 @@
+"""The running agent: Envoy, the status server, the SDS server and the certificate renewal,
+tied to one lifecycle.
+
+* Start: write the bootstrap, start SDS (when there is a certificate provider) and the status
+  server, then Envoy.
+* Envoy exits on its own: the agent stops everything and exits with Envoy's code, so the
+  kubelet restarts the container (there is no in-place restart: hot restart is off).
+* SIGTERM (or SIGINT): drain. Readiness fails at once, Envoy's health check fails and its
+  (inbound) listeners drain; the agent waits until no connection is left (after at least
+  the minimum drain duration) or the termination drain duration is over, then quits Envoy.
+* ``POST /drain``: the same drain, without exiting (a native sidecar's preStop hook; SIGTERM
+  follows).
+* ``POST /quitquitquit``: quit Envoy now (a Job whose work is done).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import grpc
+import httpx
+import uvicorn
+
+from sidecar.bootstrap import HEALTH_LISTENER, PROMETHEUS_LISTENER, build_bootstrap, envoy_args
+from sidecar.config import AgentConfig
+from sidecar.envoy import EnvoyAdmin, EnvoyProcess, write_atomically
+from sidecar.identity import CertificateManager, CertificateProvider, WorkloadCertificate
+from sidecar.metrics import AgentMetrics
+from sidecar.prober import Prober
+from sidecar.readiness import Readiness
+from sidecar.sds import SecretDiscoveryServer, start_sds_server
+from sidecar.status import build_status_app
+
+log = logging.getLogger(__name__)
+
+BOOTSTRAP_FILE = "envoy-rev.json"  # pilot-agent's name for it
+QUIT_GRACE_S = 5.0
+
+
+class _StatusServer(uvicorn.Server):
+    """uvicorn without its signal handlers: the agent owns SIGTERM (it means "drain")."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class AgentError(RuntimeError):
+    """The agent could not start; the message says what to do."""
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        envoy_binary: str,
+        provider: CertificateProvider | None,
+        metrics: AgentMetrics | None = None,
+        readiness_poll_s: float = 0.05,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or AgentMetrics()
+        self.admin = EnvoyAdmin(config.ports.admin)
+        self.bootstrap_path = os.path.join(config.config_dir, BOOTSTRAP_FILE)
+        self.envoy = EnvoyProcess(envoy_binary, envoy_args(config, self.bootstrap_path))
+        self.certs = (
+            CertificateManager(
+                provider,
+                config.spiffe_id,
+                on_rotate=self._on_certificate,
+                on_failure=lambda _: self.metrics.cert_renewals.labels("failure").inc(),
+            )
+            if provider is not None
+            else None
+        )
+        self._readiness_poll_s = readiness_poll_s
+        self._draining = False
+        self._drain_task: asyncio.Task[None] | None = None
+        self._exit: asyncio.Future[Literal["terminate", "quit"]] | None = None
+        self._started = time.monotonic()
+        self._status_task: asyncio.Task[None] | None = None
+
+    # -- AgentControl (used by the status server) --------------------------------------------
+
+    async def readiness(self) -> Readiness:
+        if self.envoy.returncode is not None or self.envoy.pid is None:
+            state = Readiness(False, "Envoy is not running")
+        else:
+            state = await self.admin.readiness(draining=self._draining)
+        self.metrics.ready.set(1 if state.ready else 0)
+        return state
+
+    def request_drain(self, reason: str) -> None:
+        log.info("drain requested", extra={"by": reason})
+        if self._drain_task is None:
+            self._drain_task = asyncio.get_running_loop().create_task(self._start_drain())
+
+    def request_quit(self, reason: str) -> None:
+        log.info("quit requested", extra={"by": reason})
+        if self._exit is not None and not self._exit.done():
+            self._exit.set_result("quit")
+
+    def _request_terminate(self, signame: str) -> None:
+        log.info("termination signal received: draining", extra={"signal": signame})
+        if self._exit is not None and not self._exit.done():
+            self._exit.set_result("terminate")
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _on_certificate(self, cert: WorkloadCertificate) -> None:
+        self.metrics.cert_renewals.labels("success").inc()
+        self.metrics.cert_expiry.set(cert.not_after.timestamp())
+
+    async def _start_drain(self) -> None:
+        """Fail health checks and drain listeners; readiness reports not ready from now on."""
+        self._draining = True
+        try:
+            await self.admin.post("/healthcheck/fail")
+            await self.admin.post("/drain_listeners", graceful="", inboundonly="")
+        except httpx.HTTPError as exc:
+            log.warning("could not drain Envoy's listeners", extra={"error": str(exc)})
+
+    async def _wait_for_connections(self, envoy_exit: asyncio.Task[int]) -> None:
+        """Wait until no app connection is left (not before the minimum drain), bounded."""
+        cfg = self.config
+        began = time.monotonic()
+        deadline = began + cfg.termination_drain_duration_s
+        earliest = began + cfg.minimum_drain_duration_s
+        ignore = ("admin", HEALTH_LISTENER, PROMETHEUS_LISTENER)
+        while not envoy_exit.done():
+            now = time.monotonic()
+            if now >= deadline:
+                log.info(
+                    "termination drain duration over",
+                    extra={"seconds": cfg.termination_drain_duration_s},
+                )
+                return
+            if cfg.exit_on_zero_active_connections and now >= earliest:
+                try:
+                    active = await self.admin.active_connections(ignore)
+                except httpx.HTTPError:
+                    active = -1
+                if active == 0:
+                    log.info(
+                        "no active connections left", extra={"drained_s": round(now - began, 3)}
+                    )
+                    return
+            wake = min(deadline, max(earliest, now + cfg.drain_poll_interval_s))
+            if not cfg.exit_on_zero_active_connections:
+                wake = deadline
+            await asyncio.wait({envoy_exit}, timeout=max(0.0, wake - now))
+
+    async def _watch_first_ready(self) -> None:
+        while True:
+            state = await self.readiness()
+            if state.ready:
+                took = time.monotonic() - self._started
+                self.metrics.startup_seconds.set(took)
+                log.info("proxy is ready", extra={"startup_s": round(took, 3)})
+                return
+            await asyncio.sleep(self._readiness_poll_s)
+
+    async def _start_status_server(
+        self, prober: Prober, scrape: httpx.AsyncClient
+    ) -> _StatusServer:
+        cfg = self.config
+        app = build_status_app(
+            control=self,
+            admin=self.admin,
+            prober=prober,
+            probers=cfg.probers,
+            metrics=self.metrics,
+            app_scrape=cfg.app_scrape,
+            app_host="::1" if cfg.bind_address == "::" else "127.0.0.1",
+            scrape_client=scrape,
+        )
+        server = _StatusServer(
+            uvicorn.Config(
+                app,
+                host=cfg.bind_address,
+                port=cfg.ports.status,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=1,
+            )
+        )
+        task = asyncio.get_running_loop().create_task(server.serve())
+        deadline = time.monotonic() + 5.0
+        while not server.started:
+            if task.done() or time.monotonic() > deadline:
+                with contextlib.suppress(BaseException):
+                    await task
+                raise AgentError(
+                    f"the status server could not listen on {cfg.bind_address}:{cfg.ports.status}; "
+                    "is another agent running? (pick another port with --status-port)"
+                )
+            await asyncio.sleep(0.01)
+        self._status_task = task
+        return server
+
+    async def run(self) -> int:
+        """Run until Envoy exits or the agent is told to stop; returns the exit code."""
+        loop = asyncio.get_running_loop()
+        self._started = time.monotonic()
+        self._exit = loop.create_future()
+        cfg = self.config
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_terminate, signal.Signals(sig).name)
+
+        bootstrap = build_bootstrap(cfg)
+        write_atomically(self.bootstrap_path, json.dumps(bootstrap, indent=2).encode())
+        log.info(
+            "agent starting",
+            extra={
+                "node_id": cfg.node_id,
+                "discovery": cfg.xds.address,
+                "xds_tls": cfg.xds.tls,
+                "concurrency": cfg.concurrency,
+                "spiffe_id": cfg.spiffe_id,
+                "bootstrap": self.bootstrap_path,
+            },
+        )
+
+        prober = Prober(cfg.probe_host)
+        scrape = httpx.AsyncClient(timeout=5.0)
+        tasks: list[asyncio.Task[None]] = []
+        sds_server: grpc.aio.Server | None = None
+        status: _StatusServer | None = None
+        try:
+            if self.certs is not None:
+                sds = SecretDiscoveryServer(
+                    self.certs, on_push=lambda name: self.metrics.sds_pushes.labels(name).inc()
+                )
+                sds_server = await start_sds_server(sds, cfg.sds_socket)
+                tasks.append(loop.create_task(self.certs.run()))
+            else:
+                log.warning(
+                    "no certificate provider: Envoy gets no workload certificate over SDS "
+                    "(pass --ca-dir to sign locally; the mesh CA client comes with the CA)"
+                )
+            status = await self._start_status_server(prober, scrape)
+            await self.envoy.start()
+            envoy_exit = loop.create_task(self.envoy.wait())
+            tasks.append(loop.create_task(self._watch_first_ready()))
+            waiters: set[asyncio.Future[Any]] = {envoy_exit, self._exit}
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            if envoy_exit.done():
+                code = envoy_exit.result()
+                log.error(
+                    "Envoy exited on its own; the agent exits with its code",
+                    extra={"code": code},
+                )
+                return code
+            if self._exit.result() == "terminate":
+                self.request_drain("SIGTERM")
+                if self._drain_task is not None:
+                    await self._drain_task
+                await self._wait_for_connections(envoy_exit)
+            if not envoy_exit.done():
+                with contextlib.suppress(httpx.HTTPError):
+                    await self.admin.post("/quitquitquit")
+                done, _ = await asyncio.wait({envoy_exit}, timeout=QUIT_GRACE_S)
+                if not done:
+                    await self.envoy.stop()
+            code = await envoy_exit
+            log.info("Envoy stopped", extra={"code": code})
+            return code
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            for task in tasks:
+                task.cancel()
+            if self._drain_task is not None:
+                tasks.append(self._drain_task)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.envoy.stop(grace_s=2.0)
+            if status is not None and self._status_task is not None:
+                status.should_exit = True
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._status_task, 3.0)
+            if sds_server is not None:
+                await sds_server.stop(grace=0.5)
+            await asyncio.gather(prober.aclose(), scrape.aclose(), self.admin.aclose())

@@ -1,0 +1,442 @@
+"""``remora proxy``: the sidecar agent (Istio's pilot-agent) and its helper commands."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from meshlib.logs import setup_logging
+from meshlib.meshconfig import MeshConfigError, parse_duration
+
+log = logging.getLogger("sidecar")
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class Duration(click.ParamType):
+    """``45s``, ``1m30s``, ``500ms`` or a plain number of seconds."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float | int):
+            return float(value)
+        try:
+            return float(value)  # plain seconds
+        except ValueError:
+            pass
+        try:
+            return parse_duration(value, "duration")
+        except MeshConfigError:
+            self.fail(f"{value!r} is not a duration (use e.g. 5s, 1m30s or 500ms)", param, ctx)
+
+
+DURATION = Duration()
+
+
+def _agent_log_level(value: str) -> str:
+    """Istio's ``--log_output_level=default:info`` (or ``info``) -> ``info``."""
+    level = value.split(",", maxsplit=1)[0].rpartition(":")[2].strip().lower() or "info"
+    return {"warn": "warning", "none": "critical", "fatal": "critical"}.get(level, level)
+
+
+@click.group(context_settings=CONTEXT)
+def proxy() -> None:
+    """The sidecar agent that runs Envoy next to every meshed pod (Istio's pilot-agent).
+
+    \b
+    The injector starts 'remora proxy sidecar' in the istio-proxy container, runs
+    'remora proxy wait' as its postStart hook when the application must wait for the
+    proxy, and 'remora proxy request --debug-port=15020 POST drain' before a native
+    sidecar stops.
+    """
+
+
+@proxy.command(context_settings=CONTEXT)
+@click.option(
+    "--discovery-address",
+    envvar="REMORA_DISCOVERY_ADDRESS",
+    help="Control plane host:port for ADS. [default: PROXY_CONFIG discoveryAddress]",
+)
+@click.option(
+    "--xds-plaintext/--xds-tls",
+    "xds_plaintext",
+    default=None,
+    help="Plaintext or TLS to the control plane. [default: plaintext on port 15010, else TLS]",
+)
+@click.option(
+    "--xds-root-cert",
+    default="/var/run/secrets/istio/root-cert.pem",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Mesh root certificate that the control plane's TLS certificate must chain to.",
+)
+@click.option(
+    "--xds-server-name", help="SNI and SAN expected from the control plane. [default: its host]"
+)
+@click.option(
+    "--xds-api",
+    type=click.Choice(["delta", "sotw"]),
+    default="delta",
+    show_default=True,
+    help="xDS flavour: incremental (delta) or state of the world.",
+)
+@click.option(
+    "--admin-port",
+    type=int,
+    envvar="REMORA_ADMIN_PORT",
+    help="Envoy admin port (loopback). [default: 15000]",
+)
+@click.option(
+    "--status-port",
+    type=int,
+    envvar="REMORA_STATUS_PORT",
+    help="Agent status port. [default: 15020]",
+)
+@click.option(
+    "--health-port",
+    type=int,
+    envvar="REMORA_HEALTH_PORT",
+    help="Envoy health listener. [default: 15021]",
+)
+@click.option(
+    "--prometheus-port",
+    type=int,
+    envvar="REMORA_PROMETHEUS_PORT",
+    help="Envoy stats listener. [default: 15090]",
+)
+@click.option(
+    "--bind-address",
+    help="Address for the status, health and stats ports. [default: 0.0.0.0, or :: for IPv6 pods]",
+)
+@click.option(
+    "--concurrency",
+    type=int,
+    help="Envoy worker threads. [default: PROXY_CONFIG, else ISTIO_CPU_LIMIT, else 2]",
+)
+@click.option(
+    "--config-dir",
+    default="./etc/istio/proxy",
+    show_default=True,
+    help="Where the bootstrap (envoy-rev.json) and the SDS socket go.",
+)
+@click.option("--sds-socket", help="Unix socket of the SDS server. [default: CONFIG_DIR/SDS]")
+@click.option(
+    "--ca-dir",
+    envvar="REMORA_LOCAL_CA_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Sign workload certificates locally with ca-cert.pem/ca-key.pem from this directory.",
+)
+@click.option(
+    "--cert-ttl",
+    type=DURATION,
+    default="24h",
+    show_default=True,
+    help="Lifetime of locally signed certificates.",
+)
+@click.option(
+    "--pod-info-dir",
+    default="/etc/istio/pod",
+    show_default=True,
+    help="Downward-API files (labels).",
+)
+@click.option(
+    "--drain-duration",
+    type=DURATION,
+    help="Envoy's --drain-time-s. [default: PROXY_CONFIG drainDuration, 45s]",
+)
+@click.option(
+    "--termination-drain-duration",
+    type=DURATION,
+    help="Longest SIGTERM drain. [default: TERMINATION_DRAIN_DURATION_SECONDS, else PROXY_CONFIG, 5s]",
+)
+@click.option(
+    "--minimum-drain-duration",
+    type=DURATION,
+    help="Shortest SIGTERM drain, even with no connection left. [default: MINIMUM_DRAIN_DURATION, 1s]",
+)
+@click.option(
+    "--drain-poll-interval",
+    type=DURATION,
+    default="1s",
+    show_default=True,
+    help="How often to count connections while draining.",
+)
+@click.option(
+    "--domain", help="Pod DNS domain, e.g. default.svc.cluster.local (sets the cluster domain)."
+)
+@click.option(
+    "--proxyLogLevel",
+    "proxy_log_level",
+    default="warning",
+    show_default=True,
+    help="Envoy's log level.",
+)
+@click.option(
+    "--proxyComponentLogLevel",
+    "component_log_level",
+    default="misc:error",
+    show_default=True,
+    help="Envoy's per-component log levels.",
+)
+@click.option(
+    "--log_output_level",
+    "log_output_level",
+    default="default:info",
+    show_default=True,
+    help="The agent's log level (Istio syntax).",
+)
+@click.option(
+    "--log_as_json/--log-as-text",
+    "log_as_json",
+    default=True,
+    show_default=True,
+    help="JSON or text agent logs.",
+)
+@click.option("--stsPort", "sts_port", type=int, hidden=True)
+@click.option("--outlierLogPath", "outlier_log_path", hidden=True)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the bootstrap and Envoy's command line, then exit."
+)
+def sidecar(
+    *,
+    discovery_address: str | None,
+    xds_plaintext: bool | None,
+    xds_root_cert: str,
+    xds_server_name: str | None,
+    xds_api: str,
+    admin_port: int | None,
+    status_port: int | None,
+    health_port: int | None,
+    prometheus_port: int | None,
+    bind_address: str | None,
+    concurrency: int | None,
+    config_dir: str,
+    sds_socket: str | None,
+    ca_dir: Path | None,
+    cert_ttl: float,
+    pod_info_dir: str,
+    drain_duration: float | None,
+    termination_drain_duration: float | None,
+    minimum_drain_duration: float | None,
+    drain_poll_interval: float,
+    domain: str | None,
+    proxy_log_level: str,
+    component_log_level: str,
+    log_output_level: str,
+    log_as_json: bool,
+    sts_port: int | None,
+    outlier_log_path: str | None,
+    dry_run: bool,
+) -> None:
+    """Run Envoy as this pod's sidecar: bootstrap, supervision, health, probes, metrics, SDS.
+
+    \b
+    The pod's identity and settings come from the environment the injector sets
+    (POD_NAME, POD_NAMESPACE, INSTANCE_IP, SERVICE_ACCOUNT, PROXY_CONFIG, ISTIO_META_*,
+    ISTIO_KUBE_APP_PROBERS, ISTIO_PROMETHEUS_ANNOTATIONS, ISTIO_CPU_LIMIT, TRUST_DOMAIN).
+    Envoy exiting ends the agent with Envoy's exit code; SIGTERM drains first.
+
+    \b
+    Examples:
+      # What would run, without running it:
+      POD_NAME=web-0 POD_NAMESPACE=default remora proxy sidecar --dry-run
+    \b
+      # A local sidecar against a plaintext control plane, with a local CA:
+      POD_NAME=web-0 POD_NAMESPACE=default INSTANCE_IP=127.0.0.1 \\
+        remora proxy sidecar --discovery-address 127.0.0.1:15010 --ca-dir ./ca \\
+        --config-dir /tmp/web-0 --bind-address 127.0.0.1
+    """
+    from sidecar.config import AgentOptions, ConfigError, build_config
+    from sidecar.node import parse_downward_api_map
+
+    setup_logging(_agent_log_level(log_output_level), "json" if log_as_json else "text")
+    for noisy in ("httpx", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if sts_port or outlier_log_path:
+        log.warning("--stsPort and --outlierLogPath are accepted for compatibility and ignored")
+    cluster_domain = None
+    if domain and ".svc." in domain:
+        cluster_domain = domain.split(".svc.", 1)[1]
+    labels_file = Path(pod_info_dir) / "labels"
+    labels = parse_downward_api_map(labels_file.read_text()) if labels_file.is_file() else {}
+    options = AgentOptions(
+        discovery_address=discovery_address,
+        xds_tls=None if xds_plaintext is None else not xds_plaintext,
+        xds_root_cert=xds_root_cert,
+        xds_server_name=xds_server_name,
+        xds_api="GRPC" if xds_api == "sotw" else "DELTA_GRPC",
+        admin_port=admin_port,
+        status_port=status_port,
+        health_port=health_port,
+        prometheus_port=prometheus_port,
+        bind_address=bind_address,
+        concurrency=concurrency,
+        cluster_domain=cluster_domain,
+        config_dir=config_dir,
+        sds_socket=sds_socket,
+        proxy_log_level=proxy_log_level,
+        component_log_level=component_log_level,
+        drain_duration_s=drain_duration,
+        termination_drain_duration_s=termination_drain_duration,
+        minimum_drain_duration_s=minimum_drain_duration,
+        drain_poll_interval_s=drain_poll_interval,
+    )
+    try:
+        config = build_config(
+            dict(os.environ), options, host_cpus=os.cpu_count() or 1, pod_labels=labels
+        )
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    from meshlib.envoy_binary import envoy_path
+    from sidecar.bootstrap import build_bootstrap, envoy_args
+
+    if dry_run:
+        click.echo(
+            json.dumps(
+                {
+                    "bootstrap": build_bootstrap(config),
+                    "envoy_args": envoy_args(config, "<bootstrap>"),
+                },
+                indent=2,
+            )
+        )
+        return
+    if config.xds.tls and not Path(config.xds.root_cert_path).is_file():
+        raise click.ClickException(
+            f"TLS to the control plane needs the mesh root at {config.xds.root_cert_path}: mount it "
+            "(the istio-ca-root-cert ConfigMap), pass --xds-root-cert, or use --xds-plaintext"
+        )
+    try:
+        binary = str(envoy_path())
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    from sidecar.agent import Agent, AgentError
+    from sidecar.identity import CertificateError, LocalCAProvider
+
+    provider = None
+    if ca_dir is not None:
+        try:
+            provider = LocalCAProvider(ca_dir, ttl=dt.timedelta(seconds=cert_ttl))
+        except CertificateError as exc:
+            raise click.ClickException(str(exc)) from exc
+    agent = Agent(config, envoy_binary=binary, provider=provider)
+    try:
+        code = asyncio.run(agent.run())
+    except AgentError as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(code)
+
+
+@proxy.command(context_settings=CONTEXT)
+@click.option(
+    "--url", help="Readiness URL to poll. [default: http://localhost:HEALTH_PORT/healthz/ready]"
+)
+@click.option(
+    "--health-port", type=int, default=15021, show_default=True, envvar="REMORA_HEALTH_PORT"
+)
+@click.option(
+    "--timeoutSeconds",
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Give up after this many seconds.",
+)
+@click.option(
+    "--periodMillis",
+    "--period-ms",
+    "period_ms",
+    type=int,
+    default=500,
+    show_default=True,
+    help="Poll interval.",
+)
+@click.option(
+    "--requestTimeoutMillis",
+    "request_timeout_ms",
+    type=int,
+    default=500,
+    show_default=True,
+    help="Timeout of one poll.",
+)
+def wait(
+    *, url: str | None, health_port: int, timeout_s: float, period_ms: int, request_timeout_ms: int
+) -> None:
+    """Block until the proxy is ready (a postStart hook for holdApplicationUntilProxyStarts).
+
+    Exits 0 once the readiness URL answers 200, 1 after --timeoutSeconds.
+
+    \b
+    Example (what the injector puts in the proxy's postStart hook):
+      remora proxy wait --timeoutSeconds 60
+    """
+    import httpx
+
+    target = url or f"http://127.0.0.1:{health_port}/healthz/ready"
+    deadline = time.monotonic() + timeout_s
+    last = "no answer yet"
+    with httpx.Client(timeout=request_timeout_ms / 1000) as client:
+        while True:
+            try:
+                response = client.get(target)
+                if response.status_code == 200:
+                    click.echo(f"proxy ready ({target})")
+                    return
+                last = f"HTTP {response.status_code}: {response.text.strip()[:200]}"
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}"
+            if time.monotonic() + period_ms / 1000 > deadline:
+                raise click.ClickException(
+                    f"the proxy was not ready after {timeout_s:g}s ({target}: {last}); "
+                    "check the istio-proxy container's logs"
+                )
+            time.sleep(period_ms / 1000)
+
+
+@proxy.command(context_settings=CONTEXT)
+@click.option(
+    "--debug-port",
+    type=int,
+    default=15000,
+    show_default=True,
+    help="Port to send to: Envoy admin 15000, agent status 15020.",
+)
+@click.option("--timeout", "timeout_s", type=float, default=10.0, show_default=True)
+@click.argument("method", type=click.Choice(["GET", "POST"], case_sensitive=False))
+@click.argument("path")
+def request(*, debug_port: int, timeout_s: float, method: str, path: str) -> None:
+    """Send METHOD PATH to Envoy's admin API or the agent, on localhost, and print the answer.
+
+    \b
+    Examples:
+      remora proxy request GET server_info          # Envoy admin
+      remora proxy request GET 'stats?filter=ssl'
+      remora proxy request --debug-port=15020 POST drain   # a native sidecar's preStop
+    """
+    import httpx
+
+    url = f"http://127.0.0.1:{debug_port}/{path.lstrip('/')}"
+    try:
+        response = httpx.request(method.upper(), url, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(
+            f"{method.upper()} {url} failed: {exc}; is the proxy running?"
+        ) from exc
+    click.echo(response.text, nl=False)
+    if response.status_code >= 400:
+        raise click.ClickException(f"{method.upper()} {url}: HTTP {response.status_code}")

@@ -1,0 +1,354 @@
+"""Everything the agent needs to know, decided once at start-up from the pod's env and flags.
+
+The injector passes the pod's identity and settings as environment variables, exactly as
+Istio's template does (``POD_NAME``, ``PROXY_CONFIG``, ``ISTIO_META_*``...); flags override
+them for local runs and tests. :func:`build_config` is pure (env, flags, CPU count and pod
+labels in; a frozen :class:`AgentConfig` out) so that every decision is testable without a
+pod, and every bad value fails here with a message that says what to set.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from meshlib.meshconfig import MeshConfigError, ProxyConfig, parse_duration, parse_proxy_config
+from sidecar.node import NodeMetadataError, metadata_from_env, node_id, service_cluster
+from sidecar.probes import PROBERS_ENV, AppProbe, ProbeConfigError, parse_app_probers
+from sidecar.promtext import AppScrape, ScrapeConfigError, parse_scrape_annotations
+
+PLAINTEXT_XDS_PORT = 15010  # Istio's plaintext discovery port; anything else means TLS
+DEFAULT_CONCURRENCY = 2  # Istio's default when neither ProxyConfig nor a CPU limit says
+
+
+class ConfigError(ValueError):
+    """The agent cannot start with these settings; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The agent's and Envoy's well-known ports (Istio's defaults)."""
+
+    admin: int = 15000  # Envoy admin, loopback only
+    status: int = 15020  # agent: app probes, merged metrics, /quitquitquit, /drain
+    health: int = 15021  # Envoy listener -> agent /healthz/ready (the proxy's own probe)
+    prometheus: int = 15090  # Envoy listener -> admin /stats/prometheus
+
+
+@dataclass(frozen=True)
+class XdsUpstream:
+    """Where Envoy gets its configuration (ADS) and how it trusts it."""
+
+    host: str
+    port: int
+    tls: bool
+    root_cert_path: str  # the mesh root the control plane's certificate must chain to
+    server_name: str  # SNI and the DNS SAN expected on the control plane's certificate
+    api: Literal["DELTA_GRPC", "GRPC"] = "DELTA_GRPC"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    """Command-line overrides; ``None`` means "take it from the environment or the default"."""
+
+    discovery_address: str | None = None
+    xds_tls: bool | None = None
+    xds_root_cert: str = "/var/run/secrets/istio/root-cert.pem"
+    xds_server_name: str | None = None
+    xds_api: Literal["DELTA_GRPC", "GRPC"] = "DELTA_GRPC"
+    admin_port: int | None = None
+    status_port: int | None = None
+    health_port: int | None = None
+    prometheus_port: int | None = None
+    bind_address: str | None = None
+    concurrency: int | None = None
+    cluster_domain: str | None = None
+    config_dir: str = "./etc/istio/proxy"
+    sds_socket: str | None = None
+    proxy_log_level: str = "warning"
+    component_log_level: str = "misc:error"
+    drain_duration_s: float | None = None
+    termination_drain_duration_s: float | None = None
+    minimum_drain_duration_s: float | None = None
+    drain_poll_interval_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    pod_name: str
+    namespace: str
+    instance_ips: tuple[str, ...]
+    service_account: str
+    trust_domain: str
+    cluster_domain: str
+    node_id: str
+    node_cluster: str
+    node_metadata: Mapping[str, Any]
+    proxy_config: ProxyConfig
+    xds: XdsUpstream
+    ports: Ports
+    bind_address: str
+    concurrency: int
+    config_dir: str
+    sds_socket: str
+    proxy_log_level: str
+    component_log_level: str
+    drain_duration_s: float  # Envoy's --drain-time-s: how long a drained listener lives
+    termination_drain_duration_s: float  # upper bound of the SIGTERM drain
+    minimum_drain_duration_s: float  # never quit earlier: endpoints need time to update
+    exit_on_zero_active_connections: bool
+    drain_poll_interval_s: float
+    probers: Mapping[str, AppProbe] = field(default_factory=dict)
+    probe_via_localhost: bool = False
+    app_scrape: AppScrape | None = None
+
+    @property
+    def spiffe_id(self) -> str:
+        return f"spiffe://{self.trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
+
+    @property
+    def probe_host(self) -> str:
+        """Where rewritten probes go when they name no host: the pod IP, like the kubelet."""
+        if self.probe_via_localhost or not self.instance_ips:
+            return "127.0.0.1"
+        return self.instance_ips[0]
+
+
+def _require(env: Mapping[str, str], name: str, hint: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name} is not set: {hint}")
+    return value
+
+
+def _bool_env(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name}={env[name]!r} is not a boolean (use true or false)")
+
+
+def _duration_env(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return parse_duration(raw if not raw.isdigit() else raw + "s", name)
+    except MeshConfigError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def split_host_port(address: str, where: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port), with an error that shows the format."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ConfigError(
+            f"{where}: {address!r} is not host:port (e.g. istiod.istio-system.svc:15012)"
+        )
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{where}: port {port} is outside 1-65535")
+    return host.strip("[]"), port
+
+
+def concurrency_for(
+    *, flag: int | None, proxy_config: ProxyConfig, cpu_limit: str | None, host_cpus: int
+) -> int:
+    """Envoy worker threads: the flag, else ProxyConfig, else the CPU limit, else 2.
+
+    ProxyConfig ``concurrency: 0`` means "one per host CPU". The CPU limit (``ISTIO_CPU_LIMIT``,
+    whole cores rounded up by the downward API) is capped at the host's CPUs, because more
+    workers than cores only adds context switches.
+    """
+    if flag is not None:
+        if flag < 1:
+            raise ConfigError(f"--concurrency {flag}: use 1 or more worker threads")
+        return flag
+    if proxy_config.concurrency is not None:
+        if proxy_config.concurrency < 0:
+            raise ConfigError(f"PROXY_CONFIG concurrency {proxy_config.concurrency} is negative")
+        return proxy_config.concurrency or max(1, host_cpus)
+    if cpu_limit and cpu_limit.strip():
+        try:
+            cores = float(cpu_limit)
+        except ValueError as exc:
+            raise ConfigError(
+                f"ISTIO_CPU_LIMIT={cpu_limit!r} is not a number of cores "
+                "(the injector sets it from resources.limits.cpu with divisor 1)"
+            ) from exc
+        if cores > 0:
+            return max(1, min(math.ceil(cores), max(1, host_cpus)))
+    return DEFAULT_CONCURRENCY
+
+
+def build_config(
+    env: Mapping[str, str],
+    options: AgentOptions,
+    *,
+    host_cpus: int,
+    pod_labels: Mapping[str, str] | None = None,
+) -> AgentConfig:
+    """Decide every setting of the agent; raise :class:`ConfigError` on anything unusable."""
+    hint = "the injector sets it from the pod (set it by hand for a local run)"
+    pod_name = _require(env, "POD_NAME", hint)
+    namespace = _require(env, "POD_NAMESPACE", hint)
+    ips_raw = env.get("INSTANCE_IP", "").strip() or "127.0.0.1"
+    instance_ips: list[str] = []
+    for ip in ips_raw.split(","):
+        try:
+            instance_ips.append(str(ipaddress.ip_address(ip.strip())))
+        except ValueError as exc:
+            raise ConfigError(
+                f"INSTANCE_IP={ips_raw!r}: {ip.strip()!r} is not an IP address"
+            ) from exc
+    service_account = env.get("SERVICE_ACCOUNT", "").strip() or "default"
+    trust_domain = env.get("TRUST_DOMAIN", "").strip() or "cluster.local"
+
+    try:
+        raw_proxy_config = json.loads(env.get("PROXY_CONFIG") or "{}")
+        proxy_config = parse_proxy_config(raw_proxy_config)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"PROXY_CONFIG is not valid JSON ({exc.msg} at character {exc.pos})"
+        ) from exc
+    except MeshConfigError as exc:
+        raise ConfigError(f"PROXY_CONFIG: {exc}") from exc
+
+    discovery = options.discovery_address or proxy_config.discovery_address
+    host, port = split_host_port(discovery, "discovery address")
+    tls = options.xds_tls if options.xds_tls is not None else port != PLAINTEXT_XDS_PORT
+    xds = XdsUpstream(
+        host=host,
+        port=port,
+        tls=tls,
+        root_cert_path=options.xds_root_cert,
+        server_name=options.xds_server_name or host,
+        api=options.xds_api,
+    )
+
+    ports = Ports(
+        admin=options.admin_port or proxy_config.proxy_admin_port,
+        status=options.status_port or proxy_config.status_port,
+        health=options.health_port or Ports.health,
+        prometheus=options.prometheus_port or Ports.prometheus,
+    )
+    used: dict[int, str] = {}
+    for name, value in vars(ports).items():
+        if not 1 <= value <= 65535:
+            raise ConfigError(f"{name} port {value} is outside 1-65535")
+        if value in used:
+            raise ConfigError(
+                f"the {name} and {used[value]} ports are both {value}: pick distinct ports"
+            )
+        used[value] = name
+
+    ipv6_only = all(ipaddress.ip_address(ip).version == 6 for ip in instance_ips)
+    bind_address = options.bind_address or ("::" if ipv6_only else "0.0.0.0")
+    cluster_domain = options.cluster_domain or "cluster.local"
+
+    try:
+        meta = metadata_from_env(env)
+    except NodeMetadataError as exc:
+        raise ConfigError(str(exc)) from exc
+    labels = dict(pod_labels or {})
+    if not labels and isinstance(meta.get("LABELS"), Mapping):
+        labels = {str(k): str(v) for k, v in meta["LABELS"].items()}
+    workload_name = str(meta.get("WORKLOAD_NAME") or pod_name)
+    meta.update(
+        {
+            "NAME": pod_name,
+            "NAMESPACE": namespace,
+            "INSTANCE_IPS": ",".join(instance_ips),
+            "SERVICE_ACCOUNT": service_account,
+            "LABELS": labels,
+            "MESH_ID": str(meta.get("MESH_ID") or trust_domain),
+            "CLUSTER_ID": str(meta.get("CLUSTER_ID") or "Kubernetes"),
+            "ENVOY_STATUS_PORT": ports.health,
+            "ENVOY_PROMETHEUS_PORT": ports.prometheus,
+            "PILOT_SAN": [xds.server_name] if xds.tls else [],
+            "PROXY_CONFIG": raw_proxy_config if isinstance(raw_proxy_config, dict) else {},
+        }
+    )
+    if env.get("HOST_IP"):
+        meta["HOST_IP"] = env["HOST_IP"]
+
+    try:
+        probers = parse_app_probers(env.get(PROBERS_ENV))
+        app_scrape = parse_scrape_annotations(env.get("ISTIO_PROMETHEUS_ANNOTATIONS"))
+    except (ProbeConfigError, ScrapeConfigError) as exc:
+        raise ConfigError(str(exc)) from exc
+
+    termination_drain = (
+        options.termination_drain_duration_s
+        if options.termination_drain_duration_s is not None
+        else _duration_env(env, "TERMINATION_DRAIN_DURATION_SECONDS")
+    )
+    minimum_drain = (
+        options.minimum_drain_duration_s
+        if options.minimum_drain_duration_s is not None
+        else _duration_env(env, "MINIMUM_DRAIN_DURATION")
+    )
+    termination_drain = (
+        termination_drain
+        if termination_drain is not None
+        else proxy_config.termination_drain_duration_seconds
+    )
+    minimum_drain = min(minimum_drain if minimum_drain is not None else 1.0, termination_drain)
+    drain_duration = (
+        options.drain_duration_s
+        if options.drain_duration_s is not None
+        else proxy_config.drain_duration_seconds
+    )
+    if drain_duration <= 0 or termination_drain < 0 or options.drain_poll_interval_s <= 0:
+        raise ConfigError("drain durations must be positive (e.g. --drain-duration 45s)")
+
+    return AgentConfig(
+        pod_name=pod_name,
+        namespace=namespace,
+        instance_ips=tuple(instance_ips),
+        service_account=service_account,
+        trust_domain=trust_domain,
+        cluster_domain=cluster_domain,
+        node_id=node_id(
+            instance_ip=instance_ips[0],
+            pod_name=pod_name,
+            namespace=namespace,
+            cluster_domain=cluster_domain,
+        ),
+        node_cluster=service_cluster(labels, workload_name, namespace),
+        node_metadata=meta,
+        proxy_config=proxy_config,
+        xds=xds,
+        ports=ports,
+        bind_address=bind_address,
+        concurrency=concurrency_for(
+            flag=options.concurrency,
+            proxy_config=proxy_config,
+            cpu_limit=env.get("ISTIO_CPU_LIMIT"),
+            host_cpus=host_cpus,
+        ),
+        config_dir=options.config_dir,
+        sds_socket=options.sds_socket or f"{options.config_dir.rstrip('/')}/SDS",
+        proxy_log_level=options.proxy_log_level,
+        component_log_level=options.component_log_level,
+        drain_duration_s=drain_duration,
+        termination_drain_duration_s=termination_drain,
+        minimum_drain_duration_s=minimum_drain,
+        exit_on_zero_active_connections=_bool_env(env, "EXIT_ON_ZERO_ACTIVE_CONNECTIONS", True),
+        drain_poll_interval_s=options.drain_poll_interval_s,
+        probers=probers,
+        probe_via_localhost=_bool_env(env, "REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION", False),
+        app_scrape=app_scrape,
+    )

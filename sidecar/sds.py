@@ -1,0 +1,178 @@
+"""The agent's SDS server: the workload certificate (``default``) and the mesh root
+(``ROOTCA``) for Envoy, over gRPC on a unix socket so the key never crosses a network.
+
+Envoy opens one state-of-the-world ``StreamSecrets`` stream per secret name (the TLS
+contexts the control plane sends point at the ``sds-grpc`` cluster of the bootstrap). Each
+stream gets an answer as soon as a certificate exists and a new one on every rotation; an
+ACK (the request quoting our last nonce) needs no answer, a NACK is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import grpc
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from envoy.service.secret.v3 import sds_pb2_grpc
+from google.protobuf import any_pb2
+
+from sidecar.identity import CertificateManager, WorkloadCertificate
+
+log = logging.getLogger(__name__)
+
+SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+WORKLOAD_SECRET = "default"
+ROOT_SECRET = "ROOTCA"
+KNOWN_SECRETS = (WORKLOAD_SECRET, ROOT_SECRET)
+
+
+def secret_for(name: str, cert: WorkloadCertificate) -> secret_pb2.Secret:
+    """The Envoy ``Secret`` for one of the names we serve."""
+    if name == WORKLOAD_SECRET:
+        return secret_pb2.Secret(
+            name=name,
+            tls_certificate=common_pb2.TlsCertificate(
+                certificate_chain={"inline_bytes": cert.chain_pem},
+                private_key={"inline_bytes": cert.key_pem},
+            ),
+        )
+    if name == ROOT_SECRET:
+        return secret_pb2.Secret(
+            name=name,
+            validation_context=common_pb2.CertificateValidationContext(
+                trusted_ca={"inline_bytes": cert.root_pem}
+            ),
+        )
+    raise KeyError(name)
+
+
+class SecretDiscoveryServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):
+    """Serves :data:`KNOWN_SECRETS` from a :class:`CertificateManager`."""
+
+    def __init__(
+        self,
+        certs: CertificateManager,
+        *,
+        on_push: Callable[[str], None] | None = None,
+    ) -> None:
+        self._certs = certs
+        self._on_push = on_push
+
+    def _response(self, names: list[str], generation: int) -> discovery_pb2.DiscoveryResponse:
+        cert = self._certs.current
+        assert cert is not None
+        resources = []
+        for name in names:
+            packed = any_pb2.Any()
+            packed.Pack(secret_for(name, cert))
+            resources.append(packed)
+        return discovery_pb2.DiscoveryResponse(
+            version_info=f"{generation}-{cert.serial:x}",
+            resources=resources,
+            type_url=SECRET_TYPE,
+            nonce=uuid.uuid4().hex,
+        )
+
+    async def StreamSecrets(
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        events: asyncio.Queue[discovery_pb2.DiscoveryRequest | int | None] = asyncio.Queue()
+
+        async def read() -> None:
+            async for request in request_iterator:
+                await events.put(request)
+            await events.put(None)
+
+        async def watch() -> None:
+            seen = 0
+            while True:
+                seen = await self._certs.wait_for_change(seen)
+                await events.put(seen)
+
+        reader = asyncio.create_task(read())
+        watcher = asyncio.create_task(watch())
+        names: list[str] = []
+        sent_generation = 0
+        last_nonce = ""
+        try:
+            while True:
+                event = await events.get()
+                if event is None:
+                    return
+                if isinstance(event, discovery_pb2.DiscoveryRequest):
+                    if event.response_nonce and event.response_nonce != last_nonce:
+                        continue  # stale: an answer to an older response crossed ours
+                    if event.HasField("error_detail"):
+                        log.warning(
+                            "Envoy rejected a secret",
+                            extra={"secrets": names, "error": event.error_detail.message},
+                        )
+                        continue
+                    requested = sorted(set(event.resource_names))
+                    unknown = [n for n in requested if n not in KNOWN_SECRETS]
+                    if unknown:
+                        log.warning(
+                            "Envoy asked for secrets this agent does not serve",
+                            extra={"unknown": unknown, "served": list(KNOWN_SECRETS)},
+                        )
+                    wanted = [n for n in requested if n in KNOWN_SECRETS]
+                    if wanted == names and event.response_nonce:
+                        continue  # an ACK of what we sent
+                    names = wanted
+                    sent_generation = 0  # (re)send for the new subscription
+                if not names or self._certs.current is None:
+                    continue
+                generation = self._certs.generation
+                if generation == sent_generation:
+                    continue
+                response = self._response(names, generation)
+                last_nonce, sent_generation = response.nonce, generation
+                for name in names:
+                    if self._on_push:
+                        self._on_push(name)
+                log.info(
+                    "pushed secrets to Envoy",
+                    extra={"secrets": names, "version": response.version_info},
+                )
+                yield response
+        finally:
+            for task in (reader, watcher):
+                task.cancel()
+            for task in (reader, watcher):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def FetchSecrets(
+        self,
+        request: discovery_pb2.DiscoveryRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> discovery_pb2.DiscoveryResponse:
+        names = [n for n in request.resource_names if n in KNOWN_SECRETS]
+        if not names or self._certs.current is None:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "no workload certificate yet (or no known secret asked)",
+            )
+        return self._response(names, self._certs.generation)
+
+
+async def start_sds_server(server: SecretDiscoveryServer, socket_path: str) -> grpc.aio.Server:
+    """Listen on ``unix:<socket_path>`` (a stale socket from a previous run is replaced)."""
+    path = Path(socket_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    grpc_server = grpc.aio.server()
+    sds_pb2_grpc.add_SecretDiscoveryServiceServicer_to_server(server, grpc_server)
+    grpc_server.add_insecure_port(f"unix:{os.fspath(path.absolute())}")
+    await grpc_server.start()
+    return grpc_server
