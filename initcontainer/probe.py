@@ -16,6 +16,7 @@ The SYN never leaves the pod when capture works: it is redirected inside the OUT
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import socket
@@ -126,6 +127,12 @@ def run_probe(target: ProbeTarget, timeout: float) -> None:
             try:
                 client.connect(target.dial)
             except OSError as error:
+                if error.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+                    raise ValidationFailed(
+                        f"cannot probe: this pod has no route to {target.dial[0]} "
+                        "(routing happens before capture)",
+                        "pass --probe-address with an address the pod routes to (inside -i)",
+                    ) from None
                 raise ValidationFailed(
                     f"probe connection to {_fmt(target.dial)} was not captured "
                     f"({error.strerror or error})",
