@@ -34,6 +34,21 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "kube_inject",
         "Inject the sidecar into Kubernetes YAML offline (like istioctl kube-inject).",
     ),
+    "discovery": (
+        "controlplane.cli",
+        "discovery",
+        "The control plane: Kubernetes state -> Envoy config for every sidecar, over xDS.",
+    ),
+    "proxy-status": (
+        "controlplane.cli",
+        "proxy_status",
+        "Whether each proxy has the config the control plane wants (SYNCED/STALE/NOT SENT).",
+    ),
+    "proxy-config": (
+        "controlplane.cli",
+        "proxy_config",
+        "Show one proxy's clusters, listeners, routes or endpoints.",
+    ),
     "testbed": (
         "testbed.cli",
         "testbed",
@@ -105,7 +120,24 @@ def version(as_json: bool) -> None:
             click.echo(f"{key}: {value}")
 
 
+@cli.command(
+    "init",
+    add_help_option=False,
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def init(args: tuple[str, ...]) -> None:
+    """Redirect pod traffic to the sidecar (the init container; istio-iptables' flags)."""
+    from initcontainer.cli import main as init_main
+
+    sys.exit(init_main(list(args)))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["init"]:  # every pod start: skip click's parsing, istio-iptables' flags as-is
+        from initcontainer.cli import main as init_main
+
+        sys.exit(init_main(args[1:]))
     cli.main(args=args, prog_name="remora")

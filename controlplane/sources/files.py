@@ -135,8 +135,9 @@ class FileSource:
         return True
 
     async def run(self) -> None:
-        """Load, then poll for changes until cancelled."""
-        self.load()
+        """Load (unless :meth:`load` already ran), then poll for changes until cancelled."""
+        if self._seen is None:
+            self.load()
         while True:
             await asyncio.sleep(self.poll_interval)
             if _fingerprint(self.directory) != self._seen:

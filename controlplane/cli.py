@@ -1,0 +1,315 @@
+"""``remora discovery``, ``remora proxy-status`` and ``remora proxy-config``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import click
+
+from meshlib.logs import setup_logging
+
+log = logging.getLogger("controlplane")
+
+DEFAULT_MONITORING = "http://127.0.0.1:15014"
+
+
+def _duration(value: str) -> float:
+    from meshlib.meshconfig import MeshConfigError, parse_duration
+
+    try:
+        return parse_duration(value, "duration")
+    except MeshConfigError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+@click.command(
+    "discovery",
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="""\b
+Examples:
+  # Serve the mesh of the cluster in $KUBECONFIG (or the pod's service account):
+  remora discovery
+\b
+  # Serve a directory of Kubernetes YAML, reloaded when it changes (no cluster needed):
+  remora discovery --config-dir ./mesh --log-format text
+\b
+  # Then look at what the connected proxies got:
+  remora proxy-status
+  remora proxy-config web-1.shop clusters
+""",
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False),
+    help="Watch this cluster (default: $KUBECONFIG, in-cluster account, ~/.kube/config).",
+)
+@click.option(
+    "--config-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Read the mesh from this directory of Kubernetes YAML instead of a cluster (Services, EndpointSlices, Pods, Namespaces, the 'istio' ConfigMap).",
+)
+@click.option(
+    "--xds-port",
+    default=15010,
+    show_default=True,
+    help="Plaintext gRPC port for ADS (Envoy connects here).",
+)
+@click.option(
+    "--monitoring-port",
+    default=15014,
+    show_default=True,
+    help="HTTP port for /metrics, /ready and /debug/*; 0 disables it.",
+)
+@click.option(
+    "--listen-address",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address both ports bind to (127.0.0.1 for local runs).",
+)
+@click.option(
+    "--mesh-namespace",
+    default="istio-system",
+    show_default=True,
+    help="Namespace of the 'istio' ConfigMap with the mesh config.",
+)
+@click.option(
+    "--debounce-after",
+    default="100ms",
+    show_default=True,
+    help="Push once no change arrived for this long.",
+)
+@click.option(
+    "--debounce-max",
+    default="1s",
+    show_default=True,
+    help="...but never later than this after the first change.",
+)
+@click.option(
+    "--domain-suffix", default="cluster.local", show_default=True, help="The cluster's DNS domain."
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@click.option(
+    "--log-format", default="json", show_default=True, type=click.Choice(["json", "text"])
+)
+def discovery(  # noqa: PLR0917 - one parameter per click option
+    kubeconfig: str | None,
+    config_dir: Path | None,
+    xds_port: int,
+    monitoring_port: int,
+    listen_address: str,
+    mesh_namespace: str,
+    debounce_after: str,
+    debounce_max: str,
+    domain_suffix: str,
+    log_level: str,
+    log_format: str,
+) -> None:
+    """Run the control plane: watch the mesh and serve every sidecar its Envoy config over xDS.
+
+    Sidecars connect over ADS (delta by default, state of the world supported) and get
+    listeners, routes, clusters and endpoints for the services they may reach. The proxy
+    identifies itself with node metadata NAME, NAMESPACE, INSTANCE_IPS and SERVICE_ACCOUNT
+    (see docs/controlplane.md).
+    """
+    from controlplane.app import DiscoveryOptions
+
+    setup_logging(log_level, log_format)
+    if kubeconfig and config_dir:
+        raise click.UsageError(
+            "choose one source: --kubeconfig (a cluster) or --config-dir (YAML files)"
+        )
+    quiet, most = _duration(debounce_after), _duration(debounce_max)
+    if most < quiet:
+        raise click.BadParameter(
+            f"--debounce-max ({debounce_max}) must be at least --debounce-after ({debounce_after})"
+        )
+    options = DiscoveryOptions(
+        xds_address=f"{listen_address}:{xds_port}",
+        monitoring_address=(listen_address, monitoring_port) if monitoring_port else None,
+        debounce_quiet=quiet,
+        debounce_max=most,
+    )
+    try:
+        asyncio.run(_serve(options, kubeconfig, config_dir, mesh_namespace, domain_suffix))
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except RuntimeError as exc:  # no Kubernetes credentials: meshlib.kube says what to do
+        raise click.ClickException(str(exc)) from exc
+
+
+async def _serve(
+    options: Any,
+    kubeconfig: str | None,
+    config_dir: Path | None,
+    mesh_namespace: str,
+    domain_suffix: str,
+) -> None:
+    from controlplane.app import DiscoveryServer
+    from controlplane.sources.files import FileSource
+    from controlplane.store import MeshStore
+
+    store = MeshStore(domain_suffix=domain_suffix)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    if config_dir is not None:
+        server = DiscoveryServer(store, options, source_name="files")
+        await server.start()
+        source = FileSource(config_dir, store)
+        if not source.load():
+            raise click.ClickException(
+                f"cannot load {config_dir}: fix the file named in the log above"
+            )
+        server.mark_synced()
+        task = asyncio.create_task(source.run())
+        await stop.wait()
+        task.cancel()
+    else:
+        from controlplane.sources.kube import KubeSource
+        from meshlib.kube import api_client
+
+        api = api_client(kubeconfig)
+        server = DiscoveryServer(store, options, source_name="kubernetes")
+        await server.start()
+        kube = KubeSource(api, store, server.metrics, mesh_namespace, on_synced=server.mark_synced)
+        kube.start()
+        await stop.wait()
+        kube.stop()
+    log.info("shutting down")
+    await server.stop()
+
+
+def _get_json(base: str, path: str, params: dict[str, str] | None = None) -> Any:
+    import httpx
+
+    try:
+        response = httpx.get(base.rstrip("/") + path, params=params, timeout=10.0)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(
+            f"cannot reach the control plane at {base}: {exc}. Is 'remora discovery' running? "
+            "Point --discovery at its monitoring port (for a cluster: kubectl port-forward ... 15014)."
+        ) from exc
+    if response.status_code != 200:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise click.ClickException(f"{base}{path}: {response.status_code}: {detail}")
+    return response.json()
+
+
+_DISCOVERY_OPTION = click.option(
+    "--discovery",
+    "discovery_url",
+    default=DEFAULT_MONITORING,
+    show_default=True,
+    envvar="REMORA_DISCOVERY_URL",
+    help="Monitoring URL of 'remora discovery' ($REMORA_DISCOVERY_URL).",
+)
+_OUTPUT_OPTION = click.option(
+    "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+
+
+@click.command(
+    "proxy-status",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="""\b
+Examples:
+  remora proxy-status                      # every connected proxy
+  remora proxy-status web-1.shop -o json   # one proxy, with versions and the last NACK
+""",
+)
+@click.argument("proxy", required=False)
+@_DISCOVERY_OPTION
+@_OUTPUT_OPTION
+def proxy_status(proxy: str | None, discovery_url: str, output: str) -> None:
+    """Show whether each proxy has the configuration the control plane wants it to have.
+
+    \b
+    Per xDS type, like 'istioctl proxy-status':
+      SYNCED    Envoy acknowledged the latest version sent
+      NOT SENT  nothing sent yet (Envoy has not asked for this type)
+      STALE     sent but not acknowledged yet, or rejected (see LAST NACK)
+    """
+    statuses = _get_json(discovery_url, "/debug/syncz")
+    if proxy:
+        statuses = [s for s in statuses if proxy in (s["proxy"], s["node_id"])]
+        if not statuses:
+            raise click.ClickException(
+                f"no connected proxy {proxy!r} (use <pod>.<namespace>; run without it to list all)"
+            )
+    if output == "json":
+        click.echo(json.dumps(statuses, indent=2))
+        return
+    from controlplane.inspect import format_proxy_status
+
+    click.echo(format_proxy_status(statuses) if statuses else "no proxies connected")
+
+
+@click.command(
+    "proxy-config",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="""\b
+Examples:
+  remora proxy-config web-1.shop clusters
+  remora proxy-config web-1 routes -n shop -o json
+  # What Envoy itself holds, from its admin port (e.g. after kubectl port-forward 15000):
+  remora proxy-config web-1.shop endpoints --envoy-admin http://127.0.0.1:15000
+""",
+)
+@click.argument("pod")
+@click.argument("kind", type=click.Choice(["clusters", "listeners", "routes", "endpoints"]))
+@click.option(
+    "-n",
+    "--namespace",
+    default=None,
+    help="The pod's namespace (or write POD as <pod>.<namespace>).",
+)
+@_DISCOVERY_OPTION
+@click.option(
+    "--envoy-admin",
+    default=None,
+    help="Read Envoy's own config from this admin URL instead of the control plane's view.",
+)
+@_OUTPUT_OPTION
+def proxy_config(  # noqa: PLR0917 - one parameter per click option
+    pod: str,
+    kind: str,
+    namespace: str | None,
+    discovery_url: str,
+    envoy_admin: str | None,
+    output: str,
+) -> None:
+    """Show the clusters, listeners, routes or endpoints of one proxy.
+
+    By default this is the control plane's view: what it wants the proxy to have (compare
+    with 'remora proxy-status' to know whether the proxy has it). With --envoy-admin it is
+    what Envoy actually holds.
+    """
+    from controlplane.inspect import envoy_dump_path, format_resources, resources_from_envoy_dump
+
+    target = f"{pod}.{namespace}" if namespace else pod
+    if envoy_admin:
+        resources = resources_from_envoy_dump(kind, _get_json(envoy_admin, envoy_dump_path(kind)))
+    else:
+        if "." not in target:
+            target += ".default"
+        dump = _get_json(discovery_url, "/debug/config_dump", {"proxy": target, "type": kind})
+        resources = [entry["resource"] for entry in dump[kind]]
+    if output == "json":
+        click.echo(json.dumps(resources, indent=2))
+    else:
+        click.echo(format_resources(kind, resources))

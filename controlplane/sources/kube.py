@@ -1,0 +1,201 @@
+"""The Kubernetes source: list-then-watch each kind the model needs, into a :class:`MeshStore`.
+
+One thread per kind (the official client is synchronous) lists, hands the complete list to
+the store in one :meth:`MeshStore.replace` (so a re-list is applied atomically), then
+watches from the list's ``resourceVersion``. When the watch ends it resumes from the last
+version seen; on ``410 Gone`` (that version was compacted away) it re-lists; on any
+other error it backs off (jittered, 0.5 s doubling to 30 s) and re-lists. Every store
+update hops onto the event loop, so the store stays single-threaded.
+
+The source reports "synced" once every kind has been listed once: before that the control
+plane serves nothing, rather than a mesh with services but no endpoints yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+
+from controlplane.convert import MESH_CONFIGMAP_NAME
+from controlplane.metrics import ControlPlaneMetrics
+from controlplane.store import Kind, MeshStore
+
+log = logging.getLogger(__name__)
+
+WATCH_SECONDS = 300
+BACKOFF_START = 0.5
+BACKOFF_MAX = 30.0
+
+
+@dataclass(frozen=True)
+class _Resource:
+    kind: Kind
+    list_call: Callable[..., Any]
+    kwargs: dict[str, Any]
+
+
+class KubeSource:
+    """Keeps a :class:`MeshStore` in step with the API server. Call :meth:`start` on the loop."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        store: MeshStore,
+        metrics: ControlPlaneMetrics | None = None,
+        mesh_namespace: str = "istio-system",
+        on_synced: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.on_synced = on_synced
+        core, discovery = client.CoreV1Api(api), client.DiscoveryV1Api(api)
+        self._resources = [
+            _Resource(
+                Kind.MESH_CONFIG,
+                core.list_namespaced_config_map,
+                {
+                    "namespace": mesh_namespace,
+                    "field_selector": f"metadata.name={MESH_CONFIGMAP_NAME}",
+                },
+            ),
+            _Resource(Kind.NAMESPACE, core.list_namespace, {}),
+            _Resource(Kind.SERVICE, core.list_service_for_all_namespaces, {}),
+            _Resource(Kind.ENDPOINT_SLICE, discovery.list_endpoint_slice_for_all_namespaces, {}),
+            _Resource(Kind.POD, core.list_pod_for_all_namespaces, {}),
+        ]
+        self._listed: set[Kind] = set()
+        self._stopping = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def synced(self) -> bool:
+        return len(self._listed) == len(self._resources)
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for resource in self._resources:
+            thread = threading.Thread(
+                target=self._run, args=(resource,), name=f"watch-{resource.kind}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Ask the watch threads to finish (they are daemons: a blocked read does not hold exit)."""
+        self._stopping.set()
+
+    # --- on the event loop -------------------------------------------------------------
+
+    def _on_loop(self, fn: Callable[[], None]) -> None:
+        assert self._loop is not None
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(fn)
+
+    def _replace(self, kind: Kind, items: list[dict[str, Any]]) -> None:
+        self.store.replace(kind, items)
+        if kind not in self._listed:
+            self._listed.add(kind)
+            log.info("listed", extra={"kind": kind.value, "objects": len(items)})
+            if self.synced and self.on_synced is not None:
+                self.on_synced()
+
+    def _event(self, kind: Kind, event_type: str, obj: dict[str, Any]) -> None:
+        if event_type in ("ADDED", "MODIFIED"):
+            self.store.upsert(kind, obj)
+        elif event_type == "DELETED":
+            meta = obj.get("metadata") or {}
+            self.store.delete(kind, str(meta.get("namespace") or "default"), str(meta.get("name")))
+
+    # --- in the watch thread -----------------------------------------------------------
+
+    def _restart(self, kind: Kind, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.watch_restarts.labels(kind.value, reason).inc()
+
+    def _run(self, resource: _Resource) -> None:
+        backoff = BACKOFF_START
+        while not self._stopping.is_set():
+            try:
+                version = self._list(resource)
+                backoff = BACKOFF_START
+                while not self._stopping.is_set():
+                    version = self._watch(resource, version)
+            except ApiException as exc:
+                if exc.status == 410:
+                    log.info(
+                        "watch expired (410 Gone), re-listing", extra={"kind": resource.kind.value}
+                    )
+                    self._restart(resource.kind, "gone")
+                    continue
+                self._restart(resource.kind, f"http_{exc.status}")
+                hint = (
+                    " (does the control plane's account have list/watch on it?)"
+                    if exc.status in (401, 403)
+                    else ""
+                )
+                log.warning(
+                    f"Kubernetes API error, retrying{hint}",
+                    extra={
+                        "kind": resource.kind.value,
+                        "status": exc.status,
+                        "reason": exc.reason,
+                        "retry_in": round(backoff, 2),
+                    },
+                )
+            except Exception as exc:  # connection refused, reset, timeouts: all mean "retry"
+                self._restart(resource.kind, "error")
+                log.warning(
+                    "Kubernetes API unreachable, retrying",
+                    extra={
+                        "kind": resource.kind.value,
+                        "error": str(exc),
+                        "retry_in": round(backoff, 2),
+                    },
+                )
+            self._stopping.wait(backoff * random.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _list(self, resource: _Resource) -> str:
+        response = resource.list_call(
+            **resource.kwargs, _preload_content=False, _request_timeout=60
+        )
+        body = json.loads(response.data)
+        items = list(body.get("items") or [])
+        kind = resource.kind
+        self._on_loop(lambda: self._replace(kind, items))
+        return str(body.get("metadata", {}).get("resourceVersion", ""))
+
+    def _watch(self, resource: _Resource, version: str) -> str:
+        """Watch from ``version`` until the server ends the watch; returns the last version seen."""
+        stream = watch.Watch()
+        kind = resource.kind
+        for event in stream.stream(
+            resource.list_call,
+            **resource.kwargs,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=WATCH_SECONDS,
+            _request_timeout=WATCH_SECONDS + 30,
+            deserialize=False,
+        ):
+            if self._stopping.is_set():
+                stream.stop()
+                break
+            event_type = event.get("type")
+            obj = event.get("object") or {}
+            version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+            if event_type == "BOOKMARK":
+                continue
+            self._on_loop(partial(self._event, kind, str(event_type), obj))
+        return version
