@@ -9,6 +9,8 @@
 # module replaced by its published v0.<minor>.<patch>); etcd by ./etcd/go.mod.
 # Binaries are static (CGO_ENABLED=0) and version-stamped, and land in
 #   ${REMORA_CACHE:-$HOME/.cache/remora}/testbed/<k8s>-etcd<etcd>/bin
+# Also builds the developer tools pinned by ../tools/go.mod (helm) into
+#   ${REMORA_CACHE:-$HOME/.cache/remora}/tools/helm-<version>/helm
 # The script is idempotent: a second run with the binaries present does nothing.
 set -euo pipefail
 
@@ -22,8 +24,15 @@ bin_dir="$cache_root/testbed/${k8s_version}-etcd${etcd_version}/bin"
 
 binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd etcdctl)
 
+helm_version="$(awk '$1=="helm.sh/helm/v3" && NF>=2{print $2; exit}' "$here/../tools/go.mod")"
+helm_dir="$cache_root/tools/helm-${helm_version}"
+
 if [[ "${1:-}" == "--print" ]]; then
     echo "$bin_dir"
+    exit 0
+fi
+if [[ "${1:-}" == "--print-helm" ]]; then
+    echo "$helm_dir/helm"
     exit 0
 fi
 
@@ -31,6 +40,7 @@ missing=()
 for b in "${binaries[@]}"; do
     [[ -x "$bin_dir/$b" ]] || missing+=("$b")
 done
+[[ -x "$helm_dir/helm" ]] || missing+=(helm)
 if [[ "${1:-}" != "--force" && ${#missing[@]} -eq 0 ]]; then
     echo "testbed: all binaries present in $bin_dir (kubernetes $k8s_version, etcd $etcd_version)"
     exit 0
@@ -49,16 +59,17 @@ stamp="-X k8s.io/component-base/version.gitVersion=$k8s_version
  -X k8s.io/client-go/pkg/version.gitTreeState=clean"
 stamp="$(echo $stamp)"
 
-build_one() {  # module_dir output package
-    local dir="$1" out="$2" pkg="$3" ldflags="$4" t0
-    if [[ -x "$bin_dir/$out" && "${FORCE:-}" != 1 ]]; then
+build_one() {  # module_dir output package ldflags [dest_dir]
+    local dir="$1" out="$2" pkg="$3" ldflags="$4" dest="${5:-$bin_dir}" t0
+    if [[ -x "$dest/$out" && "${FORCE:-}" != 1 ]]; then
         echo "testbed: $out already built"
         return
     fi
     t0=$(date +%s)
     echo "testbed: building $out from $pkg (this takes minutes on a fresh machine)..."
-    (cd "$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$bin_dir/$out.tmp" "$pkg")
-    mv "$bin_dir/$out.tmp" "$bin_dir/$out"
+    mkdir -p "$dest"
+    (cd "$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$dest/$out.tmp" "$pkg")
+    mv "$dest/$out.tmp" "$dest/$out"
     echo "testbed: built $out in $(( $(date +%s) - t0 ))s"
 }
 
@@ -73,6 +84,10 @@ build_one "$here" kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$stamp"
 build_one "$here" kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$stamp"
 build_one "$here" kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$stamp"
 build_one "$here" kubectl k8s.io/kubernetes/cmd/kubectl "$stamp"
+(cd "$here/../tools" && go mod download)
+build_one "$here/../tools" helm helm.sh/helm/v3/cmd/helm \
+    "-X helm.sh/helm/v3/internal/version.version=$helm_version" "$helm_dir"
 echo "testbed: done in $(( $(date +%s) - t_start ))s"
 "$bin_dir/kube-apiserver" --version
 "$bin_dir/etcd" --version | head -1
+"$helm_dir/helm" version --short
