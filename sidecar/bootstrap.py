@@ -109,26 +109,31 @@ def _xds_cluster(config: AgentConfig) -> dict[str, Any]:
     if not _is_ip(xds.host):
         cluster["dns_lookup_family"] = "V4_PREFERRED"
     if xds.tls:
-        san_type = "IP_ADDRESS" if _is_ip(xds.server_name) else "DNS"
-        cluster["transport_socket"] = {
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "sni": xds.server_name,
-                "common_tls_context": {
-                    "alpn_protocols": ["h2"],
-                    "tls_certificate_sds_secret_configs": [
-                        {"name": "default", "sds_config": sds_config_source()}
-                    ],
-                    "validation_context": {
-                        "trusted_ca": {"filename": xds.root_cert_path},
-                        "match_typed_subject_alt_names": [
-                            {"san_type": san_type, "matcher": {"exact": xds.server_name}}
-                        ],
-                    },
-                },
+        server_is_ip = _is_ip(xds.server_name)
+        common: dict[str, Any] = {
+            "alpn_protocols": ["h2"],
+            "validation_context": {
+                "trusted_ca": {"filename": xds.root_cert_path},
+                "match_typed_subject_alt_names": [
+                    {
+                        "san_type": "IP_ADDRESS" if server_is_ip else "DNS",
+                        "matcher": {"exact": xds.server_name},
+                    }
+                ],
             },
         }
+        if config.workload_certificates:
+            # The control plane learns who is asking from the workload certificate.
+            common["tls_certificate_sds_secret_configs"] = [
+                {"name": "default", "sds_config": sds_config_source()}
+            ]
+        tls: dict[str, Any] = {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": common,
+        }
+        if not server_is_ip:
+            tls["sni"] = xds.server_name  # SNI carries host names only (RFC 6066)
+        cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": tls}
     return cluster
 
 
@@ -187,7 +192,7 @@ def build_bootstrap(config: AgentConfig) -> dict[str, Any]:
         "node": {
             "id": config.node_id,
             "cluster": config.node_cluster,
-            "metadata": dict(config.node_metadata),
+            "metadata": dict(sorted(config.node_metadata.items())),
         },
         "admin": {"address": _socket(loopback, config.ports.admin)},
         "layered_runtime": {

@@ -292,6 +292,7 @@ def sidecar(
         termination_drain_duration_s=termination_drain_duration,
         minimum_drain_duration_s=minimum_drain_duration,
         drain_poll_interval_s=drain_poll_interval,
+        workload_certificates=ca_dir is not None,
     )
     try:
         config = build_config(

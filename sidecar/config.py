@@ -79,6 +79,7 @@ class AgentOptions:
     termination_drain_duration_s: float | None = None
     minimum_drain_duration_s: float | None = None
     drain_poll_interval_s: float = 1.0
+    workload_certificates: bool = True  # a certificate provider serves SDS "default"
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class AgentConfig:
     minimum_drain_duration_s: float  # never quit earlier: endpoints need time to update
     exit_on_zero_active_connections: bool
     drain_poll_interval_s: float
+    workload_certificates: bool = True
     probers: Mapping[str, AppProbe] = field(default_factory=dict)
     probe_via_localhost: bool = False
     app_scrape: AppScrape | None = None
@@ -348,6 +350,7 @@ def build_config(
         minimum_drain_duration_s=minimum_drain,
         exit_on_zero_active_connections=_bool_env(env, "EXIT_ON_ZERO_ACTIVE_CONNECTIONS", True),
         drain_poll_interval_s=options.drain_poll_interval_s,
+        workload_certificates=options.workload_certificates,
         probers=probers,
         probe_via_localhost=_bool_env(env, "REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION", False),
         app_scrape=app_scrape,

@@ -56,6 +56,11 @@ class WorkloadCertificate:
     serial: int
     not_before: dt.datetime
     not_after: dt.datetime
+    received_at: dt.datetime  # CAs back-date not_before; renewal counts from here
+
+    @property
+    def usable_from(self) -> dt.datetime:
+        return max(self.not_before, self.received_at)
 
 
 def make_csr(spiffe_id: str) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
@@ -84,7 +89,10 @@ def renewal_delay(
 ) -> float:
     """Seconds until renewal: ``ratio`` of the lifetime, +- ``jitter`` of it (``sample`` in [0,1]).
 
-    Never negative, so an already-stale certificate is renewed at once.
+    ``not_before`` should be when the certificate became usable to us (CAs back-date it to
+    absorb clock skew; counting from the back-dated time would renew a short-lived
+    certificate in a tight loop). Never negative: an already-stale certificate is renewed
+    at once.
     """
     lifetime = (not_after - not_before).total_seconds()
     fraction = ratio + jitter * (2.0 * sample - 1.0)
@@ -276,6 +284,7 @@ class CertificateManager:
             serial=leaf.serial_number,
             not_before=leaf.not_valid_before_utc,
             not_after=leaf.not_valid_after_utc,
+            received_at=self._clock(),
         )
         self.current = cert
         self._generation += 1
@@ -300,7 +309,7 @@ class CertificateManager:
             current = self.current
             if current is not None:
                 delay = renewal_delay(
-                    current.not_before,
+                    current.usable_from,
                     current.not_after,
                     self._clock(),
                     ratio=self._renew_ratio,
