@@ -135,8 +135,8 @@ def test_manager_retries_then_renews_before_expiry(ca_dir: Path) -> None:
         try:
             first = await asyncio.wait_for(manager.wait_for_change(0), 2)
             calls_after_first = flaky.calls
-            # A 2 s certificate (back-dated by a minute) is renewed about 1 s after it
-            # arrived, not immediately and not in a loop.
+            # A 2 s certificate (back-dated by a minute; X.509 times have whole seconds, so
+            # it lives 1-2 s from now) is renewed at half of that, not at once, not in a loop.
             loop = asyncio.get_running_loop()
             started = loop.time()
             await asyncio.wait_for(manager.wait_for_change(1), 3)
@@ -149,7 +149,7 @@ def test_manager_retries_then_renews_before_expiry(ca_dir: Path) -> None:
     assert first == 1
     assert calls == 3
     assert len(failures) == 2
-    assert 0.8 <= renewed_after <= 1.5
+    assert 0.3 <= renewed_after <= 1.5
     assert flaky.calls == 4
 
 
