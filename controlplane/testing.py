@@ -278,6 +278,7 @@ class ControlPlaneThread:
         options: DiscoveryOptions | None = None,
         synced: bool = True,
         store: MeshStore | None = None,
+        source_name: str = "test",
     ) -> None:
         self.options = options or DiscoveryOptions(
             xds_address="127.0.0.1:0", monitoring_address=None
@@ -288,7 +289,7 @@ class ControlPlaneThread:
             target=self._loop.run_forever, name="controlplane", daemon=True
         )
         self._thread.start()
-        self.server = self.call(lambda: DiscoveryServer(self.store, self.options))
+        self.server = self.call(lambda: DiscoveryServer(self.store, self.options, source_name))
         self._run(self.server.start())
         if synced:
             self.call(self.server.mark_synced)

@@ -1,0 +1,145 @@
+"""The Kubernetes source against the real test bed API server, all the way to a real Envoy.
+
+Services without selectors and hand-made EndpointSlices: there is no kubelet, so pods never
+get IPs. The mesh ConfigMap lives in the test's own namespace (``mesh_namespace``), so the
+test changes no cluster-wide state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from controlplane.app import DiscoveryOptions
+from controlplane.sources.kube import KubeSource
+from controlplane.testing import ControlPlaneThread, EnvoyProcess, wait_for
+
+pytestmark = [pytest.mark.testbed, pytest.mark.envoy]
+
+
+def endpoint_slice(namespace: str, service: str, *addresses: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{service}-manual",
+            "namespace": namespace,
+            "labels": {"kubernetes.io/service-name": service},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in addresses],
+    }
+
+
+@pytest.fixture
+def namespace(testbed: Any, unique_name: str) -> Iterator[str]:
+    testbed.create_namespace(unique_name)
+    yield unique_name
+    testbed.kubectl("delete", "namespace", unique_name, "--wait=false", check=False)
+
+
+def test_services_and_endpoint_slices_reach_envoy_and_deletions_remove_them(
+    testbed: Any, namespace: str
+) -> None:
+    api = testbed.api_client()
+    core, discovery = client.CoreV1Api(api), client.DiscoveryV1Api(api)
+    cp = ControlPlaneThread(
+        DiscoveryOptions(xds_address="127.0.0.1:0", monitoring_address=None),
+        synced=False,
+        source_name="kubernetes",
+    )
+    source = KubeSource(
+        testbed.api_client(),
+        cp.store,
+        cp.server.metrics,
+        mesh_namespace=namespace,
+        on_synced=cp.server.mark_synced,
+    )
+    try:
+        cp.call(source.start)
+        wait_for(lambda: cp.server.synced, timeout=30, what="the first complete list of every kind")
+        with EnvoyProcess("client-1", namespace, "10.250.0.1", cp.xds_port) as envoy:
+            cluster = f"outbound|80||web.{namespace}.svc.cluster.local"
+            core.create_namespaced_service(
+                namespace,
+                {
+                    "metadata": {"name": "web"},
+                    "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+                },
+            )
+            discovery.create_namespaced_endpoint_slice(
+                namespace, endpoint_slice(namespace, "web", "10.244.0.5")
+            )
+            wait_for(
+                lambda: envoy.endpoints().get(cluster) == ["10.244.0.5:8080 (HEALTHY)"],
+                timeout=15,
+                what="service + endpoints in Envoy",
+            )
+            vip = core.read_namespaced_service("web", namespace).spec.cluster_ip
+            routes = envoy.route_configs()["80"]
+            vhost = next(
+                v
+                for v in routes["virtual_hosts"]
+                if v["name"] == f"web.{namespace}.svc.cluster.local:80"
+            )
+            assert (
+                vip in vhost["domains"] and "web" in vhost["domains"]
+            )  # the proxy is in the same namespace
+
+            discovery.replace_namespaced_endpoint_slice(
+                "web-manual",
+                namespace,
+                endpoint_slice(namespace, "web", "10.244.0.5", "10.244.0.6"),
+            )
+            wait_for(
+                lambda: (
+                    envoy.endpoints().get(cluster)
+                    == ["10.244.0.5:8080 (HEALTHY)", "10.244.0.6:8080 (HEALTHY)"]
+                ),
+                timeout=15,
+                what="the endpoint update",
+            )
+
+            core.create_namespaced_config_map(
+                namespace,
+                {
+                    "metadata": {"name": "istio"},
+                    "data": {"mesh": "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n"},
+                },
+            )
+
+            def default_chain_target() -> str:
+                outbound = next(
+                    e
+                    for e in envoy.config_dump("dynamic_listeners")
+                    if e["name"] == "virtualOutbound"
+                )
+                chain = outbound["active_state"]["listener"]["default_filter_chain"]
+                return str(chain["filters"][0]["typed_config"]["cluster"])
+
+            wait_for(
+                lambda: default_chain_target() == "BlackHoleCluster",
+                timeout=15,
+                what="the mesh config change",
+            )
+
+            discovery.delete_namespaced_endpoint_slice("web-manual", namespace)
+            core.delete_namespaced_service("web", namespace)
+            wait_for(
+                lambda: cluster not in envoy.active_clusters(),
+                timeout=15,
+                what="the service removed from Envoy",
+            )
+            wait_for(
+                lambda: cluster not in envoy.endpoints(),
+                timeout=15,
+                what="the endpoints removed from Envoy",
+            )
+            assert cp.server.metrics.config_events.labels("kubernetes", "Service")._value.get() >= 2
+    finally:
+        source.stop()
+        cp.stop()
