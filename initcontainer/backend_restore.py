@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from initcontainer.errors import CaptureError, hint_for
 from initcontainer.iptables_mode import MODES, Mode, ModeChoice, ModeProbe, choose_mode
@@ -31,8 +31,7 @@ def tool(family: Family, mode: Mode, action: str) -> str:
     return f"{family.tool}-{mode}-{action}"
 
 
-@dataclass(frozen=True)
-class _Saved:
+class _Saved(NamedTuple):
     text: str
     ok: bool
     error: str

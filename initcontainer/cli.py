@@ -17,8 +17,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from initcontainer import environment
 from initcontainer.config import (
@@ -113,8 +112,7 @@ def parse_duration(value: str) -> float:
     return number * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
 
 
-@dataclass(frozen=True)
-class Flag:
+class Flag(NamedTuple):
     """One command-line flag and the environment variables it also reads."""
 
     long: str

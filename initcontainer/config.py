@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -39,8 +39,7 @@ class InterceptionMode(enum.Enum):
     TPROXY = "TPROXY"  # mangle + policy routing: the original destination and source are kept
 
 
-@dataclass(frozen=True)
-class CidrSelection:
+class CidrSelection(NamedTuple):
     """A family-aware set of CIDRs, or ``*`` (all addresses of both families)."""
 
     everything: bool = False
@@ -57,8 +56,7 @@ class CidrSelection:
         return not self.everything and not self.networks
 
 
-@dataclass(frozen=True)
-class PortSelection:
+class PortSelection(NamedTuple):
     """Inbound ports to capture: ``*`` (all, minus exclusions) or an explicit list."""
 
     everything: bool = False
@@ -69,8 +67,7 @@ class PortSelection:
         return not self.everything and not self.ports
 
 
-@dataclass(frozen=True)
-class OwnerGroups:
+class OwnerGroups(NamedTuple):
     """``ISTIO_OUTBOUND_OWNER_GROUPS[_EXCLUDE]``: which app groups' outbound traffic is captured.
 
     Either ``include`` is None (every group) and ``exclude`` lists groups never captured,
@@ -81,8 +78,7 @@ class OwnerGroups:
     exclude: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class DnsCapture:
+class DnsCapture(NamedTuple):
     """DNS redirection to the agent's resolver on 15053 (Istio's ``ISTIO_META_DNS_CAPTURE``)."""
 
     enabled: bool = False
@@ -95,8 +91,7 @@ class DnsCapture:
         return tuple(s for s in self.servers if s.version == version)
 
 
-@dataclass(frozen=True)
-class CaptureConfig:
+class CaptureConfig(NamedTuple):
     """Everything that decides the rule set. Defaults are istio-iptables' defaults."""
 
     proxy_port: int = 15001
@@ -105,20 +100,20 @@ class CaptureConfig:
     proxy_uids: tuple[str, ...] = ("1337",)
     proxy_gids: tuple[str, ...] = ("1337",)
     mode: InterceptionMode = InterceptionMode.REDIRECT
-    inbound_ports: PortSelection = field(default_factory=PortSelection)
+    inbound_ports: PortSelection = PortSelection()
     inbound_ports_exclude: tuple[int, ...] = ()
-    outbound_cidrs: CidrSelection = field(default_factory=CidrSelection)
-    outbound_cidrs_exclude: CidrSelection = field(default_factory=CidrSelection)
+    outbound_cidrs: CidrSelection = CidrSelection()
+    outbound_cidrs_exclude: CidrSelection = CidrSelection()
     outbound_ports_include: tuple[int, ...] = ()
     outbound_ports_exclude: tuple[int, ...] = ()
     exclude_interfaces: tuple[str, ...] = ()
     reroute_interfaces: tuple[str, ...] = ()
     tproxy_mark: int = 1337
     tproxy_route_table: int = 133
-    dns: DnsCapture = field(default_factory=DnsCapture)
+    dns: DnsCapture = DnsCapture()
     drop_invalid: bool = False
     ipv6: bool = False
-    owner_groups: OwnerGroups = field(default_factory=OwnerGroups)
+    owner_groups: OwnerGroups = OwnerGroups()
     ipv4_loopback_cidr: ipaddress.IPv4Network = DEFAULT_IPV4_LOOPBACK
 
 

@@ -11,8 +11,7 @@ real rules (``-A`` lines) instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from initcontainer.errors import CaptureError
 
@@ -20,8 +19,7 @@ Mode = Literal["nft", "legacy"]
 MODES: tuple[Mode, ...] = ("nft", "legacy")
 
 
-@dataclass(frozen=True)
-class ModeProbe:
+class ModeProbe(NamedTuple):
     """What ``iptables-<mode>-save`` (and ``ip6tables-<mode>-save``) showed."""
 
     mode: Mode
@@ -31,8 +29,7 @@ class ModeProbe:
     error: str = ""
 
 
-@dataclass(frozen=True)
-class ModeChoice:
+class ModeChoice(NamedTuple):
     mode: Mode
     reason: str
 

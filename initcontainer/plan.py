@@ -15,7 +15,7 @@ appending to two lists at once: a rule that exists in only one family is then an
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from initcontainer.config import CaptureConfig, InterceptionMode
 from initcontainer.rules import (
@@ -44,16 +44,14 @@ TPROXY_OUTBOUND_MARK = "1338"
 MULTIPORT_LIMIT = 15
 
 
-@dataclass(frozen=True)
-class TproxyRoute:
+class TproxyRoute(NamedTuple):
     """Policy routing TPROXY needs: marked packets are delivered locally via table N."""
 
     mark: int
     table: int
 
 
-@dataclass(frozen=True)
-class CapturePlan:
+class CapturePlan(NamedTuple):
     """The rules per family (``ipv6`` is None for an IPv4-only pod) and host network setup."""
 
     ipv4: tuple[Rule, ...]

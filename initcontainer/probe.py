@@ -22,7 +22,7 @@ import logging
 import socket
 import struct
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from initcontainer.config import CaptureConfig
 from initcontainer.errors import CaptureError
@@ -38,8 +38,7 @@ class ValidationFailed(CaptureError):
     """The rules are in place but a probe connection was not captured."""
 
 
-@dataclass(frozen=True)
-class ProbeTarget:
+class ProbeTarget(NamedTuple):
     """Where the probe dials and where a captured connection must show up."""
 
     dial: tuple[str, int]

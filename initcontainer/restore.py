@@ -17,7 +17,7 @@ rules of other tools (CNI plugins, kube-proxy, the user) stay where they are.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from initcontainer.rules import (
     BUILTIN_CHAINS,
@@ -29,8 +29,7 @@ from initcontainer.rules import (
 )
 
 
-@dataclass(frozen=True)
-class SavedRule:
+class SavedRule(NamedTuple):
     """A rule as ``iptables-save`` printed it: ``-A <chain> <spec>``."""
 
     chain: str
@@ -63,17 +62,23 @@ class SavedRule:
         )
 
 
-@dataclass
 class SavedTable:
-    chains: list[str] = field(default_factory=list)  # user-defined chains, in save order
-    rules: list[SavedRule] = field(default_factory=list)
+    """One table of ``iptables-save``: its user-defined chains and rules, in save order."""
+
+    __slots__ = ("chains", "rules")
+
+    def __init__(self) -> None:
+        self.chains: list[str] = []
+        self.rules: list[SavedRule] = []
 
 
-@dataclass
 class SavedState:
     """The parsed output of ``iptables-save`` (or ``ip6tables-save``) for one family."""
 
-    tables: dict[str, SavedTable] = field(default_factory=dict)
+    __slots__ = ("tables",)
+
+    def __init__(self) -> None:
+        self.tables: dict[str, SavedTable] = {}
 
     def own_chains(self, table: str) -> list[str]:
         saved = self.tables.get(table)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # Every chain Remora creates starts with this prefix, as istio-iptables' chains do, so that
 # a pod set up by istio-iptables is taken over (and cleaned up) by Remora and vice versa.
@@ -51,8 +51,7 @@ def is_own_chain(chain: str) -> bool:
     return chain.startswith(OWN_CHAIN_PREFIX)
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     """One iptables rule: ``-A chain params...`` or, with a position, ``-I chain N params...``."""
 
     table: str
