@@ -22,6 +22,7 @@ import argparse
 import os
 import platform
 import secrets
+import shlex
 import statistics
 import subprocess
 import sys
@@ -31,7 +32,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_PY = str(REPO / ".venv" / "bin" / "python")
-DEFAULT = "-p 15001 -z 15006 -u 1337 -m REDIRECT -i * -x  -b * -d 15090,15021,15020".split(" ")
+# The args the injector renders for a default pod.
+DEFAULT = shlex.split(
+    "-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*' -d 15090,15021,15020"
+)
 
 
 def timed(argv: list[str], env: dict[str, str]) -> float:
