@@ -41,11 +41,15 @@ class EnvoyAdmin:
         return parse_stats(response.text)
 
     async def readiness(self, *, draining: bool = False) -> Readiness:
+        """Envoy's live state from ``/ready`` (the ``server.state`` stat is only refreshed
+        at each stats flush, and reads 0 = LIVE before the first one), plus the CDS/LDS
+        counters from ``/stats``."""
         try:
+            state = await self._client.get("/ready")
             stats = await self.stats(READINESS_STATS_FILTER)
         except httpx.HTTPError as exc:
             return Readiness(False, f"Envoy's admin API does not answer ({type(exc).__name__})")
-        return decide_readiness(stats, draining=draining)
+        return decide_readiness(stats, server_state=state.text.strip(), draining=draining)
 
     async def active_connections(self, ignore_listeners: Sequence[str]) -> int:
         return active_connections(await self.stats(ACTIVE_CONNECTIONS_FILTER), ignore_listeners)

@@ -1,7 +1,7 @@
 """When is the sidecar ready, and how many connections does it still serve (pure decisions
 over Envoy's admin ``/stats`` text).
 
-Ready means what Istio means: Envoy is ``LIVE`` (``server.state`` 0) *and* it has received its
+Ready means what Istio means: Envoy is ``LIVE`` (admin ``/ready``) *and* it has received its
 first full configuration, i.e. at least one CDS and one LDS update (accepted or rejected: a
 rejected update still means the control plane answered). Before that, the application's
 outbound calls would fail, which is what ``holdApplicationUntilProxyStarts`` waits out.
@@ -13,12 +13,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-# Envoy's server.state values (envoy/server/instance.h: Live, Draining, PreInitializing, Initializing).
-SERVER_STATES = {0: "LIVE", 1: "DRAINING", 2: "PRE_INITIALIZING", 3: "INITIALIZING"}
-
 READINESS_STATS_FILTER = (
     r"^(cluster_manager\.cds|listener_manager\.lds)\.(update_success|update_rejected)$"
-    r"|^server\.state$"
 )
 _PER_THREAD = re.compile(r"\.(main_thread|worker_\d+)$")
 ACTIVE_CONNECTIONS_FILTER = r"^listener\..*\.downstream_cx_active$"
@@ -40,15 +36,19 @@ class Readiness:
     reason: str
 
 
-def decide_readiness(stats: Mapping[str, int], *, draining: bool = False) -> Readiness:
-    """Ready iff not draining, Envoy is LIVE, and CDS and LDS have each answered once."""
+def decide_readiness(
+    stats: Mapping[str, int], *, server_state: str, draining: bool = False
+) -> Readiness:
+    """Ready iff not draining, Envoy is LIVE, and CDS and LDS have each answered once.
+
+    ``server_state`` is the body of Envoy's admin ``/ready`` (``LIVE``, ``INITIALIZING``...):
+    Envoy stays initializing while a listener it got at start-up still warms, e.g. waiting
+    for an SDS certificate.
+    """
     if draining:
         return Readiness(False, "the proxy is draining")
-    state = stats.get("server.state")
-    if state is None:
-        return Readiness(False, "Envoy did not report server.state")
-    if state != 0:
-        return Readiness(False, f"Envoy is {SERVER_STATES.get(state, state)}, not LIVE")
+    if server_state != "LIVE":
+        return Readiness(False, f"Envoy is {server_state or 'in an unknown state'}, not LIVE")
     missing = [
         kind
         for kind, prefix in (("CDS", "cluster_manager.cds"), ("LDS", "listener_manager.lds"))

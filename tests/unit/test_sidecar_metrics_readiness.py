@@ -75,22 +75,27 @@ STATS_READY = """cluster_manager.cds.update_rejected: 0
 cluster_manager.cds.update_success: 1
 listener_manager.lds.update_rejected: 1
 listener_manager.lds.update_success: 0
-server.state: 0
 cluster_manager.cds.update_duration: No recorded values
 """
 
 
 def test_readiness_needs_live_envoy_and_first_cds_and_lds() -> None:
     stats = parse_stats(STATS_READY)
-    assert stats["server.state"] == 0
+    assert stats["cluster_manager.cds.update_success"] == 1
     assert "cluster_manager.cds.update_duration" not in stats
-    assert decide_readiness(stats).ready  # a rejected LDS still means the control plane answered
-    assert not decide_readiness(stats, draining=True).ready
+    # A rejected LDS still means the control plane answered.
+    assert decide_readiness(stats, server_state="LIVE").ready
+    assert not decide_readiness(stats, server_state="LIVE", draining=True).ready
     no_lds = {**stats, "listener_manager.lds.update_rejected": 0}
-    assert decide_readiness(no_lds).reason == "no LDS config received from the control plane yet"
-    initializing = {**stats, "server.state": 3}
-    assert "INITIALIZING" in decide_readiness(initializing).reason
-    assert not decide_readiness({}).ready
+    assert (
+        decide_readiness(no_lds, server_state="LIVE").reason
+        == "no LDS config received from the control plane yet"
+    )
+    # Envoy LIVE without any config (it goes live when the control plane is unreachable).
+    assert "no CDS and LDS" in decide_readiness({}, server_state="LIVE").reason
+    # A listener still warming (e.g. waiting for its SDS certificate) keeps Envoy initializing.
+    warming = decide_readiness(stats, server_state="INITIALIZING")
+    assert not warming.ready and "INITIALIZING" in warming.reason
 
 
 def test_active_connections_skip_internal_listeners_and_per_thread_copies() -> None:
