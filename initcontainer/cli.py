@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -100,16 +99,20 @@ def parse_bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"{value!r} is not a boolean (true/false)")
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
-
-
 def parse_duration(value: str) -> float:
     """Go-style durations as istio-iptables takes them (``5s``, ``500ms``, ``1m``) or seconds."""
-    match = _DURATION.match(value.strip())
-    if not match:
+    number, scale = value.strip(), 1.0
+    for suffix, unit in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):  # "ms" before "s"
+        if number.endswith(suffix):
+            number, scale = number.removesuffix(suffix), unit
+            break
+    try:
+        seconds = float(number) * scale
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also rejects NaN
         raise argparse.ArgumentTypeError(f"{value!r} is not a duration such as 5s or 500ms")
-    number, unit = float(match.group(1)), match.group(2) or "s"
-    return number * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
+    return seconds
 
 
 class Flag(NamedTuple):
@@ -549,6 +552,29 @@ GROUPS: list[tuple[str, list[Flag]]] = [
 ]
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter with the width from $COLUMNS or the terminal, found without shutil.
+
+    argparse builds a formatter for every ``add_argument`` and, given no width, imports
+    shutil (which loads zlib, bz2 and lzma) to ask for the terminal size: milliseconds on
+    every pod start, for help text that is almost never printed.
+    """
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_help_width())
+
+
+def _help_width() -> int:
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno() if sys.__stdout__ else 1).columns
+        except (OSError, ValueError):
+            columns = 100
+    return max(columns, 40) - 2
+
+
 def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentParser:
     """The parser, with defaults taken from ``environ`` (the process environment)."""
     env = os.environ if environ is None else environ
@@ -557,7 +583,7 @@ def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentPars
         usage=f"{PROG} [validate] [flags]",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
         allow_abbrev=False,
     )
     for title, flags in GROUPS:
