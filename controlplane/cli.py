@@ -104,6 +104,7 @@ Examples:
 def discovery(  # noqa: PLR0917 - one parameter per click option
     kubeconfig: str | None,
     config_dir: Path | None,
+    poll_interval: str,
     xds_port: int,
     monitoring_port: int,
     listen_address: str,
@@ -140,17 +141,27 @@ def discovery(  # noqa: PLR0917 - one parameter per click option
         debounce_max=most,
     )
     try:
-        asyncio.run(_serve(options, kubeconfig, config_dir, mesh_namespace, domain_suffix))
+        asyncio.run(
+            _serve(
+                options,
+                kubeconfig,
+                config_dir,
+                _duration(poll_interval),
+                mesh_namespace,
+                domain_suffix,
+            )
+        )
     except OSError as exc:
         raise click.ClickException(str(exc)) from exc
     except RuntimeError as exc:  # no Kubernetes credentials: meshlib.kube says what to do
         raise click.ClickException(str(exc)) from exc
 
 
-async def _serve(
+async def _serve(  # noqa: PLR0917
     options: Any,
     kubeconfig: str | None,
     config_dir: Path | None,
+    poll_interval: float,
     mesh_namespace: str,
     domain_suffix: str,
 ) -> None:
@@ -167,7 +178,7 @@ async def _serve(
     if config_dir is not None:
         server = DiscoveryServer(store, options, source_name="files")
         await server.start()
-        source = FileSource(config_dir, store)
+        source = FileSource(config_dir, store, poll_interval)
         if not source.load():
             raise click.ClickException(
                 f"cannot load {config_dir}: fix the file named in the log above"

@@ -19,19 +19,21 @@ from controlplane.store import MeshStore
 from controlplane.xds.server import PushHub
 
 
+# Every handler is ``async``: it then runs on the event loop, like the xDS server, and never
+# races it from a thread pool over the (single-threaded) store and generator.
 def create_debug_app(
     hub: PushHub, store: MeshStore, metrics: ControlPlaneMetrics, is_ready: Callable[[], bool]
 ) -> FastAPI:
     app = FastAPI(title="remora discovery", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/metrics")
-    def prometheus_metrics() -> Response:
+    async def prometheus_metrics() -> Response:
         for kind, count in store.counts().items():
             metrics.model_objects.labels(kind).set(count)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/ready")
-    def ready() -> Response:
+    async def ready() -> Response:
         if is_ready():
             return Response("ready\n", media_type="text/plain")
         return Response(
@@ -41,7 +43,7 @@ def create_debug_app(
         )
 
     @app.get("/debug/syncz")
-    def syncz() -> list[dict[str, Any]]:
+    async def syncz() -> list[dict[str, Any]]:
         """Every connected proxy: per xDS type the version sent, ACKed, and the last NACK."""
         return sorted(
             (conn.status() for conn in hub.connections),
@@ -49,7 +51,7 @@ def create_debug_app(
         )
 
     @app.get("/debug/config_dump")
-    def config_dump(
+    async def config_dump(
         proxy: str = Query(description="<pod>.<namespace> or a node id"),
         type: str = Query("all", description="clusters, listeners, routes, endpoints or all"),
     ) -> dict[str, Any]:
@@ -83,7 +85,7 @@ def create_debug_app(
         }
 
     @app.get("/debug/model")
-    def model() -> dict[str, Any]:
+    async def model() -> dict[str, Any]:
         snapshot = hub.snapshot
         return {
             "objects": store.counts(),

@@ -10,7 +10,7 @@ produce again is not sent that resource again.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from google.protobuf import any_pb2
@@ -95,11 +95,38 @@ class ResourceSet:
         return self.by_name.get(name)
 
 
-@dataclass(frozen=True, eq=False)
 class ProxyResources:
-    """Everything one proxy should have: one :class:`ResourceSet` per xDS type."""
+    """Everything one proxy should have: one :class:`ResourceSet` per xDS type.
 
-    sets: Mapping[str, ResourceSet]
+    A type may be given already built or as a function that builds it on first use. The
+    server sends clusters first and Envoy then spends a while on them; building endpoints,
+    listeners and routes lazily lets that work overlap Envoy's instead of preceding it.
+    """
+
+    __slots__ = ("_built", "_pending")
+
+    def __init__(self, sets: Mapping[str, ResourceSet | Callable[[], ResourceSet]]) -> None:
+        self._built: dict[str, ResourceSet] = {}
+        self._pending: dict[str, Callable[[], ResourceSet]] = {}
+        for type_url, value in sets.items():
+            if isinstance(value, ResourceSet):
+                self._built[type_url] = value
+            else:
+                self._pending[type_url] = value
 
     def __getitem__(self, type_url: str) -> ResourceSet:
-        return self.sets[type_url]
+        built = self._built.get(type_url)
+        if built is None:
+            built = self._built[type_url] = self._pending.pop(type_url)()
+        return built
+
+    def build_all(self) -> ProxyResources:
+        """Build every type now (for callers that want no laziness); returns self."""
+        for type_url in list(self._pending):
+            self[type_url]
+        return self
+
+    @property
+    def sets(self) -> dict[str, ResourceSet]:
+        """Every type, built."""
+        return {type_url: self[type_url] for type_url in [*self._built, *self._pending]}

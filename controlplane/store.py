@@ -88,12 +88,16 @@ class MeshStore:
 
     def replace(self, kind: Kind, objs: Iterable[convert.Object]) -> bool:
         """Make ``objs`` the complete set of ``kind`` (after a list): one change, or none."""
+        current = self._objects[kind]
         fresh: dict[Key, Any] = {}
         for obj in objs:
             value = self._convert(kind, obj)
             if value is not None:
-                fresh[object_key(kind, obj)] = value
-        if fresh == self._objects[kind]:
+                key = object_key(kind, obj)
+                old = current.get(key)
+                # Keep the old object when equal: translation reuses work by identity.
+                fresh[key] = old if old == value else value
+        if fresh.keys() == current.keys() and all(fresh[k] is current[k] for k in fresh):
             return False
         self._objects[kind] = fresh
         self._changed(kind)

@@ -27,6 +27,7 @@ from controlplane.store import Kind, MeshStore
 log = logging.getLogger(__name__)
 
 _KINDS = {kind.value: kind for kind in Kind}
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: ~10x faster
 _SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -51,25 +52,43 @@ def _flatten(doc: Any, where: str) -> Iterator[Mapping[str, Any]]:
 def parse_objects(text: str, where: str = "<text>") -> list[Mapping[str, Any]]:
     """The Kubernetes objects in a (multi-document) YAML text."""
     try:
-        docs = list(yaml.safe_load_all(text))
+        docs = list(yaml.load_all(text, Loader=_LOADER))
     except yaml.YAMLError as exc:
         raise ConfigDirError(f"{where}: not valid YAML: {exc}") from exc
     return [obj for doc in docs for obj in _flatten(doc, where)]
 
 
-def read_directory(directory: Path) -> list[Mapping[str, Any]]:
-    """Every object in the directory's YAML/JSON files, in file-name order."""
+def read_directory(
+    directory: Path,
+    cache: dict[Path, tuple[tuple[int, int], list[Mapping[str, Any]]]] | None = None,
+) -> list[Mapping[str, Any]]:
+    """Every object in the directory's YAML/JSON files, in file-name order.
+
+    With ``cache``, a file whose modification time and size are unchanged is not parsed again.
+    """
     if not directory.is_dir():
         raise ConfigDirError(
             f"{directory}: not a directory (pass --config-dir a directory of YAML)"
         )
     objects: list[Mapping[str, Any]] = []
-    for path in sorted(p for p in directory.rglob("*") if p.suffix in _SUFFIXES and p.is_file()):
+    paths = sorted(p for p in directory.rglob("*") if p.suffix in _SUFFIXES and p.is_file())
+    for path in paths:
         try:
-            text = path.read_text()
+            stat = path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            cached = cache.get(path) if cache is not None else None
+            if cached is not None and cached[0] == stamp:
+                objects.extend(cached[1])
+                continue
+            parsed = parse_objects(path.read_text(), str(path))
         except OSError as exc:
             raise ConfigDirError(f"{path}: cannot read: {exc}") from exc
-        objects.extend(parse_objects(text, str(path)))
+        if cache is not None:
+            cache[path] = (stamp, parsed)
+        objects.extend(parsed)
+    if cache is not None:
+        for gone in set(cache) - set(paths):
+            del cache[gone]
     return objects
 
 
@@ -113,12 +132,13 @@ class FileSource:
         self.store = store
         self.poll_interval = poll_interval
         self._seen: tuple[tuple[str, int, int], ...] | None = None
+        self._parsed: dict[Path, tuple[tuple[int, int], list[Mapping[str, Any]]]] = {}
 
     def load(self) -> bool:
         """Read the directory into the store now; False (state kept) if a file is broken."""
         fingerprint = _fingerprint(self.directory)
         try:
-            objects = read_directory(self.directory)
+            objects = read_directory(self.directory, self._parsed)
         except ConfigDirError as exc:
             log.error(
                 "config directory not loaded, keeping the last good state",

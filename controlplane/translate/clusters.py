@@ -23,8 +23,8 @@ _UNLIMITED = 4294967295
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
-def _base(name: str) -> cluster_pb2.Cluster:
-    cluster = cluster_pb2.Cluster(name=name, connect_timeout=duration(CONNECT_TIMEOUT_SECONDS))
+def _template() -> cluster_pb2.Cluster:
+    cluster = cluster_pb2.Cluster(connect_timeout=duration(CONNECT_TIMEOUT_SECONDS))
     cluster.circuit_breakers.CopyFrom(
         circuit_breaker_pb2.CircuitBreakers(
             thresholds=[
@@ -37,6 +37,17 @@ def _base(name: str) -> cluster_pb2.Cluster:
             ]
         )
     )
+    return cluster
+
+
+_TEMPLATE = _template()
+
+
+def _base(name: str) -> cluster_pb2.Cluster:
+    # Copying a prebuilt message is several times faster than building it field by field.
+    cluster = cluster_pb2.Cluster()
+    cluster.CopyFrom(_TEMPLATE)
+    cluster.name = name
     return cluster
 
 

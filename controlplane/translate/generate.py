@@ -153,74 +153,90 @@ class ConfigGenerator:
         suffix = snapshot.domain_suffix
         services = visible_services(snapshot, shape.scope)
         allow_any = snapshot.mesh.outbound_traffic_policy != "REGISTRY_ONLY"
-        cluster_list: list[Resource] = list(
-            self._fixed.get(
-                (shape.inbound, shape.ipv4, shape.ipv6), None, lambda: _fixed_clusters(shape)
-            )
-        )
-        assignment_list: list[Resource] = []
-        headless: list[object] = []
-        for service in services:
-            cluster_list.extend(
-                self._clusters.get(
-                    (id(service), suffix), service, partial(_service_clusters, service, suffix)
-                )
-            )
-            slices = snapshot.slices_for(service)
-            if clusters.uses_eds(service):
-                key = (id(service), *map(id, slices))
-                assignment_list.extend(
-                    self._assignments.get(
-                        key,
-                        (service, slices),
-                        partial(_service_load_assignments, service, slices, suffix),
-                    )
-                )
-            elif service.kind is ServiceKind.HEADLESS:
-                headless.append(slices)
-
         # Listeners and routes change only with services, the mesh config or the shape.
         services_rev = (
             snapshot.revisions.get("Service", 0),
             snapshot.revisions.get("ConfigMap", 0),
             suffix,
         )
-        outbound_key = ("outbound", services_rev, shape.scope, shape.ipv6, *map(id, headless))
 
-        def build_outbound() -> Resource:
-            listener = listeners.outbound_listener(
-                services, snapshot.slices_for, suffix, allow_any, shape.ipv6
+        def build_clusters() -> ResourceSet:
+            built = list(
+                self._fixed.get(
+                    (shape.inbound, shape.ipv4, shape.ipv6), None, partial(_fixed_clusters, shape)
+                )
             )
-            return make_resource(listener.name, listener)
+            for service in services:
+                built.extend(
+                    self._clusters.get(
+                        (id(service), suffix), service, partial(_service_clusters, service, suffix)
+                    )
+                )
+            return ResourceSet.of(CLUSTER, built)
 
-        inbound_key = ("inbound", shape.inbound, shape.ipv6)
+        def build_endpoints() -> ResourceSet:
+            built: list[Resource] = []
+            for service in services:
+                if not clusters.uses_eds(service):
+                    continue
+                slices = snapshot.slices_for(service)
+                built.extend(
+                    self._assignments.get(
+                        (id(service), *map(id, slices)),
+                        (service, slices),
+                        partial(_service_load_assignments, service, slices, suffix),
+                    )
+                )
+            return ResourceSet.of(ENDPOINT, built)
 
-        def build_inbound() -> Resource:
-            listener = listeners.inbound_listener(shape.inbound, shape.ipv6)
-            return make_resource(listener.name, listener)
+        def build_listeners() -> ResourceSet:
+            headless = [snapshot.slices_for(s) for s in services if s.kind is ServiceKind.HEADLESS]
+            outbound_key = (
+                "outbound",
+                services_rev,
+                shape.scope,
+                shape.ipv6,
+                *(id(e) for h in headless for e in h),
+            )
 
-        listener_list = [
-            self._listeners.get(outbound_key, headless, build_outbound),
-            self._listeners.get(inbound_key, None, build_inbound),
-        ]
+            def outbound() -> Resource:
+                listener = listeners.outbound_listener(
+                    services, snapshot.slices_for, suffix, allow_any, shape.ipv6
+                )
+                return make_resource(listener.name, listener)
 
-        def build_routes() -> tuple[Resource, ...]:
-            configs = routes.outbound_route_configs(services, shape.namespace, suffix, allow_any)
-            return tuple(make_resource(c.name, c) for c in configs)
+            def inbound() -> Resource:
+                listener = listeners.inbound_listener(shape.inbound, shape.ipv6)
+                return make_resource(listener.name, listener)
 
-        route_list = self._routes.get(
-            (services_rev, shape.scope, shape.namespace), None, build_routes
-        )
+            return ResourceSet.of(
+                LISTENER,
+                [
+                    self._listeners.get(outbound_key, headless, outbound),
+                    self._listeners.get(("inbound", shape.inbound, shape.ipv6), None, inbound),
+                ],
+            )
+
+        def build_routes() -> ResourceSet:
+            def routes_for_shape() -> tuple[Resource, ...]:
+                configs = routes.outbound_route_configs(
+                    services, shape.namespace, suffix, allow_any
+                )
+                return tuple(make_resource(c.name, c) for c in configs)
+
+            key = (services_rev, shape.scope, shape.namespace)
+            return ResourceSet.of(ROUTE, self._routes.get(key, None, routes_for_shape))
+
         return ProxyResources(
             {
-                CLUSTER: ResourceSet.of(CLUSTER, cluster_list),
-                ENDPOINT: ResourceSet.of(ENDPOINT, assignment_list),
-                LISTENER: ResourceSet.of(LISTENER, listener_list),
-                ROUTE: ResourceSet.of(ROUTE, route_list),
+                CLUSTER: build_clusters,
+                ENDPOINT: build_endpoints,
+                LISTENER: build_listeners,
+                ROUTE: build_routes,
             }
         )
 
 
 def translate(snapshot: MeshSnapshot, proxy: ProxyIdentity) -> ProxyResources:
-    """The resources for ``proxy`` under ``snapshot``, computed from scratch."""
-    return ConfigGenerator().generate(snapshot, proxy)
+    """The resources for ``proxy`` under ``snapshot``, computed from scratch (all types built)."""
+    return ConfigGenerator().generate(snapshot, proxy).build_all()

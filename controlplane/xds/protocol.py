@@ -31,7 +31,7 @@ from __future__ import annotations
 import abc
 import enum
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -144,9 +144,13 @@ class StreamProtocol(abc.ABC):
 
     def responses(self, desired: ProxyResources | None) -> list[Response]:
         """Everything that can be sent now to bring Envoy to ``desired``, in push order."""
+        return list(self.iter_responses(desired))
+
+    def iter_responses(self, desired: ProxyResources | None) -> Iterator[Response]:
+        """Like :meth:`responses`, one at a time: the caller can send the clusters before the
+        endpoints are even computed. Consume it fully."""
         if desired is None:
-            return []
-        out: list[Response] = []
+            return
         for type_url in PUSH_ORDER:
             state = self.types.get(type_url)
             if state is None or state.in_flight is not None:
@@ -160,8 +164,7 @@ class StreamProtocol(abc.ABC):
                 continue
             response = self._response_for(state, desired)
             if response is not None:
-                out.append(response)
-        return out
+                yield response
 
     def idle(self) -> bool:
         """Nothing in flight on any type."""

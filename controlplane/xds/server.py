@@ -45,16 +45,25 @@ class ProxyConnection:
     connected_at: float = field(default_factory=time.time)
     desired: ProxyResources | None = None
     change_started: float | None = None  # monotonic time of the oldest change not yet ACKed
+    last_convergence: float | None = None  # seconds, of the last change this proxy converged on
+    sent_since_change: bool = False
+    convergences: int = 0
     queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
     _woken: bool = False
 
     def set_desired(self, desired: ProxyResources, changed_at: float) -> None:
+        """Make ``desired`` this proxy's target and wake its stream.
+
+        Whether anything actually differs is for the stream to find out (building the
+        types lazily, clusters first); a proxy that turns out unaffected sends nothing and
+        records no convergence.
+        """
         previous, self.desired = self.desired, desired
-        if previous is not None:
-            if all(previous[t].version == desired[t].version for t in PUSH_ORDER):
-                return  # this proxy is not affected
-            if self.change_started is None:
-                self.change_started = changed_at
+        if previous is desired:
+            return
+        if previous is not None and self.change_started is None:
+            self.change_started = changed_at
+            self.sent_since_change = False
         if not self._woken:
             self._woken = True
             self.queue.put_nowait(_WAKE)
@@ -94,6 +103,8 @@ class ProxyConnection:
             "mode": self.protocol.mode,
             "peer": self.peer,
             "connected_at": self.connected_at,
+            "convergences": self.convergences,
+            "last_convergence_seconds": self.last_convergence,
             "types": types,
         }
 
@@ -213,16 +224,24 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
             self._handle(conn, first)
             self.hub.register(conn)
             while True:
-                sent = conn.protocol.responses(conn.desired)
-                for response in sent:
+                sent = False
+                for response in conn.protocol.iter_responses(conn.desired):
+                    sent = True
                     self._count_push(response)
                     yield response
-                if not sent and conn.change_started is not None and conn.protocol.idle():
-                    # Nothing left to send and nothing unacknowledged: the proxy converged.
-                    self.hub.metrics.convergence_seconds.observe(
-                        time.monotonic() - conn.change_started
-                    )
+                if sent:
+                    conn.sent_since_change = True
+                elif conn.change_started is not None and conn.protocol.idle():
+                    # Nothing left to send and nothing unacknowledged: the proxy converged
+                    # (or, having been sent nothing, was not affected at all).
+                    if conn.sent_since_change:
+                        conn.last_convergence = time.monotonic() - conn.change_started
+                        conn.convergences += 1
+                        self.hub.metrics.convergence_seconds.observe(conn.last_convergence)
                     conn.change_started = None
+                if queue.empty() and conn.desired is not None:
+                    # While Envoy digests what was sent, build whatever is still lazy.
+                    conn.desired.build_all()
                 item = await queue.get()
                 if item is _END:
                     return
