@@ -1,17 +1,18 @@
 """Wall time of ``remora init`` from process start to rules installed, per backend.
 
 Each figure is one whole process run (interpreter start, imports, reading the current
-rules, writing ours, exit) inside a network namespace this script creates and deletes.
-Between timed runs the rules are removed (untimed), so every run is a fresh install, the
-init container's case; the "re-run" rows time a run over rules already in place.
+rules, writing ours, exit) inside a network namespace this script creates and deletes. The
+timing loop itself runs inside that namespace, so ``ip netns exec`` is not in the figures.
+Between timed runs our rules are removed (untimed), so every run is a fresh install (the
+init container's case); the "re-run" row times a run over rules already in place.
 
 Two interpreters are timed, because a development checkout is not what a pod runs:
 
-* ``image``: ``python -S -m initcontainer`` with the source on PYTHONPATH: no ``site``, as in
-  an image where the package is a plain install and nothing else is on the start-up path;
-* ``venv``: ``.venv/bin/python -m initcontainer`` and ``.venv/bin/remora init``: this
-  checkout's editable install, whose import hook alone costs ~15 ms, and (for ``remora``)
-  the click CLI module.
+* ``image``: ``python -S -m initcontainer`` with the byte-compiled source on PYTHONPATH: no
+  ``site``, as in an image where the package is a plain install;
+* ``venv``: ``.venv/bin/python -m initcontainer`` and ``.venv/bin/remora init`` in this
+  checkout, whose editable-install import hook alone costs ~15 ms, and (for ``remora``) the
+  click CLI module that ``remora.cli`` imports before it can hand over to ``init``.
 
 Usage (as root): ``.venv/bin/python bench/capture_startup.py [--runs 20]``
 """
@@ -31,11 +32,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-VENV_PY = str(REPO / ".venv" / "bin" / "python")
+VENV_BIN = REPO / ".venv" / "bin"
 # The args the injector renders for a default pod.
 DEFAULT = shlex.split(
     "-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*' -d 15090,15021,15020"
 )
+
+ANCHOR = "import subprocess; subprocess.run(['iptables-nft-save'], capture_output=True)"
 
 
 def timed(argv: list[str], env: dict[str, str]) -> float:
@@ -43,63 +46,79 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
     result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     elapsed = (time.perf_counter() - started) * 1000
     if result.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(argv)}\n{result.stderr}")
+        raise SystemExit(f"failed: {shlex.join(argv)}\n{result.stderr}")
     return elapsed
+
+
+def measure(runs: int) -> None:
+    """The timing loop; runs inside the benchmark's network namespace."""
+    site_packages = sysconfig.get_paths()["purelib"]
+    image_env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # python -S drops site-packages; python-iptables lives there, so add it for that backend.
+    iptc_env = {**os.environ, "PYTHONPATH": f"{REPO}:{site_packages}"}
+    venv_env = dict(os.environ)
+    py = sys.executable
+    image = [py, "-S", "-m", "initcontainer", *DEFAULT]
+    venv = [str(VENV_BIN / "python"), "-m", "initcontainer", *DEFAULT]
+    remora = [str(VENV_BIN / "remora"), "init", *DEFAULT]
+    v4, dual = ["--enable-ipv6=false"], ["--dual-stack"]
+    nft, legacy = ["--iptables-mode=nft"], ["--iptables-mode=legacy"]
+    cases: list[tuple[str, list[str], dict[str, str], bool]] = [
+        ("floor: python -S -c pass", [py, "-S", "-c", "pass"], image_env, False),
+        ("floor: venv python -c pass", [str(VENV_BIN / "python"), "-c", "pass"], venv_env, False),
+        ("import: python -S -c 'import initcontainer.cli'", [py, "-S", "-c", "import initcontainer.cli"], image_env, False),
+        ("floor: iptables-nft-save (one process)", ["iptables-nft-save"], image_env, False),
+        # capture-notes.md measured this at 21 ms on a quieter day: a yardstick for the load.
+        ("anchor: python + subprocess.run(iptables-nft-save)", [py, "-c", ANCHOR], venv_env, False),
+        ("image  iptables-restore auto    IPv4", [*image, *v4], image_env, True),
+        ("image  iptables-restore auto    dual-stack", [*image, *dual], image_env, True),
+        ("image  iptables-restore nft     IPv4", [*image, *v4, *nft], image_env, True),
+        ("image  iptables-restore nft     dual-stack", [*image, *dual, *nft], image_env, True),
+        ("image  iptables-restore legacy  IPv4", [*image, *v4, *legacy], image_env, True),
+        ("image  iptables-restore legacy  dual-stack", [*image, *dual, *legacy], image_env, True),
+        ("image  re-run over our rules, auto IPv4", [*image, *v4], image_env, False),
+        ("image  python-iptables legacy   IPv4", [*image, *v4, "--backend=python-iptables"], iptc_env, True),
+        ("venv   python -m initcontainer, auto IPv4", [*venv, *v4], venv_env, True),
+        ("venv   remora init, auto IPv4", [*remora, *v4], venv_env, True),
+    ]  # fmt: skip
+    cleanup = [py, "-S", "-m", "initcontainer", "--cleanup-only", "--enable-ipv6=false"]
+    print(f"| {'case':<50} | median ms | min ms | max ms |")
+    print(f"|{'-' * 52}|----------:|-------:|-------:|")
+    for name, argv, env, fresh in cases:
+        samples = []
+        for _ in range(runs):
+            if fresh:
+                subprocess.run(cleanup, env=image_env, capture_output=True, check=True)
+            samples.append(timed(argv, env))
+        median, low, high = statistics.median(samples), min(samples), max(samples)
+        print(f"| {name:<50} | {median:9.1f} | {low:6.1f} | {high:6.1f} |", flush=True)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
-    runs = parser.parse_args().runs
+    parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.inside:
+        measure(args.runs)
+        return 0
 
-    site_packages = sysconfig.get_paths()["purelib"]
-    image_env = {**os.environ, "PYTHONPATH": str(REPO)}
-    # python -S drops site-packages; python-iptables lives there, so add it for that backend.
-    image_iptc_env = {**os.environ, "PYTHONPATH": f"{REPO}:{site_packages}"}
-    venv_env = dict(os.environ)
-
+    # Byte-compile first, as a package install does: this machine sets PYTHONDONTWRITEBYTECODE,
+    # and compiling the sources on every start would be timed otherwise.
+    sources = [str(REPO / "initcontainer"), str(REPO / "meshlib")]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *sources], check=True)
+    with open("/proc/loadavg", encoding="ascii") as loadavg:
+        load = " ".join(loadavg.read().split()[:3])
+    print(
+        f"# {platform.machine()}, {os.cpu_count()} cores, kernel {platform.release()}, "
+        f"Python {platform.python_version()}, runs={args.runs}, load average {load}"
+    )
     netns = f"rmcap-bench-{secrets.token_hex(3)}"
     subprocess.run(["ip", "netns", "add", netns], check=True)
-    ns = ["ip", "netns", "exec", netns]
     try:
-        subprocess.run([*ns, "ip", "link", "set", "lo", "up"], check=True)
-        image = [*ns, sys.executable, "-S", "-m", "initcontainer"]
-        venv = [*ns, VENV_PY, "-m", "initcontainer"]
-        remora = [*ns, str(REPO / ".venv" / "bin" / "remora"), "init"]
-        v4, dual = ["--enable-ipv6=false"], ["--dual-stack"]
-        nft, legacy = ["--iptables-mode=nft"], ["--iptables-mode=legacy"]
-        iptc = ["--backend=python-iptables"]
-        cases: list[tuple[str, list[str], dict[str, str], bool]] = [
-            ("interpreter floor: python -S -c pass", [*ns, sys.executable, "-S", "-c", "pass"], image_env, False),
-            ("interpreter floor: venv python -c pass", [*ns, VENV_PY, "-c", "pass"], venv_env, False),
-            ("import only: python -S -c 'import initcontainer.cli'", [*ns, sys.executable, "-S", "-c", "import initcontainer.cli"], image_env, False),
-            ("image  iptables-restore nft     IPv4", [*image, *DEFAULT, *v4, *nft], image_env, True),
-            ("image  iptables-restore nft     dual-stack", [*image, *DEFAULT, *dual, *nft], image_env, True),
-            ("image  iptables-restore legacy  IPv4", [*image, *DEFAULT, *v4, *legacy], image_env, True),
-            ("image  iptables-restore legacy  dual-stack", [*image, *DEFAULT, *dual, *legacy], image_env, True),
-            ("image  iptables-restore auto    IPv4", [*image, *DEFAULT, *v4], image_env, True),
-            ("image  iptables-restore auto    dual-stack", [*image, *DEFAULT, *dual], image_env, True),
-            ("image  re-run over our rules    IPv4 (auto)", [*image, *DEFAULT, *v4], image_env, False),
-            ("image  python-iptables legacy   IPv4", [*image, *DEFAULT, *v4, *iptc], image_iptc_env, True),
-            ("venv   python -m initcontainer  IPv4 (auto)", [*venv, *DEFAULT, *v4], venv_env, True),
-            ("venv   remora init              IPv4 (auto)", [*remora, *DEFAULT, *v4], venv_env, True),
-        ]  # fmt: skip
-        cleanup = [*image, "--cleanup-only", "--enable-ipv6=false"]
-        print(f"# {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
-              f"kernel {platform.release()}, Python {platform.python_version()}, runs={runs}")  # fmt: skip
-        print(f"| {'case':<52} | median ms | min | max |")
-        print(f"|{'-' * 54}|----------:|----:|----:|")
-        for name, argv, env, fresh in cases:
-            samples = []
-            for _ in range(runs):
-                if fresh:
-                    subprocess.run(cleanup, env=image_env, capture_output=True, check=True)
-                samples.append(timed(argv, env))
-            print(
-                f"| {name:<52} | {statistics.median(samples):9.1f} | "
-                f"{min(samples):4.1f} | {max(samples):4.1f} |",
-                flush=True,
-            )
+        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+        inside = [sys.executable, str(Path(__file__).resolve()), "--inside", f"--runs={args.runs}"]
+        subprocess.run(["ip", "netns", "exec", netns, *inside], check=True)
     finally:
         subprocess.run(["ip", "netns", "del", netns], check=False)
     return 0
