@@ -88,6 +88,7 @@ class Agent:
         self._exit: asyncio.Future[Literal["terminate", "quit"]] | None = None
         self._started = time.monotonic()
         self._status_task: asyncio.Task[None] | None = None
+        self._quit = asyncio.Event()
 
     # -- AgentControl (used by the status server) --------------------------------------------
 
@@ -105,7 +106,9 @@ class Agent:
             self._drain_task = asyncio.get_running_loop().create_task(self._start_drain())
 
     def request_quit(self, reason: str) -> None:
+        """Stop now; also cuts short a drain already under way."""
         log.info("quit requested", extra={"by": reason})
+        self._quit.set()
         if self._exit is not None and not self._exit.done():
             self._exit.set_result("quit")
 
@@ -129,37 +132,51 @@ class Agent:
         except httpx.HTTPError as exc:
             log.warning("could not drain Envoy's listeners", extra={"error": str(exc)})
 
+    async def _active_connections(self) -> int:
+        """App connections Envoy still holds; -1 when its admin API does not answer."""
+        try:
+            return await self.admin.active_connections(
+                ("admin", HEALTH_LISTENER, PROMETHEUS_LISTENER)
+            )
+        except httpx.HTTPError:
+            return -1
+
     async def _wait_for_connections(self, envoy_exit: asyncio.Task[int]) -> None:
-        """Wait until no app connection is left (not before the minimum drain), bounded."""
+        """Wait until no app connection is left (not before the minimum drain), bounded by
+        the termination drain duration; a quit request or Envoy's exit ends it at once."""
         cfg = self.config
         began = time.monotonic()
         deadline = began + cfg.termination_drain_duration_s
         earliest = began + cfg.minimum_drain_duration_s
-        ignore = ("admin", HEALTH_LISTENER, PROMETHEUS_LISTENER)
-        while not envoy_exit.done():
-            now = time.monotonic()
-            if now >= deadline:
-                log.info(
-                    "termination drain duration over",
-                    extra={"seconds": cfg.termination_drain_duration_s},
-                )
-                return
-            if cfg.exit_on_zero_active_connections and now >= earliest:
-                try:
-                    active = await self.admin.active_connections(ignore)
-                except httpx.HTTPError:
-                    active = -1
-                if active == 0:
+        quit_task = asyncio.get_running_loop().create_task(self._quit.wait())
+        try:
+            while not (envoy_exit.done() or quit_task.done()):
+                now = time.monotonic()
+                if now >= deadline:
                     log.info(
-                        "no active connections left", extra={"drained_s": round(now - began, 3)}
+                        "termination drain duration over",
+                        extra={"seconds": cfg.termination_drain_duration_s},
                     )
                     return
-            wake = min(deadline, max(earliest, now + cfg.drain_poll_interval_s))
-            if not cfg.exit_on_zero_active_connections:
-                wake = deadline
-            await asyncio.wait({envoy_exit}, timeout=max(0.0, wake - now))
+                if cfg.exit_on_zero_active_connections:
+                    if now >= earliest and await self._active_connections() == 0:
+                        log.info(
+                            "no active connections left",
+                            extra={"drained_s": round(now - began, 3)},
+                        )
+                        return
+                    wake = min(deadline, max(earliest, now + cfg.drain_poll_interval_s))
+                else:
+                    wake = deadline
+                await asyncio.wait({envoy_exit, quit_task}, timeout=max(0.0, wake - now))
+        finally:
+            quit_task.cancel()
 
     async def _watch_first_ready(self) -> None:
+        """Log and record the start-up time; poll fast at first, then back off to 1 s so that
+        a proxy waiting for an absent control plane does not spin."""
+        interval = self._readiness_poll_s
+        last_reason = ""
         while True:
             state = await self.readiness()
             if state.ready:
@@ -167,7 +184,11 @@ class Agent:
                 self.metrics.startup_seconds.set(took)
                 log.info("proxy is ready", extra={"startup_s": round(took, 3)})
                 return
-            await asyncio.sleep(self._readiness_poll_s)
+            if state.reason != last_reason:
+                log.info("proxy not ready yet", extra={"reason": state.reason})
+                last_reason = state.reason
+            await asyncio.sleep(interval)
+            interval = min(1.0, interval * 1.5)
 
     async def _start_status_server(
         self, prober: Prober, scrape: httpx.AsyncClient
@@ -232,7 +253,8 @@ class Agent:
         )
 
         prober = Prober(cfg.probe_host)
-        scrape = httpx.AsyncClient(timeout=5.0)
+        # Plain HTTP to the app on loopback: no TLS, so no CA bundle to load (~2 MB each).
+        scrape = httpx.AsyncClient(timeout=5.0, verify=False)
         tasks: list[asyncio.Task[None]] = []
         sds_server: grpc.aio.Server | None = None
         status: _StatusServer | None = None

@@ -284,8 +284,10 @@ def sidecar(
         bind_address=bind_address,
         concurrency=concurrency,
         cluster_domain=cluster_domain,
-        config_dir=config_dir,
-        sds_socket=sds_socket,
+        # Absolute, so Envoy (our child, same working directory today) and any reader of
+        # the logs agree on where the bootstrap and the SDS socket are.
+        config_dir=os.path.abspath(config_dir),
+        sds_socket=os.path.abspath(sds_socket) if sds_socket else None,
         proxy_log_level=proxy_log_level,
         component_log_level=component_log_level,
         drain_duration_s=drain_duration,

@@ -30,7 +30,10 @@ class EnvoyAdmin:
     """A small client for the admin endpoints the agent uses."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", timeout_s: float = 2.0) -> None:
-        self._client = httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=timeout_s)
+        # Plain HTTP on loopback: ``verify=False`` only skips loading a CA bundle it never uses.
+        self._client = httpx.AsyncClient(
+            base_url=f"http://{host}:{port}", timeout=timeout_s, verify=False
+        )
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -74,10 +74,11 @@ class AppHandler(BaseHTTPRequestHandler):
             status = 503
         elif self.path == "/slow":
             time.sleep(AppHandler.slow_s)
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the proxy quit
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -558,6 +559,69 @@ def test_sigterm_drains_until_the_last_request_is_done(
         # Exited early (well before the 20 s limit) once the request was done.
         assert 1.2 <= took < 6, took
         assert not _alive(agent.envoy_pid)
+    finally:
+        AppHandler.slow_s = 1.5
+        ads.stop()
+
+
+def test_drain_endpoint_then_quit_cuts_a_long_drain_short(
+    start_agent: Any, app: int, ca_dir: Path
+) -> None:
+    """A native sidecar's preStop (``remora proxy request --debug-port=<status> POST drain``)
+    drains without exiting; later, /quitquitquit ends a SIGTERM drain that would otherwise
+    wait 20 s for a slow request."""
+    plain, tls = free_port(), free_port()
+    ads = start_ads(TinyAds(mesh_config(app, plain, tls)))
+    ads.servicer.release.set()
+    try:
+        agent = start_agent(
+            ads.port,
+            "--xds-plaintext",
+            "--ca-dir",
+            str(ca_dir),
+            "--termination-drain-duration",
+            "20s",
+            "--drain-poll-interval",
+            "0.1",
+        )
+        agent.wait_until(
+            lambda: agent.get(agent.status, "/healthz/ready").status_code == 200, 10, "ready"
+        )
+        drained = subprocess.run(
+            [REMORA, "proxy", "request", f"--debug-port={agent.status}", "POST", "drain"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+        assert drained.returncode == 0, drained.stderr
+        assert agent.get(agent.status, "/healthz/ready").status_code == 503
+        assert agent.get(agent.admin, "/ready").text.strip() == "DRAINING"
+        time.sleep(0.3)
+        assert agent.proc.poll() is None  # drain alone does not stop the proxy
+
+        AppHandler.slow_s = 8.0
+        outcome: list[str] = []
+
+        def slow_request() -> None:
+            try:
+                httpx.get(f"http://127.0.0.1:{plain}/slow", timeout=15)
+                outcome.append("answered")
+            except httpx.HTTPError as exc:  # expected: quitting cuts the connection
+                outcome.append(type(exc).__name__)
+
+        client = threading.Thread(target=slow_request, daemon=True)
+        client.start()
+        agent.wait_until(lambda: "127.0.0.1" in AppHandler.peers, 5, "the slow request")
+        agent.proc.send_signal(signal.SIGTERM)
+        time.sleep(1.5)
+        assert agent.proc.poll() is None  # still waiting for the slow request
+        quit_sent = time.monotonic()
+        assert httpx.post(agent.url(agent.status, "/quitquitquit"), timeout=5).status_code == 200
+        assert agent.proc.wait(15) == 0
+        assert time.monotonic() - quit_sent < 3
+        client.join(5)
+        assert outcome and outcome[0] != "answered"  # quit does not wait for the request
     finally:
         AppHandler.slow_s = 1.5
         ads.stop()

@@ -1,0 +1,275 @@
+"""Sidecar agent figures: start-to-ready time, idle memory (agent + Envoy), SIGTERM exit time.
+
+Runs the real ``remora proxy sidecar`` (with a local CA, so SDS is live) against a minimal
+in-process delta-ADS server that serves one cluster and one listener, all on loopback.
+
+    .venv/bin/python bench/sidecar_agent.py [--runs 5] [--idle 3]
+
+"Ready" is the kubelet's view: the first 200 from Envoy's health listener
+(``:15021/healthz/ready`` -> agent -> Envoy admin), counted from process start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401 - Any registry
+from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
+    http_connection_manager_pb2,
+)
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import any_pb2, json_format
+
+from meshlib.certs import new_ca
+
+REMORA = str(Path(sys.executable).parent / "remora")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def resources(listener_port: int) -> dict[str, list[Any]]:
+    cluster = json_format.ParseDict(
+        {
+            "name": "app",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {
+                "cluster_name": "app",
+                "endpoints": [
+                    {
+                        "lb_endpoints": [
+                            {
+                                "endpoint": {
+                                    "address": {
+                                        "socket_address": {
+                                            "address": "127.0.0.1",
+                                            "port_value": 9,
+                                        }
+                                    }
+                                }
+                            }
+                        ]
+                    }
+                ],
+            },
+        },
+        cluster_pb2.Cluster(),
+    )
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "inbound",
+        "route_config": {
+            "virtual_hosts": [
+                {
+                    "name": "app",
+                    "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "app"}}],
+                }
+            ]
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                },
+            }
+        ],
+    }
+    listener = json_format.ParseDict(
+        {
+            "name": "inbound",
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener_port}},
+            "filter_chains": [
+                {
+                    "filters": [
+                        {
+                            "name": "envoy.filters.network.http_connection_manager",
+                            "typed_config": hcm,
+                        }
+                    ]
+                }
+            ],
+        },
+        listener_pb2.Listener(),
+    )
+    return {
+        "type.googleapis.com/envoy.config.cluster.v3.Cluster": [cluster],
+        "type.googleapis.com/envoy.config.listener.v3.Listener": [listener],
+    }
+
+
+class Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    def __init__(self) -> None:
+        self.listener_port = free_port()
+        self.resources = resources(self.listener_port)
+
+    def DeltaAggregatedResources(self, request_iterator: Any, context: Any) -> Any:
+        for request in request_iterator:
+            if request.response_nonce:
+                continue
+            items = []
+            for message in self.resources.get(request.type_url, []):
+                packed = any_pb2.Any()
+                packed.Pack(message)
+                items.append(
+                    discovery_pb2.Resource(name=message.name, version="1", resource=packed)
+                )
+            yield discovery_pb2.DeltaDiscoveryResponse(
+                type_url=request.type_url, resources=items, nonce="1", system_version_info="1"
+            )
+
+
+def memory(pid: int) -> tuple[float, float]:
+    """(RSS, PSS) in MiB."""
+    rss = pss = 0.0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name == "Rss":
+            rss = int(value.split()[0]) / 1024
+        elif name == "Pss":
+            pss = int(value.split()[0]) / 1024
+    return rss, pss
+
+
+def envoy_child(pid: int) -> int:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            if "envoy" in Path(f"/proc/{child}/cmdline").read_text(errors="replace"):
+                return int(child)
+        time.sleep(0.01)
+    raise RuntimeError("Envoy did not start")
+
+
+def one_run(ads_port: int, ca_dir: Path, workdir: Path, idle_s: float) -> dict[str, float]:
+    ports = {name: free_port() for name in ("admin", "status", "health", "prometheus")}
+    argv = [
+        REMORA, "proxy", "sidecar",
+        "--discovery-address", f"127.0.0.1:{ads_port}", "--xds-plaintext",
+        "--bind-address", "127.0.0.1", "--config-dir", str(workdir),
+        "--admin-port", str(ports["admin"]), "--status-port", str(ports["status"]),
+        "--health-port", str(ports["health"]), "--prometheus-port", str(ports["prometheus"]),
+        "--ca-dir", str(ca_dir), "--pod-info-dir", str(workdir),
+        "--concurrency", "2", "--log_output_level", "default:warning",
+    ]  # fmt: skip
+    env = {
+        "PATH": os.environ["PATH"],
+        "POD_NAME": "bench-0",
+        "POD_NAMESPACE": "bench",
+        "INSTANCE_IP": "127.0.0.1",
+    }
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        envoy = envoy_child(proc.pid)
+        url = f"http://127.0.0.1:{ports['health']}/healthz/ready"
+        ready_s = None
+        while time.monotonic() - started < 20:
+            try:
+                if httpx.get(url, timeout=0.5).status_code == 200:
+                    ready_s = time.monotonic() - started
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.005)
+        if ready_s is None:
+            raise RuntimeError("agent not ready within 20 s")
+        time.sleep(idle_s)
+        agent_rss, agent_pss = memory(proc.pid)
+        envoy_rss, envoy_pss = memory(envoy)
+        # One merged scrape (Envoy + agent), the agent's heaviest request.
+        scrape_started = time.monotonic()
+        httpx.get(f"http://127.0.0.1:{ports['status']}/stats/prometheus", timeout=5)
+        scrape_s = time.monotonic() - scrape_started
+        stop_started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        exit_s = time.monotonic() - stop_started
+        return {
+            "ready_s": ready_s,
+            "agent_rss": agent_rss,
+            "agent_pss": agent_pss,
+            "envoy_rss": envoy_rss,
+            "envoy_pss": envoy_pss,
+            "scrape_ms": scrape_s * 1000,
+            "sigterm_exit_s": exit_s,
+        }
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--idle", type=float, default=3.0, help="seconds idle before measuring memory"
+    )
+    args = parser.parse_args()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    ads = Ads()
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
+    ads_port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{ads_port}")
+    server.start()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ca = new_ca("bench-root")
+        ca_dir = Path(tmp) / "ca"
+        ca_dir.mkdir()
+        (ca_dir / "ca-cert.pem").write_bytes(ca.cert_pem)
+        (ca_dir / "ca-key.pem").write_bytes(ca.key_pem)
+        for i in range(args.runs):
+            workdir = Path(tmp) / f"run{i}"
+            workdir.mkdir()
+            results.append(one_run(ads_port, ca_dir, workdir, args.idle))
+    server.stop(0)
+    threading.Event().wait(0.1)
+
+    print(f"sidecar agent, {args.runs} runs, {os.cpu_count()} CPUs, Envoy --concurrency 2")
+    print(f"{'metric':<34} {'median':>9} {'min':>9} {'max':>9}")
+    labels = {
+        "ready_s": "start -> ready (s)",
+        "agent_rss": "agent RSS idle (MiB)",
+        "agent_pss": "agent PSS idle (MiB)",
+        "envoy_rss": "Envoy RSS idle (MiB)",
+        "envoy_pss": "Envoy PSS idle (MiB)",
+        "scrape_ms": "merged /stats/prometheus (ms)",
+        "sigterm_exit_s": "SIGTERM -> exit, idle (s)",
+    }
+    for key, label in labels.items():
+        values = [r[key] for r in results]
+        print(
+            f"{label:<34} {statistics.median(values):>9.3f} {min(values):>9.3f} {max(values):>9.3f}"
+        )
+    total = [r["agent_rss"] + r["envoy_rss"] for r in results]
+    print(
+        f"{'agent + Envoy RSS idle (MiB)':<34} {statistics.median(total):>9.3f} {min(total):>9.3f} {max(total):>9.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
