@@ -40,6 +40,11 @@ _KNOWN_FAILURES: list[tuple[tuple[str, ...], str]] = [
         "this kernel has no usable nf_tables; retry with --iptables-mode=legacy",
     ),
     (
+        ("unable to initialize table",),
+        "iptables-legacy could not open the table: it needs both NET_ADMIN and NET_RAW, and "
+        "the node's ip_tables/iptable_nat kernel modules; or retry with --iptables-mode=nft",
+    ),
+    (
         ("table does not exist", "can't initialize iptables table", "insmod"),
         "the kernel lacks the x_tables modules for this backend (ip_tables/iptable_nat, "
         "ip6table_nat for IPv6): load them on the node, or retry with the other "

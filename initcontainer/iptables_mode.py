@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple
 
-from initcontainer.errors import CaptureError
+from initcontainer.errors import CAPABILITY_HINT, CaptureError, hint_for
 
 Mode = Literal["nft", "legacy"]
 MODES: tuple[Mode, ...] = ("nft", "legacy")
@@ -43,6 +43,12 @@ def choose_mode(forced: Mode | None, nft: ModeProbe, legacy: ModeProbe) -> ModeC
     """
     if forced is not None:
         return ModeChoice(forced, f"--iptables-mode={forced} was given")
+    if hint_for(nft.error) == CAPABILITY_HINT:
+        # Without NET_ADMIN, nft refuses to be read while legacy reads as empty: falling back
+        # to legacy would only fail later with a less useful message.
+        raise CaptureError(
+            f"cannot read the iptables-nft rules: {nft.error.strip()}", CAPABILITY_HINT
+        )
     if nft.own_rules and legacy.own_rules:
         raise CaptureError(
             f"capture rules exist in both iptables-nft ({nft.own_rules}) and iptables-legacy "

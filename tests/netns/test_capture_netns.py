@@ -7,6 +7,7 @@ each pod is pod_agent.py listening on 15001/15006 and reporting ``SO_ORIGINAL_DS
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -221,3 +222,26 @@ def test_dry_run_changes_nothing(pod: Pod) -> None:
     assert (pod.rules("nft"), pod.rules("legacy")) == before
     assert A_V4 and A_V6  # the pod's own addresses are never in the rules
     assert A_V4 not in result.stdout
+
+
+def _without_caps(pod: Pod, caps: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    """``remora init`` as root with ``caps`` removed from the bounding set (as a pod's
+    securityContext would leave them out)."""
+    init = [sys.executable, "-m", "initcontainer", *DEFAULT, *INBOUND_ALL, *V4_ONLY, *flags]
+    return pod.run("setpriv", "--bounding-set", caps, *init, check=False)
+
+
+def test_missing_capabilities_fail_with_the_fix(pod: Pod) -> None:
+    result = _without_caps(pod, "-net_admin,-net_raw")
+    assert result.returncode == 1
+    assert "NET_ADMIN" in result.stderr and "securityContext" in result.stderr
+    legacy = _without_caps(pod, "-net_raw", "--iptables-mode=legacy")
+    assert legacy.returncode == 1
+    assert "NET_RAW" in legacy.stderr
+    assert pod.own_rules("nft") == [] and pod.own_rules("legacy") == []
+
+
+def test_nft_needs_only_net_admin(pod: Pod) -> None:
+    result = _without_caps(pod, "-net_raw", "--iptables-mode=nft")
+    assert result.returncode == 0, result.stderr
+    assert len(pod.own_rules("nft")) > 15

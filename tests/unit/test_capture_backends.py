@@ -125,3 +125,14 @@ def test_failed_line_is_found_for_both_flavours() -> None:
 def test_error_hints(stderr: str, needle: str) -> None:
     assert needle in hint_for(stderr)
     assert CAPABILITY_HINT in hint_for("Operation not permitted")
+
+
+def test_unreadable_nft_means_missing_capabilities_not_legacy() -> None:
+    denied = ModeProbe(
+        "nft",
+        available=False,
+        error="Could not fetch rule set generation id: Permission denied (you must be root)",
+    )
+    with pytest.raises(CaptureError) as error:
+        choose_mode(None, denied, legacy())
+    assert error.value.hint == CAPABILITY_HINT
