@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from initcontainer import environment
 from initcontainer.config import (
@@ -38,6 +38,9 @@ from initcontainer.config import (
     validate,
 )
 from initcontainer.errors import EXIT_FAILURE, EXIT_USAGE, EXIT_VALIDATION_FAILED, CaptureError
+
+if TYPE_CHECKING:
+    from initcontainer.backend import Backend
 
 log = logging.getLogger("initcontainer")
 
@@ -712,7 +715,7 @@ def _log_level(value: str) -> str:
     return level if level in ("debug", "info", "warning", "error", "critical") else "info"
 
 
-def _make_backend(args: argparse.Namespace) -> Any:
+def _make_backend(args: argparse.Namespace) -> Backend:
     if args.backend == "python-iptables":
         if args.iptables_mode == "nft":
             raise ConfigError(
@@ -770,7 +773,7 @@ def run(args: argparse.Namespace, validate_only: bool) -> int:
     if args.cleanup_only:
         backend = _make_backend(args)
         removed = backend.cleanup()
-        hostnet.remove(plan)
+        hostnet.remove_tproxy_route(config.tproxy_mark, config.tproxy_route_table)
         log.info(
             "clean-up done" if removed else "nothing to clean up",
             extra={"rules_removed": removed, "backend": backend.name},

@@ -53,10 +53,12 @@ def _set_route(family: str, route: TproxyRoute) -> None:
     _ip(family, "route", "replace", "local", everything, "dev", "lo", "table", table)
 
 
-def remove(plan: CapturePlan) -> None:
-    """Undo :func:`setup` for ``plan`` (best effort: missing entries are not errors)."""
-    if plan.tproxy_route is not None:
-        mark, table = str(plan.tproxy_route.mark), str(plan.tproxy_route.table)
-        for family in ("-4", "-6"):
-            _ip(family, "rule", "del", "fwmark", mark, "lookup", table, check=False)
-            _ip(family, "route", "flush", "table", table, check=False)
+def remove_tproxy_route(mark: int, table: int) -> None:
+    """Undo TPROXY's policy routing for ``mark``/``table`` (absent entries are not errors).
+
+    ``::6`` stays on ``lo``: it is harmless without the rules, and a proxy still running
+    may be bound to it.
+    """
+    for family in ("-4", "-6"):
+        _ip(family, "rule", "del", "fwmark", str(mark), "lookup", str(table), check=False)
+        _ip(family, "route", "flush", "table", str(table), check=False)

@@ -245,3 +245,19 @@ def test_nft_needs_only_net_admin(pod: Pod) -> None:
     result = _without_caps(pod, "-net_raw", "--iptables-mode=nft")
     assert result.returncode == 0, result.stderr
     assert len(pod.own_rules("nft")) > 15
+
+
+def test_tproxy_policy_routing_is_installed_and_removed(pod: Pod, v6_flavour: Flavour) -> None:
+    mode = v6_flavour.mode
+    flags = [*DEFAULT, "-m", "TPROXY", *INBOUND_ALL, "--dual-stack", *v6_flavour.flags]
+    pod.init(*flags)
+    pod.init(*flags)  # a re-run must not duplicate the policy rule
+    for family in ("-4", "-6"):
+        rules = pod.run("ip", family, "rule").stdout
+        assert rules.count("fwmark 0x539 lookup 133") == 1, rules
+        assert "local" in pod.run("ip", family, "route", "show", "table", "133").stdout
+    for family in (4, 6):
+        assert any("-j TPROXY" in rule for rule in pod.own_rules(mode, family))
+    pod.init("--cleanup-only", *v6_flavour.flags)
+    assert "lookup 133" not in pod.run("ip", "rule").stdout
+    assert pod.own_rules(mode, 4) == [] and pod.own_rules(mode, 6) == []
