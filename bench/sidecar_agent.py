@@ -141,15 +141,16 @@ class Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
 
 
 def memory(pid: int) -> tuple[float, float]:
-    """(RSS, PSS) in MiB."""
-    rss = pss = 0.0
+    """(RSS, anonymous) in MiB. Anonymous memory is what each pod pays for itself; the rest
+    of RSS is shared-library and binary pages, shared by every pod using the same image."""
+    rss = anon = 0.0
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
         name, _, value = line.partition(":")
         if name == "Rss":
             rss = int(value.split()[0]) / 1024
-        elif name == "Pss":
-            pss = int(value.split()[0]) / 1024
-    return rss, pss
+        elif name == "Anonymous":
+            anon = int(value.split()[0]) / 1024
+    return rss, anon
 
 
 def envoy_child(pid: int) -> int:
@@ -196,8 +197,8 @@ def one_run(ads_port: int, ca_dir: Path, workdir: Path, idle_s: float) -> dict[s
         if ready_s is None:
             raise RuntimeError("agent not ready within 20 s")
         time.sleep(idle_s)
-        agent_rss, agent_pss = memory(proc.pid)
-        envoy_rss, envoy_pss = memory(envoy)
+        agent_rss, agent_anon = memory(proc.pid)
+        envoy_rss, envoy_anon = memory(envoy)
         # One merged scrape (Envoy + agent), the agent's heaviest request.
         scrape_started = time.monotonic()
         httpx.get(f"http://127.0.0.1:{ports['status']}/stats/prometheus", timeout=5)
@@ -209,9 +210,9 @@ def one_run(ads_port: int, ca_dir: Path, workdir: Path, idle_s: float) -> dict[s
         return {
             "ready_s": ready_s,
             "agent_rss": agent_rss,
-            "agent_pss": agent_pss,
+            "agent_anon": agent_anon,
             "envoy_rss": envoy_rss,
-            "envoy_pss": envoy_pss,
+            "envoy_anon": envoy_anon,
             "scrape_ms": scrape_s * 1000,
             "sigterm_exit_s": exit_s,
         }
@@ -254,9 +255,9 @@ def main() -> None:
     labels = {
         "ready_s": "start -> ready (s)",
         "agent_rss": "agent RSS idle (MiB)",
-        "agent_pss": "agent PSS idle (MiB)",
+        "agent_anon": "agent anonymous idle (MiB)",
         "envoy_rss": "Envoy RSS idle (MiB)",
-        "envoy_pss": "Envoy PSS idle (MiB)",
+        "envoy_anon": "Envoy anonymous idle (MiB)",
         "scrape_ms": "merged /stats/prometheus (ms)",
         "sigterm_exit_s": "SIGTERM -> exit, idle (s)",
     }

@@ -113,8 +113,12 @@ class Agent:
             self._exit.set_result("quit")
 
     def _request_terminate(self, signame: str) -> None:
+        if self._exit is not None and self._exit.done():
+            # A second signal (Ctrl-C twice) means "stop waiting".
+            self.request_quit(f"second {signame}")
+            return
         log.info("termination signal received: draining", extra={"signal": signame})
-        if self._exit is not None and not self._exit.done():
+        if self._exit is not None:
             self._exit.set_result("terminate")
 
     # -- lifecycle -------------------------------------------------------------------------
