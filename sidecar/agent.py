@@ -102,6 +102,7 @@ class Agent:
 
     def request_drain(self, reason: str) -> None:
         log.info("drain requested", extra={"by": reason})
+        self._draining = True  # not ready from this moment, before Envoy hears of it
         if self._drain_task is None:
             self._drain_task = asyncio.get_running_loop().create_task(self._start_drain())
 
@@ -128,8 +129,7 @@ class Agent:
         self.metrics.cert_expiry.set(cert.not_after.timestamp())
 
     async def _start_drain(self) -> None:
-        """Fail health checks and drain listeners; readiness reports not ready from now on."""
-        self._draining = True
+        """Fail Envoy's health checks and drain its inbound listeners."""
         try:
             await self.admin.post("/healthcheck/fail")
             await self.admin.post("/drain_listeners", graceful="", inboundonly="")
@@ -282,7 +282,8 @@ class Agent:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             if envoy_exit.done():
                 code = envoy_exit.result()
-                log.error(
+                log.log(
+                    logging.ERROR if code else logging.INFO,
                     "Envoy exited on its own; the agent exits with its code",
                     extra={"code": code},
                 )
