@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
+import socket
 from dataclasses import dataclass
 
 import grpc
@@ -35,11 +37,33 @@ class ProbeResult:
     detail: str
 
 
-def _source_for(host: str) -> str:
+def _bindable(address: str) -> bool:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError:
+            return False
+    return True
+
+
+@functools.cache
+def _source_for(host: str) -> str | None:
+    """The probe source address for ``host``, or None (the kernel picks) when this network
+    namespace cannot use it: ``::6`` exists only where the capture set-up added it to ``lo``,
+    unlike ``127.0.0.6``, which every Linux loopback already answers to."""
     try:
-        return PROBE_SOURCE_V6 if ipaddress.ip_address(host).version == 6 else PROBE_SOURCE_V4
+        v6 = ipaddress.ip_address(host).version == 6
     except ValueError:
-        return PROBE_SOURCE_V4  # a name: the kubelet's host field; resolved as IPv4 first
+        v6 = False  # a name (the probe's host field): connected over IPv4 first
+    source = PROBE_SOURCE_V6 if v6 else PROBE_SOURCE_V4
+    if _bindable(source):
+        return source
+    log.warning(
+        "probe source address unavailable; probes leave from the default address",
+        extra={"source": source, "hint": "add it to lo (ip addr add ::6/128 dev lo)"},
+    )
+    return None
 
 
 def _url_host(host: str) -> str:
@@ -72,14 +96,24 @@ class Prober:
 
     def __init__(self, default_host: str) -> None:
         self.default_host = default_host
-        source = _source_for(default_host)
-        self._http = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(local_address=source, verify=False, retries=0),
-            follow_redirects=False,
-        )
+        # One client per source address (a probe's host may be of the other IP family).
+        self._clients: dict[str | None, httpx.AsyncClient] = {}
+
+    def _client_for(self, host: str) -> httpx.AsyncClient:
+        source = _source_for(host)
+        client = self._clients.get(source)
+        if client is None:
+            client = self._clients[source] = httpx.AsyncClient(
+                # The kubelet does not verify HTTPS probe certificates; neither do we.
+                transport=httpx.AsyncHTTPTransport(local_address=source, verify=False, retries=0),
+                follow_redirects=False,  # a 3xx already passes, as for the kubelet
+            )
+        return client
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
 
     async def run(self, probe: AppProbe) -> ProbeResult:
         action = probe.action
@@ -99,15 +133,16 @@ class Prober:
         url = f"{action.scheme.lower()}://{_url_host(host)}:{action.port}{action.path}"
         headers = {"User-Agent": "kube-probe/remora"}
         headers.update(dict(action.headers))
-        response = await self._http.get(url, headers=headers, timeout=timeout_s)
+        response = await self._client_for(host).get(url, headers=headers, timeout=timeout_s)
         if 200 <= response.status_code < 400:
             return ProbeResult(True, 200, f"HTTP {response.status_code}")
         return ProbeResult(False, response.status_code, f"HTTP {response.status_code}")
 
     async def _tcp_probe(self, action: TcpProbe, timeout_s: float) -> ProbeResult:
         host = action.host or self.default_host
+        source = _source_for(host)
         _, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, action.port, local_addr=(_source_for(host), 0)),
+            asyncio.open_connection(host, action.port, local_addr=(source, 0) if source else None),
             timeout_s,
         )
         writer.close()

@@ -151,3 +151,21 @@ def test_probes_run_like_the_kubelet_and_come_from_127_0_0_6(app: int) -> None:
     assert results["tcp-closed"] == (False, 500)
     assert results["grpc-closed"] == (False, 500)
     assert _App.peers and set(_App.peers) == {"127.0.0.6"}
+
+
+def test_ipv6_probes_fall_back_when_the_source_address_is_missing() -> None:
+    """``::6`` is not on a plain loopback (only ``::1`` is): probes must still work."""
+    with socket.socket(socket.AF_INET6) as listener:
+        listener.bind(("::1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        async def scenario() -> tuple[bool, int]:
+            prober = Prober("::1")
+            try:
+                result = await prober.run(AppProbe(TcpProbe(port=port)))
+                return result.ok, result.status
+            finally:
+                await prober.aclose()
+
+        assert asyncio.run(scenario()) == (True, 200)
