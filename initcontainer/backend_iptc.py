@@ -99,9 +99,7 @@ class IptcBackend:
             raise
 
     def _write(self, rules: tuple[Rule, ...], existing: SavedState) -> None:
-        tables = sorted(
-            {*tables_in_order(rules), *(t for t in existing.tables if _has_own(existing, t))}
-        )
+        tables = sorted({*tables_in_order(rules), *existing.own_tables()})
         for table in tables:
             try:
                 self._write_table(table, [r for r in rules if r.table == table])
@@ -160,10 +158,6 @@ class IptcBackend:
 
     def saved_state(self) -> dict[Family, str]:
         return {Family.IPV4: _save(["iptables-legacy-save"])}
-
-
-def _has_own(state: SavedState, table: str) -> bool:
-    return bool(state.own_chains(table) or state.own_hook_rules(table))
 
 
 def _is_own_iptc_rule(rule: Any) -> bool:

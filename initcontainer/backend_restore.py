@@ -119,12 +119,9 @@ class RestoreBackend:
                     if probes[mode].error
                     else "install the iptables package, or pick the other --iptables-mode",
                 )
-            missing = ModeProbe("nft", available=False, error="not probed")
-            self._choice = choose_mode(
-                self._forced_mode,
-                probes.get("nft", missing),
-                probes.get("legacy", ModeProbe("legacy", available=False)),
-            )
+            for mode in MODES:  # a forced mode probes only itself
+                probes.setdefault(mode, ModeProbe(mode, available=False, error="not probed"))
+            self._choice = choose_mode(self._forced_mode, probes["nft"], probes["legacy"])
             log.info(
                 "iptables backend chosen",
                 extra={"mode": self._choice.mode, "reason": self._choice.reason},
@@ -183,12 +180,15 @@ class RestoreBackend:
                     rules = ()
                 self._restore(family, mode, rules)
         except CaptureError:
-            self._rollback(mode)
+            self._rollback(mode, planned)
             raise
 
-    def _rollback(self, mode: Mode) -> None:
+    def _rollback(self, mode: Mode, planned: dict[Family, tuple[Rule, ...]]) -> None:
         """Best effort: leave no rule of ours behind after a failed install."""
         for family in Family:
+            state = self._state(family, mode)
+            if family not in planned and (state is None or not state.has_own_state()):
+                continue  # never written, nothing of ours (or no such family here)
             try:
                 self._restore(family, mode, ())
             except CaptureError as error:

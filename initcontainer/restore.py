@@ -94,8 +94,12 @@ class SavedState:
     def own_rule_count(self) -> int:
         return sum(1 for t in self.tables.values() for r in t.rules if r.is_own)
 
+    def own_tables(self) -> list[str]:
+        """Tables holding a chain or a hook rule of ours."""
+        return [t for t in self.tables if self.own_chains(t) or self.own_hook_rules(t)]
+
     def has_own_state(self) -> bool:
-        return any(self.own_chains(t) or self.own_hook_rules(t) for t in self.tables)
+        return bool(self.own_tables())
 
     def rule_count(self) -> int:
         return sum(len(t.rules) for t in self.tables.values())
@@ -134,11 +138,7 @@ def transaction(rules: Sequence[Rule], existing: SavedState) -> str:
 
     Empty when there is nothing to add and nothing of ours to remove.
     """
-    planned_tables = tables_in_order(rules)
-    tables = sorted(
-        {*planned_tables, *(t for t in existing.tables if existing.own_chains(t))}
-        | {t for t in existing.tables if existing.own_hook_rules(t)}
-    )
+    tables = sorted({*tables_in_order(rules), *existing.own_tables()})
     lines: list[str] = []
     for table in tables:
         table_rules = [r for r in rules if r.table == table]
