@@ -181,8 +181,19 @@ def test_dual_stack(pods: tuple[Pod, Pod], v6_flavour: Flavour) -> None:
 
 def test_ipv6_detected_from_the_pod_address(pod: Pod) -> None:
     """No IPv6 flag: the pod has fd00:240::1, so the IPv6 rules go in too."""
-    pod.init(*DEFAULT, *INBOUND_ALL, "--iptables-mode=nft")
+    result = pod.init(*DEFAULT, *INBOUND_ALL, "--log_output_level=default:debug")
     assert len(pod.own_rules("nft", 6)) > 15
+    # The debug log ends with the final state of each family, as *-save prints it.
+    assert "final state family=ipv6" in result.stderr
+    assert "-A ISTIO_OUTPUT -s ::6/128 -o lo -j RETURN" in result.stderr
+
+
+def test_network_namespace_flag(pods: tuple[Pod, Pod]) -> None:
+    """--network-namespace: run in one namespace (B here, never the root one), capture in A."""
+    a, b = pods
+    b.init(*DEFAULT, *INBOUND_ALL, *V4_ONLY, f"--network-namespace=/var/run/netns/{a.name}")
+    assert len(a.own_rules("nft")) > 15
+    assert b.own_rules("nft") == [] and b.own_rules("legacy") == []
 
 
 def test_ipv6_failure_rolls_back_ipv4(pod: Pod) -> None:
