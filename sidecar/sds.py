@@ -1,10 +1,11 @@
 """The agent's SDS server: the workload certificate (``default``) and the mesh root
 (``ROOTCA``) for Envoy, over gRPC on a unix socket so the key never crosses a network.
 
-Envoy opens one state-of-the-world ``StreamSecrets`` stream per secret name (the TLS
-contexts the control plane sends point at the ``sds-grpc`` cluster of the bootstrap). Each
-stream gets an answer as soon as a certificate exists and a new one on every rotation; an
-ACK (the request quoting our last nonce) needs no answer, a NACK is logged.
+Envoy opens one stream per secret name (the TLS contexts the control plane sends point at
+the ``sds-grpc`` cluster of the bootstrap), state of the world (``StreamSecrets``, what
+Istio uses) or incremental (``DeltaSecrets``). Each stream gets an answer as soon as a
+certificate exists and a new one on every rotation; an ACK needs no answer, a NACK is
+logged.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
@@ -31,6 +33,8 @@ SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Sec
 WORKLOAD_SECRET = "default"
 ROOT_SECRET = "ROOTCA"
 KNOWN_SECRETS = (WORKLOAD_SECRET, ROOT_SECRET)
+
+RequestT = TypeVar("RequestT", discovery_pb2.DiscoveryRequest, discovery_pb2.DeltaDiscoveryRequest)
 
 
 def secret_for(name: str, cert: WorkloadCertificate) -> secret_pb2.Secret:
@@ -80,12 +84,11 @@ class SecretDiscoveryServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):
             nonce=uuid.uuid4().hex,
         )
 
-    async def StreamSecrets(
-        self,
-        request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
-        context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        events: asyncio.Queue[discovery_pb2.DiscoveryRequest | int | None] = asyncio.Queue()
+    async def _events(
+        self, request_iterator: AsyncIterator[RequestT]
+    ) -> AsyncIterator[RequestT | int]:
+        """Envoy's requests and new certificate generations, interleaved as they happen."""
+        events: asyncio.Queue[RequestT | int | None] = asyncio.Queue()
 
         async def read() -> None:
             async for request in request_iterator:
@@ -98,58 +101,104 @@ class SecretDiscoveryServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):
                 seen = await self._certs.wait_for_change(seen)
                 await events.put(seen)
 
-        reader = asyncio.create_task(read())
-        watcher = asyncio.create_task(watch())
+        tasks = [asyncio.create_task(read()), asyncio.create_task(watch())]
+        try:
+            while (event := await events.get()) is not None:
+                yield event
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    def _served(self, names: Iterable[str]) -> list[str]:
+        requested = sorted(set(names))
+        unknown = [n for n in requested if n not in KNOWN_SECRETS]
+        if unknown:
+            log.warning(
+                "Envoy asked for secrets this agent does not serve",
+                extra={"unknown": unknown, "served": list(KNOWN_SECRETS)},
+            )
+        return [n for n in requested if n in KNOWN_SECRETS]
+
+    def _pushed(self, names: list[str], version: str) -> None:
+        for name in names:
+            if self._on_push:
+                self._on_push(name)
+        log.info("pushed secrets to Envoy", extra={"secrets": names, "version": version})
+
+    async def StreamSecrets(
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        """State of the world: every response carries all the names the stream asked for."""
         names: list[str] = []
         sent_generation = 0
         last_nonce = ""
-        try:
-            while True:
-                event = await events.get()
-                if event is None:
-                    return
-                if isinstance(event, discovery_pb2.DiscoveryRequest):
-                    if event.response_nonce and event.response_nonce != last_nonce:
-                        continue  # stale: an answer to an older response crossed ours
-                    if event.HasField("error_detail"):
-                        log.warning(
-                            "Envoy rejected a secret",
-                            extra={"secrets": names, "error": event.error_detail.message},
-                        )
-                        continue
-                    requested = sorted(set(event.resource_names))
-                    unknown = [n for n in requested if n not in KNOWN_SECRETS]
-                    if unknown:
-                        log.warning(
-                            "Envoy asked for secrets this agent does not serve",
-                            extra={"unknown": unknown, "served": list(KNOWN_SECRETS)},
-                        )
-                    wanted = [n for n in requested if n in KNOWN_SECRETS]
-                    if wanted == names and event.response_nonce:
-                        continue  # an ACK of what we sent
-                    names = wanted
-                    sent_generation = 0  # (re)send for the new subscription
-                if not names or self._certs.current is None:
+        async for event in self._events(request_iterator):
+            if isinstance(event, discovery_pb2.DiscoveryRequest):
+                if event.response_nonce and event.response_nonce != last_nonce:
+                    continue  # stale: an answer to an older response crossed ours
+                if event.HasField("error_detail"):
+                    log.warning(
+                        "Envoy rejected a secret",
+                        extra={"secrets": names, "error": event.error_detail.message},
+                    )
                     continue
-                generation = self._certs.generation
-                if generation == sent_generation:
+                wanted = self._served(event.resource_names)
+                if wanted == names and event.response_nonce:
+                    continue  # an ACK of what we sent
+                names = wanted
+                sent_generation = 0  # (re)send for the new subscription
+            generation = self._certs.generation
+            if not names or self._certs.current is None or generation == sent_generation:
+                continue
+            response = self._response(names, generation)
+            last_nonce, sent_generation = response.nonce, generation
+            self._pushed(names, response.version_info)
+            yield response
+
+    async def DeltaSecrets(
+        self,
+        request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+        """Incremental: each secret is sent when newly subscribed and when it changes."""
+        subscribed: set[str] = set()
+        sent: dict[str, int] = {}  # name -> certificate generation Envoy has
+        async for event in self._events(request_iterator):
+            if isinstance(event, discovery_pb2.DeltaDiscoveryRequest):
+                if event.HasField("error_detail"):
+                    log.warning(
+                        "Envoy rejected a secret", extra={"error": event.error_detail.message}
+                    )
                     continue
-                response = self._response(names, generation)
-                last_nonce, sent_generation = response.nonce, generation
-                for name in names:
-                    if self._on_push:
-                        self._on_push(name)
-                log.info(
-                    "pushed secrets to Envoy",
-                    extra={"secrets": names, "version": response.version_info},
+                for name in event.resource_names_unsubscribe:
+                    subscribed.discard(name)
+                    sent.pop(name, None)
+                subscribed |= set(self._served(event.resource_names_subscribe))
+            cert, generation = self._certs.current, self._certs.generation
+            due = sorted(n for n in subscribed if sent.get(n) != generation)
+            if cert is None or not due:
+                continue
+            version = f"{generation}-{cert.serial:x}"
+            resources = []
+            for name in due:
+                packed = any_pb2.Any()
+                packed.Pack(secret_for(name, cert))
+                resources.append(
+                    discovery_pb2.Resource(name=name, version=version, resource=packed)
                 )
-                yield response
-        finally:
-            for task in (reader, watcher):
-                task.cancel()
-            for task in (reader, watcher):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                sent[name] = generation
+            self._pushed(due, version)
+            yield discovery_pb2.DeltaDiscoveryResponse(
+                type_url=SECRET_TYPE,
+                resources=resources,
+                nonce=uuid.uuid4().hex,
+                system_version_info=version,
+            )
 
     async def FetchSecrets(
         self,

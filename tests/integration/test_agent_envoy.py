@@ -128,12 +128,12 @@ def _hcm(stat_prefix: str, cluster: str) -> dict[str, Any]:
     }
 
 
-def _sds(name: str) -> dict[str, Any]:
+def _sds(name: str, api_type: str = "GRPC") -> dict[str, Any]:
     return {
         "name": name,
         "sds_config": {
             "api_config_source": {
-                "api_type": "GRPC",
+                "api_type": api_type,
                 "transport_api_version": "V3",
                 "grpc_services": [{"envoy_grpc": {"cluster_name": "sds-grpc"}}],
             },
@@ -143,7 +143,8 @@ def _sds(name: str) -> dict[str, Any]:
 
 
 def mesh_config(app_port: int, plain_port: int, tls_port: int) -> dict[str, list[Any]]:
-    """One cluster (the app) and two inbound listeners: plain HTTP, and TLS with SDS certs."""
+    """One cluster (the app) and inbound listeners: plain HTTP, and TLS with SDS certificates
+    (one listener per SDS flavour)."""
     cluster = json_format.ParseDict(
         {
             "name": "inbound|app",
@@ -180,30 +181,38 @@ def mesh_config(app_port: int, plain_port: int, tls_port: int) -> dict[str, list
         },
         listener_pb2.Listener(),
     )
-    tls = json_format.ParseDict(
-        {
-            "name": "inbound-tls",
-            "traffic_direction": "INBOUND",
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": tls_port}},
-            "filter_chains": [
-                {
-                    "filters": [_hcm("inbound_tls", "inbound|app")],
-                    "transport_socket": {
-                        "name": "envoy.transport_sockets.tls",
-                        "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                            "common_tls_context": {
-                                "tls_certificate_sds_secret_configs": [_sds("default")],
-                                "validation_context_sds_secret_config": _sds("ROOTCA"),
+
+    def tls_listener(name: str, port: int, sds_api: str) -> listener_pb2.Listener:
+        return json_format.ParseDict(
+            {
+                "name": name,
+                "traffic_direction": "INBOUND",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [
+                    {
+                        "filters": [_hcm(name.replace("-", "_"), "inbound|app")],
+                        "transport_socket": {
+                            "name": "envoy.transport_sockets.tls",
+                            "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                                "common_tls_context": {
+                                    "tls_certificate_sds_secret_configs": [
+                                        _sds("default", sds_api)
+                                    ],
+                                    "validation_context_sds_secret_config": _sds("ROOTCA", sds_api),
+                                },
                             },
                         },
-                    },
-                }
-            ],
-        },
-        listener_pb2.Listener(),
-    )
-    return {CLUSTER_TYPE: [cluster], LISTENER_TYPE: [plain, tls]}
+                    }
+                ],
+            },
+            listener_pb2.Listener(),
+        )
+
+    # Istio's SDS flavour (state of the world) and the incremental one, both served.
+    tls = tls_listener("inbound-tls", tls_port, "GRPC")
+    tls_delta = tls_listener("inbound-tls-delta", free_port(), "DELTA_GRPC")
+    return {CLUSTER_TYPE: [cluster], LISTENER_TYPE: [plain, tls, tls_delta]}
 
 
 class TinyAds(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
@@ -670,15 +679,19 @@ def test_tls_control_plane_and_sds_rotation_without_restart(
             "ready over TLS",
         )
         assert "spiffe://cluster.local/ns/default/sa/web" in servicer.peer_sans
+        # Three TLS contexts hold the workload certificate: the xDS client and the two
+        # listeners (state-of-the-world and delta SDS); no listener is left warming.
         agent.wait_until(
-            lambda: bool(_cert_serials(agent)), 10, "Envoy to load the SDS certificate"
+            lambda: len(_cert_serials(agent)) >= 3, 10, "Envoy to load the SDS certificates"
         )
+        warming = agent.get(agent.admin, "/stats?filter=total_listeners_warming").text
+        assert warming.strip().endswith(": 0"), warming
         first = set(_cert_serials(agent))
         envoy_pid = agent.envoy_pid
         agent.wait_until(
-            lambda: bool(set(_cert_serials(agent)) - first),
+            lambda: not (set(_cert_serials(agent)) & first),
             15,
-            "Envoy to show a rotated certificate",
+            "every TLS context in Envoy to show the rotated certificate",
         )
         assert agent.envoy_pid == envoy_pid and _alive(envoy_pid)
         assert agent.proc.poll() is None

@@ -255,3 +255,66 @@ def test_sds_serves_and_pushes_rotations_over_a_unix_socket(ca_dir: Path, tmp_pa
 
     asyncio.run(scenario())
     assert pushed == ["default", "default"]
+
+
+def test_delta_sds_sends_new_subscriptions_and_changes_only(ca_dir: Path, tmp_path: Path) -> None:
+    manager = CertificateManager(LocalCAProvider(ca_dir), SPIFFE)
+    socket_path = str(tmp_path / "SDS")
+
+    def names_of(response: discovery_pb2.DeltaDiscoveryResponse) -> list[str]:
+        return sorted(r.name for r in response.resources)
+
+    async def scenario() -> None:
+        await manager.fetch_once()
+        server = await start_sds_server(SecretDiscoveryServer(manager), socket_path)
+        try:
+            async with grpc.aio.insecure_channel(f"unix:{socket_path}") as channel:
+                stub = sds_pb2_grpc.SecretDiscoveryServiceStub(channel)
+                requests: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest | None] = (
+                    asyncio.Queue()
+                )
+
+                async def outgoing():  # type: ignore[no-untyped-def]
+                    while (item := await requests.get()) is not None:
+                        yield item
+
+                call = stub.DeltaSecrets(outgoing())
+                responses: asyncio.Queue[discovery_pb2.DeltaDiscoveryResponse] = asyncio.Queue()
+
+                async def pump() -> None:
+                    async for response in call:
+                        await responses.put(response)
+
+                pump_task = asyncio.create_task(pump())
+                await requests.put(
+                    discovery_pb2.DeltaDiscoveryRequest(
+                        type_url=SECRET_TYPE, resource_names_subscribe=["default", "ROOTCA"]
+                    )
+                )
+                first = await asyncio.wait_for(responses.get(), 2)
+                assert names_of(first) == ["ROOTCA", "default"]
+                # ACK, and a new subscription to an already-sent name: nothing to send.
+                await requests.put(
+                    discovery_pb2.DeltaDiscoveryRequest(
+                        type_url=SECRET_TYPE, response_nonce=first.nonce
+                    )
+                )
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(responses.get(), 0.3)
+                await requests.put(
+                    discovery_pb2.DeltaDiscoveryRequest(
+                        type_url=SECRET_TYPE, resource_names_unsubscribe=["ROOTCA"]
+                    )
+                )
+                await asyncio.sleep(0.1)
+                await manager.fetch_once()
+                rotated = await asyncio.wait_for(responses.get(), 2)
+                assert names_of(rotated) == ["default"]
+                assert rotated.resources[0].version != first.resources[0].version
+                await requests.put(None)
+                call.cancel()
+                await asyncio.gather(pump_task, return_exceptions=True)
+        finally:
+            await server.stop(grace=0)
+
+    asyncio.run(scenario())
