@@ -28,7 +28,7 @@ def main() -> int:
     plan = build_plan(config)
     faulty = CapturePlan(ipv4=plan.ipv4, ipv6=(*(plan.ipv6 or ()), UNKNOWN_GROUP))
     try:
-        RestoreBackend(sys.argv[1]).install(faulty)  # type: ignore[arg-type]
+        RestoreBackend("nft" if sys.argv[1] == "nft" else "legacy").install(faulty)
     except CaptureError as error:
         print(f"refused: {error.message}")
         return 0

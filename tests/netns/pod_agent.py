@@ -38,9 +38,9 @@ def serve(ports: list[int]) -> None:
     print("ready", flush=True)
     while True:
         for key, _ in selector.select():
-            listener = key.fileobj
-            assert isinstance(listener, socket.socket)
-            conn, peer = listener.accept()
+            ready = key.fileobj
+            assert isinstance(ready, socket.socket)
+            conn, peer = ready.accept()
             with conn:
                 try:
                     orig: list[object] | None = list(original_destination(conn))

@@ -30,12 +30,14 @@ def _landed(pod: Pod) -> list[tuple[int, list[object] | None]]:
 
 @pytest.fixture(params=FLAVOURS, ids=str)
 def flavour(request: pytest.FixtureRequest) -> Flavour:
-    return request.param  # type: ignore[no-any-return]
+    flavour: Flavour = request.param
+    return flavour
 
 
 @pytest.fixture(params=[f for f in FLAVOURS if f.ipv6], ids=str)
 def v6_flavour(request: pytest.FixtureRequest) -> Flavour:
-    return request.param  # type: ignore[no-any-return]
+    flavour: Flavour = request.param
+    return flavour
 
 
 def test_outbound_inbound_and_bypasses(pods: tuple[Pod, Pod], flavour: Flavour) -> None:
@@ -263,10 +265,10 @@ def test_tproxy_policy_routing_is_installed_and_removed(pod: Pod, v6_flavour: Fl
     flags = [*DEFAULT, "-m", "TPROXY", *INBOUND_ALL, "--dual-stack", *v6_flavour.flags]
     pod.init(*flags)
     pod.init(*flags)  # a re-run must not duplicate the policy rule
-    for family in ("-4", "-6"):
-        rules = pod.run("ip", family, "rule").stdout
-        assert rules.count("fwmark 0x539 lookup 133") == 1, rules
-        assert "local" in pod.run("ip", family, "route", "show", "table", "133").stdout
+    for ip_family in ("-4", "-6"):
+        policy = pod.run("ip", ip_family, "rule").stdout
+        assert policy.count("fwmark 0x539 lookup 133") == 1, policy
+        assert "local" in pod.run("ip", ip_family, "route", "show", "table", "133").stdout
     for family in (4, 6):
         assert any("-j TPROXY" in rule for rule in pod.own_rules(mode, family))
     pod.init("--cleanup-only", *v6_flavour.flags)

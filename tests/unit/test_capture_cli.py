@@ -9,11 +9,12 @@ import pytest
 
 from initcontainer import cli, environment
 from initcontainer.cli import build_parser, config_from_args, main, parse_duration
+from initcontainer.config import CaptureConfig
 
 PINNED = ["--enable-ipv6=false", "-u", "1337"]
 
 
-def _config(argv: list[str], env: dict[str, str] | None = None) -> object:
+def _config(argv: list[str], env: dict[str, str] | None = None) -> CaptureConfig:
     environ = env or {}
     return config_from_args(build_parser(environ).parse_args(PINNED + argv), environ)
 
