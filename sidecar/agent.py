@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -208,28 +209,31 @@ class Agent:
             app_host="::1" if cfg.bind_address == "::" else "127.0.0.1",
             scrape_client=scrape,
         )
+        # Bind here, not in uvicorn: a busy port must become our error, not uvicorn's exit.
+        family = socket.AF_INET6 if ":" in cfg.bind_address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((cfg.bind_address, cfg.ports.status))
+        except OSError as exc:
+            sock.close()
+            raise AgentError(
+                f"the status server could not listen on {cfg.bind_address}:{cfg.ports.status} "
+                f"({exc.strerror}); is another agent running? (pick another port with "
+                "--status-port)"
+            ) from exc
         server = _StatusServer(
             uvicorn.Config(
                 app,
-                host=cfg.bind_address,
-                port=cfg.ports.status,
                 log_config=None,
                 access_log=False,
                 lifespan="off",
                 timeout_graceful_shutdown=1,
             )
         )
-        task = asyncio.get_running_loop().create_task(server.serve())
-        deadline = time.monotonic() + 5.0
-        while not server.started:
-            if task.done() or time.monotonic() > deadline:
-                with contextlib.suppress(BaseException):
-                    await task
-                raise AgentError(
-                    f"the status server could not listen on {cfg.bind_address}:{cfg.ports.status}; "
-                    "is another agent running? (pick another port with --status-port)"
-                )
-            await asyncio.sleep(0.01)
+        task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+        while not server.started and not task.done():
+            await asyncio.sleep(0.005)
         self._status_task = task
         return server
 

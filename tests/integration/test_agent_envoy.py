@@ -643,6 +643,45 @@ def test_envoy_dying_ends_the_agent_with_its_exit_code(start_agent: Any) -> None
     assert "Envoy exited on its own" in agent.log()
 
 
+def test_ports_in_use_fail_fast_with_the_reason(tmp_path: Path) -> None:
+    """A busy status port stops the agent before Envoy starts; a busy health port makes
+    Envoy exit, and the agent with it, with Envoy's reason in the log."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        base = [
+            REMORA, "proxy", "sidecar", "--xds-plaintext", "--log-as-text",
+            "--discovery-address", f"127.0.0.1:{free_port()}",
+            "--bind-address", "127.0.0.1", "--config-dir", str(tmp_path),
+            "--admin-port", str(free_port()), "--prometheus-port", str(free_port()),
+        ]  # fmt: skip
+        env = {"PATH": os.environ.get("PATH", ""), "POD_NAME": "p", "POD_NAMESPACE": "n"}
+        status_busy = subprocess.run(
+            [*base, "--status-port", str(taken), "--health-port", str(free_port())],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert status_busy.returncode == 1
+        assert f"could not listen on 127.0.0.1:{taken}" in status_busy.stderr
+        assert "--status-port" in status_busy.stderr
+        health_busy = subprocess.run(
+            [*base, "--status-port", str(free_port()), "--health-port", str(taken)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert health_busy.returncode == 1
+        output = health_busy.stdout + health_busy.stderr
+        assert "Address already in use" in output
+        assert "Envoy exited on its own" in output
+
+
 def _cert_serials(agent: AgentUnderTest) -> list[str]:
     certs = agent.get(agent.admin, "/certs").json()["certificates"]
     return [c["serial_number"] for entry in certs for c in entry.get("cert_chain", [])]
