@@ -6,7 +6,8 @@ so when the second fails the first is rolled back by a clean-up, and the pod is 
 none of our rules rather than half of them.
 """
 
-from __future__ import annotations
+# Annotations are evaluated eagerly (no ``from __future__ import annotations``): NamedTuple
+# compiles every *string* annotation into a ForwardRef, ~0.1 ms per field on each pod start.
 
 import logging
 import subprocess

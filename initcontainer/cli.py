@@ -8,7 +8,8 @@ This module is on the start-up path of every meshed pod, so it imports only the 
 library and this package; python-iptables is imported only when that backend is chosen.
 """
 
-from __future__ import annotations
+# Annotations are evaluated eagerly (no ``from __future__ import annotations``): NamedTuple
+# compiles every *string* annotation into a ForwardRef, ~0.1 ms per field on each pod start.
 
 import argparse
 import logging
@@ -715,7 +716,7 @@ def _log_level(value: str) -> str:
     return level if level in ("debug", "info", "warning", "error", "critical") else "info"
 
 
-def _make_backend(args: argparse.Namespace) -> Backend:
+def _make_backend(args: argparse.Namespace) -> "Backend":
     if args.backend == "python-iptables":
         if args.iptables_mode == "nft":
             raise ConfigError(

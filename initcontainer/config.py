@@ -9,7 +9,8 @@ The string parsers here follow istio-iptables' conventions: lists are comma sepa
 empty items are dropped; ``*`` means "everything" where Istio allows it.
 """
 
-from __future__ import annotations
+# Annotations are evaluated eagerly (no ``from __future__ import annotations``): NamedTuple
+# compiles every *string* annotation into a ForwardRef, ~0.1 ms per field on each pod start.
 
 import enum
 import ipaddress

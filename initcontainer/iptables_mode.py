@@ -9,7 +9,8 @@ looks like "legacy is in use" to tools that count output lines (Istio issue 6102
 real rules (``-A`` lines) instead.
 """
 
-from __future__ import annotations
+# Annotations are evaluated eagerly (no ``from __future__ import annotations``): NamedTuple
+# compiles every *string* annotation into a ForwardRef, ~0.1 ms per field on each pod start.
 
 from typing import Literal, NamedTuple
 

@@ -12,7 +12,8 @@ appending to two lists at once: a rule that exists in only one family is then an
 ``if`` at the place it is emitted.
 """
 
-from __future__ import annotations
+# Annotations are evaluated eagerly (no ``from __future__ import annotations``): NamedTuple
+# compiles every *string* annotation into a ForwardRef, ~0.1 ms per field on each pod start.
 
 from collections.abc import Iterable
 from typing import NamedTuple

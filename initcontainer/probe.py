@@ -14,7 +14,8 @@ traffic silently bypasses the sidecar is the worst failure a mesh has. So, like 
 The SYN never leaves the pod when capture works: it is redirected inside the OUTPUT hook.
 """
 
-from __future__ import annotations
+# Annotations are evaluated eagerly (no ``from __future__ import annotations``): NamedTuple
+# compiles every *string* annotation into a ForwardRef, ~0.1 ms per field on each pod start.
 
 import errno
 import ipaddress

@@ -14,7 +14,8 @@ The text is fed to ``iptables-restore --noflush``: tables are never flushed as a
 rules of other tools (CNI plugins, kube-proxy, the user) stay where they are.
 """
 
-from __future__ import annotations
+# Annotations are evaluated eagerly (no ``from __future__ import annotations``): NamedTuple
+# compiles every *string* annotation into a ForwardRef, ~0.1 ms per field on each pod start.
 
 from collections.abc import Sequence
 from typing import NamedTuple

@@ -4,7 +4,8 @@ A rule is plain data: the table, the chain, the iptables match/target arguments,
 optional insert position. Nothing here knows how rules reach the kernel.
 """
 
-from __future__ import annotations
+# Annotations are evaluated eagerly (no ``from __future__ import annotations``): NamedTuple
+# compiles every *string* annotation into a ForwardRef, ~0.1 ms per field on each pod start.
 
 import enum
 from collections.abc import Sequence
