@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 BOOTSTRAP_FILE = "envoy-rev.json"  # pilot-agent's name for it
 QUIT_GRACE_S = 5.0
+FAST_READINESS_POLL_S = 3.0  # poll readiness fast this long, so start-up time is precise
 
 
 class _StatusServer(uvicorn.Server):
@@ -178,8 +179,8 @@ class Agent:
             quit_task.cancel()
 
     async def _watch_first_ready(self) -> None:
-        """Log and record the start-up time; poll fast at first, then back off to 1 s so that
-        a proxy waiting for an absent control plane does not spin."""
+        """Log and record the start-up time; poll fast for the first seconds, then back off to
+        1 s so that a proxy waiting for an absent control plane does not spin."""
         interval = self._readiness_poll_s
         last_reason = ""
         while True:
@@ -193,7 +194,8 @@ class Agent:
                 log.info("proxy not ready yet", extra={"reason": state.reason})
                 last_reason = state.reason
             await asyncio.sleep(interval)
-            interval = min(1.0, interval * 1.5)
+            if time.monotonic() - self._started > FAST_READINESS_POLL_S:
+                interval = min(1.0, interval * 1.5)
 
     async def _start_status_server(
         self, prober: Prober, scrape: httpx.AsyncClient
