@@ -1,0 +1,66 @@
+# One image for every Remora role: the control plane (remora discovery), the injector
+# (remora webhook), the sidecar agent with Envoy (remora proxy sidecar) and the capture init
+# container (remora init). One image, because the roles share ~all of their bytes (Python,
+# the locked dependencies, Envoy): a node that runs sidecars pulls one image once, and the
+# injector and init container can never disagree on versions. See docs/install.md.
+#
+#   make images                        # builds docker.io/remora/remora:<version>
+#   docker build --build-arg VERSION=0.1.0 -t remora:dev .
+#
+# Builds with Docker's legacy builder too (no BuildKit-only syntax).
+ARG BASE_IMAGE=debian:bookworm-slim
+
+# --- build: a virtualenv with exactly the locked dependencies, then Remora itself ----------
+FROM ${BASE_IMAGE} AS build
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv \
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# `make images` prepares build/: requirements.txt (`uv export --frozen --no-dev` of uv.lock)
+# and build/wheels (those exact versions, hash-checked on download, plus Remora's wheel).
+# The install uses no index: the image holds what the lock says and nothing else.
+COPY build/requirements.txt /tmp/requirements.txt
+COPY build/wheels /tmp/wheels
+RUN python3 -m venv /opt/remora \
+ && /opt/remora/bin/pip install --no-index --no-deps --find-links /tmp/wheels \
+      -r /tmp/requirements.txt remora \
+ && /opt/remora/bin/pip uninstall -y -q pip setuptools \
+ && find /opt/remora -name '__pycache__' -prune -exec rm -rf {} + \
+ && /opt/remora/bin/python3 -m compileall -q /opt/remora/lib
+
+# --- runtime ------------------------------------------------------------------------------
+FROM ${BASE_IMAGE}
+ARG VERSION=0.0.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="remora" \
+      org.opencontainers.image.description="Remora: Istio-compatible sidecar mesh (control plane, injector, sidecar agent with Envoy, capture init)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      io.remora.version="${VERSION}"
+# iptables brings both backends (iptables-legacy and iptables-nft) and the libip4tc/libxtables
+# that python-iptables loads; the init container picks the backend the node uses.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      python3 iptables ca-certificates \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/cache/debconf/*-old /usr/share/doc/* \
+      /usr/share/man/* \
+ && groupadd --system --gid 1337 istio-proxy \
+ && useradd --system --uid 1337 --gid 1337 --home-dir /var/lib/istio --create-home \
+      --shell /usr/sbin/nologin istio-proxy \
+ && mkdir -p /etc/istio/proxy /var/run/secrets/istio \
+ && chown -R 1337:1337 /etc/istio/proxy /var/run/secrets/istio
+COPY --from=build /opt/remora /opt/remora
+ENV PATH=/opt/remora/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    REMORA_IMAGE_VERSION=${VERSION}
+# The sidecar's uid: its own traffic is exempt from capture. The init container overrides
+# this with runAsUser: 0 and only NET_ADMIN + NET_RAW (the injector renders that).
+USER 1337:1337
+WORKDIR /var/lib/istio
+ENTRYPOINT ["remora"]
+CMD ["--help"]
