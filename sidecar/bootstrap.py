@@ -28,6 +28,12 @@ SDS_CLUSTER = "sds-grpc"
 AGENT_CLUSTER = "agent"
 PROMETHEUS_CLUSTER = "prometheus_stats"
 HEALTH_LISTENER = "health"
+# Envoy's log lines in the agent's shapes (meshlib.logs): the same keys in JSON, so one
+# container log parses as one stream; %j is the message escaped for a JSON string.
+ENVOY_JSON_LOG_FORMAT = (
+    '{"time":"%Y-%m-%dT%T.%fZ","level":"%l","logger":"envoy %n","msg":"%j","caller":"%g:%#"}'
+)
+ENVOY_TEXT_LOG_FORMAT = "%Y-%m-%dT%T.%fZ\t%l\tenvoy %n %g:%#\t%v"
 PROMETHEUS_LISTENER = "prometheus"
 
 _HTTP2 = {
@@ -283,5 +289,5 @@ def envoy_args(config: AgentConfig, bootstrap_path: str) -> list[str]:
         "--component-log-level",
         config.component_log_level,
         "--log-format",
-        "%Y-%m-%dT%T.%fZ\t%l\tenvoy %n %g:%#\t%v",
+        ENVOY_JSON_LOG_FORMAT if config.log_json else ENVOY_TEXT_LOG_FORMAT,
     ]

@@ -290,6 +290,7 @@ def sidecar(
         sds_socket=os.path.abspath(sds_socket) if sds_socket else None,
         proxy_log_level=proxy_log_level,
         component_log_level=component_log_level,
+        log_json=log_as_json,
         drain_duration_s=drain_duration,
         termination_drain_duration_s=termination_drain_duration,
         minimum_drain_duration_s=minimum_drain_duration,

@@ -75,6 +75,7 @@ class AgentOptions:
     sds_socket: str | None = None
     proxy_log_level: str = "warning"
     component_log_level: str = "misc:error"
+    log_json: bool = False  # Envoy logs JSON lines like the agent's
     drain_duration_s: float | None = None
     termination_drain_duration_s: float | None = None
     minimum_drain_duration_s: float | None = None
@@ -102,6 +103,7 @@ class AgentConfig:
     sds_socket: str
     proxy_log_level: str
     component_log_level: str
+    log_json: bool
     drain_duration_s: float  # Envoy's --drain-time-s: how long a drained listener lives
     termination_drain_duration_s: float  # upper bound of the SIGTERM drain
     minimum_drain_duration_s: float  # never quit earlier: endpoints need time to update
@@ -345,6 +347,7 @@ def build_config(
         sds_socket=options.sds_socket or f"{options.config_dir.rstrip('/')}/SDS",
         proxy_log_level=options.proxy_log_level,
         component_log_level=options.component_log_level,
+        log_json=options.log_json,
         drain_duration_s=drain_duration,
         termination_drain_duration_s=termination_drain,
         minimum_drain_duration_s=minimum_drain,
