@@ -20,7 +20,10 @@ def service(i: int) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": f"svc-{i}", "namespace": NAMESPACE},
-        "spec": {"clusterIP": service_ip(i), "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+        "spec": {
+            "clusterIP": service_ip(i),
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
+        },
     }
 
 
@@ -32,7 +35,11 @@ def endpoint_slice(i: int, endpoints: int, generation: int = 0) -> dict[str, Any
     return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
-        "metadata": {"name": f"svc-{i}-abcde", "namespace": NAMESPACE, "labels": {"kubernetes.io/service-name": f"svc-{i}"}},
+        "metadata": {
+            "name": f"svc-{i}-abcde",
+            "namespace": NAMESPACE,
+            "labels": {"kubernetes.io/service-name": f"svc-{i}"},
+        },
         "addressType": "IPv4",
         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
         "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in addresses],
@@ -40,7 +47,9 @@ def endpoint_slice(i: int, endpoints: int, generation: int = 0) -> dict[str, Any
 
 
 def mesh(services: int, endpoints: int) -> list[dict[str, Any]]:
-    objects: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}]
+    objects: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+    ]
     for i in range(services):
         objects.append(service(i))
         objects.append(endpoint_slice(i, endpoints))

@@ -54,6 +54,12 @@ Examples:
     help="Read the mesh from this directory of Kubernetes YAML instead of a cluster (Services, EndpointSlices, Pods, Namespaces, the 'istio' ConfigMap).",
 )
 @click.option(
+    "--poll-interval",
+    default="500ms",
+    show_default=True,
+    help="With --config-dir: how often to check the directory for changes.",
+)
+@click.option(
     "--xds-port",
     default=15010,
     show_default=True,

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
+from typing import ClassVar
 
 from meshlib.meshconfig import MeshConfig
 
@@ -224,15 +225,54 @@ class MeshSnapshot:
     # The generation at which each kind (by Kubernetes kind name) last changed: translation
     # reuses whatever only depends on kinds that did not change.
     revisions: Mapping[str, int] = field(default_factory=dict)
+    # Endpoint address -> services, maintained incrementally by the store (computing it
+    # per snapshot is O(all endpoints)); computed on demand when not given.
+    endpoint_index: Mapping[str, frozenset[tuple[str, str]]] | None = None
+    # Service -> its EndpointSlices, also maintained by the store: an unchanged service
+    # keeps the very same tuple from snapshot to snapshot, which makes reuse cheap.
+    slice_index: Mapping[tuple[str, str], tuple[EndpointSlice, ...]] | None = None
+
+    # Derived indexes (cached properties) and the kind each one depends on.
+    _DERIVED: ClassVar[Mapping[str, str]] = {
+        "endpoints_by_service": "EndpointSlice",
+        "services_by_namespace": "Service",
+        "services_by_selector_label": "Service",
+    }
+
+    def inherit_indexes(self, previous: MeshSnapshot) -> None:
+        """Reuse ``previous``'s derived indexes whose source kind has not changed since.
+
+        Called by the store on each new snapshot, so an endpoint change does not re-sort
+        a thousand services. (Cached properties live in ``__dict__``; a frozen dataclass
+        only forbids ``setattr``.)
+        """
+        for name, kind in self._DERIVED.items():
+            if name in previous.__dict__ and previous.revisions.get(kind) == self.revisions.get(
+                kind
+            ):
+                self.__dict__.setdefault(name, previous.__dict__[name])
 
     @cached_property
     def endpoints_by_service(self) -> Mapping[tuple[str, str], tuple[EndpointSlice, ...]]:
         """The EndpointSlices of each service, in slice-name order (deterministic output)."""
+        if self.slice_index is not None:
+            return self.slice_index
         grouped: dict[tuple[str, str], list[EndpointSlice]] = {}
         for key in sorted(self.endpoint_slices):
             eps = self.endpoint_slices[key]
             grouped.setdefault((eps.namespace, eps.service_name), []).append(eps)
         return MappingProxyType({k: tuple(v) for k, v in grouped.items()})
+
+    @cached_property
+    def services_by_endpoint_address(self) -> Mapping[str, frozenset[tuple[str, str]]]:
+        """The services each endpoint address belongs to: finds a proxy's own services fast."""
+        if self.endpoint_index is not None:
+            return self.endpoint_index
+        index: dict[str, set[tuple[str, str]]] = {}
+        for eps in self.endpoint_slices.values():
+            for endpoint in eps.endpoints:
+                index.setdefault(endpoint.address, set()).add((eps.namespace, eps.service_name))
+        return MappingProxyType({address: frozenset(keys) for address, keys in index.items()})
 
     def slices_for(self, service: Service) -> tuple[EndpointSlice, ...]:
         return self.endpoints_by_service.get(service.key, ())
@@ -244,6 +284,32 @@ class MeshSnapshot:
         for key in sorted(self.services):
             grouped.setdefault(key[0], []).append(self.services[key])
         return MappingProxyType({ns: tuple(v) for ns, v in grouped.items()})
+
+    @cached_property
+    def services_by_selector_label(self) -> Mapping[tuple[str, str, str], tuple[Service, ...]]:
+        """Services with a selector, by (namespace, key, value) of one of their selector labels.
+
+        A pod can only be selected by a service indexed under one of its own labels, so
+        finding a proxy's services looks at a handful of candidates, not every service.
+        """
+        index: dict[tuple[str, str, str], list[Service]] = {}
+        for key in sorted(self.services):
+            service = self.services[key]
+            if service.selector:
+                label, value = service.selector[0]
+                index.setdefault((service.namespace, label, value), []).append(service)
+        return MappingProxyType({k: tuple(v) for k, v in index.items()})
+
+    def services_selecting(self, namespace: str, labels: Mapping[str, str]) -> list[Service]:
+        """The services of ``namespace`` whose selector matches ``labels``, in name order."""
+        index = self.services_by_selector_label
+        found = {
+            service.name: service
+            for label, value in labels.items()
+            for service in index.get((namespace, label, value), ())
+            if service.selects(labels)
+        }
+        return [found[name] for name in sorted(found)]
 
     def sorted_services(self) -> Iterator[Service]:
         for key in sorted(self.services):

@@ -44,13 +44,14 @@ class ProxyIdentity:
         """``<pod>.<namespace>``: what ``remora proxy-status`` prints and ``proxy-config`` takes."""
         return f"{self.pod_name}.{self.namespace}"
 
+    # ``ips`` are validated and normalised at parse time: a colon means IPv6.
     @property
     def has_ipv4(self) -> bool:
-        return any(ipaddress.ip_address(ip).version == 4 for ip in self.ips) or not self.ips
+        return any(":" not in ip for ip in self.ips) or not self.ips
 
     @property
     def has_ipv6(self) -> bool:
-        return any(ipaddress.ip_address(ip).version == 6 for ip in self.ips)
+        return any(":" in ip for ip in self.ips)
 
 
 def _first(metadata: Mapping[str, Any], *keys: str) -> str | None:

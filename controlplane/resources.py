@@ -10,6 +10,7 @@ produce again is not sent that resource again.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -70,6 +71,9 @@ class ResourceSet:
     type_url: str
     by_name: Mapping[str, Resource]
     _version: list[str] = field(default_factory=list, repr=False)
+    _diffs: list[tuple[weakref.ref[ResourceSet], SetChanges]] = field(
+        default_factory=list, repr=False
+    )
 
     @classmethod
     def of(cls, type_url: str, resources: Iterable[Resource]) -> ResourceSet:
@@ -93,6 +97,30 @@ class ResourceSet:
 
     def get(self, name: str) -> Resource | None:
         return self.by_name.get(name)
+
+    def changes_since(self, older: ResourceSet) -> SetChanges:
+        """What differs from ``older``: computed once, then shared by every proxy asking.
+
+        Fifty proxies moving from the same old set to the same new one then cost one
+        O(resources) comparison, and each proxy only looks at the names that changed.
+        """
+        for ref, changes in self._diffs:
+            if ref() is older:
+                return changes
+        by_name, old = self.by_name, older.by_name
+        changed = sorted(
+            n for n, r in by_name.items() if (o := old.get(n)) is None or o.version != r.version
+        )
+        removed = sorted(n for n in old if n not in by_name)
+        changes = SetChanges(tuple(changed), tuple(removed))
+        self._diffs[:] = [(weakref.ref(older), changes), *self._diffs[:3]]
+        return changes
+
+
+@dataclass(frozen=True)
+class SetChanges:
+    changed: tuple[str, ...]  # added or modified
+    removed: tuple[str, ...]
 
 
 class ProxyResources:

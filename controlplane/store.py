@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from controlplane import convert
-from controlplane.model import MeshSnapshot
+from controlplane.model import EndpointSlice, MeshSnapshot
 from meshlib.meshconfig import MeshConfig
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,14 @@ class MeshStore:
         self._generation = 0
         self._revisions: dict[str, int] = {kind.value: 0 for kind in Kind}
         self._snapshot: MeshSnapshot | None = None
+        self._previous: MeshSnapshot | None = None
+        # Endpoint address -> slices listing it, and -> their services (kept incrementally).
+        self._address_slices: dict[str, set[Key]] = {}
+        self._address_services: dict[str, frozenset[Key]] = {}
+        # Service -> its slices in name order; a service's tuple is replaced only when one of
+        # its slices changes.
+        self._service_slices: dict[Key, tuple[EndpointSlice, ...]] = {}
+        self._service_slice_keys: dict[Key, set[Key]] = {}
 
     def set_listener(self, on_change: Callable[[Kind], None]) -> None:
         self._on_change = on_change
@@ -73,16 +81,22 @@ class MeshStore:
         if value is None:
             return False
         key = object_key(kind, obj)
-        if self._objects[kind].get(key) == value:
+        old = self._objects[kind].get(key)
+        if old == value:
             return False
         self._objects[kind][key] = value
+        if kind is Kind.ENDPOINT_SLICE:
+            self._index_slice(key, old, value)
         self._changed(kind)
         return True
 
     def delete(self, kind: Kind, namespace: str, name: str) -> bool:
         key = ("" if kind is Kind.NAMESPACE else namespace, name)
-        if self._objects[kind].pop(key, None) is None:
+        old = self._objects[kind].pop(key, None)
+        if old is None:
             return False
+        if kind is Kind.ENDPOINT_SLICE:
+            self._index_slice(key, old, None)
         self._changed(kind)
         return True
 
@@ -100,6 +114,13 @@ class MeshStore:
         if fresh.keys() == current.keys() and all(fresh[k] is current[k] for k in fresh):
             return False
         self._objects[kind] = fresh
+        if kind is Kind.ENDPOINT_SLICE:
+            self._address_slices.clear()
+            self._address_services.clear()
+            self._service_slices.clear()
+            self._service_slice_keys.clear()
+            for key, value in fresh.items():
+                self._index_slice(key, None, value)
         self._changed(kind)
         return True
 
@@ -118,8 +139,44 @@ class MeshStore:
                 domain_suffix=self._domain_suffix,
                 generation=self._generation,
                 revisions=MappingProxyType(dict(self._revisions)),
+                endpoint_index=MappingProxyType(dict(self._address_services)),
+                slice_index=MappingProxyType(dict(self._service_slices)),
             )
+            if self._previous is not None:
+                self._snapshot.inherit_indexes(self._previous)
+            self._previous = self._snapshot
         return self._snapshot
+
+    def _index_slice(self, key: Key, old: EndpointSlice | None, new: EndpointSlice | None) -> None:
+        slices = self._objects[Kind.ENDPOINT_SLICE]
+        if old is not None:
+            self._service_slice_keys.get((old.namespace, old.service_name), set()).discard(key)
+        if new is not None:
+            self._service_slice_keys.setdefault((new.namespace, new.service_name), set()).add(key)
+        for service in {(e.namespace, e.service_name) for e in (old, new) if e is not None}:
+            keys = self._service_slice_keys.get(service)
+            if keys:
+                self._service_slices[service] = tuple(slices[k] for k in sorted(keys))
+            else:
+                self._service_slice_keys.pop(service, None)
+                self._service_slices.pop(service, None)
+        touched: set[str] = set()
+        for endpoint in old.endpoints if old is not None else ():
+            self._address_slices.get(endpoint.address, set()).discard(key)
+            touched.add(endpoint.address)
+        for endpoint in new.endpoints if new is not None else ():
+            self._address_slices.setdefault(endpoint.address, set()).add(key)
+            touched.add(endpoint.address)
+        slices = self._objects[Kind.ENDPOINT_SLICE]
+        for address in touched:
+            keys = self._address_slices.get(address)
+            if keys:
+                self._address_services[address] = frozenset(
+                    (k[0], slices[k].service_name) for k in keys
+                )
+            else:
+                self._address_slices.pop(address, None)
+                self._address_services.pop(address, None)
 
     def counts(self) -> dict[str, int]:
         return {kind.value: len(objs) for kind, objs in self._objects.items()}

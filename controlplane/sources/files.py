@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from controlplane.convert import MESH_CONFIGMAP_NAME
-from controlplane.store import Kind, MeshStore
+from controlplane.store import Kind, MeshStore, object_key
 
 log = logging.getLogger(__name__)
 
@@ -99,17 +99,51 @@ def is_mesh_configmap(obj: Mapping[str, Any], namespace: str | None = None) -> b
     )
 
 
+def _kind_of(obj: Mapping[str, Any]) -> Kind | None:
+    kind = _KINDS.get(str(obj.get("kind")))
+    if kind is Kind.MESH_CONFIG and not is_mesh_configmap(obj):
+        return None
+    return kind
+
+
 def load_into(store: MeshStore, objects: Iterable[Mapping[str, Any]]) -> None:
     """Make ``objects`` the complete state of ``store``, one kind at a time."""
     grouped: dict[Kind, list[Mapping[str, Any]]] = {kind: [] for kind in Kind}
     for obj in objects:
-        kind = _KINDS.get(str(obj.get("kind")))
-        if kind is None or (kind is Kind.MESH_CONFIG and not is_mesh_configmap(obj)):
-            continue
-        grouped[kind].append(obj)
+        kind = _kind_of(obj)
+        if kind is not None:
+            grouped[kind].append(obj)
     # Mesh config first: every proxy's configuration depends on it.
     for kind in (Kind.MESH_CONFIG, Kind.NAMESPACE, Kind.POD, Kind.SERVICE, Kind.ENDPOINT_SLICE):
         store.replace(kind, grouped[kind])
+
+
+ObjectIndex = dict[tuple[Kind, tuple[str, str]], Mapping[str, Any]]
+
+
+def index_objects(objects: Iterable[Mapping[str, Any]]) -> ObjectIndex:
+    index: ObjectIndex = {}
+    for obj in objects:
+        kind = _kind_of(obj)
+        if kind is not None:
+            index[(kind, object_key(kind, obj))] = obj
+    return index
+
+
+def apply_changes(store: MeshStore, before: ObjectIndex, after: ObjectIndex) -> int:
+    """Apply to ``store`` only the objects that differ between two readings; returns how many.
+
+    Objects of unchanged files are the very same dicts (the parse cache), so comparing
+    costs next to nothing and an edit to one file converts only that file's objects.
+    """
+    changed = 0
+    for kind, key in before.keys() - after.keys():
+        changed += store.delete(kind, key[0], key[1])
+    for ref, obj in after.items():
+        old = before.get(ref)
+        if old is not obj and old != obj:
+            changed += store.upsert(ref[0], obj)
+    return changed
 
 
 def _fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
@@ -133,6 +167,7 @@ class FileSource:
         self.poll_interval = poll_interval
         self._seen: tuple[tuple[str, int, int], ...] | None = None
         self._parsed: dict[Path, tuple[tuple[int, int], list[Mapping[str, Any]]]] = {}
+        self._index: ObjectIndex | None = None
 
     def load(self) -> bool:
         """Read the directory into the store now; False (state kept) if a file is broken."""

@@ -129,6 +129,7 @@ class ConfigGenerator:
         self._listeners: _Memo[Resource] = _Memo()
         self._routes: _Memo[tuple[Resource, ...]] = _Memo()
         self._fixed: _Memo[list[Resource]] = _Memo()
+        self._sets: _Memo[ResourceSet] = _Memo()
         self._by_shape: dict[ProxyShape, ProxyResources] = {}
 
     def generate(self, snapshot: MeshSnapshot, proxy: ProxyIdentity) -> ProxyResources:
@@ -136,6 +137,7 @@ class ConfigGenerator:
             self._snapshot = snapshot
             self._by_shape = {}
             for memo in (
+                self._sets,
                 self._clusters,
                 self._assignments,
                 self._listeners,
@@ -182,7 +184,7 @@ class ConfigGenerator:
                 slices = snapshot.slices_for(service)
                 built.extend(
                     self._assignments.get(
-                        (id(service), *map(id, slices)),
+                        (id(service), id(slices)),
                         (service, slices),
                         partial(_service_load_assignments, service, slices, suffix),
                     )
@@ -227,12 +229,34 @@ class ConfigGenerator:
             key = (services_rev, shape.scope, shape.namespace)
             return ResourceSet.of(ROUTE, self._routes.get(key, None, routes_for_shape))
 
+        # Whole sets are reused while their inputs' revisions stand: an endpoint change then
+        # leaves the cluster, listener and route sets the very same objects, which the
+        # streams recognise in O(1).
+        slices_rev = snapshot.revisions.get("EndpointSlice", 0)
+        has_headless = any(s.kind is ServiceKind.HEADLESS for s in services)
+        keys = {
+            CLUSTER: (CLUSTER, services_rev, shape.scope, shape.inbound, shape.ipv4, shape.ipv6),
+            ENDPOINT: (ENDPOINT, services_rev, slices_rev, shape.scope),
+            LISTENER: (
+                LISTENER,
+                services_rev,
+                slices_rev if has_headless else None,
+                shape.scope,
+                shape.inbound,
+                shape.ipv6,
+            ),
+            ROUTE: (ROUTE, services_rev, shape.scope, shape.namespace),
+        }
+        builders = {
+            CLUSTER: build_clusters,
+            ENDPOINT: build_endpoints,
+            LISTENER: build_listeners,
+            ROUTE: build_routes,
+        }
         return ProxyResources(
             {
-                CLUSTER: build_clusters,
-                ENDPOINT: build_endpoints,
-                LISTENER: build_listeners,
-                ROUTE: build_routes,
+                type_url: partial(self._sets.get, keys[type_url], None, builders[type_url])
+                for type_url in builders
             }
         )
 

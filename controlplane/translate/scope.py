@@ -37,33 +37,36 @@ def inbound_ports(snapshot: MeshSnapshot, proxy: ProxyIdentity) -> tuple[Inbound
     A service of the proxy's namespace contributes when its selector matches the pod's
     labels (named target ports resolve against the pod's containers) or, for services
     without a selector, when one of its endpoints is a proxy IP. When two services
-    disagree on a port's protocol, the first in name order wins.
+    disagree on a port's protocol, selecting services come first, then
+    selector-less ones, each in name order; the first wins.
     """
     workload = snapshot.workloads.get((proxy.namespace, proxy.pod_name))
     labels = workload.label_map if workload is not None else dict(proxy.labels)
     proxy_ips = set(proxy.ips) | set(workload.ips if workload else ())
     found: dict[int, InboundPort] = {}
-    for service in snapshot.services_by_namespace.get(proxy.namespace, ()):
-        if service.selects(labels):
-            for port in service.ports:
-                if workload is not None:
-                    number = workload.resolve_port(port.target_port, port.port)
-                elif isinstance(port.target_port, int):
-                    number = port.target_port
-                else:
-                    number = port.port if port.target_port is None else None
-                if number is not None and number not in found and port.protocol is not Protocol.UDP:
-                    found[number] = InboundPort(number, port.protocol)
-        if not proxy_ips:
+
+    def add(number: int | None, protocol: Protocol) -> None:
+        if number is not None and number not in found and protocol is not Protocol.UDP:
+            found[number] = InboundPort(number, protocol)
+
+    for service in snapshot.services_selecting(proxy.namespace, labels):
+        for port in service.ports:
+            if workload is not None:
+                add(workload.resolve_port(port.target_port, port.port), port.protocol)
+            elif isinstance(port.target_port, int):
+                add(port.target_port, port.protocol)
+            elif port.target_port is None:
+                add(port.port, port.protocol)
+    by_address = snapshot.services_by_endpoint_address
+    keys = {key for ip in proxy_ips for key in by_address.get(ip, ()) if key[0] == proxy.namespace}
+    for key in sorted(keys):
+        owner = snapshot.services.get(key)
+        if owner is None:
             continue
-        protocols = {port.name: port.protocol for port in service.ports}
-        for eps in snapshot.slices_for(service):
+        protocols = {port.name: port.protocol for port in owner.ports}
+        for eps in snapshot.slices_for(owner):
             if any(ep.address in proxy_ips for ep in eps.endpoints):
                 for name, number in eps.ports:
-                    if (
-                        name in protocols
-                        and number not in found
-                        and protocols[name] is not Protocol.UDP
-                    ):
-                        found[number] = InboundPort(number, protocols[name])
+                    if name in protocols:
+                        add(number, protocols[name])
     return tuple(sorted(found.values()))

@@ -46,6 +46,7 @@ from controlplane.resources import (
     WILDCARD_TYPES,
     ProxyResources,
     Resource,
+    ResourceSet,
     content_version,
 )
 
@@ -92,6 +93,12 @@ class TypeState:
     sent_version: str | None = None
     acked_version: str | None = None
     last_nack: Nack | None = None
+    # The desired set this state was last reconciled against, and with which subscription
+    # (``clean`` is False once anything but an ACK happened since): unchanged inputs are
+    # answered in O(1), and a delta stream diffs only the names that changed.
+    diffed: ResourceSet | None = None
+    diffed_names: frozenset[str] | None = None
+    clean: bool = False
     # State of the world
     sent_names: frozenset[str] | None = None
     nacked_version: str | None = None
@@ -213,18 +220,24 @@ class SotwProtocol(StreamProtocol):
 
     def _response_for(self, state: TypeState, resources: ProxyResources) -> Response | None:
         desired = resources[state.type_url]
+        names = frozenset(state.names) if not state.wildcard else None
+        if not state.force and state.diffed is desired and state.diffed_names == names:
+            return None
+        state.diffed, state.diffed_names = desired, names
         chosen = state.subscribed(desired.by_name)
         if state.wildcard:
             version = desired.version
         else:
             version = content_version(*(f"{r.name}={r.version};".encode() for r in chosen))
-        names = frozenset(state.names)
-        unchanged = version == state.sent_version and (state.wildcard or names == state.sent_names)
+        sent_names = frozenset(state.names)
+        unchanged = version == state.sent_version and (
+            state.wildcard or sent_names == state.sent_names
+        )
         if not state.force and (unchanged or version == state.nacked_version):
             return None
         nonce = self._next_nonce()
         state.force = False
-        state.sent_version, state.sent_names = version, names
+        state.sent_version, state.sent_names = version, sent_names
         state.last_nonce = state.in_flight = nonce
         return discovery_pb2.DiscoveryResponse(
             version_info=version,
@@ -248,6 +261,8 @@ class DeltaProtocol(StreamProtocol):
             state = self.types[type_url] = TypeState(type_url)
             state.known = dict(request.initial_resource_versions)
             state.wildcard = type_url in WILDCARD_TYPES and not request.resource_names_subscribe
+        if request.resource_names_subscribe or request.resource_names_unsubscribe:
+            state.clean = False
         for name in request.resource_names_subscribe:
             if name == "*":
                 state.wildcard = True
@@ -270,6 +285,7 @@ class DeltaProtocol(StreamProtocol):
                 if _is_nack(request):
                     # Forget what that response claimed Envoy has; keep the rejected
                     # versions so they are not re-sent until they change.
+                    state.clean = False
                     for name, previous in state.rollback.items():
                         sent = state.known.get(name)
                         if sent is not None:
@@ -290,18 +306,13 @@ class DeltaProtocol(StreamProtocol):
 
     def _response_for(self, state: TypeState, resources: ProxyResources) -> Response | None:
         desired = resources[state.type_url]
-        chosen = state.subscribed(desired.by_name)
-        for name, version in list(state.nacked.items()):
-            current = desired.by_name.get(name)
-            if current is None or current.version != version:
-                del state.nacked[name]
-        updates = [
-            r
-            for r in chosen
-            if state.known.get(r.name) != r.version and state.nacked.get(r.name) != r.version
-        ]
-        wanted = {r.name for r in chosen}
-        removed = sorted(name for name in state.known if name not in wanted)
+        if state.clean and state.diffed is desired:
+            return None
+        if state.clean and state.diffed is not None:
+            updates, removed = self._changes_only(state, desired)
+        else:
+            updates, removed = self._full_diff(state, desired)
+        state.diffed, state.clean = desired, True
         if not updates and not removed:
             if not state.nacked:
                 # Envoy already has exactly this (e.g. after a reconnect): in sync unsent.
@@ -336,5 +347,42 @@ class DeltaProtocol(StreamProtocol):
         endpoints = self.types.get(ENDPOINT)
         if endpoints is None:
             return
+        endpoints.clean = False
         for name in cluster_names:
             endpoints.known.pop(name, None)
+
+    @staticmethod
+    def _full_diff(state: TypeState, desired: ResourceSet) -> tuple[list[Resource], list[str]]:
+        """Everything subscribed that Envoy lacks, and everything it has that is gone."""
+        for name, version in list(state.nacked.items()):
+            current = desired.by_name.get(name)
+            if current is None or current.version != version:
+                del state.nacked[name]
+        chosen = state.subscribed(desired.by_name)
+        updates = [
+            r
+            for r in chosen
+            if state.known.get(r.name) != r.version and state.nacked.get(r.name) != r.version
+        ]
+        wanted = {r.name for r in chosen}
+        return updates, sorted(name for name in state.known if name not in wanted)
+
+    @staticmethod
+    def _changes_only(state: TypeState, desired: ResourceSet) -> tuple[list[Resource], list[str]]:
+        """The same as :meth:`_full_diff` when Envoy had exactly ``state.diffed``: only the
+        names that changed since then can differ (the comparison is shared between proxies)."""
+        assert state.diffed is not None
+        changes = desired.changes_since(state.diffed)
+        for name in (*changes.changed, *changes.removed):
+            if name in state.nacked:
+                current = desired.by_name.get(name)
+                if current is None or current.version != state.nacked[name]:
+                    del state.nacked[name]
+        updates = [
+            r
+            for r in (
+                desired.by_name[n] for n in changes.changed if state.wildcard or n in state.names
+            )
+            if state.known.get(r.name) != r.version and state.nacked.get(r.name) != r.version
+        ]
+        return updates, [name for name in changes.removed if name in state.known]

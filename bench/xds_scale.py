@@ -1,0 +1,206 @@
+"""Endpoint-change convergence to 50 connected Envoys, and control plane memory, at 1,000 services.
+
+Runs ``remora discovery --config-dir`` as its own process (so its RSS is its own), writes a
+mesh of 1,000 services x 10 endpoints, connects 50 real Envoys (delta ADS, Istio-like
+stats inclusion list), then changes one service's endpoints ``--changes`` times.
+
+Convergence, as Istio's ``pilot_proxy_convergence_time`` defines it: from the config change
+reaching the control plane (the store event) to a proxy ACKing everything, debounce
+included; read per proxy from /debug/syncz. Also printed: wall time from the file write to
+the last of the 50 proxies converging (adds the file source's poll interval).
+
+Run: .venv/bin/python bench/xds_scale.py   (about a minute; needs ~7 GB of RAM for the Envoys)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from xds_common import NAMESPACE, endpoint_slice, percentile, service  # noqa: E402
+
+from controlplane.testing import EnvoyProcess, free_port, wait_for  # noqa: E402
+
+ISTIO_LIKE_STATS = {
+    "stats_config": {
+        "stats_matcher": {
+            "inclusion_list": {
+                "patterns": [
+                    {"prefix": "cluster_manager"},
+                    {"prefix": "listener_manager"},
+                    {"prefix": "server"},
+                    {"prefix": "cluster.xds-grpc"},
+                    {"prefix": "control_plane"},
+                ]
+            }
+        }
+    }
+}
+CHANGING = (
+    10  # the first services' slices live in their own files, so a change re-reads one small file
+)
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def write_mesh(directory: Path, services: int, endpoints: int) -> None:
+    big = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}]
+    for i in range(services):
+        big.append(service(i))
+        if i >= CHANGING:
+            big.append(endpoint_slice(i, endpoints))
+    (directory / "mesh.yaml").write_text(yaml.safe_dump_all(big))
+    for i in range(CHANGING):
+        write_slice(directory, i, endpoints, 0)
+
+
+def write_slice(directory: Path, i: int, endpoints: int, generation: int) -> None:
+    path = directory / f"slice-{i}.yaml"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(endpoint_slice(i, endpoints, generation)))
+    os.replace(tmp, path)  # atomic: the file source never reads half a file
+
+
+def syncz(monitoring: str) -> list[dict[str, Any]]:
+    return list(httpx.get(f"{monitoring}/debug/syncz", timeout=10).json())
+
+
+def all_synced(statuses: list[dict[str, Any]], proxies: int) -> bool:
+    return len(statuses) == proxies and all(
+        t["status"] == "SYNCED" for s in statuses for t in s["types"].values()
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--services", type=int, default=1000)
+    parser.add_argument("--endpoints", type=int, default=10)
+    parser.add_argument("--proxies", type=int, default=50)
+    parser.add_argument("--changes", type=int, default=20)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="remora-bench-") as tmp:
+        directory = Path(tmp)
+        write_mesh(directory, args.services, args.endpoints)
+        xds_port, monitoring_port = free_port(), free_port()
+        monitoring = f"http://127.0.0.1:{monitoring_port}"
+        cp = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "remora",
+                "discovery",
+                "--config-dir",
+                str(directory),
+                "--listen-address",
+                "127.0.0.1",
+                "--xds-port",
+                str(xds_port),
+                "--monitoring-port",
+                str(monitoring_port),
+                "--poll-interval",
+                "20ms",
+                "--log-level",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        envoys: list[EnvoyProcess] = []
+        try:
+
+            def ready() -> bool:
+                if cp.poll() is not None:
+                    raise SystemExit(f"remora discovery exited with {cp.returncode}")
+                return httpx.get(f"{monitoring}/ready").status_code == 200
+
+            wait_for(ready, timeout=60, what="discovery ready")
+            print(
+                f"control plane RSS, {args.services} services x {args.endpoints} endpoints, no proxy: {rss_mb(cp.pid):.0f} MB"
+            )
+            started = time.monotonic()
+            for i in range(args.proxies):
+                envoys.append(
+                    EnvoyProcess(
+                        f"client-{i}",
+                        NAMESPACE,
+                        f"10.200.{i // 250}.{i % 250 + 1}",
+                        xds_port,
+                        bootstrap_overrides=ISTIO_LIKE_STATS,
+                    )
+                )
+            wait_for(
+                lambda: all_synced(syncz(monitoring), args.proxies),
+                timeout=600,
+                interval=0.5,
+                what=f"{args.proxies} proxies synced",
+            )
+            print(
+                f"{args.proxies} Envoys started and fully synced in {time.monotonic() - started:.1f} s"
+            )
+            rss_connected = rss_mb(cp.pid)
+
+            samples: list[float] = []
+            walls: list[float] = []
+            for change in range(1, args.changes + 1):
+                before = {s["node_id"]: s["convergences"] for s in syncz(monitoring)}
+                written = time.monotonic()
+                write_slice(directory, change % CHANGING, args.endpoints, change)
+
+                def converged() -> list[dict[str, Any]] | None:
+                    statuses = syncz(monitoring)
+                    done = [s for s in statuses if s["convergences"] > before.get(s["node_id"], 0)]
+                    return statuses if len(done) == args.proxies else None
+
+                statuses = wait_for(
+                    converged, timeout=30, interval=0.01, what="all proxies converged"
+                )
+                walls.append(time.monotonic() - written)
+                samples.extend(s["last_convergence_seconds"] for s in statuses)
+                time.sleep(0.3)
+            rss_after = rss_mb(cp.pid)
+            hwm = rss_mb(cp.pid, "VmHWM")
+            print(
+                f"endpoint change -> {args.proxies} proxies, {args.changes} changes ({len(samples)} proxy samples):"
+            )
+            print(
+                f"  convergence (store event -> ACK, debounce 100 ms included): "
+                f"p50 {percentile(samples, 50) * 1000:.0f} ms, p99 {percentile(samples, 99) * 1000:.0f} ms, "
+                f"max {max(samples) * 1000:.0f} ms"
+            )
+            print(
+                f"  file write -> last proxy ACK (adds the 20 ms poll): "
+                f"p50 {percentile(walls, 50) * 1000:.0f} ms, p99 {percentile(walls, 99) * 1000:.0f} ms"
+            )
+            print(
+                f"control plane RSS with {args.proxies} proxies: {rss_connected:.0f} MB after sync, "
+                f"{rss_after:.0f} MB after the changes, peak {hwm:.0f} MB"
+            )
+            envoy_rss = [rss_mb(e.process.pid) for e in envoys]
+            print(f"Envoy RSS (each): median {percentile(envoy_rss, 50):.0f} MB")
+        finally:
+            for envoy in envoys:
+                envoy.stop()
+            cp.terminate()
+            cp.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
