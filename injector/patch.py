@@ -37,9 +37,52 @@ class AdmissionReviewOut(TypedDict):
     response: AdmissionResponse
 
 
+_MISSING = object()
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON text would be. Python's ``==`` alone says ``0 == False`` and ``1 == 1.0``;
+    ``repr`` keeps them apart (and may call equal objects with differently ordered members
+    different, which only costs a little pruning)."""
+    return type(a) is type(b) and a == b and repr(a) == repr(b)
+
+
+def _without_common_members(
+    original: Mapping[str, Any], modified: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both objects minus the members that are equal in both, recursively outside arrays.
+
+    jsonpatch compares objects member by member and emits nothing for an equal member, so
+    leaving such members out of both sides yields the same operations with the same paths for
+    less work (a pod's status, tolerations, owner references, managed fields ...). Arrays are
+    passed whole: jsonpatch may emit an array item whole, so nothing inside one may be dropped.
+    """
+    left: dict[str, Any] = {}
+    right: dict[str, Any] = {}
+    for key in original.keys() | modified.keys():
+        a, b = original.get(key, _MISSING), modified.get(key, _MISSING)
+        if a is not _MISSING and b is not _MISSING and _same_json(a, b):
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            left[key], right[key] = _without_common_members(a, b)
+            continue
+        if a is not _MISSING:
+            left[key] = a
+        if b is not _MISSING:
+            right[key] = b
+    return left, right
+
+
 def create_patch(original: Mapping[str, Any], modified: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The JSON Patch operations that turn ``original`` into ``modified``."""
-    ops: list[dict[str, Any]] = jsonpatch.make_patch(original, modified).patch
+    """The JSON Patch operations that turn ``original`` into ``modified``, as jsonpatch finds them.
+
+    Only add, remove and replace operations (no move/copy, as Istio's Go library emits), and
+    ``repr`` as jsonpatch's equality key: on JSON-decoded data it tells 1, 1.0, True and "1"
+    apart just as JSON text does, at a fraction of the cost of ``json.dumps``.
+    """
+    left, right = _without_common_members(original, modified)
+    patch = jsonpatch.JsonPatch.from_diff(left, right, optimization=False, dumps=repr)
+    ops: list[dict[str, Any]] = patch.patch
     return ops
 
 

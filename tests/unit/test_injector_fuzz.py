@@ -230,3 +230,27 @@ def test_garbage_pods_are_refused_not_crashed(pod: dict[str, Any]) -> None:
     assert "istio-proxy" in [
         c["name"] for c in (*spec.get("initContainers", ()), *spec["containers"])
     ]
+
+
+scalars = st.sampled_from([0, 1, True, False, 1.0, "1", "", None, "a"])
+json_docs = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(["a", "b", "c/d", "e~f"]), children, max_size=4)
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(["metadata", "spec", "x"]), json_docs, max_size=3),
+    st.dictionaries(st.sampled_from(["metadata", "spec", "x"]), json_docs, max_size=3),
+)
+def test_create_patch_turns_any_document_into_any_other(
+    a: dict[str, Any], b: dict[str, Any]
+) -> None:
+    patched = apply_patch(a, create_patch(a, b))
+    # Compared as JSON text: 1, 1.0 and True must stay distinct, as they are on the wire.
+    assert json.dumps(patched, sort_keys=True) == json.dumps(b, sort_keys=True)

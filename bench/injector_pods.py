@@ -1,0 +1,188 @@
+"""Realistic AdmissionReviews for the injector benchmarks: pods as the API server sends them.
+
+The pod is what the ReplicaSet controller creates for a typical Deployment after the API
+server's defaulting: owner reference, labels, two containers with probes, env, resources, the
+projected service-account token volume, and managedFields.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def realistic_pod(index: int = 0) -> dict[str, Any]:
+    probe = {
+        "httpGet": {"path": "/healthz", "port": "http", "scheme": "HTTP"},
+        "timeoutSeconds": 1,
+        "periodSeconds": 10,
+        "successThreshold": 1,
+        "failureThreshold": 3,
+    }
+    container = {
+        "name": "reviews",
+        "image": "docker.io/istio/examples-bookinfo-reviews-v1:1.20.2",
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "http", "containerPort": 9080, "protocol": "TCP"}],
+        "env": [
+            {"name": "LOG_DIR", "value": "/tmp/logs"},
+            {
+                "name": "POD_NAME",
+                "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}},
+            },
+        ],
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"memory": "512Mi"},
+        },
+        "readinessProbe": probe,
+        "livenessProbe": {**probe, "httpGet": {"path": "/live", "port": 9080, "scheme": "HTTP"}},
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},
+            {
+                "name": "kube-api-access-x7k2p",
+                "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                "readOnly": True,
+            },
+        ],
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File",
+    }
+    logger = {
+        "name": "log-forwarder",
+        "image": "fluent/fluent-bit:3.0",
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "metrics", "containerPort": 2020, "protocol": "TCP"}],
+        "readinessProbe": {
+            "tcpSocket": {"port": 2020},
+            "timeoutSeconds": 1,
+            "periodSeconds": 10,
+            "successThreshold": 1,
+            "failureThreshold": 3,
+        },
+        "resources": {},
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File",
+    }
+    return {
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "metadata": {
+            "generateName": "reviews-v1-5d8f7c9b6-",
+            "namespace": "bookinfo",
+            "uid": f"0b1c2d3e-0000-4000-8000-{index:012d}",
+            "creationTimestamp": "2026-11-24T22:00:00Z",
+            "labels": {"app": "reviews", "version": "v1", "pod-template-hash": "5d8f7c9b6"},
+            "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9080"},
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": "reviews-v1-5d8f7c9b6",
+                    "uid": "5f0c1a9e-1111-4111-8111-111111111111",
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+            "managedFields": [
+                {
+                    "manager": "kube-controller-manager",
+                    "operation": "Update",
+                    "apiVersion": "v1",
+                    "time": "2026-11-24T22:00:00Z",
+                    "fieldsType": "FieldsV1",
+                    "fieldsV1": {
+                        "f:metadata": {"f:generateName": {}, "f:labels": {".": {}, "f:app": {}}},
+                        "f:spec": {"f:containers": {'k:{"name":"reviews"}': {".": {}}}},
+                    },
+                }
+            ],
+        },
+        "spec": {
+            "volumes": [
+                {"name": "tmp", "emptyDir": {}},
+                {
+                    "name": "kube-api-access-x7k2p",
+                    "projected": {
+                        "sources": [
+                            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                            {
+                                "configMap": {
+                                    "name": "kube-root-ca.crt",
+                                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                                }
+                            },
+                            {
+                                "downwardAPI": {
+                                    "items": [
+                                        {
+                                            "path": "namespace",
+                                            "fieldRef": {
+                                                "apiVersion": "v1",
+                                                "fieldPath": "metadata.namespace",
+                                            },
+                                        }
+                                    ]
+                                }
+                            },
+                        ],
+                        "defaultMode": 420,
+                    },
+                },
+            ],
+            "containers": [container, logger],
+            "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": 30,
+            "dnsPolicy": "ClusterFirst",
+            "serviceAccountName": "bookinfo-reviews",
+            "serviceAccount": "bookinfo-reviews",
+            "securityContext": {},
+            "schedulerName": "default-scheduler",
+            "tolerations": [
+                {
+                    "key": "node.kubernetes.io/not-ready",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 300,
+                },
+                {
+                    "key": "node.kubernetes.io/unreachable",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 300,
+                },
+            ],
+            "priority": 0,
+            "enableServiceLinks": True,
+            "preemptionPolicy": "PreemptLowerPriority",
+        },
+        "status": {"phase": "Pending", "qosClass": "Burstable"},
+    }
+
+
+def admission_review_body(index: int = 0) -> bytes:
+    pod = realistic_pod(index)
+    return json.dumps(
+        {
+            "kind": "AdmissionReview",
+            "apiVersion": "admission.k8s.io/v1",
+            "request": {
+                "uid": f"7c4f1c2a-0000-4000-8000-{index:012d}",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+                "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "bookinfo",
+                "operation": "CREATE",
+                "userInfo": {
+                    "username": "system:serviceaccount:kube-system:replicaset-controller",
+                    "uid": "1a2b",
+                    "groups": ["system:serviceaccounts", "system:authenticated"],
+                },
+                "object": pod,
+                "oldObject": None,
+                "dryRun": False,
+                "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"},
+            },
+        }
+    ).encode()
