@@ -274,9 +274,11 @@ def test_reconnect_after_control_plane_restart_keeps_config_and_versions(
         first.stop()
         assert get_through_envoy().status_code == 200  # Envoy keeps serving without a control plane
 
-        second = ControlPlaneThread(options)
+        # Like a real restart: nothing is served before the source's first complete view.
+        second = ControlPlaneThread(options, synced=False)
         try:
             seed(second, backend)
+            second.call(second.server.mark_synced)
             wait_for(lambda: synced(second), timeout=20, what="the proxy to reconnect and sync")
             after = {name: c["version_info"] for name, c in envoy.active_clusters().items()}
             assert after == before  # same content, same versions: nothing was lost or churned
