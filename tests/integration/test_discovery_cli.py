@@ -1,0 +1,170 @@
+"""``remora discovery`` end to end: the file source, the monitoring port, proxy-status and
+proxy-config, with a real Envoy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from controlplane.cli import proxy_config, proxy_status
+from controlplane.testing import EnvoyProcess, free_port, wait_for
+
+pytestmark = [pytest.mark.envoy]
+
+SERVICE = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"name": "web", "namespace": "shop"},
+    "spec": {
+        "clusterIP": "10.96.0.10",
+        "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
+    },
+}
+
+
+def slice_with(*addresses: str) -> dict[str, object]:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "web-1",
+            "namespace": "shop",
+            "labels": {"kubernetes.io/service-name": "web"},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080}],
+        "endpoints": [{"addresses": [a]} for a in addresses],
+    }
+
+
+@pytest.fixture
+def discovery(tmp_path: Path) -> Iterator[tuple[Path, int, str]]:
+    (tmp_path / "service.yaml").write_text(yaml.safe_dump(SERVICE))
+    (tmp_path / "slice.yaml").write_text(yaml.safe_dump(slice_with("10.1.0.1")))
+    xds_port, monitoring_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "remora",
+            "discovery",
+            "--config-dir",
+            str(tmp_path),
+            "--listen-address",
+            "127.0.0.1",
+            "--xds-port",
+            str(xds_port),
+            "--monitoring-port",
+            str(monitoring_port),
+            "--poll-interval",
+            "50ms",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{monitoring_port}"
+    try:
+        wait_for(
+            lambda: process.poll() is None and httpx.get(f"{url}/ready").status_code == 200,
+            timeout=30,
+            what="ready",
+        )
+        yield tmp_path, xds_port, url
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=10)
+        assert process.returncode == 0, stderr[-2000:]
+        lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+        assert any(entry["msg"] == "proxy connected" for entry in lines)  # structured JSON logs
+
+
+def test_discovery_serves_a_config_dir_and_the_cli_reports_it(
+    discovery: tuple[Path, int, str],
+) -> None:
+    directory, xds_port, url = discovery
+    runner = CliRunner()
+    with EnvoyProcess("web-1", "shop", "10.1.0.1", xds_port) as envoy:
+        wait_for(
+            lambda: "SYNCED" in runner.invoke(proxy_status, ["--discovery", url]).output,
+            what="SYNCED",
+        )
+        status = runner.invoke(proxy_status, ["--discovery", url])
+        assert status.exit_code == 0
+        header, row = status.output.splitlines()[:2]
+        assert header.split() == ["NAME", "MODE", "CDS", "LDS", "EDS", "RDS", "LAST", "NACK"]
+        assert row.split() == ["web-1.shop", "delta", "SYNCED", "SYNCED", "SYNCED", "SYNCED", "-"]
+
+        clusters = runner.invoke(proxy_config, ["web-1.shop", "clusters", "--discovery", url])
+        assert clusters.exit_code == 0
+        assert any(
+            line.split()[:4] == ["web.shop.svc.cluster.local", "80", "-", "OUTBOUND"]
+            for line in clusters.output.splitlines()
+        )
+        endpoints = runner.invoke(
+            proxy_config, ["web-1", "endpoints", "-n", "shop", "--discovery", url, "-o", "json"]
+        )
+        assert (
+            json.loads(endpoints.output)[0]["endpoints"][0]["lbEndpoints"][0]["healthStatus"]
+            == "HEALTHY"
+        )
+
+        # Editing a file reaches Envoy, and Envoy's own view says so too.
+        (directory / "slice.yaml").write_text(yaml.safe_dump(slice_with("10.1.0.2", "10.1.0.3")))
+        cluster = "outbound|80||web.shop.svc.cluster.local"
+        wait_for(
+            lambda: (
+                envoy.endpoints().get(cluster)
+                == ["10.1.0.2:8080 (HEALTHY)", "10.1.0.3:8080 (HEALTHY)"]
+            ),
+            what="the edit",
+        )
+        admin = runner.invoke(
+            proxy_config,
+            ["web-1.shop", "endpoints", "--envoy-admin", f"http://127.0.0.1:{envoy.admin_port}"],
+        )
+        assert "10.1.0.3:8080  HEALTHY" in admin.output
+
+        missing = runner.invoke(proxy_config, ["nope.shop", "clusters", "--discovery", url])
+        assert missing.exit_code != 0 and "connected: web-1.shop" in missing.output
+
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'remora_xds_connected_proxies{mode="delta"} 1.0' in metrics
+        assert "remora_proxy_convergence_seconds_count" in metrics
+
+
+def test_discovery_explains_bad_flags() -> None:
+    both = subprocess.run(
+        [sys.executable, "-m", "remora", "discovery", "--config-dir", "/tmp", "--kubeconfig", "/x"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert both.returncode != 0 and "choose one source" in both.stderr
+    debounce = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "remora",
+            "discovery",
+            "--debounce-after",
+            "2s",
+            "--debounce-max",
+            "1s",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert debounce.returncode != 0 and "--debounce-max" in debounce.stderr
+    unreachable = CliRunner().invoke(
+        proxy_status, ["--discovery", f"http://127.0.0.1:{free_port()}"]
+    )
+    assert unreachable.exit_code != 0 and "Is 'remora discovery' running?" in unreachable.output
