@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 from collections.abc import Sequence
 
@@ -68,10 +69,21 @@ class EnvoyAdmin:
 
 
 class EnvoyProcess:
-    """One Envoy child process. Its exit code is the agent's exit code."""
+    """One Envoy child process. Its exit code is the agent's exit code.
 
-    def __init__(self, binary: str, args: Sequence[str]) -> None:
-        self.argv = [binary, *args]
+    Envoy must not outlive the agent: an orphan keeps the pod's ports, so the restarted
+    agent's Envoy could not bind them (with ``shareProcessNamespace`` the container's death
+    does not kill it). Envoy is started through util-linux ``setpriv --pdeathsig KILL``
+    (Debian's essential set), which execs Envoy with the kernel's parent-death signal set.
+    Python's own ``preexec_fn`` is not safe to use in a process with gRPC's threads.
+    """
+
+    def __init__(self, binary: str, args: Sequence[str], *, die_with_agent: bool = True) -> None:
+        setpriv = shutil.which("setpriv") if die_with_agent else None
+        if die_with_agent and setpriv is None:
+            log.warning("setpriv not found: Envoy would outlive a killed agent")
+        prefix = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+        self.argv = [*prefix, binary, *args]
         self._proc: asyncio.subprocess.Process | None = None
 
     @property

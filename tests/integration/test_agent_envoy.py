@@ -643,6 +643,18 @@ def test_envoy_dying_ends_the_agent_with_its_exit_code(start_agent: Any) -> None
     assert "Envoy exited on its own" in agent.log()
 
 
+def test_envoy_does_not_outlive_a_killed_agent(start_agent: Any) -> None:
+    """SIGKILL leaves the agent no chance to stop Envoy: the kernel must."""
+    agent = start_agent(free_port(), "--xds-plaintext")
+    envoy = agent.envoy_pid
+    agent.proc.kill()
+    agent.proc.wait(10)
+    deadline = time.monotonic() + 5
+    while _alive(envoy) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(envoy)
+
+
 def test_ports_in_use_fail_fast_with_the_reason(tmp_path: Path) -> None:
     """A busy status port stops the agent before Envoy starts; a busy health port makes
     Envoy exit, and the agent with it, with Envoy's reason in the log."""
