@@ -19,6 +19,7 @@ What the bootstrap holds, and why:
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from typing import Any
 
 from sidecar.config import AgentConfig
@@ -190,8 +191,30 @@ def _forwarding_listener(
     }
 
 
+def merge_override(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Protobuf merge semantics on JSON (what Istio's ``ISTIO_BOOTSTRAP_OVERRIDE`` does):
+    objects merge key by key, lists are appended, anything else is replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        current = merged.get(key)
+        if isinstance(current, Mapping) and isinstance(value, Mapping):
+            merged[key] = merge_override(current, value)
+        elif isinstance(current, list) and isinstance(value, list):
+            merged[key] = [*current, *value]
+        else:
+            merged[key] = value
+    return merged
+
+
 def build_bootstrap(config: AgentConfig) -> dict[str, Any]:
-    """The Envoy bootstrap for this sidecar, as a JSON-ready dict."""
+    """The Envoy bootstrap for this sidecar, as a JSON-ready dict (with the pod's override)."""
+    generated = _generated_bootstrap(config)
+    if config.bootstrap_override:
+        return merge_override(generated, config.bootstrap_override)
+    return generated
+
+
+def _generated_bootstrap(config: AgentConfig) -> dict[str, Any]:
     ads_source = {"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "0s"}
     loopback = "::1" if config.bind_address == "::" else "127.0.0.1"
     return {

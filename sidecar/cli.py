@@ -51,6 +51,28 @@ def _agent_log_level(value: str) -> str:
     return {"warn": "warning", "none": "critical", "fatal": "critical"}.get(level, level)
 
 
+def _load_override(path: str) -> dict[str, Any]:
+    """The pod's custom bootstrap (``sidecar.istio.io/bootstrapOverride``), JSON or YAML."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise click.ClickException(
+            f"ISTIO_BOOTSTRAP_OVERRIDE={path}: {exc.strerror}; is the ConfigMap named in "
+            "sidecar.istio.io/bootstrapOverride mounted?"
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise click.ClickException(
+            f"ISTIO_BOOTSTRAP_OVERRIDE={path} is not JSON or YAML: {exc}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise click.ClickException(
+            f"ISTIO_BOOTSTRAP_OVERRIDE={path} must hold an object (a partial Envoy bootstrap)"
+        )
+    return data
+
+
 @click.group(context_settings=CONTEXT)
 def proxy() -> None:
     """The sidecar agent that runs Envoy next to every meshed pod (Istio's pilot-agent).
@@ -271,6 +293,10 @@ def sidecar(
         cluster_domain = domain.split(".svc.", 1)[1]
     labels_file = Path(pod_info_dir) / "labels"
     labels = parse_downward_api_map(labels_file.read_text()) if labels_file.is_file() else {}
+    override = None
+    override_path = os.environ.get("ISTIO_BOOTSTRAP_OVERRIDE", "").strip()
+    if override_path:
+        override = _load_override(override_path)
     options = AgentOptions(
         discovery_address=discovery_address,
         xds_tls=None if xds_plaintext is None else not xds_plaintext,
@@ -296,6 +322,7 @@ def sidecar(
         minimum_drain_duration_s=minimum_drain_duration,
         drain_poll_interval_s=drain_poll_interval,
         workload_certificates=ca_dir is not None,
+        bootstrap_override=override,
     )
     try:
         config = build_config(

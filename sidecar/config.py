@@ -81,6 +81,7 @@ class AgentOptions:
     minimum_drain_duration_s: float | None = None
     drain_poll_interval_s: float = 1.0
     workload_certificates: bool = True  # a certificate provider serves SDS "default"
+    bootstrap_override: Mapping[str, Any] | None = None  # ISTIO_BOOTSTRAP_OVERRIDE, parsed
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class AgentConfig:
     exit_on_zero_active_connections: bool
     drain_poll_interval_s: float
     workload_certificates: bool = True
+    bootstrap_override: Mapping[str, Any] | None = None
     probers: Mapping[str, AppProbe] = field(default_factory=dict)
     probe_via_localhost: bool = False
     app_scrape: AppScrape | None = None
@@ -354,6 +356,7 @@ def build_config(
         exit_on_zero_active_connections=_bool_env(env, "EXIT_ON_ZERO_ACTIVE_CONNECTIONS", True),
         drain_poll_interval_s=options.drain_poll_interval_s,
         workload_certificates=options.workload_certificates,
+        bootstrap_override=options.bootstrap_override,
         probers=probers,
         probe_via_localhost=_bool_env(env, "REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION", False),
         app_scrape=app_scrape,

@@ -19,7 +19,7 @@ import yaml
 
 from meshlib.certs import new_ca
 from meshlib.envoy_binary import envoy_path
-from sidecar.bootstrap import build_bootstrap, envoy_args
+from sidecar.bootstrap import build_bootstrap, envoy_args, merge_override
 from sidecar.config import AgentConfig, AgentOptions, build_config
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "sidecar" / "bootstrap"
@@ -168,3 +168,14 @@ def test_command_line_turns_hot_restart_off_and_sets_workers() -> None:
         envoy_args(changed, "/b.json")[envoy_args(changed, "/b.json").index("--concurrency") + 1]
         == "3"
     )
+
+
+def test_override_merges_like_protobuf() -> None:
+    base = {"a": {"b": 1, "c": [1]}, "d": "x", "e": [1, 2]}
+    override = {"a": {"c": [2], "f": True}, "d": {"now": "an object"}, "e": [3]}
+    assert merge_override(base, override) == {
+        "a": {"b": 1, "c": [1, 2], "f": True},
+        "d": {"now": "an object"},
+        "e": [1, 2, 3],
+    }
+    assert base == {"a": {"b": 1, "c": [1]}, "d": "x", "e": [1, 2]}, "inputs stay untouched"

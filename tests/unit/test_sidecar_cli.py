@@ -92,3 +92,19 @@ def test_wait_and_request_fail_clearly_when_nothing_listens() -> None:
     code, out = invoke("proxy", "request", f"--debug-port={port}", "GET", "server_info")
     assert code == 1
     assert "is the proxy running?" in out
+
+
+def test_bootstrap_override_file_is_merged_or_explained(tmp_path: Path) -> None:
+    override = tmp_path / "custom_bootstrap.yaml"
+    override.write_text("stats_flush_interval: 10s\n")
+    env = {**POD, "ISTIO_BOOTSTRAP_OVERRIDE": str(override)}
+    code, out = invoke("proxy", "sidecar", "--dry-run", env=env)
+    assert code == 0, out
+    assert json.loads(out)["bootstrap"]["stats_flush_interval"] == "10s"
+    code, out = invoke(
+        "proxy", "sidecar", "--dry-run", env={**env, "ISTIO_BOOTSTRAP_OVERRIDE": "/nope.json"}
+    )
+    assert code == 1 and "is the ConfigMap named in" in out
+    override.write_text("- a list\n")
+    code, out = invoke("proxy", "sidecar", "--dry-run", env=env)
+    assert code == 1 and "must hold an object" in out
