@@ -1,0 +1,99 @@
+"""The tables of proxy-status and proxy-config, from the JSON the control plane and Envoy serve."""
+
+from __future__ import annotations
+
+from controlplane.inspect import format_proxy_status, format_resources, resources_from_envoy_dump
+
+
+def test_proxy_status_table_shows_status_per_type_and_the_nack() -> None:
+    statuses = [
+        {
+            "proxy": "web-1.shop",
+            "node_id": "sidecar~10.0.0.1~web-1.shop~shop.svc.cluster.local",
+            "mode": "delta",
+            "types": {
+                "CDS": {"status": "STALE", "last_nack": {"error": "Invalid duration: -1s"}},
+                "EDS": {"status": "SYNCED", "last_nack": None},
+                "LDS": {"status": "SYNCED", "last_nack": None},
+            },
+        }
+    ]
+    lines = format_proxy_status(statuses).splitlines()
+    assert lines[0].split() == ["NAME", "MODE", "CDS", "LDS", "EDS", "RDS", "LAST", "NACK"]
+    assert lines[1].split()[:6] == ["web-1.shop", "delta", "STALE", "SYNCED", "SYNCED", "NOT"]
+    assert lines[1].endswith("CDS: Invalid duration: -1s")
+
+
+def test_cluster_listener_route_and_endpoint_tables() -> None:
+    clusters = format_resources(
+        "clusters",
+        [
+            {"name": "outbound|80||web.shop.svc.cluster.local", "type": "EDS"},
+            {"name": "PassthroughCluster", "type": "ORIGINAL_DST"},
+        ],
+    ).splitlines()
+    assert clusters[1].split() == ["web.shop.svc.cluster.local", "80", "-", "OUTBOUND", "EDS"]
+    assert clusters[2].split() == ["PassthroughCluster", "-", "-", "-", "ORIGINAL_DST"]
+
+    listener = {
+        "name": "virtualOutbound",
+        "filterChains": [
+            {
+                "filterChainMatch": {
+                    "destinationPort": 80,
+                    "prefixRanges": [{"addressPrefix": f"10.96.0.{i}"} for i in range(5)],
+                },
+                "filters": [{"typedConfig": {"rds": {"routeConfigName": "80"}}}],
+            }
+        ],
+        "defaultFilterChain": {"filters": [{"typedConfig": {"cluster": "PassthroughCluster"}}]},
+    }
+    rows = format_resources("listeners", [listener]).splitlines()
+    assert "10.96.0.0, 10.96.0.1, 10.96.0.2 (+2)" in rows[1] and rows[1].endswith("Route: 80")
+    assert rows[2].endswith("Cluster: PassthroughCluster (no match)")
+
+    route = {
+        "name": "80",
+        "virtualHosts": [
+            {"name": "blocked", "domains": ["*"], "routes": [{"directResponse": {"status": 502}}]}
+        ],
+    }
+    assert format_resources("routes", [route]).splitlines()[1].split() == [
+        "80",
+        "blocked",
+        "*",
+        "direct",
+        "502",
+    ]
+
+    cla = {
+        "clusterName": "c",
+        "endpoints": [
+            {
+                "locality": {"zone": "z1"},
+                "lbEndpoints": [
+                    {
+                        "endpoint": {
+                            "address": {"socketAddress": {"address": "10.0.0.1", "portValue": 8080}}
+                        },
+                        "healthStatus": "DRAINING",
+                    }
+                ],
+            }
+        ],
+    }
+    assert format_resources("endpoints", [cla]).splitlines()[1].split() == [
+        "10.0.0.1:8080",
+        "DRAINING",
+        "z1",
+        "c",
+    ]
+
+
+def test_envoy_config_dump_is_unwrapped_and_camel_cased() -> None:
+    dump = {"configs": [{"version_info": "1", "cluster": {"name": "a", "eds_cluster_config": {}}}]}
+    assert resources_from_envoy_dump("clusters", dump) == [{"name": "a", "edsClusterConfig": {}}]
+    listeners = {
+        "configs": [{"name": "l", "active_state": {"listener": {"name": "l", "filter_chains": []}}}]
+    }
+    assert resources_from_envoy_dump("listeners", listeners) == [{"name": "l", "filterChains": []}]
