@@ -4,7 +4,7 @@ Connections leave from ``127.0.0.6`` (``::6`` for IPv6), the address Istio's cap
 let through untouched, so a probe reaches the application directly instead of looping
 through Envoy's inbound listener (where mTLS would reject it: the kubelet has no mesh
 certificate). Results follow the kubelet's rules: HTTP 200-399 passes, a TCP connect passes,
-gRPC ``SERVING`` passes.
+gRPC ``SERVING`` passes. All three leave from the probe source address.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import logging
 import socket
 from dataclasses import dataclass
 
-import grpc
 import httpx
 
 from sidecar.probes import AppProbe, GrpcProbe, HttpProbe, TcpProbe
@@ -97,15 +96,18 @@ class Prober:
     def __init__(self, default_host: str) -> None:
         self.default_host = default_host
         # One client per source address (a probe's host may be of the other IP family).
-        self._clients: dict[str | None, httpx.AsyncClient] = {}
+        self._clients: dict[tuple[str | None, bool], httpx.AsyncClient] = {}
 
-    def _client_for(self, host: str) -> httpx.AsyncClient:
+    def _client_for(self, host: str, *, http2: bool = False) -> httpx.AsyncClient:
         source = _source_for(host)
-        client = self._clients.get(source)
+        client = self._clients.get((source, http2))
         if client is None:
-            client = self._clients[source] = httpx.AsyncClient(
+            client = self._clients[(source, http2)] = httpx.AsyncClient(
                 # The kubelet does not verify HTTPS probe certificates; neither do we.
-                transport=httpx.AsyncHTTPTransport(local_address=source, verify=False, retries=0),
+                # gRPC needs HTTP/2 with prior knowledge (no HTTP/1.1 upgrade dance).
+                transport=httpx.AsyncHTTPTransport(
+                    local_address=source, verify=False, retries=0, http1=not http2, http2=http2
+                ),
                 follow_redirects=False,  # a 3xx already passes, as for the kubelet
             )
         return client
@@ -125,7 +127,7 @@ class Prober:
             return await self._grpc_probe(action, probe.timeout_s)
         except (TimeoutError, httpx.TimeoutException):
             return ProbeResult(False, 500, f"timed out after {probe.timeout_s:g}s")
-        except (OSError, httpx.HTTPError, grpc.RpcError) as exc:
+        except (OSError, httpx.HTTPError) as exc:
             return ProbeResult(False, 500, f"{type(exc).__name__}: {exc}")
 
     async def _http_probe(self, action: HttpProbe, timeout_s: float) -> ProbeResult:
@@ -151,15 +153,28 @@ class Prober:
         return ProbeResult(True, 200, "connected")
 
     async def _grpc_probe(self, action: GrpcProbe, timeout_s: float) -> ProbeResult:
-        target = f"{_url_host(self.default_host)}:{action.port}"
-        async with grpc.aio.insecure_channel(target) as channel:
-            check = channel.unary_unary(
-                _GRPC_HEALTH_CHECK,
-                request_serializer=lambda b: b,
-                response_deserializer=lambda b: b,
+        """``grpc.health.v1.Health/Check`` over cleartext HTTP/2, spoken directly so that it
+        too leaves from the probe source address (grpcio cannot bind one).
+
+        A unary gRPC answer is a 5-byte-framed message in DATA and ``grpc-status`` in the
+        trailers; an error comes "trailers-only", i.e. ``grpc-status`` in the headers.
+        """
+        host = self.default_host
+        body = _encode_health_request(action.service)
+        response = await self._client_for(host, http2=True).post(
+            f"http://{_url_host(host)}:{action.port}{_GRPC_HEALTH_CHECK}",
+            content=b"\x00" + len(body).to_bytes(4, "big") + body,
+            headers={"content-type": "application/grpc", "te": "trailers"},
+            timeout=timeout_s,
+        )
+        grpc_status = response.headers.get("grpc-status")
+        if response.status_code != 200 or grpc_status not in (None, "0"):
+            message = response.headers.get("grpc-message", "")
+            return ProbeResult(
+                False, 500, f"gRPC health check failed: status {grpc_status} {message}".strip()
             )
-            reply = await check(_encode_health_request(action.service), timeout=timeout_s)
-        status = _decode_health_status(reply)
+        data = response.content
+        status = _decode_health_status(data[5 : 5 + int.from_bytes(data[1:5], "big")])
         if status == _GRPC_SERVING:
             return ProbeResult(True, 200, "SERVING")
         return ProbeResult(False, 500, f"gRPC health status {status}, not SERVING")

@@ -169,3 +169,43 @@ def test_ipv6_probes_fall_back_when_the_source_address_is_missing() -> None:
                 await prober.aclose()
 
         assert asyncio.run(scenario()) == (True, 200)
+
+
+def test_grpc_probes_speak_the_health_protocol_from_127_0_0_6() -> None:
+    """A real grpc.aio server implementing grpc.health.v1.Health/Check on raw bytes."""
+    import grpc
+
+    peers: list[str] = []
+    statuses = {"": 1, "db": 2}  # SERVING, NOT_SERVING; anything else is NOT_FOUND
+
+    async def check(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        peers.append(context.peer())
+        service = request[2:].decode() if request else ""
+        if service not in statuses:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {service}")
+        return bytes([0x08, statuses[service]])
+
+    async def scenario() -> dict[str, tuple[bool, str]]:
+        server = grpc.aio.server()
+        handler = grpc.unary_unary_rpc_method_handler(check)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("grpc.health.v1.Health", {"Check": handler}),)
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        prober = Prober("127.0.0.1")
+        try:
+            results = {}
+            for name in ("", "db", "cache"):
+                result = await prober.run(AppProbe(GrpcProbe(port=port, service=name)))
+                results[name] = (result.ok, result.detail)
+            return results
+        finally:
+            await prober.aclose()
+            await server.stop(0)
+
+    results = asyncio.run(scenario())
+    assert results[""] == (True, "SERVING")
+    assert results["db"] == (False, "gRPC health status 2, not SERVING")
+    assert results["cache"][0] is False and "status 5" in results["cache"][1]
+    assert len(peers) == 3 and all(p.startswith("ipv4:127.0.0.6:") for p in peers), peers
