@@ -208,16 +208,21 @@ async def _serve(  # noqa: PLR0917
     await server.stop()
 
 
-def _get_json(base: str, path: str, params: dict[str, str] | None = None) -> Any:
+def _get_json(
+    base: str, path: str, params: dict[str, str] | None = None, envoy: bool = False
+) -> Any:
     import httpx
 
     try:
         response = httpx.get(base.rstrip("/") + path, params=params, timeout=10.0)
     except httpx.HTTPError as exc:
-        raise click.ClickException(
-            f"cannot reach the control plane at {base}: {exc}. Is 'remora discovery' running? "
-            "Point --discovery at its monitoring port (for a cluster: kubectl port-forward ... 15014)."
-        ) from exc
+        hint = (
+            "Is Envoy running with its admin there? (in a pod: kubectl port-forward <pod> 15000)"
+            if envoy
+            else "Is 'remora discovery' running? Point --discovery at its monitoring port "
+            "(for a cluster: kubectl port-forward ... 15014)."
+        )
+        raise click.ClickException(f"cannot reach {base}: {exc}. {hint}") from exc
     if response.status_code != 200:
         try:
             detail = response.json().get("detail", response.text)
@@ -320,7 +325,9 @@ def proxy_config(  # noqa: PLR0917 - one parameter per click option
 
     target = f"{pod}.{namespace}" if namespace else pod
     if envoy_admin:
-        resources = resources_from_envoy_dump(kind, _get_json(envoy_admin, envoy_dump_path(kind)))
+        resources = resources_from_envoy_dump(
+            kind, _get_json(envoy_admin, envoy_dump_path(kind), envoy=True)
+        )
     else:
         if "." not in target:
             target += ".default"
