@@ -4,7 +4,8 @@ One thread per kind (the official client is synchronous) lists, hands the comple
 the store in one :meth:`MeshStore.replace` (so a re-list is applied atomically), then
 watches from the list's ``resourceVersion``. When the watch ends it resumes from the last
 version seen; on ``410 Gone`` (that version was compacted away) it re-lists; on any
-other error it backs off (jittered, 0.5 s doubling to 30 s) and re-lists. Every store
+other error it backs off (jittered, 0.5 s doubling to 30 s, reset after 30 healthy
+seconds) and re-lists. Every store
 update hops onto the event loop, so the store stays single-threaded.
 
 The source reports "synced" once every kind has been listed once: before that the control
@@ -18,6 +19,7 @@ import json
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 WATCH_SECONDS = 300
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
+HEALTHY_AFTER = 30.0  # a watch that ran this long resets the back-off
 
 
 @dataclass(frozen=True)
@@ -126,9 +129,10 @@ class KubeSource:
     def _run(self, resource: _Resource) -> None:
         backoff = BACKOFF_START
         while not self._stopping.is_set():
+            listed_at = None
             try:
                 version = self._list(resource)
-                backoff = BACKOFF_START
+                listed_at = time.monotonic()
                 while not self._stopping.is_set():
                     version = self._watch(resource, version)
             except ApiException as exc:
@@ -163,7 +167,13 @@ class KubeSource:
                         "retry_in": round(backoff, 2),
                     },
                 )
+            if self._stopping.is_set():
+                break
+            if listed_at is not None and time.monotonic() - listed_at > HEALTHY_AFTER:
+                backoff = BACKOFF_START  # it worked for a while: this is a new incident
             self._stopping.wait(backoff * random.uniform(0.8, 1.2))
+            # A list that succeeds followed by a watch that fails at once must not hammer
+            # the API server, so the back-off only resets after a healthy stretch.
             backoff = min(backoff * 2, BACKOFF_MAX)
 
     def _list(self, resource: _Resource) -> str:
