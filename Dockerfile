@@ -33,13 +33,15 @@ FROM ${BASE_IMAGE}
 ARG VERSION=0.0.0
 ARG REVISION=unknown
 ARG CREATED=unknown
+ARG LOCK_SHA256=unknown
 LABEL org.opencontainers.image.title="remora" \
       org.opencontainers.image.description="Remora: Istio-compatible sidecar mesh (control plane, injector, sidecar agent with Envoy, capture init)" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      io.remora.version="${VERSION}"
+      io.remora.version="${VERSION}" \
+      io.remora.uv-lock-sha256="${LOCK_SHA256}"
 # iptables brings both backends (iptables-legacy and iptables-nft) and the libip4tc/libxtables
 # that python-iptables loads; the init container picks the backend the node uses.
 RUN apt-get update \

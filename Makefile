@@ -67,6 +67,7 @@ images: ## Build the Remora image (every role) with Docker; prints its size and 
 	@start=$$(date +%s); \
 	docker build -q -t $(IMAGE) --build-arg BASE_IMAGE=$(BASE_IMAGE) \
 	  --build-arg VERSION=$(REMORA_VERSION) \
+	  --build-arg LOCK_SHA256=$$(sha256sum uv.lock | cut -d' ' -f1) \
 	  --build-arg REVISION=$$(git rev-parse --short HEAD 2>/dev/null || echo unknown) \
 	  --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) . >/dev/null \
 	  && echo "images: built $(IMAGE) in $$(( $$(date +%s) - start ))s, $$(docker image inspect -f '{{.Size}}' $(IMAGE) | awk '{printf "%.0f MB", $$1/1e6}')"
@@ -85,13 +86,13 @@ kind-up: images ## Create the kind cluster, load the image, install the chart, d
 	@test -x "$(HELM)" || { echo "kind-up: helm is missing: run hack/testbed/build.sh" >&2; exit 1; }
 	$(KIND) get clusters | grep -qx $(KIND_CLUSTER) || $(KIND) create cluster --name $(KIND_CLUSTER) --config kind-config.yaml --wait 120s
 	$(KIND) load docker-image --name $(KIND_CLUSTER) $(IMAGE)
-	$(HELM) upgrade --install remora charts/remora -n $(MESH_NAMESPACE) --create-namespace \
+	$(HELM) upgrade --install remora charts/remora -n $(MESH_NAMESPACE) --create-namespace --kube-context kind-$(KIND_CLUSTER) \
 	  --set image.hub=$(IMAGE_HUB) --set image.tag=$(REMORA_VERSION) --wait --timeout 5m
-	kubectl apply -f tests/e2e/manifests/demo.yaml
-	kubectl -n remora-demo rollout status deploy/server deploy/client --timeout 180s
+	sed 's|REMORA_IMAGE|$(IMAGE)|g' tests/e2e/manifests/demo.yaml | kubectl --context kind-$(KIND_CLUSTER) apply -f -
+	kubectl --context kind-$(KIND_CLUSTER) -n remora-demo rollout status deploy/server deploy/client deploy/legacy-client --timeout 180s
 
 kind-test: ## The kind suite (tests/e2e) against the cluster kind-up made
-	$(PY) -m pytest -q -m e2e tests/e2e
+	KIND=$(KIND) KIND_CLUSTER=$(KIND_CLUSTER) MESH_NAMESPACE=$(MESH_NAMESPACE) REMORA_IMAGE=$(IMAGE) $(PY) -m pytest -q -rs -m e2e tests/e2e
 
 kind-down: ## Delete the kind cluster
 	$(KIND) delete cluster --name $(KIND_CLUSTER)

@@ -719,3 +719,26 @@ def test_every_value_is_documented_in_values_yaml_and_the_schema() -> None:
         return out
 
     assert schema_paths(schema) - value_paths(values) == set()
+
+
+def test_kind_demo_app_is_valid_and_deployed_unchanged_into_an_injected_namespace() -> None:
+    """tests/e2e/manifests/demo.yaml cannot be applied here (no kind): validate it instead."""
+    text = (ROOT / "tests/e2e/manifests/demo.yaml").read_text()
+    docs = [d for d in yaml.safe_load_all(text.replace("REMORA_IMAGE", "remora:test")) if d]
+    for doc in docs:
+        kubernetes_validate.validate(doc, SCHEMA_VERSION, strict=True)
+    namespace = one(docs, "Namespace")
+    assert namespace["metadata"]["labels"] == {"istio-injection": "enabled"}
+    deployments = {d["metadata"]["name"]: d for d in by_kind(docs, "Deployment")}
+    assert set(deployments) == {"server", "client", "legacy-client"}
+    for name, deploy in deployments.items():
+        spec = deploy["spec"]["template"]["spec"]
+        assert not [c for c in spec["containers"] if c["name"].startswith("istio")]
+        labels = deploy["spec"]["template"]["metadata"]["labels"]
+        assert labels.get("sidecar.istio.io/inject") == (
+            "false" if name == "legacy-client" else None
+        )
+    service = one(docs, "Service")
+    assert _selects(
+        service["spec"]["selector"], deployments["server"]["spec"]["template"]["metadata"]["labels"]
+    )

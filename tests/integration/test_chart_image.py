@@ -1,0 +1,157 @@
+"""The Remora image, built by ``make images`` and run with Docker.
+
+Checks what the chart and the injector rely on: ``remora version`` runs, the version labels,
+the default user 1337 (the sidecar), the installed distributions equal the lock exactly, both
+iptables backends and Envoy are there, and the capture init container works as root with
+NET_ADMIN and NET_RAW only (and fails without them).
+
+Needs a Docker engine: without one the module skips with the reason Docker gave. The image is
+built when missing or built from another uv.lock (minutes the first time).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+VERSION = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
+assert VERSION
+IMAGE = f"docker.io/remora/remora:{VERSION.group(1)}"
+
+pytestmark = [pytest.mark.slow]
+
+
+@functools.cache
+def docker_unavailable() -> str | None:
+    """Why Docker cannot be used here, or None."""
+    if shutil.which("docker") is None:
+        return "docker is not installed (apt-get install docker.io)"
+    info = subprocess.run(["docker", "info"], capture_output=True, text=True, check=False)
+    if info.returncode != 0:
+        return f"the Docker engine is not reachable: {info.stderr.strip()[:300]}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    reason = docker_unavailable()
+    if reason:
+        pytest.skip(reason)
+    # Built from the current lock? (the label records uv.lock's hash); else rebuild.
+    label = subprocess.run(
+        ["docker", "image", "inspect", "-f", '{{index .Config.Labels "io.remora.uv-lock-sha256"}}', IMAGE],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()  # fmt: skip
+    if label != hashlib.sha256((ROOT / "uv.lock").read_bytes()).hexdigest():
+        build = subprocess.run(
+            ["make", "images"], cwd=ROOT, capture_output=True, text=True, timeout=1500, check=False
+        )
+        assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-3000:]
+    return IMAGE
+
+
+def run(
+    image: str, *args: str, entrypoint: str | None = None, docker_args: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    argv = ["docker", "run", "--rm", "--network=none", *docker_args]
+    argv += ["--entrypoint", entrypoint] if entrypoint else []
+    return subprocess.run(
+        [*argv, image, *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_remora_version_runs_in_the_image(image: str) -> None:
+    out = run(image, "version")
+    assert out.returncode == 0, out.stderr
+    assert f"remora: {VERSION.group(1)}" in out.stdout
+
+
+def test_image_carries_version_labels_and_runs_as_the_proxy_user(image: str) -> None:
+    config = json.loads(
+        subprocess.run(
+            ["docker", "image", "inspect", "-f", "{{json .Config}}", image],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    )  # fmt: skip
+    labels = config["Labels"]
+    assert labels["org.opencontainers.image.version"] == VERSION.group(1)
+    assert labels["org.opencontainers.image.revision"] not in {"", "unknown"}
+    assert config["User"] == "1337:1337"
+    assert config["Entrypoint"] == ["remora"]
+    uid = run(image, "-u", entrypoint="id")
+    assert uid.stdout.strip() == "1337"
+
+
+def _locked() -> dict[str, str]:
+    """Runtime packages of uv.lock for this platform: name -> version."""
+    from packaging.markers import Marker
+
+    export = subprocess.run(
+        ["uv", "export", "--frozen", "--no-dev", "--no-emit-project", "--no-hashes",
+         "--format", "requirements-txt", "--no-header"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    env = {"python_version": "3.11", "python_full_version": "3.11.2", "sys_platform": "linux",
+           "platform_system": "Linux", "platform_machine": "x86_64",
+           "platform_python_implementation": "CPython", "implementation_name": "cpython",
+           "os_name": "posix"}  # fmt: skip
+    pins: dict[str, str] = {}
+    for line in export.splitlines():
+        if not line or line.startswith(("#", " ")):
+            continue
+        requirement, _, marker = line.partition(";")
+        if marker.strip() and not Marker(marker.strip()).evaluate(env):
+            continue
+        name, version = requirement.strip().split("==")
+        pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
+
+
+def test_installed_distributions_are_exactly_the_lock(image: str) -> None:
+    code = (
+        "import importlib.metadata as m, json, re;"
+        "print(json.dumps({re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): d.version"
+        " for d in m.distributions()}))"
+    )
+    out = run(image, "-c", code, entrypoint="/opt/remora/bin/python")
+    assert out.returncode == 0, out.stderr
+    installed = json.loads(out.stdout)
+    assert installed.pop("remora") == VERSION.group(1)
+    assert installed == _locked()
+
+
+def test_both_iptables_backends_and_envoy_are_present(image: str) -> None:
+    for binary, expected in (("iptables-legacy", "(legacy)"), ("iptables-nft", "(nf_tables)")):
+        out = run(image, "--version", entrypoint=binary)
+        assert expected in out.stdout, out.stderr
+    envoy = run(
+        image,
+        "-c",
+        "from meshlib.envoy_binary import envoy_path; import subprocess;"
+        "print(subprocess.run([str(envoy_path()), '--version'], capture_output=True, text=True).stdout)",
+        entrypoint="/opt/remora/bin/python",
+    )
+    assert "envoy" in envoy.stdout.lower() and "version" in envoy.stdout.lower(), envoy.stderr
+
+
+INIT = "remora init -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -b '*' && iptables-save -t nat"
+
+
+def test_init_container_needs_only_net_admin_and_net_raw_as_root(image: str) -> None:
+    caps = ("--user", "0", "--cap-drop", "ALL", "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW")
+    out = run(image, "-c", INIT, entrypoint="sh", docker_args=caps)
+    assert out.returncode == 0, out.stderr
+    assert "-A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN" in out.stdout
+    assert "-A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006" in out.stdout
+    without = run(
+        image, "-c", INIT, entrypoint="sh", docker_args=("--user", "0", "--cap-drop", "ALL")
+    )
+    assert without.returncode != 0
