@@ -291,8 +291,13 @@ def sidecar(
     cluster_domain = None
     if domain and ".svc." in domain:
         cluster_domain = domain.split(".svc.", 1)[1]
-    labels_file = Path(pod_info_dir) / "labels"
-    labels = parse_downward_api_map(labels_file.read_text()) if labels_file.is_file() else {}
+    pod_info = {
+        name: parse_downward_api_map(path.read_text()) if path.is_file() else {}
+        for name, path in (
+            ("labels", Path(pod_info_dir) / "labels"),
+            ("annotations", Path(pod_info_dir) / "annotations"),
+        )
+    }
     override = None
     override_path = os.environ.get("ISTIO_BOOTSTRAP_OVERRIDE", "").strip()
     if override_path:
@@ -326,7 +331,11 @@ def sidecar(
     )
     try:
         config = build_config(
-            dict(os.environ), options, host_cpus=os.cpu_count() or 1, pod_labels=labels
+            dict(os.environ),
+            options,
+            host_cpus=os.cpu_count() or 1,
+            pod_labels=pod_info["labels"],
+            pod_annotations=pod_info["annotations"],
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -205,8 +205,13 @@ def build_config(
     *,
     host_cpus: int,
     pod_labels: Mapping[str, str] | None = None,
+    pod_annotations: Mapping[str, str] | None = None,
 ) -> AgentConfig:
-    """Decide every setting of the agent; raise :class:`ConfigError` on anything unusable."""
+    """Decide every setting of the agent; raise :class:`ConfigError` on anything unusable.
+
+    ``pod_labels``/``pod_annotations`` come from the downward-API files the injector mounts
+    (``/etc/istio/pod/labels`` and ``annotations``); they go into the node metadata.
+    """
     hint = "the injector sets it from the pod (set it by hand for a local run)"
     pod_name = _require(env, "POD_NAME", hint)
     namespace = _require(env, "POD_NAMESPACE", hint)
@@ -287,6 +292,8 @@ def build_config(
             "PROXY_CONFIG": raw_proxy_config if isinstance(raw_proxy_config, dict) else {},
         }
     )
+    if pod_annotations:
+        meta["ANNOTATIONS"] = dict(pod_annotations)
     if env.get("HOST_IP"):
         meta["HOST_IP"] = env["HOST_IP"]
 

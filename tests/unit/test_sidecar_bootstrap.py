@@ -35,6 +35,7 @@ def load_case(name: str, **option_overrides: Any) -> AgentConfig:
         options,
         host_cpus=spec.get("host_cpus", 2),
         pod_labels=spec.get("pod_labels"),
+        pod_annotations=spec.get("pod_annotations"),
     )
 
 

@@ -25,6 +25,7 @@ def test_control_plane_recognises_the_pod(case: str) -> None:
         AgentOptions(**(spec.get("options") or {})),
         host_cpus=spec.get("host_cpus", 2),
         pod_labels=spec.get("pod_labels"),
+        pod_annotations=spec.get("pod_annotations"),
     )
     # What Envoy sends is the bootstrap's node, after a JSON round trip (as a Struct would be).
     node = json.loads(json.dumps(build_bootstrap(config)["node"]))
