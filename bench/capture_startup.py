@@ -14,6 +14,9 @@ Two interpreters are timed, because a development checkout is not what a pod run
   checkout, whose editable-install import hook alone costs ~15 ms, and (for ``remora``) the
   click CLI module that ``remora.cli`` imports before it can hand over to ``init``.
 
+CPU time (user + system of the run and the iptables tools it starts) is printed beside the
+wall time: it is much less sensitive to other work on the machine than wall time is.
+
 Usage (as root): ``.venv/bin/python bench/capture_startup.py [--runs 20]``
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import secrets
 import shlex
 import statistics
@@ -41,13 +45,20 @@ DEFAULT = shlex.split(
 ANCHOR = "import subprocess; subprocess.run(['iptables-nft-save'], capture_output=True)"
 
 
-def timed(argv: list[str], env: dict[str, str]) -> float:
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall time and CPU time (user + system, the process and its children) in ms."""
+    cpu_before = _children_cpu()
     started = time.perf_counter()
     result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     elapsed = (time.perf_counter() - started) * 1000
     if result.returncode != 0:
         raise SystemExit(f"failed: {shlex.join(argv)}\n{result.stderr}")
-    return elapsed
+    return elapsed, (_children_cpu() - cpu_before) * 1000
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure(runs: int) -> None:
@@ -83,16 +94,21 @@ def measure(runs: int) -> None:
         ("venv   remora init, auto IPv4", [*remora, *v4], venv_env, True),
     ]  # fmt: skip
     cleanup = [py, "-S", "-m", "initcontainer", "--cleanup-only", "--enable-ipv6=false"]
-    print(f"| {'case':<54} | median ms | min ms | max ms |")
-    print(f"|{'-' * 56}|----------:|-------:|-------:|")
+    print(f"| {'case':<54} | wall median ms | wall min | wall max | CPU median ms |")
+    print(f"|{'-' * 56}|---------------:|---------:|---------:|--------------:|")
     for name, argv, env, fresh in cases:
-        samples = []
+        walls, cpus = [], []
         for _ in range(runs):
             if fresh:
                 subprocess.run(cleanup, env=image_env, capture_output=True, check=True)
-            samples.append(timed(argv, env))
-        median, low, high = statistics.median(samples), min(samples), max(samples)
-        print(f"| {name:<54} | {median:9.1f} | {low:6.1f} | {high:6.1f} |", flush=True)
+            wall, cpu = timed(argv, env)
+            walls.append(wall)
+            cpus.append(cpu)
+        print(
+            f"| {name:<54} | {statistics.median(walls):14.1f} | {min(walls):8.1f} | "
+            f"{max(walls):8.1f} | {statistics.median(cpus):13.1f} |",
+            flush=True,
+        )
 
 
 def main() -> int:
