@@ -215,7 +215,8 @@ class SecretDiscoveryServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):
 
 
 async def start_sds_server(server: SecretDiscoveryServer, socket_path: str) -> grpc.aio.Server:
-    """Listen on ``unix:<socket_path>`` (a stale socket from a previous run is replaced)."""
+    """Listen on ``unix:<socket_path>``, owner-only (a stale socket from a previous run is
+    replaced)."""
     path = Path(socket_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
@@ -224,4 +225,7 @@ async def start_sds_server(server: SecretDiscoveryServer, socket_path: str) -> g
     sds_pb2_grpc.add_SecretDiscoveryServiceServicer_to_server(server, grpc_server)
     grpc_server.add_insecure_port(f"unix:{os.fspath(path.absolute())}")
     await grpc_server.start()
+    # The socket hands out the workload's private key: only our user (Envoy runs as it) may
+    # connect, not another container that mounts the same volume under another uid.
+    path.chmod(0o600)
     return grpc_server

@@ -185,6 +185,7 @@ def test_sds_serves_and_pushes_rotations_over_a_unix_socket(ca_dir: Path, tmp_pa
         server = await start_sds_server(
             SecretDiscoveryServer(manager, on_push=pushed.append), socket_path
         )
+        assert Path(socket_path).stat().st_mode & 0o777 == 0o600
         try:
             async with grpc.aio.insecure_channel(f"unix:{socket_path}") as channel:
                 stub = sds_pb2_grpc.SecretDiscoveryServiceStub(channel)
