@@ -742,3 +742,19 @@ def test_kind_demo_app_is_valid_and_deployed_unchanged_into_an_injected_namespac
     assert _selects(
         service["spec"]["selector"], deployments["server"]["spec"]["template"]["metadata"]["labels"]
     )
+
+
+def test_control_plane_tls_and_ca_values_reach_the_pod() -> None:
+    on = one(rendered("cert-manager-values.yaml"), "Deployment", "discovery")
+    container = on["spec"]["template"]["spec"]["containers"][0]
+    assert _arg(container["args"], "--secure-xds-port") == "15012"
+    assert "https-xds" in {p["name"] for p in container["ports"]}
+    off = one(rendered("default-values.yaml"), "Deployment", "discovery")
+    container = off["spec"]["template"]["spec"]["containers"][0]
+    assert not [a for a in container["args"] if a.startswith("--secure-xds-port")]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["DEFAULT_WORKLOAD_CERT_TTL"] == "24h"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["cacerts"] == "/etc/cacerts"
+    volume = next(v for v in off["spec"]["template"]["spec"]["volumes"] if v["name"] == "cacerts")
+    assert volume["secret"] == {"secretName": "cacerts", "optional": True}
