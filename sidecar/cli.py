@@ -229,7 +229,9 @@ def proxy() -> None:
 @click.option("--stsPort", "sts_port", type=int, hidden=True)
 @click.option("--outlierLogPath", "outlier_log_path", hidden=True)
 @click.option(
-    "--dry-run", is_flag=True, help="Print the bootstrap and Envoy's command line, then exit."
+    "--dry-run",
+    is_flag=True,
+    help="Print the bootstrap, Envoy's command line and the app probes, then exit.",
 )
 def sidecar(
     *,
@@ -342,6 +344,7 @@ def sidecar(
 
     from meshlib.envoy_binary import envoy_path
     from sidecar.bootstrap import build_bootstrap, envoy_args
+    from sidecar.probes import describe
 
     if dry_run:
         click.echo(
@@ -349,6 +352,15 @@ def sidecar(
                 {
                     "bootstrap": build_bootstrap(config),
                     "envoy_args": envoy_args(config, "<bootstrap>"),
+                    "app_probes": {
+                        path: describe(probe) for path, probe in sorted(config.probers.items())
+                    },
+                    "probe_destination": config.probe_host,
+                    "app_metrics": (
+                        f"http://127.0.0.1:{config.app_scrape.port}{config.app_scrape.path}"
+                        if config.app_scrape
+                        else None
+                    ),
                 },
                 indent=2,
             )

@@ -40,7 +40,11 @@ def test_dry_run_prints_bootstrap_and_command_line(tmp_path: Path) -> None:
         "--proxyLogLevel=debug",
         "--config-dir",
         str(tmp_path),
-        env={**POD, "ISTIO_CPU_LIMIT": "1"},
+        env={
+            **POD,
+            "ISTIO_CPU_LIMIT": "1",
+            "ISTIO_KUBE_APP_PROBERS": '{"/app-health/web/livez":{"tcpSocket":{"port":8080}}}',
+        },
     )
     assert code == 0, out
     plan = json.loads(out)
@@ -52,6 +56,11 @@ def test_dry_run_prints_bootstrap_and_command_line(tmp_path: Path) -> None:
     assert sds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] == {
         "pipe": {"path": f"{tmp_path}/SDS"}
     }
+    assert plan["app_probes"] == {
+        "/app-health/web/livez": {"tcp": {"port": 8080}, "timeoutSeconds": 1.0}
+    }
+    assert plan["probe_destination"] == "10.0.0.9"
+    assert plan["app_metrics"] is None
     assert not list(tmp_path.iterdir()), "a dry run writes nothing"
 
 
