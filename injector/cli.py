@@ -99,6 +99,24 @@ Examples:
 @click.option(
     "--kubeconfig", type=click.Path(dir_okay=False), help="For --kubernetes-version auto."
 )
+@click.option(
+    "--cert-secret",
+    help="Runtime certificates: keep a CA and serving certificate in this Secret (shared by the "
+    "replicas), write them to --tls-cert/--tls-key and renew them before expiry.",
+)
+@click.option(
+    "--webhook-configuration",
+    help="Runtime certificates: write the CA into this MutatingWebhookConfiguration's caBundle.",
+)
+@click.option("--cert-validity", default="2160h", show_default=True, help="Runtime certificates.")
+@click.option(
+    "--cert-renew-before", default="720h", show_default=True, help="Runtime certificates."
+)
+@click.option(
+    "--namespace",
+    envvar="POD_NAMESPACE",
+    help="Namespace of --cert-secret (default: $POD_NAMESPACE).",
+)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option("--reload-interval", default=2.0, show_default=True, type=float, help="Seconds.")
 @click.option("--log-level", default="info", show_default=True)
@@ -116,6 +134,11 @@ def webhook(  # noqa: PLR0917 - click passes every option
     mesh_file: str | None,
     kubernetes_version: str,
     kubeconfig: str | None,
+    cert_secret: str | None,
+    webhook_configuration: str | None,
+    cert_validity: str,
+    cert_renew_before: str,
+    namespace: str | None,
     workers: int,
     reload_interval: float,
     log_level: str,
@@ -133,6 +156,19 @@ def webhook(  # noqa: PLR0917 - click passes every option
         click.echo(generated.ca_bundle)
     if not tls_cert or not tls_key:
         raise click.UsageError("give --tls-cert and --tls-key, or --self-signed DIR")
+    runtime_certs = None
+    if cert_secret:
+        runtime_certs = _runtime_certificates(
+            cert_secret,
+            namespace,
+            webhook_configuration,
+            tls_cert,
+            tls_key,
+            san,
+            cert_validity,
+            cert_renew_before,
+            kubeconfig,
+        )
     try:
         config = load_config(config_file, mesh_file)
     except ConfigError as exc:
@@ -164,9 +200,54 @@ def webhook(  # noqa: PLR0917 - click passes every option
         kubernetes_version=version,
     )
     try:
-        serve(options, workers=workers)
+        serve(options, workers=workers, on_started=runtime_certs.start if runtime_certs else None)
     except (ConfigError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _runtime_certificates(  # noqa: PLR0917 - the CLI's options, passed on
+    secret: str,
+    namespace: str | None,
+    webhook_configuration: str | None,
+    cert_file: str,
+    key_file: str,
+    sans: tuple[str, ...],
+    validity: str,
+    renew_before: str,
+    kubeconfig: str | None,
+) -> Any:
+    """Set up runtime certificates before serving; the returned manager keeps them current."""
+    import datetime as dt
+
+    from injector.runtime_certs import RuntimeCertError, RuntimeCertificates, RuntimeCertOptions
+    from meshlib.kube import api_client
+    from meshlib.meshconfig import MeshConfigError, parse_duration
+
+    if not namespace:
+        raise click.UsageError("--cert-secret needs --namespace (or $POD_NAMESPACE)")
+    try:
+        lifetime = dt.timedelta(seconds=parse_duration(validity, "--cert-validity"))
+        renew = dt.timedelta(seconds=parse_duration(renew_before, "--cert-renew-before"))
+    except MeshConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if renew >= lifetime:
+        raise click.BadParameter("--cert-renew-before must be shorter than --cert-validity")
+    options = RuntimeCertOptions(
+        secret_name=secret,
+        namespace=namespace,
+        cert_file=cert_file,
+        key_file=key_file,
+        sans=sans,
+        webhook_configuration=webhook_configuration,
+        validity=lifetime,
+        renew_before=renew,
+    )
+    try:
+        manager = RuntimeCertificates(api_client(kubeconfig), options)
+        manager.ensure()
+    except (RuntimeCertError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    return manager
 
 
 KUBE_INJECT_HELP = """Inject the sidecar into Kubernetes YAML, offline.

@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -155,10 +155,22 @@ class TlsFiles:
 class ConfigFiles:
     """The injection config, re-read when its file (or the mesh config file) changes."""
 
-    def __init__(self, config_file: str | None, mesh_config_file: str | None) -> None:
+    def __init__(
+        self,
+        config_file: str | None,
+        mesh_config_file: str | None,
+        kubernetes_version: tuple[int, int] | None = None,
+    ) -> None:
         self.config_file, self.mesh_config_file = config_file, mesh_config_file
+        self.kubernetes_version = kubernetes_version  # learnt at start-up; kept across reloads
         self.digest = _digest(config_file, mesh_config_file)
-        self.config = load_config(config_file, mesh_config_file)
+        self.config = self._load()
+
+    def _load(self) -> InjectorConfig:
+        config = load_config(self.config_file, self.mesh_config_file)
+        if self.kubernetes_version is not None:
+            config = replace(config, kubernetes_version=self.kubernetes_version)
+        return config
 
     @property
     def watched(self) -> bool:
@@ -170,7 +182,7 @@ class ConfigFiles:
         if digest == self.digest:
             return None
         self.digest = digest  # a broken file is reported once, not every interval
-        return load_config(self.config_file, self.mesh_config_file)
+        return self._load()
 
 
 # -- the app ---------------------------------------------------------------------------------
@@ -310,13 +322,9 @@ def _uvicorn_server(app: FastAPI, tls: TlsFiles) -> uvicorn.Server:
 
 
 def _load(options: ServeOptions) -> tuple[WebhookState, ConfigFiles]:
-    from dataclasses import replace
-
-    config_files = ConfigFiles(options.config_file, options.mesh_config_file)
-    if options.kubernetes_version is not None:
-        config_files.config = replace(
-            config_files.config, kubernetes_version=options.kubernetes_version
-        )
+    config_files = ConfigFiles(
+        options.config_file, options.mesh_config_file, options.kubernetes_version
+    )
     tls = TlsFiles(options.cert_file, options.key_file)
     return WebhookState(config_files.config, tls), config_files
 
@@ -360,8 +368,14 @@ def _worker(options: ServeOptions, sock: socket.socket) -> None:
     asyncio.run(_serve_async(server, sock, state, config_files, options.reload_interval))
 
 
-def serve(options: ServeOptions, workers: int = 1) -> None:
-    """Run the webhook in the foreground until SIGINT/SIGTERM."""
+def serve(
+    options: ServeOptions, workers: int = 1, on_started: Callable[[], object] | None = None
+) -> None:
+    """Run the webhook in the foreground until SIGINT/SIGTERM.
+
+    ``on_started`` runs once the workers exist (e.g. to start a background thread, which must
+    not exist when worker processes are forked).
+    """
     sock = bind(options.host, options.port)
     log.info(
         "sidecar injector listening",
@@ -373,6 +387,8 @@ def serve(options: ServeOptions, workers: int = 1) -> None:
     if workers <= 1:
         state, config_files = _load(options)
         server = _uvicorn_server(create_app(state), state.tls)  # type: ignore[arg-type]
+        if on_started is not None:
+            on_started()
         asyncio.run(_serve_async(server, sock, state, config_files, options.reload_interval))
         return
     _load(options)  # fail fast in the parent on a bad config or certificate
@@ -380,6 +396,8 @@ def serve(options: ServeOptions, workers: int = 1) -> None:
     procs = [ctx.Process(target=_worker, args=(options, sock), daemon=True) for _ in range(workers)]
     for proc in procs:
         proc.start()
+    if on_started is not None:
+        on_started()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
