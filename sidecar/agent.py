@@ -208,7 +208,7 @@ class Agent:
             probers=cfg.probers,
             metrics=self.metrics,
             app_scrape=cfg.app_scrape,
-            app_host="::1" if cfg.bind_address == "::" else "127.0.0.1",
+            app_host=cfg.loopback,
             scrape_client=scrape,
         )
         # Bind here, not in uvicorn: a busy port must become our error, not uvicorn's exit.

@@ -216,7 +216,7 @@ def build_bootstrap(config: AgentConfig) -> dict[str, Any]:
 
 def _generated_bootstrap(config: AgentConfig) -> dict[str, Any]:
     ads_source = {"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "0s"}
-    loopback = "::1" if config.bind_address == "::" else "127.0.0.1"
+    loopback = config.loopback
     return {
         "node": {
             "id": config.node_id,

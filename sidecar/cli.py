@@ -357,7 +357,8 @@ def sidecar(
                     },
                     "probe_destination": config.probe_host,
                     "app_metrics": (
-                        f"http://127.0.0.1:{config.app_scrape.port}{config.app_scrape.path}"
+                        f"http://{config.loopback.join('[]') if ':' in config.loopback else config.loopback}"
+                        f":{config.app_scrape.port}{config.app_scrape.path}"
                         if config.app_scrape
                         else None
                     ),

@@ -121,6 +121,11 @@ class AgentConfig:
         return f"spiffe://{self.trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
 
     @property
+    def loopback(self) -> str:
+        """The pod-local address of the family the proxy listens on (admin, app metrics)."""
+        return "::1" if self.bind_address == "::" else "127.0.0.1"
+
+    @property
     def probe_host(self) -> str:
         """Where rewritten probes go when they name no host: the pod IP, like the kubelet."""
         if self.probe_via_localhost or not self.instance_ips:
