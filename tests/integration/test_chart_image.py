@@ -22,9 +22,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-VERSION = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
-assert VERSION
-IMAGE = f"docker.io/remora/remora:{VERSION.group(1)}"
+_match = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
+assert _match, "pyproject.toml has no version"
+VERSION = _match.group(1)
+IMAGE = f"docker.io/remora/remora:{VERSION}"
 
 pytestmark = [pytest.mark.slow]
 
@@ -71,7 +72,7 @@ def run(
 def test_remora_version_runs_in_the_image(image: str) -> None:
     out = run(image, "version")
     assert out.returncode == 0, out.stderr
-    assert f"remora: {VERSION.group(1)}" in out.stdout
+    assert f"remora: {VERSION}" in out.stdout
 
 
 def test_image_carries_version_labels_and_runs_as_the_proxy_user(image: str) -> None:
@@ -82,7 +83,7 @@ def test_image_carries_version_labels_and_runs_as_the_proxy_user(image: str) -> 
         ).stdout
     )  # fmt: skip
     labels = config["Labels"]
-    assert labels["org.opencontainers.image.version"] == VERSION.group(1)
+    assert labels["org.opencontainers.image.version"] == VERSION
     assert labels["org.opencontainers.image.revision"] not in {"", "unknown"}
     assert config["User"] == "1337:1337"
     assert config["Entrypoint"] == ["remora"]
@@ -124,7 +125,7 @@ def test_installed_distributions_are_exactly_the_lock(image: str) -> None:
     out = run(image, "-c", code, entrypoint="/opt/remora/bin/python")
     assert out.returncode == 0, out.stderr
     installed = json.loads(out.stdout)
-    assert installed.pop("remora") == VERSION.group(1)
+    assert installed.pop("remora") == VERSION
     assert installed == _locked()
 
 
