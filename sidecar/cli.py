@@ -51,6 +51,10 @@ def _agent_log_level(value: str) -> str:
     return {"warn": "warning", "none": "critical", "fatal": "critical"}.get(level, level)
 
 
+def _http_url(host: str, port: int, path: str) -> str:
+    return f"http://[{host}]:{port}{path}" if ":" in host else f"http://{host}:{port}{path}"
+
+
 def _load_override(path: str) -> dict[str, Any]:
     """The pod's custom bootstrap (``sidecar.istio.io/bootstrapOverride``), JSON or YAML."""
     import yaml
@@ -357,8 +361,7 @@ def sidecar(
                     },
                     "probe_destination": config.probe_host,
                     "app_metrics": (
-                        f"http://{config.loopback.join('[]') if ':' in config.loopback else config.loopback}"
-                        f":{config.app_scrape.port}{config.app_scrape.path}"
+                        _http_url(config.loopback, config.app_scrape.port, config.app_scrape.path)
                         if config.app_scrape
                         else None
                     ),
