@@ -204,6 +204,90 @@ def concurrency_for(
     return DEFAULT_CONCURRENCY
 
 
+def _instance_ips(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = env.get("INSTANCE_IP", "").strip() or "127.0.0.1"
+    ips = []
+    for ip in raw.split(","):
+        try:
+            ips.append(str(ipaddress.ip_address(ip.strip())))
+        except ValueError as exc:
+            raise ConfigError(f"INSTANCE_IP={raw!r}: {ip.strip()!r} is not an IP address") from exc
+    return tuple(ips)
+
+
+def _proxy_config(env: Mapping[str, str]) -> tuple[dict[str, Any], ProxyConfig]:
+    """``PROXY_CONFIG`` as given (for the node metadata) and parsed, with Istio's defaults."""
+    try:
+        raw = json.loads(env.get("PROXY_CONFIG") or "{}")
+        return (raw if isinstance(raw, dict) else {}), parse_proxy_config(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"PROXY_CONFIG is not valid JSON ({exc.msg} at character {exc.pos})"
+        ) from exc
+    except MeshConfigError as exc:
+        raise ConfigError(f"PROXY_CONFIG: {exc}") from exc
+
+
+def _xds_upstream(options: AgentOptions, proxy_config: ProxyConfig) -> XdsUpstream:
+    discovery = options.discovery_address or proxy_config.discovery_address
+    host, port = split_host_port(discovery, "discovery address")
+    return XdsUpstream(
+        host=host,
+        port=port,
+        tls=options.xds_tls if options.xds_tls is not None else port != PLAINTEXT_XDS_PORT,
+        root_cert_path=options.xds_root_cert,
+        server_name=options.xds_server_name or host,
+        api=options.xds_api,
+    )
+
+
+def _ports(options: AgentOptions, proxy_config: ProxyConfig) -> Ports:
+    ports = Ports(
+        admin=options.admin_port or proxy_config.proxy_admin_port,
+        status=options.status_port or proxy_config.status_port,
+        health=options.health_port or Ports.health,
+        prometheus=options.prometheus_port or Ports.prometheus,
+    )
+    used: dict[int, str] = {}
+    for name, value in vars(ports).items():
+        if not 1 <= value <= 65535:
+            raise ConfigError(f"{name} port {value} is outside 1-65535")
+        if value in used:
+            raise ConfigError(
+                f"the {name} and {used[value]} ports are both {value}: pick distinct ports"
+            )
+        used[value] = name
+    return ports
+
+
+@dataclass(frozen=True)
+class _Drain:
+    duration_s: float
+    termination_s: float
+    minimum_s: float
+
+
+def _drain(env: Mapping[str, str], options: AgentOptions, proxy_config: ProxyConfig) -> _Drain:
+    """Flags win over Istio's env variables, which win over ProxyConfig."""
+
+    def pick(flag: float | None, env_name: str | None, fallback: float) -> float:
+        if flag is not None:
+            return flag
+        from_env = _duration_env(env, env_name) if env_name else None
+        return from_env if from_env is not None else fallback
+
+    termination = pick(
+        options.termination_drain_duration_s,
+        "TERMINATION_DRAIN_DURATION_SECONDS",
+        proxy_config.termination_drain_duration_seconds,
+    )
+    minimum = pick(options.minimum_drain_duration_s, "MINIMUM_DRAIN_DURATION", 1.0)
+    duration = pick(options.drain_duration_s, None, proxy_config.drain_duration_seconds)
+    if duration <= 0 or termination < 0 or options.drain_poll_interval_s <= 0:
+        raise ConfigError("drain durations must be positive (e.g. --drain-duration 45s)")
+    return _Drain(duration, termination, min(minimum, termination))
+
+
 def build_config(
     env: Mapping[str, str],
     options: AgentOptions,
@@ -220,68 +304,27 @@ def build_config(
     hint = "the injector sets it from the pod (set it by hand for a local run)"
     pod_name = _require(env, "POD_NAME", hint)
     namespace = _require(env, "POD_NAMESPACE", hint)
-    ips_raw = env.get("INSTANCE_IP", "").strip() or "127.0.0.1"
-    instance_ips: list[str] = []
-    for ip in ips_raw.split(","):
-        try:
-            instance_ips.append(str(ipaddress.ip_address(ip.strip())))
-        except ValueError as exc:
-            raise ConfigError(
-                f"INSTANCE_IP={ips_raw!r}: {ip.strip()!r} is not an IP address"
-            ) from exc
+    instance_ips = _instance_ips(env)
     service_account = env.get("SERVICE_ACCOUNT", "").strip() or "default"
     trust_domain = env.get("TRUST_DOMAIN", "").strip() or "cluster.local"
-
-    try:
-        raw_proxy_config = json.loads(env.get("PROXY_CONFIG") or "{}")
-        proxy_config = parse_proxy_config(raw_proxy_config)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"PROXY_CONFIG is not valid JSON ({exc.msg} at character {exc.pos})"
-        ) from exc
-    except MeshConfigError as exc:
-        raise ConfigError(f"PROXY_CONFIG: {exc}") from exc
-
-    discovery = options.discovery_address or proxy_config.discovery_address
-    host, port = split_host_port(discovery, "discovery address")
-    tls = options.xds_tls if options.xds_tls is not None else port != PLAINTEXT_XDS_PORT
-    xds = XdsUpstream(
-        host=host,
-        port=port,
-        tls=tls,
-        root_cert_path=options.xds_root_cert,
-        server_name=options.xds_server_name or host,
-        api=options.xds_api,
-    )
-
-    ports = Ports(
-        admin=options.admin_port or proxy_config.proxy_admin_port,
-        status=options.status_port or proxy_config.status_port,
-        health=options.health_port or Ports.health,
-        prometheus=options.prometheus_port or Ports.prometheus,
-    )
-    used: dict[int, str] = {}
-    for name, value in vars(ports).items():
-        if not 1 <= value <= 65535:
-            raise ConfigError(f"{name} port {value} is outside 1-65535")
-        if value in used:
-            raise ConfigError(
-                f"the {name} and {used[value]} ports are both {value}: pick distinct ports"
-            )
-        used[value] = name
-
+    raw_proxy_config, proxy_config = _proxy_config(env)
+    xds = _xds_upstream(options, proxy_config)
+    ports = _ports(options, proxy_config)
     ipv6_only = all(ipaddress.ip_address(ip).version == 6 for ip in instance_ips)
-    bind_address = options.bind_address or ("::" if ipv6_only else "0.0.0.0")
     cluster_domain = options.cluster_domain or "cluster.local"
+    drain = _drain(env, options, proxy_config)
 
     try:
         meta = metadata_from_env(env)
-    except NodeMetadataError as exc:
+        probers = parse_app_probers(env.get(PROBERS_ENV))
+        app_scrape = parse_scrape_annotations(env.get("ISTIO_PROMETHEUS_ANNOTATIONS"))
+    except (NodeMetadataError, ProbeConfigError, ScrapeConfigError) as exc:
         raise ConfigError(str(exc)) from exc
     labels = dict(pod_labels or {})
     if not labels and isinstance(meta.get("LABELS"), Mapping):
         labels = {str(k): str(v) for k, v in meta["LABELS"].items()}
     workload_name = str(meta.get("WORKLOAD_NAME") or pod_name)
+    # The agent's own keys win over ISTIO_META_*: a pod cannot claim another pod's name.
     meta.update(
         {
             "NAME": pod_name,
@@ -294,7 +337,7 @@ def build_config(
             "ENVOY_STATUS_PORT": ports.health,
             "ENVOY_PROMETHEUS_PORT": ports.prometheus,
             "PILOT_SAN": [xds.server_name] if xds.tls else [],
-            "PROXY_CONFIG": raw_proxy_config if isinstance(raw_proxy_config, dict) else {},
+            "PROXY_CONFIG": raw_proxy_config,
         }
     )
     if pod_annotations:
@@ -302,40 +345,10 @@ def build_config(
     if env.get("HOST_IP"):
         meta["HOST_IP"] = env["HOST_IP"]
 
-    try:
-        probers = parse_app_probers(env.get(PROBERS_ENV))
-        app_scrape = parse_scrape_annotations(env.get("ISTIO_PROMETHEUS_ANNOTATIONS"))
-    except (ProbeConfigError, ScrapeConfigError) as exc:
-        raise ConfigError(str(exc)) from exc
-
-    termination_drain = (
-        options.termination_drain_duration_s
-        if options.termination_drain_duration_s is not None
-        else _duration_env(env, "TERMINATION_DRAIN_DURATION_SECONDS")
-    )
-    minimum_drain = (
-        options.minimum_drain_duration_s
-        if options.minimum_drain_duration_s is not None
-        else _duration_env(env, "MINIMUM_DRAIN_DURATION")
-    )
-    termination_drain = (
-        termination_drain
-        if termination_drain is not None
-        else proxy_config.termination_drain_duration_seconds
-    )
-    minimum_drain = min(minimum_drain if minimum_drain is not None else 1.0, termination_drain)
-    drain_duration = (
-        options.drain_duration_s
-        if options.drain_duration_s is not None
-        else proxy_config.drain_duration_seconds
-    )
-    if drain_duration <= 0 or termination_drain < 0 or options.drain_poll_interval_s <= 0:
-        raise ConfigError("drain durations must be positive (e.g. --drain-duration 45s)")
-
     return AgentConfig(
         pod_name=pod_name,
         namespace=namespace,
-        instance_ips=tuple(instance_ips),
+        instance_ips=instance_ips,
         service_account=service_account,
         trust_domain=trust_domain,
         cluster_domain=cluster_domain,
@@ -350,7 +363,7 @@ def build_config(
         proxy_config=proxy_config,
         xds=xds,
         ports=ports,
-        bind_address=bind_address,
+        bind_address=options.bind_address or ("::" if ipv6_only else "0.0.0.0"),
         concurrency=concurrency_for(
             flag=options.concurrency,
             proxy_config=proxy_config,
@@ -362,9 +375,9 @@ def build_config(
         proxy_log_level=options.proxy_log_level,
         component_log_level=options.component_log_level,
         log_json=options.log_json,
-        drain_duration_s=drain_duration,
-        termination_drain_duration_s=termination_drain,
-        minimum_drain_duration_s=minimum_drain,
+        drain_duration_s=drain.duration_s,
+        termination_drain_duration_s=drain.termination_s,
+        minimum_drain_duration_s=drain.minimum_s,
         exit_on_zero_active_connections=_bool_env(env, "EXIT_ON_ZERO_ACTIVE_CONNECTIONS", True),
         drain_poll_interval_s=options.drain_poll_interval_s,
         workload_certificates=options.workload_certificates,
