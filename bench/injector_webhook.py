@@ -203,10 +203,10 @@ def in_process(profile: bool) -> dict[str, float]:
     for _ in range(50):
         review(body, "application/json", config)
     n = 1000
-    started = time.perf_counter()
+    started = time.process_time()
     for _ in range(n):
         review(body, "application/json", config)
-    per_call = (time.perf_counter() - started) / n
+    per_call = (time.process_time() - started) / n
     if profile:
         import cProfile
         import pstats
@@ -218,6 +218,23 @@ def in_process(profile: bool) -> dict[str, float]:
         prof.disable()
         pstats.Stats(prof).sort_stats("cumulative").print_stats(18)
     return {"review_us": per_call * 1e6, "reviews_per_s_one_core": 1 / per_call}
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """CPU time of the webhook process and its workers (user + system), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    total = 0.0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
 
 
 def cpu_seconds() -> float:
@@ -242,12 +259,16 @@ def main() -> None:
     for workers in args.workers:
         with Webhook(workers) as hook:
             asyncio.run(closed_loop(hook, 2.0, args.connections))  # warm up
-            cpu0 = cpu_seconds()
+            assert hook.proc is not None
+            pid = hook.proc.pid
+            cpu0, srv0 = cpu_seconds(), server_cpu_seconds(pid)
             fixed = asyncio.run(fixed_rate(hook, args.rate, seconds, connections=4))
             fixed["client_cpu"] = (cpu_seconds() - cpu0) / seconds
-            cpu0 = cpu_seconds()
+            fixed["server_cpu_ms"] = (server_cpu_seconds(pid) - srv0) * 1000 / fixed["requests"]
+            cpu0, srv0 = cpu_seconds(), server_cpu_seconds(pid)
             peak = asyncio.run(closed_loop(hook, seconds, args.connections))
             peak["client_cpu"] = (cpu_seconds() - cpu0) / seconds
+            peak["server_cpu_ms"] = (server_cpu_seconds(pid) - srv0) * 1000 / peak["requests"]
             results[f"workers_{workers}"] = {"fixed_rate": fixed, "max": peak}
 
     if args.json:
@@ -259,8 +280,11 @@ def main() -> None:
         f"in-process review(): {ip['review_us']:.0f} µs ({ip['reviews_per_s_one_core']:.0f}/s on one core)"
     )
     print()
-    print("| workers | load | achieved/s | p50 ms | p90 ms | p99 ms | max ms | client CPU |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| workers | load | achieved/s | p50 ms | p90 ms | p99 ms | max ms "
+        "| server CPU ms/review | client CPU |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for workers in args.workers:
         entry = results[f"workers_{workers}"]
         assert isinstance(entry, dict)
@@ -270,7 +294,8 @@ def main() -> None:
         ):
             print(
                 f"| {workers} | {label} | {row['rate']:.0f} | {row['p50_ms']:.2f} | {row['p90_ms']:.2f} "
-                f"| {row['p99_ms']:.2f} | {row['max_ms']:.1f} | {row['client_cpu'] * 100:.0f}% |"
+                f"| {row['p99_ms']:.2f} | {row['max_ms']:.1f} | {row['server_cpu_ms']:.2f} "
+                f"| {row['client_cpu'] * 100:.0f}% |"
             )
 
 
