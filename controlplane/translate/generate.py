@@ -120,7 +120,11 @@ def _fixed_clusters(shape: ProxyShape) -> list[Resource]:
 
 
 class ConfigGenerator:
-    """Builds and caches :class:`ProxyResources`; see the module docstring. Not thread-safe."""
+    """Builds and caches :class:`ProxyResources`; see the module docstring.
+
+    One generator serves the snapshots of one store (its caches are keyed by that store's
+    revisions). Not thread-safe: use it from the event loop.
+    """
 
     def __init__(self) -> None:
         self._snapshot: MeshSnapshot | None = None

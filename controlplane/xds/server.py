@@ -173,7 +173,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         # match (they are stale by construction).
         self._instance = uuid.uuid4().hex[:8]
 
-    async def StreamAggregatedResources(  # gRPC method name
+    async def StreamAggregatedResources(  # name fixed by the gRPC service
         self,
         request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
         context: grpc.aio.ServicerContext,
@@ -181,7 +181,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         async for response in self._serve(request_iterator, context, SotwProtocol):
             yield response
 
-    async def DeltaAggregatedResources(  # gRPC method name
+    async def DeltaAggregatedResources(  # name fixed by the gRPC service
         self,
         request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest],
         context: grpc.aio.ServicerContext,
@@ -249,6 +249,12 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
                     conn.take_wake()
                     continue
                 self._handle(conn, item)
+        except Exception:
+            # A bug here must be loud: Envoy will reconnect and hit it again.
+            log.exception(
+                "xDS stream failed", extra={"proxy": conn.identity.pod_ref if conn else None}
+            )
+            raise
         finally:
             reader.cancel()
             if conn is not None:
