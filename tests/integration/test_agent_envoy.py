@@ -566,7 +566,7 @@ def test_sigterm_drains_until_the_last_request_is_done(
         assert code == 0
         assert result.get("status") == 200, result
         # Exited early (well before the 20 s limit) once the request was done.
-        assert 1.2 <= took < 6, took
+        assert 1.2 <= took < 10, took
         assert not _alive(agent.envoy_pid)
     finally:
         AppHandler.slow_s = 1.5
@@ -609,7 +609,7 @@ def test_drain_endpoint_then_quit_cuts_a_long_drain_short(
         time.sleep(0.3)
         assert agent.proc.poll() is None  # drain alone does not stop the proxy
 
-        AppHandler.slow_s = 8.0
+        AppHandler.slow_s = 12.0
         outcome: list[str] = []
 
         def slow_request() -> None:
@@ -628,7 +628,7 @@ def test_drain_endpoint_then_quit_cuts_a_long_drain_short(
         quit_sent = time.monotonic()
         assert httpx.post(agent.url(agent.status, "/quitquitquit"), timeout=5).status_code == 200
         assert agent.proc.wait(15) == 0
-        assert time.monotonic() - quit_sent < 3
+        assert time.monotonic() - quit_sent < 6  # the request would have held it ~10 s more
         client.join(5)
         assert outcome and outcome[0] != "answered"  # quit does not wait for the request
     finally:
