@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from initcontainer import cli, environment
-from initcontainer.cli import build_parser, config_from_args, main, parse_duration
+from initcontainer.cli import main
 from initcontainer.config import CaptureConfig
+from initcontainer.flags import build_parser, config_from_args, parse_duration
 
 PINNED = ["--enable-ipv6=false", "-u", "1337"]
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from initcontainer.cli import build_parser, config_from_args
+from initcontainer.flags import build_parser, config_from_args
 from initcontainer.plan import build_plan
 from initcontainer.restore import cleanup_text, install_text, parse_save, transaction
 from initcontainer.rules import BUILTIN_CHAINS, OWNER_COMMENT

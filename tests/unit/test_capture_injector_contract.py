@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from initcontainer.cli import build_parser, config_from_args
+from initcontainer.flags import build_parser, config_from_args
 from initcontainer.plan import build_plan
 
 INJECTOR_GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "injector"

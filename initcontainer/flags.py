@@ -1,0 +1,695 @@
+"""istio-iptables' command line: every flag, the environment variables it reads, and the
+translation of parsed flags into a :class:`~initcontainer.config.CaptureConfig`.
+
+The names, short forms and environment bindings are istio-iptables' own, so the arguments
+the injector renders and the commands in Istio's documentation work unchanged. An explicit
+flag beats its environment variable. The inputs istio-iptables takes from the machine
+(IPv6, DNS servers, the proxy uid) are derived here, only when their flag asks for it, and
+logged.
+"""
+
+# Annotations are evaluated eagerly (no ``from __future__ import annotations``): NamedTuple
+# compiles every *string* annotation into a ForwardRef, ~0.1 ms per field on each pod start.
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from initcontainer import environment
+from initcontainer.config import (
+    CaptureConfig,
+    DnsCapture,
+    OwnerGroups,
+    parse_cidrs,
+    parse_dns_servers,
+    parse_inbound_ports,
+    parse_interfaces,
+    parse_ipv4_loopback_cidr,
+    parse_mode,
+    parse_owner_groups,
+    parse_owner_ids,
+    parse_port,
+    parse_port_list,
+    split_list,
+    validate,
+)
+
+log = logging.getLogger("initcontainer")
+
+PROG = "remora init"
+
+DESCRIPTION = """\
+Redirect a pod's TCP traffic to its Envoy sidecar (the init container of every meshed pod).
+
+Installs nat (and, for TPROXY, mangle) rules so that inbound connections land on Envoy's
+inbound port (15006) and outbound ones on its outbound port (15001), while Envoy's own
+traffic (uid/gid 1337) and the app's loopback traffic are left alone. Flags and
+environment variables are those of istio-iptables. Each IP family is applied in one
+transaction; re-running replaces our rules and never touches other tools' rules; any
+failure exits non-zero with none of our rules left behind.
+
+Run as root with the capabilities NET_ADMIN and NET_RAW (nft needs only NET_ADMIN).
+"""
+
+EPILOG = """\
+examples:
+  # What the injector runs in every pod (Istio's defaults):
+  remora init -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x "" -b '*' -d 15090,15021,15020
+
+  # Show the iptables-restore input without changing anything:
+  remora init --dry-run -i '*' -b '*' -d 15090,15021,15020
+
+  # Capture only inbound port 8080, skip a database port and a CIDR outbound:
+  remora init -b 8080 -i '*' -o 5432 -x 10.96.0.0/12
+
+  # Dual-stack, with DNS capture and a proof that capture works:
+  remora init -i '*' -b '*' --dual-stack --redirect-dns --validate
+
+  # Remove everything this command installed (a no-op when repeated):
+  remora init --cleanup-only
+
+  # Only check capture (e.g. when a CNI plugin installed the rules):
+  remora init validate -i '*'
+
+backends:
+  iptables-restore (default) reads iptables-{nft,legacy}-save, picks the flavour that holds
+    the node's rules (override with --iptables-mode) and writes one transaction per family.
+  python-iptables writes through libiptc: IPv4 and iptables-legacy only, because of an
+    upstream IPv6 bug (ldx/python-iptables #244) that lets IPv6 traffic bypass capture.
+
+exit codes: 0 ok, 1 capture failed (the message says how to fix it), 2 bad flags,
+  126 rules installed but validation showed traffic is not captured.
+"""
+
+
+# --- flag table ---------------------------------------------------------------------------
+
+
+def parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "t", "true", "yes", "on"):
+        return True
+    if lowered in ("", "0", "f", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r} is not a boolean (true/false)")
+
+
+def parse_duration(value: str) -> float:
+    """Go-style durations as istio-iptables takes them (``5s``, ``500ms``, ``1m``) or seconds."""
+    number, scale = value.strip(), 1.0
+    for suffix, unit in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):  # "ms" before "s"
+        if number.endswith(suffix):
+            number, scale = number.removesuffix(suffix), unit
+            break
+    try:
+        seconds = float(number) * scale
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"{value!r} is not a duration such as 5s or 500ms")
+    return seconds
+
+
+class Flag(NamedTuple):
+    """One command-line flag and the environment variables it also reads."""
+
+    long: str
+    short: str | None
+    envs: tuple[str, ...]
+    default: Any
+    help: str
+    type: Callable[[str], Any] = str
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+
+    @property
+    def is_bool(self) -> bool:
+        return self.type is parse_bool
+
+
+def _env(name: str) -> tuple[str, ...]:
+    """istio-iptables' binding: a flag reads UPPER_SNAKE of its name from the environment."""
+    return (name.upper().replace("-", "_"),)
+
+
+GROUPS: list[tuple[str, list[Flag]]] = [
+    (
+        "ports and identity",
+        [
+            Flag(
+                "envoy-port",
+                "p",
+                (),
+                "15001",
+                "outbound capture port (Envoy's virtualOutbound)",
+                metavar="PORT",
+            ),
+            Flag(
+                "inbound-capture-port",
+                "z",
+                _env("inbound-capture-port"),
+                "15006",
+                "inbound capture port (Envoy's virtualInbound)",
+                metavar="PORT",
+            ),
+            Flag(
+                "inbound-tunnel-port",
+                "e",
+                _env("inbound-tunnel-port"),
+                "15008",
+                "HBONE tunnel port: never captured inbound",
+                metavar="PORT",
+            ),
+            Flag(
+                "proxy-uid",
+                "u",
+                _env("proxy-uid"),
+                "",
+                "uid(s) of the proxy, comma separated; its traffic is never captured "
+                "(empty: the uid of $ENVOY_USER, else 1337)",
+                metavar="UIDS",
+            ),
+            Flag(
+                "proxy-gid",
+                "g",
+                _env("proxy-gid"),
+                "",
+                "gid(s) of the proxy (empty: same as the uid)",
+                metavar="GIDS",
+            ),
+        ],
+    ),
+    (
+        "inbound",
+        [
+            Flag(
+                "istio-inbound-interception-mode",
+                "m",
+                _env("istio-inbound-interception-mode"),
+                "REDIRECT",
+                "REDIRECT (nat) or TPROXY (mangle, keeps the client address)",
+                metavar="MODE",
+            ),
+            Flag(
+                "istio-inbound-ports",
+                "b",
+                _env("istio-inbound-ports"),
+                "",
+                "inbound ports to capture: '*' for all, a comma list, or empty for none",
+                metavar="PORTS",
+            ),
+            Flag(
+                "istio-local-exclude-ports",
+                "d",
+                _env("istio-local-exclude-ports"),
+                "",
+                "inbound ports never captured (with -b '*')",
+                metavar="PORTS",
+            ),
+        ],
+    ),
+    (
+        "outbound",
+        [
+            Flag(
+                "istio-service-cidr",
+                "i",
+                _env("istio-service-cidr"),
+                "",
+                "destinations to capture: '*' for all, comma CIDRs, or empty for none",
+                metavar="CIDRS",
+            ),
+            Flag(
+                "istio-service-exclude-cidr",
+                "x",
+                _env("istio-service-exclude-cidr"),
+                "",
+                "destinations never captured, comma CIDRs",
+                metavar="CIDRS",
+            ),
+            Flag(
+                "istio-outbound-ports",
+                "q",
+                _env("istio-outbound-ports"),
+                "",
+                "ports always captured, whatever the destination",
+                metavar="PORTS",
+            ),
+            Flag(
+                "istio-local-outbound-ports-exclude",
+                "o",
+                _env("istio-local-outbound-ports-exclude"),
+                "",
+                "ports never captured (TCP and UDP)",
+                metavar="PORTS",
+            ),
+            Flag(
+                "outbound-owner-groups",
+                None,
+                ("ISTIO_OUTBOUND_OWNER_GROUPS",),
+                "*",
+                "only capture traffic of these groups (names or gids; '*' all)",
+                metavar="GROUPS",
+            ),
+            Flag(
+                "outbound-owner-groups-exclude",
+                None,
+                ("ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE",),
+                "",
+                "never capture traffic of these groups",
+                metavar="GROUPS",
+            ),
+            Flag(
+                "outbound-ipv4-loopback-cidr",
+                None,
+                ("ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR",),
+                "127.0.0.1/32",
+                "IPv4 loopback range treated as the pod itself",
+                metavar="CIDR",
+            ),
+        ],
+    ),
+    (
+        "interfaces",
+        [
+            Flag(
+                "istio-exclude-interfaces",
+                "c",
+                _env("istio-exclude-interfaces"),
+                "",
+                "interfaces whose traffic is never captured",
+                metavar="NICS",
+            ),
+            Flag(
+                "kube-virt-interfaces",
+                "k",
+                _env("kube-virt-interfaces"),
+                "",
+                "virtual (VM) interfaces whose inbound traffic is captured as outbound",
+                metavar="NICS",
+            ),
+        ],
+    ),
+    (
+        "TPROXY",
+        [
+            Flag(
+                "istio-inbound-tproxy-mark",
+                "t",
+                _env("istio-inbound-tproxy-mark"),
+                "1337",
+                "packet mark for TPROXY",
+                type=int,
+                metavar="MARK",
+            ),
+            Flag(
+                "istio-inbound-tproxy-route-table",
+                "r",
+                _env("istio-inbound-tproxy-route-table"),
+                "133",
+                "route table for TPROXY's local delivery",
+                type=int,
+                metavar="TABLE",
+            ),
+        ],
+    ),
+    (
+        "DNS and packet hygiene",
+        [
+            Flag(
+                "redirect-dns",
+                None,
+                ("REDIRECT_DNS", "ISTIO_META_DNS_CAPTURE"),
+                False,
+                "send DNS (port 53) for the resolv.conf servers to the agent on 15053",
+                type=parse_bool,
+            ),
+            Flag(
+                "capture-all-dns",
+                None,
+                _env("capture-all-dns"),
+                False,
+                "with --redirect-dns: capture DNS to any server",
+                type=parse_bool,
+            ),
+            Flag(
+                "dns-servers",
+                None,
+                ("REMORA_DNS_SERVERS",),
+                None,
+                "DNS servers to capture (default: the nameservers in --resolv-conf)",
+                metavar="IPS",
+            ),
+            Flag(
+                "resolv-conf",
+                None,
+                ("REMORA_RESOLV_CONF",),
+                str(environment.RESOLV_CONF),
+                "where to read DNS servers from",
+                metavar="PATH",
+            ),
+            Flag(
+                "drop-invalid",
+                None,
+                ("DROP_INVALID", "INVALID_DROP"),
+                False,
+                "drop conntrack-INVALID packets instead of letting them reset connections",
+                type=parse_bool,
+            ),
+        ],
+    ),
+    (
+        "IPv6",
+        [
+            Flag(
+                "dual-stack",
+                None,
+                ("DUAL_STACK", "ISTIO_DUAL_STACK"),
+                False,
+                "install IPv6 rules too (implies --enable-ipv6=true)",
+                type=parse_bool,
+            ),
+            Flag(
+                "enable-ipv6",
+                None,
+                ("REMORA_ENABLE_IPV6",),
+                "auto",
+                "install IPv6 rules: auto = when the pod has a global IPv6 address",
+                choices=("auto", "true", "false"),
+            ),
+        ],
+    ),
+    (
+        "backend",
+        [
+            Flag(
+                "backend",
+                None,
+                ("REMORA_CAPTURE_BACKEND",),
+                "iptables-restore",
+                "how rules reach the kernel",
+                choices=("iptables-restore", "python-iptables"),
+            ),
+            Flag(
+                "iptables-mode",
+                None,
+                ("REMORA_IPTABLES_MODE",),
+                "auto",
+                "nft or legacy iptables (auto: the one holding the node's rules)",
+                choices=("auto", "nft", "legacy"),
+            ),
+            Flag(
+                "force-legacy-iptables",
+                None,
+                _env("force-legacy-iptables"),
+                False,
+                "istio-iptables' name for --iptables-mode=legacy",
+                type=parse_bool,
+            ),
+        ],
+    ),
+    (
+        "what to do",
+        [
+            Flag(
+                "dry-run",
+                "n",
+                _env("dry-run"),
+                False,
+                "print the iptables-restore input for a fresh pod ('# ipv4', then "
+                "'# ipv6' blocks) and change nothing",
+                type=parse_bool,
+            ),
+            Flag(
+                "cleanup-only",
+                None,
+                _env("cleanup-only"),
+                False,
+                "remove every rule of ours (from both iptables backends) and exit",
+                type=parse_bool,
+            ),
+            Flag(
+                "reconcile",
+                None,
+                _env("reconcile"),
+                False,
+                "accepted for compatibility: every run replaces earlier rules of ours",
+                type=parse_bool,
+            ),
+            Flag(
+                "force-apply",
+                None,
+                _env("force-apply"),
+                False,
+                "accepted for compatibility: rules are always (re)applied",
+                type=parse_bool,
+            ),
+            Flag(
+                "skip-rule-apply",
+                None,
+                _env("skip-rule-apply"),
+                False,
+                "do not install rules (use with --run-validation)",
+                type=parse_bool,
+            ),
+            Flag(
+                "network-namespace",
+                None,
+                _env("network-namespace"),
+                "",
+                "work inside this network namespace (a path under /var/run/netns or /proc)",
+                metavar="PATH",
+            ),
+        ],
+    ),
+    (
+        "validation",
+        [
+            Flag(
+                "validate",
+                None,
+                ("REMORA_VALIDATE",),
+                False,
+                "after installing, prove that a probe connection is captured",
+                type=parse_bool,
+            ),
+            Flag(
+                "run-validation",
+                None,
+                _env("run-validation"),
+                False,
+                "istio-iptables' name for --validate",
+                type=parse_bool,
+            ),
+            Flag(
+                "iptables-probe-port",
+                None,
+                _env("iptables-probe-port"),
+                "15002",
+                "destination port of the probe connection",
+                metavar="PORT",
+            ),
+            Flag(
+                "probe-timeout",
+                None,
+                _env("probe-timeout"),
+                "5s",
+                "how long the probe may take",
+                type=parse_duration,
+                metavar="DURATION",
+            ),
+            Flag(
+                "probe-address",
+                None,
+                ("REMORA_PROBE_ADDRESS",),
+                None,
+                "address the outbound probe dials "
+                "(default: 192.0.2.1 / 2001:db8::1, or the first -i address)",
+                metavar="IP",
+            ),
+        ],
+    ),
+    (
+        "unsupported istio-iptables modes (refused with an explanation)",
+        [
+            Flag(
+                "cni-mode",
+                None,
+                _env("cni-mode"),
+                False,
+                "Remora captures from the init container, not a CNI plugin",
+                type=parse_bool,
+            ),
+            Flag(
+                "native-nftables",
+                None,
+                _env("native-nftables"),
+                False,
+                "native nftables rules are not implemented; iptables-nft is used",
+                type=parse_bool,
+            ),
+        ],
+    ),
+    (
+        "logging",
+        [
+            Flag(
+                "log_output_level",
+                None,
+                (),
+                "default:info",
+                "istio-style level: 'default:debug', or debug/info/warn/error",
+                metavar="LEVEL",
+            ),
+            Flag("log_as_json", None, (), False, "log one JSON object per line", type=parse_bool),
+        ],
+    ),
+]
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter with the width from $COLUMNS or the terminal, found without shutil.
+
+    argparse builds a formatter for every ``add_argument`` and, given no width, imports
+    shutil (which loads zlib, bz2 and lzma) to ask for the terminal size: milliseconds on
+    every pod start, for help text that is almost never printed.
+    """
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_help_width())
+
+
+def _help_width() -> int:
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno() if sys.__stdout__ else 1).columns
+        except (OSError, ValueError):
+            columns = 100
+    return max(columns, 40) - 2
+
+
+def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    """The parser, with defaults taken from ``environ`` (the process environment)."""
+    env = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        usage=f"{PROG} [validate] [flags]",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=_HelpFormatter,
+        allow_abbrev=False,
+    )
+    for title, flags in GROUPS:
+        group = parser.add_argument_group(title)
+        for flag in flags:
+            names = ([f"-{flag.short}"] if flag.short else []) + [f"--{flag.long}"]
+            default = flag.default
+            env_name = next((e for e in flag.envs if e in env), None)
+            if env_name is not None:
+                default = _from_env(flag, env_name, env[env_name], parser)
+            help_text = flag.help
+            if flag.envs:
+                help_text += f" [env {', '.join(flag.envs)}]"
+            kwargs: dict[str, Any] = {"dest": flag.long.replace("-", "_"), "default": default}
+            if flag.is_bool:
+                kwargs.update(nargs="?", const=True, type=parse_bool, metavar="BOOL")
+            else:
+                kwargs.update(type=flag.type, choices=flag.choices, metavar=flag.metavar)
+            group.add_argument(*names, help=help_text, **kwargs)
+    return parser
+
+
+def _from_env(flag: Flag, name: str, value: str, parser: argparse.ArgumentParser) -> Any:
+    try:
+        converted = flag.type(value)
+    except (argparse.ArgumentTypeError, ValueError) as error:
+        parser.error(f"environment variable {name}: {error}")
+    if flag.choices and converted not in flag.choices:
+        parser.error(f"environment variable {name}: {value!r} is not one of {flag.choices}")
+    return converted
+
+
+# --- args -> config -------------------------------------------------------------------------
+
+
+def config_from_args(
+    args: argparse.Namespace, environ: dict[str, str] | None = None
+) -> CaptureConfig:
+    """Build the config, deriving what istio-iptables derives from the machine (logged)."""
+    env = os.environ if environ is None else environ
+    uids = args.proxy_uid
+    if not uids.strip():
+        user = env.get("ENVOY_USER", "istio-proxy")
+        uids = environment.proxy_id_for_user(user)
+        log.info("proxy uid derived", extra={"envoy_user": user, "uid": uids})
+    proxy_uids = parse_owner_ids(uids, "-u/--proxy-uid")
+    proxy_gids = (
+        parse_owner_ids(args.proxy_gid, "-g/--proxy-gid") if args.proxy_gid.strip() else proxy_uids
+    )
+
+    ipv6 = args.dual_stack or args.enable_ipv6 == "true"
+    if args.enable_ipv6 == "auto" and not ipv6:
+        ipv6 = environment.has_global_ipv6()
+        log.info(
+            "IPv6 detected" if ipv6 else "no IPv6 address: IPv4 rules only", extra={"ipv6": ipv6}
+        )
+
+    dns = DnsCapture()
+    if args.redirect_dns:
+        servers: tuple[Any, ...] = ()
+        if not args.capture_all_dns:
+            if args.dns_servers is not None:
+                servers = parse_dns_servers(split_list(args.dns_servers), "--dns-servers")
+            else:
+                found = environment.resolv_conf_nameservers(args.resolv_conf)
+                servers = parse_dns_servers(found, args.resolv_conf)
+                log.info("DNS servers read", extra={"path": args.resolv_conf, "servers": found})
+            if not servers:
+                log.warning("DNS capture is on but no DNS server is known: DNS is not captured")
+        dns = DnsCapture(enabled=True, capture_all=args.capture_all_dns, servers=servers)
+
+    groups = args.outbound_owner_groups.strip()
+    include_groups = (
+        None if groups in ("", "*") else parse_owner_groups(groups, "ISTIO_OUTBOUND_OWNER_GROUPS")
+    )
+    config = CaptureConfig(
+        proxy_port=parse_port(args.envoy_port, "-p/--envoy-port"),
+        inbound_capture_port=parse_port(args.inbound_capture_port, "-z/--inbound-capture-port"),
+        inbound_tunnel_port=parse_port(args.inbound_tunnel_port, "-e/--inbound-tunnel-port"),
+        proxy_uids=proxy_uids,
+        proxy_gids=proxy_gids,
+        mode=parse_mode(args.istio_inbound_interception_mode, "-m"),
+        inbound_ports=parse_inbound_ports(args.istio_inbound_ports, "-b/--istio-inbound-ports"),
+        inbound_ports_exclude=parse_port_list(args.istio_local_exclude_ports, "-d"),
+        outbound_cidrs=parse_cidrs(args.istio_service_cidr, "-i/--istio-service-cidr"),
+        outbound_cidrs_exclude=parse_cidrs(
+            args.istio_service_exclude_cidr,
+            "-x/--istio-service-exclude-cidr",
+            allow_everything=False,
+        ),
+        outbound_ports_include=parse_port_list(args.istio_outbound_ports, "-q"),
+        outbound_ports_exclude=parse_port_list(args.istio_local_outbound_ports_exclude, "-o"),
+        exclude_interfaces=parse_interfaces(args.istio_exclude_interfaces, "-c"),
+        reroute_interfaces=parse_interfaces(args.kube_virt_interfaces, "-k"),
+        tproxy_mark=int(args.istio_inbound_tproxy_mark),
+        tproxy_route_table=int(args.istio_inbound_tproxy_route_table),
+        dns=dns,
+        drop_invalid=args.drop_invalid,
+        ipv6=ipv6,
+        owner_groups=OwnerGroups(
+            include=include_groups,
+            exclude=parse_owner_groups(
+                args.outbound_owner_groups_exclude, "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE"
+            ),
+        ),
+        ipv4_loopback_cidr=parse_ipv4_loopback_cidr(
+            args.outbound_ipv4_loopback_cidr, "ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR"
+        ),
+    )
+    validate(config)
+    return config
