@@ -306,15 +306,17 @@ class AgentUnderTest:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def find_envoy(self) -> int:
+        """The agent's child once it *is* Envoy (exec done: setpriv has armed the
+        parent-death signal, and the binary is Envoy's, not the forked Python)."""
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
                 for pid in children.read_text().split():
-                    if "envoy" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+                    if os.readlink(f"/proc/{pid}/exe").endswith("/envoy"):
                         self.envoy_pid = int(pid)
                         return self.envoy_pid
-            time.sleep(0.05)
+            time.sleep(0.02)
         raise AssertionError("Envoy did not start:\n" + self.log())
 
     def wait_until(self, check: Callable[[], bool], timeout: float, what: str) -> float:
