@@ -71,7 +71,7 @@ class Agent:
     ) -> None:
         self.config = config
         self.metrics = metrics or AgentMetrics()
-        self.admin = EnvoyAdmin(config.ports.admin)
+        self.admin = EnvoyAdmin(config.ports.admin, host=config.loopback)
         self.bootstrap_path = os.path.join(config.config_dir, BOOTSTRAP_FILE)
         self.envoy = EnvoyProcess(envoy_binary, envoy_args(config, self.bootstrap_path))
         self.certs = (

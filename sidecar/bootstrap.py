@@ -306,7 +306,7 @@ def envoy_args(config: AgentConfig, bootstrap_path: str) -> list[str]:
         "--drain-strategy",
         "immediate",
         "--local-address-ip-version",
-        "v6" if config.bind_address == "::" else "v4",
+        "v6" if config.ipv6 else "v4",
         "--log-level",
         config.proxy_log_level,
         "--component-log-level",

@@ -443,7 +443,8 @@ def wait(
     """
     import httpx
 
-    target = url or f"http://127.0.0.1:{health_port}/healthz/ready"
+    # "localhost": IPv4 or IPv6, whichever the pod has (Envoy's IPv6 listeners are v6-only).
+    target = url or f"http://localhost:{health_port}/healthz/ready"
     deadline = time.monotonic() + timeout_s
     last = "no answer yet"
     with httpx.Client(timeout=request_timeout_ms / 1000) as client:
@@ -486,7 +487,7 @@ def request(*, debug_port: int, timeout_s: float, method: str, path: str) -> Non
     """
     import httpx
 
-    url = f"http://127.0.0.1:{debug_port}/{path.lstrip('/')}"
+    url = f"http://localhost:{debug_port}/{path.lstrip('/')}"
     try:
         response = httpx.request(method.upper(), url, timeout=timeout_s)
     except httpx.HTTPError as exc:

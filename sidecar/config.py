@@ -121,9 +121,14 @@ class AgentConfig:
         return f"spiffe://{self.trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
 
     @property
+    def ipv6(self) -> bool:
+        """Whether the proxy's own listeners are IPv6 (``::``, ``::1``...)."""
+        return ":" in self.bind_address
+
+    @property
     def loopback(self) -> str:
         """The pod-local address of the family the proxy listens on (admin, app metrics)."""
-        return "::1" if self.bind_address == "::" else "127.0.0.1"
+        return "::1" if self.ipv6 else "127.0.0.1"
 
     @property
     def probe_host(self) -> str:

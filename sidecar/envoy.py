@@ -33,7 +33,9 @@ class EnvoyAdmin:
     def __init__(self, port: int, host: str = "127.0.0.1", timeout_s: float = 2.0) -> None:
         # Plain HTTP on loopback: ``verify=False`` only skips loading a CA bundle it never uses.
         self._client = httpx.AsyncClient(
-            base_url=f"http://{host}:{port}", timeout=timeout_s, verify=False
+            base_url=f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}",
+            timeout=timeout_s,
+            verify=False,
         )
 
     async def aclose(self) -> None:

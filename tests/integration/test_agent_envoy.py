@@ -295,9 +295,11 @@ class AgentUnderTest:
     workdir: Path
     envoy_pid: int | None = None
     log_path: Path = field(default_factory=Path)
+    host: str = "127.0.0.1"
 
     def url(self, port: int, path: str) -> str:
-        return f"http://127.0.0.1:{port}{path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{port}{path}"
 
     def get(self, port: int, path: str, timeout: float = 3.0) -> httpx.Response:
         return httpx.get(self.url(port, path), timeout=timeout)
@@ -342,7 +344,10 @@ def start_agent(tmp_path: Path) -> Iterator[Callable[..., AgentUnderTest]]:
     started: list[AgentUnderTest] = []
 
     def start(
-        discovery_port: int, *extra: str, env: dict[str, str] | None = None
+        discovery_port: int,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
     ) -> AgentUnderTest:
         workdir = tmp_path / f"agent{len(started)}"
         workdir.mkdir()
@@ -355,7 +360,7 @@ def start_agent(tmp_path: Path) -> Iterator[Callable[..., AgentUnderTest]]:
             "--discovery-address",
             f"127.0.0.1:{discovery_port}",
             "--bind-address",
-            "127.0.0.1",
+            host,
             "--config-dir",
             str(workdir),
             "--admin-port",
@@ -385,7 +390,7 @@ def start_agent(tmp_path: Path) -> Iterator[Callable[..., AgentUnderTest]]:
             proc = subprocess.Popen(
                 argv, env={**base_env, **(env or {})}, stdout=log_file, stderr=subprocess.STDOUT
             )
-        agent = AgentUnderTest(proc, workdir=workdir, log_path=log_path, **ports)
+        agent = AgentUnderTest(proc, workdir=workdir, log_path=log_path, host=host, **ports)
         started.append(agent)
         agent.find_envoy()
         return agent
@@ -518,6 +523,46 @@ def test_ready_probes_metrics_and_quitquitquit(start_agent: Any, app: int, ca_di
         assert not _alive(agent.envoy_pid)
     finally:
         ads.stop()
+
+
+class _V6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def test_ipv6_pod(start_agent: Any, ca_dir: Path) -> None:
+    """An IPv6 pod on ::1: the proxy's ports and admin on IPv6, probes and metrics to the app
+    over IPv6 (from the default source address: a plain loopback has no ::6)."""
+    app_server = _V6Server(("::1", 0), AppHandler)
+    app_server.daemon_threads = True
+    threading.Thread(target=app_server.serve_forever, daemon=True).start()
+    app_port = int(app_server.server_address[1])
+    ads = start_ads(TinyAds(mesh_config(app_port, free_port(), free_port())))
+    ads.servicer.release.set()
+    try:
+        agent = start_agent(
+            ads.port,
+            "--xds-plaintext",
+            "--ca-dir",
+            str(ca_dir),
+            env={**probers_env(app_port), "INSTANCE_IP": "::1"},
+            host="::1",
+        )
+        agent.wait_until(
+            lambda: agent.get(agent.health, "/healthz/ready").status_code == 200, 15, "ready"
+        )
+        bootstrap = json.loads((agent.workdir / "envoy-rev.json").read_text())
+        assert bootstrap["admin"]["address"]["socket_address"]["address"] == "::1"
+        AppHandler.peers.clear()
+        assert agent.get(agent.status, "/app-health/app/readyz").status_code == 200
+        assert AppHandler.peers == ["::1"]
+        text = agent.get(agent.status, "/stats/prometheus").text
+        assert "app_requests_total 42" in text
+        agent.proc.send_signal(signal.SIGTERM)
+        assert agent.proc.wait(15) == 0
+    finally:
+        ads.stop()
+        app_server.shutdown()
+        app_server.server_close()
 
 
 def test_sigterm_drains_until_the_last_request_is_done(
