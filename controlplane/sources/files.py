@@ -182,11 +182,20 @@ class FileSource:
             self._seen = fingerprint
             return False
         self._seen = fingerprint
-        load_into(self.store, objects)
-        log.info(
-            "config directory loaded",
-            extra={"directory": str(self.directory), "objects": len(objects)},
-        )
+        index = index_objects(objects)
+        if self._index is None:
+            load_into(self.store, objects)
+            log.info(
+                "config directory loaded",
+                extra={"directory": str(self.directory), "objects": len(objects)},
+            )
+        else:
+            changed = apply_changes(self.store, self._index, index)
+            log.info(
+                "config directory changed",
+                extra={"directory": str(self.directory), "changed": changed},
+            )
+        self._index = index
         return True
 
     async def run(self) -> None:

@@ -248,6 +248,27 @@ def test_file_source_keeps_last_good_state_on_a_broken_file(tmp_path: Path) -> N
     (tmp_path / "b.yaml").write_text("kind: Service\nmetadata: {name: [unclosed\n")
     assert not source.load()
     assert list(store.snapshot().services) == [("n", "a")]
+
+
+def test_file_source_applies_only_what_an_edit_changed(tmp_path: Path) -> None:
+    (tmp_path / "services.yaml").write_text(
+        yaml.safe_dump_all([_svc("a", "n", "10.0.0.1"), _svc("b", "n", "10.0.0.2")])
+    )
+    (tmp_path / "slice.yaml").write_text(yaml.safe_dump(_slice("a", "n", "10.1.0.1")))
+    changes: list[Kind] = []
+    store = MeshStore(on_change=changes.append)
+    source = FileSource(tmp_path, store)
+    assert source.load()
+    services_before = dict(store.snapshot().services)
+    changes.clear()
+    (tmp_path / "slice.yaml").write_text(yaml.safe_dump(_slice("a", "n", "10.1.0.2")))
+    assert source.load()
+    assert changes == [Kind.ENDPOINT_SLICE]  # one object changed, one event
+    assert all(store.snapshot().services[k] is v for k, v in services_before.items())  # untouched
+    (tmp_path / "slice.yaml").unlink()
+    assert source.load()
+    assert changes == [Kind.ENDPOINT_SLICE, Kind.ENDPOINT_SLICE]
+    assert store.snapshot().endpoint_slices == {}
     assert (
         parse_objects("kind: List\nitems:\n- {kind: Service, metadata: {name: x}}\n")[0][
             "metadata"
