@@ -18,7 +18,11 @@ from meshlib.version import remora_version
 # name -> (module, attribute, one-line help). The help is repeated here so that
 # ``remora --help`` lists every role without importing any of them.
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
-    "proxy": ("sidecar.cli", "proxy", "The sidecar agent: runs Envoy, health, probes, metrics, SDS."),
+    "proxy": (
+        "sidecar.cli",
+        "proxy",
+        "The sidecar agent: runs Envoy, health, probes, metrics, SDS.",
+    ),
     "demo": (
         "remora.demo",
         "demo",
