@@ -90,6 +90,7 @@ class DiscoveryServer:
         self.synced = True
         snapshot = self.store.snapshot()
         self.hub.publish(snapshot, time.monotonic())
+        settle_garbage_collector()
         log.info(
             "mesh view complete, serving configuration", extra={"objects": self.store.counts()}
         )
