@@ -60,9 +60,9 @@ images: ## Build the Remora image (every role) with Docker; prints its size and 
 	uv export --quiet --frozen --no-dev --no-emit-project --format requirements-txt -o build/requirements.lock.txt
 	@# Wheels are fetched here (hash-checked against the lock) and built for sdists, so the
 	@# image build needs no index, no compiler and no certificates of this machine's network.
-	rm -rf build/wheels
+	rm -rf build/wheels build/remora-wheel
 	uv tool run --quiet --python 3.11 --from pip pip wheel --quiet --require-hashes --no-deps -r build/requirements.lock.txt -w build/wheels
-	uv tool run --quiet --python 3.11 --from pip pip wheel --quiet --no-deps . -w build/wheels
+	uv tool run --quiet --python 3.11 --from pip pip wheel --quiet --no-deps . -w build/remora-wheel
 	uv export --quiet --frozen --no-dev --no-emit-project --no-hashes --format requirements-txt -o build/requirements.txt
 	@start=$$(date +%s); \
 	docker build -q -t $(IMAGE) --build-arg BASE_IMAGE=$(BASE_IMAGE) \
