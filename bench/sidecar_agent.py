@@ -163,7 +163,25 @@ def envoy_child(pid: int) -> int:
     raise RuntimeError("Envoy did not start")
 
 
-def one_run(ads_port: int, ca_dir: Path, workdir: Path, idle_s: float) -> dict[str, float]:
+# Dev-only packages that httpx's optional command-line module imports when they are present
+# (pulled in here by pytest and import-linter); a production install has neither.
+DEV_ONLY_HTTPX_CLI_DEPS = ("rich", "pygments")
+
+
+def shadow_dev_packages(directory: Path) -> Path:
+    """A PYTHONPATH entry that makes the dev-only packages unimportable, so the agent loads
+    what it would in a production install."""
+    for name in DEV_ONLY_HTTPX_CLI_DEPS:
+        (directory / name).mkdir(parents=True, exist_ok=True)
+        (directory / name / "__init__.py").write_text(
+            f"raise ImportError('{name} is a dev-only package (benchmark shadow)')\n"
+        )
+    return directory
+
+
+def one_run(
+    ads_port: int, ca_dir: Path, workdir: Path, idle_s: float, pythonpath: str | None
+) -> dict[str, float]:
     ports = {name: free_port() for name in ("admin", "status", "health", "prometheus")}
     argv = [
         REMORA, "proxy", "sidecar",
@@ -180,6 +198,8 @@ def one_run(ads_port: int, ca_dir: Path, workdir: Path, idle_s: float) -> dict[s
         "POD_NAMESPACE": "bench",
         "INSTANCE_IP": "127.0.0.1",
     }
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     started = time.monotonic()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -242,6 +262,11 @@ def main() -> None:
     parser.add_argument(
         "--idle", type=float, default=3.0, help="seconds idle before measuring memory"
     )
+    parser.add_argument(
+        "--with-dev-packages",
+        action="store_true",
+        help="let the agent import the dev-only packages of this venv (rich, pygments)",
+    )
     args = parser.parse_args()
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -257,14 +282,21 @@ def main() -> None:
         ca_dir.mkdir()
         (ca_dir / "ca-cert.pem").write_bytes(ca.cert_pem)
         (ca_dir / "ca-key.pem").write_bytes(ca.key_pem)
+        pythonpath = (
+            None if args.with_dev_packages else str(shadow_dev_packages(Path(tmp) / "shadow"))
+        )
         for i in range(args.runs):
             workdir = Path(tmp) / f"run{i}"
             workdir.mkdir()
-            results.append(one_run(ads_port, ca_dir, workdir, args.idle))
+            results.append(one_run(ads_port, ca_dir, workdir, args.idle, pythonpath))
     server.stop(0)
     threading.Event().wait(0.1)
 
-    print(f"sidecar agent, {args.runs} runs, {os.cpu_count()} CPUs, Envoy --concurrency 2")
+    packages = "with" if args.with_dev_packages else "without"
+    print(
+        f"sidecar agent, {args.runs} runs, {os.cpu_count()} CPUs, Envoy --concurrency 2, "
+        f"{packages} dev-only packages"
+    )
     print(f"{'metric':<34} {'median':>9} {'min':>9} {'max':>9}")
     labels = {
         "ready_s": "start -> ready (s)",
