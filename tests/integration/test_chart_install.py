@@ -494,3 +494,75 @@ def test_control_plane_as_its_account_lists_everything_it_watches(
         # /ready turns 200 only once every watch has listed: a missing permission keeps it 503.
         wait_for("discovery /ready", lambda: _http_ok(f"http://127.0.0.1:{monitoring}/ready"), log)
     assert "forbidden" not in log.read_text().lower()
+
+
+def test_injector_runtime_certificates_work_with_the_charts_flags_and_rbac(
+    release: Release, tmp_path: Path
+) -> None:
+    """The chart's own injector arguments, run locally as the injector ServiceAccount: the
+    injector creates its Secret and writes the caBundle, which the API server then trusts."""
+    bed, ns = release.bed, release.namespace
+    deploy = _get_json(bed, "deployment", f"{release.fullname}-injector", "-n", ns)
+    args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "webhook"
+    local = {  # where the pod's mounts would be
+        "--config": str(tmp_path / "config"),
+        "--mesh-config": str(tmp_path / "mesh"),
+        "--tls-cert": str(tmp_path / "certs" / "tls.crt"),
+        "--tls-key": str(tmp_path / "certs" / "tls.key"),
+        "--port": str(release.webhook_port),
+    }
+    argv = [sys.executable, "-m", "remora"]
+    for arg in args:
+        flag, _, value = arg.partition("=")
+        argv.append(f"{flag}={local.get(flag, value)}" if value else arg)
+    (tmp_path / "certs").mkdir()
+    for key, name in (("config", "istio-sidecar-injector"), ("mesh", "istio")):
+        (tmp_path / key).write_text(
+            bed.kubectl("get", "configmap", name, "-n", ns, "-o", "yaml").stdout
+        )
+    kubeconfig = release.kubeconfig_for("injector", tmp_path)
+    # Out of the cluster the API server calls 127.0.0.1 (injector.webhookURL): add that name.
+    argv += [
+        "--host=127.0.0.1",
+        "--san=127.0.0.1",
+        f"--kubeconfig={kubeconfig}",
+        "--log-format=text",
+    ]
+    app = f"rt-{uuid.uuid4().hex[:6]}"
+    bed.create_namespace(app, {"istio-injection": "enabled"})
+    log = tmp_path / "webhook.log"
+    env_argv = ["env", f"POD_NAMESPACE={ns}", *argv]
+    try:
+        with running(env_argv, log):
+            secret_name = f"{release.fullname}-injector-tls"
+
+            def secret_ca() -> bytes | None:
+                out = bed.kubectl("get", "secret", secret_name, "-n", ns, "-o", "json", check=False)
+                if out.returncode != 0:
+                    return None
+                return base64.b64decode(json.loads(out.stdout)["data"]["ca.crt"])
+
+            wait_for("the injector to store its certificate", lambda: secret_ca() is not None, log)
+            ca = secret_ca()
+            assert ca is not None
+            (tmp_path / "ca.crt").write_bytes(ca)
+            url = f"https://127.0.0.1:{release.webhook_port}/readyz"
+            wait_for(
+                "/readyz with the stored certificate",
+                lambda: _https_ok(url, str(tmp_path / "ca.crt")),
+                log,
+            )
+
+            def bundles() -> set[str]:
+                mwc = _get_json(bed, "mutatingwebhookconfiguration", release.mwc)
+                return {h["clientConfig"].get("caBundle", "") for h in mwc["webhooks"]}
+
+            wait_for("the caBundle", lambda: bundles() == {base64.b64encode(ca).decode()}, log)
+            bed.kubectl("apply", "-f", "-", input=_pod("runtime", app))
+            assert {"istio-init", "istio-proxy"} <= _containers(
+                _get_json(bed, "pod", "runtime", "-n", app)
+            )
+        assert "forbidden" not in log.read_text().lower()
+    finally:
+        bed.kubectl("delete", "namespace", app, "--wait=false", check=False)
