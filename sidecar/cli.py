@@ -273,7 +273,8 @@ def sidecar(
     \b
     The pod's identity and settings come from the environment the injector sets
     (POD_NAME, POD_NAMESPACE, INSTANCE_IP, SERVICE_ACCOUNT, PROXY_CONFIG, ISTIO_META_*,
-    ISTIO_KUBE_APP_PROBERS, ISTIO_PROMETHEUS_ANNOTATIONS, ISTIO_CPU_LIMIT, TRUST_DOMAIN).
+    ISTIO_KUBE_APP_PROBERS, ISTIO_PROMETHEUS_ANNOTATIONS, ISTIO_CPU_LIMIT, TRUST_DOMAIN,
+    ISTIO_BOOTSTRAP_OVERRIDE). See docs/sidecar.md for each.
     Envoy exiting ends the agent with Envoy's exit code; SIGTERM drains first.
 
     \b
