@@ -101,7 +101,10 @@ def test_readiness_reason_and_probe_routing() -> None:
         failed = await client.get("/app-health/web/livez")
         assert failed.status_code == 500
         assert "ConnectionRefusedError" in failed.text
-        assert metrics.probes.labels("/app-health/web/livez", "fail")._value.get() == 1
+        sample = metrics.registry.get_sample_value(
+            "remora_agent_app_probes_total", {"probe": "/app-health/web/livez", "result": "fail"}
+        )
+        assert sample == 1
 
     run(scenario, client_ip="10.1.2.3")
 
@@ -113,7 +116,10 @@ def test_scrape_survives_missing_sources() -> None:
         assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
         names = {f.name for f in text_string_to_metric_families(response.text)}
         assert "remora_agent_ready" in names
-        assert metrics.scrape_failures.labels("envoy")._value.get() == 1
-        assert metrics.scrape_failures.labels("app")._value.get() == 1
+        for source in ("envoy", "app"):
+            failures = metrics.registry.get_sample_value(
+                "remora_agent_scrape_failures_total", {"source": source}
+            )
+            assert failures == 1, source
 
     run(scenario, client_ip="10.1.2.3")
