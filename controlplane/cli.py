@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -288,7 +289,9 @@ def proxy_status(proxy: str | None, discovery_url: str, output: str) -> None:
 Examples:
   remora proxy-config web-1.shop clusters
   remora proxy-config web-1 routes -n shop -o json
-  # What Envoy itself holds, from its admin port (e.g. after kubectl port-forward 15000):
+  # What Envoy itself holds, through the pod's sidecar agent (kubectl exec):
+  remora proxy-config web-1.shop endpoints --from-pod
+  # ... or from its admin port directly (e.g. after kubectl port-forward web-1 15000):
   remora proxy-config web-1.shop endpoints --envoy-admin http://127.0.0.1:15000
 """,
 )
@@ -306,6 +309,12 @@ Examples:
     default=None,
     help="Read Envoy's own config from this admin URL instead of the control plane's view.",
 )
+@click.option(
+    "--from-pod",
+    is_flag=True,
+    help="Read Envoy's own config inside the pod, through the sidecar agent (kubectl exec).",
+)
+@click.option("--kubeconfig", default=None, help="With --from-pod: the kubeconfig kubectl uses.")
 @_OUTPUT_OPTION
 def proxy_config(  # noqa: PLR0917 - one parameter per click option
     pod: str,
@@ -313,18 +322,34 @@ def proxy_config(  # noqa: PLR0917 - one parameter per click option
     namespace: str | None,
     discovery_url: str,
     envoy_admin: str | None,
+    from_pod: bool,
+    kubeconfig: str | None,
     output: str,
 ) -> None:
     """Show the clusters, listeners, routes or endpoints of one proxy.
 
     By default this is the control plane's view: what it wants the proxy to have (compare
-    with 'remora proxy-status' to know whether the proxy has it). With --envoy-admin it is
-    what Envoy actually holds.
+    with 'remora proxy-status' to know whether the proxy has it). With --from-pod or
+    --envoy-admin it is what Envoy actually holds.
     """
-    from controlplane.inspect import envoy_dump_path, format_resources, resources_from_envoy_dump
+    from controlplane.inspect import (
+        envoy_dump_path,
+        format_resources,
+        kubectl_exec_agent_request,
+        resources_from_envoy_dump,
+    )
 
     target = f"{pod}.{namespace}" if namespace else pod
-    if envoy_admin:
+    if from_pod:
+        name, _, ns = target.partition(".")
+        command = kubectl_exec_agent_request(
+            name, ns or "default", envoy_dump_path(kind), kubeconfig
+        )
+        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
+        if done.returncode != 0:
+            raise click.ClickException(f"{' '.join(command)} failed: {done.stderr.strip()[-500:]}")
+        resources = resources_from_envoy_dump(kind, json.loads(done.stdout))
+    elif envoy_admin:
         resources = resources_from_envoy_dump(
             kind, _get_json(envoy_admin, envoy_dump_path(kind), envoy=True)
         )

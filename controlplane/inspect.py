@@ -169,6 +169,37 @@ _ENVOY_DUMP_SECTIONS = {
 }
 
 
+SIDECAR_CONTAINER = "istio-proxy"
+
+
+def kubectl_exec_agent_request(
+    pod: str, namespace: str, admin_path: str, kubeconfig: str | None = None
+) -> list[str]:
+    """The command that asks a pod's sidecar agent for an Envoy admin page.
+
+    Envoy's admin listens on the pod's loopback only; ``remora proxy request`` (the agent,
+    like ``pilot-agent request``) fetches it from inside the sidecar container.
+    """
+    command = ["kubectl"]
+    if kubeconfig:
+        command += ["--kubeconfig", kubeconfig]
+    return [
+        *command,
+        "exec",
+        "-n",
+        namespace,
+        pod,
+        "-c",
+        SIDECAR_CONTAINER,
+        "--",
+        "remora",
+        "proxy",
+        "request",
+        "GET",
+        admin_path.lstrip("/"),
+    ]
+
+
 def envoy_dump_path(kind: str) -> str:
     """The admin ``/config_dump`` query for one type."""
     return f"/config_dump?resource={_ENVOY_DUMP_SECTIONS[kind][0]}&include_eds"

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from controlplane.inspect import format_proxy_status, format_resources, resources_from_envoy_dump
+from controlplane.inspect import (
+    envoy_dump_path,
+    format_proxy_status,
+    format_resources,
+    kubectl_exec_agent_request,
+    resources_from_envoy_dump,
+)
 
 
 def test_proxy_status_table_shows_status_per_type_and_the_nack() -> None:
@@ -97,3 +103,11 @@ def test_envoy_config_dump_is_unwrapped_and_camel_cased() -> None:
         "configs": [{"name": "l", "active_state": {"listener": {"name": "l", "filter_chains": []}}}]
     }
     assert resources_from_envoy_dump("listeners", listeners) == [{"name": "l", "filterChains": []}]
+
+
+def test_from_pod_goes_through_the_sidecar_agent() -> None:
+    command = kubectl_exec_agent_request("web-1", "shop", envoy_dump_path("clusters"), "/k/config")
+    assert command == [
+        "kubectl", "--kubeconfig", "/k/config", "exec", "-n", "shop", "web-1", "-c", "istio-proxy", "--",
+        "remora", "proxy", "request", "GET", "config_dump?resource=dynamic_active_clusters&include_eds",
+    ]  # fmt: skip
