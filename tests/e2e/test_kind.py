@@ -3,7 +3,7 @@
 ``make kind-up`` creates the cluster, loads the image, installs the chart and deploys
 ``manifests/demo.yaml`` unchanged into a namespace labelled ``istio-injection=enabled``;
 ``make kind-test`` runs this file. Without Docker, kind or privileged containers every test
-skips with the reason found by trying (see conftest.py).
+skips with the reason found by trying (see kindlib.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import DEMO, IMAGE, MESH_NAMESPACE, Kind, eventually
+from kindlib import DEMO, IMAGE, MESH_NAMESPACE, Kind, eventually
 
 pytestmark = [pytest.mark.e2e]
 
