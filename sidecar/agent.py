@@ -239,6 +239,34 @@ class Agent:
         self._status_task = task
         return server
 
+    async def _supervise(self, envoy_exit: asyncio.Task[int]) -> int:
+        """Wait for Envoy to exit or for a stop request; drain or quit; return Envoy's code."""
+        assert self._exit is not None
+        waiters: set[asyncio.Future[Any]] = {envoy_exit, self._exit}
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if envoy_exit.done():
+            code = envoy_exit.result()
+            log.log(
+                logging.ERROR if code else logging.INFO,
+                "Envoy exited on its own; the agent exits with its code",
+                extra={"code": code},
+            )
+            return code
+        if self._exit.result() == "terminate":
+            self.request_drain("SIGTERM")
+            if self._drain_task is not None:
+                await self._drain_task
+            await self._wait_for_connections(envoy_exit)
+        if not envoy_exit.done():
+            with contextlib.suppress(httpx.HTTPError):
+                await self.admin.post("/quitquitquit")
+            done, _ = await asyncio.wait({envoy_exit}, timeout=QUIT_GRACE_S)
+            if not done:
+                await self.envoy.stop()
+        code = await envoy_exit
+        log.info("Envoy stopped", extra={"code": code})
+        return code
+
     async def run(self) -> int:
         """Run until Envoy exits or the agent is told to stop; returns the exit code."""
         loop = asyncio.get_running_loop()
@@ -282,32 +310,8 @@ class Agent:
                 )
             status = await self._start_status_server(prober, scrape)
             await self.envoy.start()
-            envoy_exit = loop.create_task(self.envoy.wait())
             tasks.append(loop.create_task(self._watch_first_ready()))
-            waiters: set[asyncio.Future[Any]] = {envoy_exit, self._exit}
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            if envoy_exit.done():
-                code = envoy_exit.result()
-                log.log(
-                    logging.ERROR if code else logging.INFO,
-                    "Envoy exited on its own; the agent exits with its code",
-                    extra={"code": code},
-                )
-                return code
-            if self._exit.result() == "terminate":
-                self.request_drain("SIGTERM")
-                if self._drain_task is not None:
-                    await self._drain_task
-                await self._wait_for_connections(envoy_exit)
-            if not envoy_exit.done():
-                with contextlib.suppress(httpx.HTTPError):
-                    await self.admin.post("/quitquitquit")
-                done, _ = await asyncio.wait({envoy_exit}, timeout=QUIT_GRACE_S)
-                if not done:
-                    await self.envoy.stop()
-            code = await envoy_exit
-            log.info("Envoy stopped", extra={"code": code})
-            return code
+            return await self._supervise(loop.create_task(self.envoy.wait()))
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
