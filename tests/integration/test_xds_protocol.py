@@ -34,7 +34,7 @@ DB_CLUSTER = "outbound|5432||db.shop.svc.cluster.local"
 
 class _Backend(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        body = f"backend {self.server.server_address[1]}\n".encode()
+        body = f"backend {self.server.server_address[1]}\n".encode()  # type: ignore[index]
         self.send_response(200)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
@@ -169,7 +169,7 @@ def test_endpoint_change_applied_within_the_debounce_window(
         # quiet 50 ms, max 500 ms: the push must land well inside the maximum delay.
         assert elapsed < 0.5, f"endpoint change took {elapsed:.3f}s"
         wait_for(lambda: synced(control_plane), what="ACK of the endpoint change")
-        histogram = control_plane.server.metrics.convergence_seconds.collect()[0]
+        histogram = next(iter(control_plane.server.metrics.convergence_seconds.collect()))
         count = next(s.value for s in histogram.samples if s.name.endswith("_count"))
         assert count >= 1
 
@@ -209,7 +209,8 @@ def test_nack_keeps_the_last_good_config_serving(
             conn = control_plane.call(
                 lambda: next(iter(control_plane.server.hub.connections)).status()
             )
-            return conn["types"]["CDS"]["last_nack"]  # type: ignore[no-any-return]
+            nack: dict[str, Any] | None = conn["types"]["CDS"]["last_nack"]
+            return nack
 
         nack = wait_for(nacked, what="a NACK for the invalid cluster")
         assert "Invalid duration" in nack["error"] or "duration" in nack["error"].lower()

@@ -169,7 +169,7 @@ def test_sotw_versions_are_content_hashes_stable_across_instances() -> None:
 
 
 def delta_request(type_url: str, **kwargs: object) -> discovery_pb2.DeltaDiscoveryRequest:
-    return discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, **kwargs)  # type: ignore[arg-type]
+    return discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, **kwargs)
 
 
 def test_delta_sends_only_changes_and_removals() -> None:

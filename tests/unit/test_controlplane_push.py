@@ -147,9 +147,14 @@ def test_kube_source_relists_on_410_and_backs_off_on_errors() -> None:
 
     source._list = fake_list  # type: ignore[method-assign]
     source._watch = fake_watch  # type: ignore[method-assign]
-    source._stopping.wait = lambda timeout=None: waits.append(timeout) or False  # type: ignore[method-assign,func-returns-value]
+
+    def no_wait(timeout: float | None = None) -> bool:
+        waits.append(timeout or 0.0)
+        return False
+
+    source._stopping.wait = no_wait  # type: ignore[method-assign]
     resource = type("R", (), {"kind": Kind.SERVICE})()
-    source._run(resource)  # type: ignore[arg-type]
+    source._run(resource)
     assert calls == ["list", "watch", "list", "watch", "list", "watch", "list", "watch"]
     assert len(waits) == 2  # no back-off after 410 Gone: re-list at once
     assert waits[1] > waits[0]  # the back-off grows
