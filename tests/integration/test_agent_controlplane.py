@@ -1,5 +1,5 @@
 """The agent against Remora's real control plane (``controlplane.testing.ControlPlaneThread``,
-delta ADS, plaintext, empty mesh): the first full config makes the proxy ready, and the
+delta and state-of-the-world ADS, plaintext, empty mesh): the first full config makes the proxy ready, and the
 agent drains and exits cleanly. Interop, not features: those are in test_agent_envoy.py."""
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ pytestmark = [pytest.mark.envoy, pytest.mark.timeout(90)]
 REMORA = str(Path(sys.executable).parent / "remora")
 
 
-def test_real_control_plane_makes_the_proxy_ready(tmp_path: Path) -> None:
+@pytest.mark.parametrize("xds_api", ["delta", "sotw"])
+def test_real_control_plane_makes_the_proxy_ready(tmp_path: Path, xds_api: str) -> None:
     with ControlPlaneThread() as control_plane:
         ports = {name: free_port() for name in ("admin", "status", "health", "prometheus")}
         argv = [
-            REMORA, "proxy", "sidecar", "--xds-plaintext", "--log-as-text",
+            REMORA, "proxy", "sidecar", "--xds-plaintext", "--log-as-text", "--xds-api", xds_api,
             "--discovery-address", f"127.0.0.1:{control_plane.xds_port}",
             "--bind-address", "127.0.0.1", "--config-dir", str(tmp_path),
             "--pod-info-dir", str(tmp_path), "--concurrency", "1",
