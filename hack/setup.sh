@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES="iptables iproute2 procps psmisc gcc libc6-dev"
+APT_PACKAGES="iptables iproute2 procps psmisc gcc libc6-dev docker.io debootstrap"
 
 step() { echo "setup: $*" >&2; }
 
