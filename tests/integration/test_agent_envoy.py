@@ -376,6 +376,11 @@ def start_agent(tmp_path: Path) -> Iterator[Callable[..., AgentUnderTest]]:
             "--pod-info-dir",
             str(workdir / "podinfo"),
             "--log-as-text",
+            # Quick exits where the test is not about the drain (tests may override).
+            "--minimum-drain-duration",
+            "0.2",
+            "--drain-poll-interval",
+            "0.1",
             *extra,
         ]
         base_env = {
