@@ -11,7 +11,10 @@ import json
 from typing import Any
 
 
-def realistic_pod(index: int = 0) -> dict[str, Any]:
+def realistic_pod(index: int | None = None) -> dict[str, Any]:
+    """The pod as mutating admission sees it: no name, uid or creation time yet (the API server
+    assigns them after admission), so every pod of one ReplicaSet is the same. ``index`` makes
+    a distinct pod (an extra label), as from many different workloads."""
     probe = {
         "httpGet": {"path": "/healthz", "port": "http", "scheme": "HTTP"},
         "timeoutSeconds": 1,
@@ -70,9 +73,8 @@ def realistic_pod(index: int = 0) -> dict[str, Any]:
         "metadata": {
             "generateName": "reviews-v1-5d8f7c9b6-",
             "namespace": "bookinfo",
-            "uid": f"0b1c2d3e-0000-4000-8000-{index:012d}",
-            "creationTimestamp": "2026-11-24T22:00:00Z",
-            "labels": {"app": "reviews", "version": "v1", "pod-template-hash": "5d8f7c9b6"},
+            "labels": {"app": "reviews", "version": "v1", "pod-template-hash": "5d8f7c9b6"}
+            | ({"bench-index": str(index)} if index is not None else {}),
             "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9080"},
             "ownerReferences": [
                 {
@@ -160,14 +162,14 @@ def realistic_pod(index: int = 0) -> dict[str, Any]:
     }
 
 
-def admission_review_body(index: int = 0) -> bytes:
+def admission_review_body(index: int | None = None, uid: int = 0) -> bytes:
     pod = realistic_pod(index)
     return json.dumps(
         {
             "kind": "AdmissionReview",
             "apiVersion": "admission.k8s.io/v1",
             "request": {
-                "uid": f"7c4f1c2a-0000-4000-8000-{index:012d}",
+                "uid": f"7c4f1c2a-0000-4000-8000-{uid:012d}",
                 "kind": {"group": "", "version": "v1", "kind": "Pod"},
                 "resource": {"group": "", "version": "v1", "resource": "pods"},
                 "requestKind": {"group": "", "version": "v1", "kind": "Pod"},

@@ -124,11 +124,18 @@ async def _connect(hook: Webhook) -> tuple[asyncio.StreamReader, asyncio.StreamW
     )
 
 
+def requests_for(port: int, count: int, distinct: bool) -> list[bytes]:
+    """``count`` requests: the same pod (a rollout) or all different pods."""
+    if not distinct:
+        return [request_bytes(port, admission_review_body())] * count
+    return [request_bytes(port, admission_review_body(i, uid=i)) for i in range(count)]
+
+
 async def fixed_rate(
-    hook: Webhook, rate: float, seconds: float, connections: int
+    hook: Webhook, rate: float, seconds: float, connections: int, distinct: bool
 ) -> dict[str, float]:
     """Open loop: one request every 1/rate s, on whichever connection is free."""
-    request = request_bytes(hook.port, admission_review_body())
+    requests = requests_for(hook.port, int(rate * seconds), distinct)
     pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
     for _ in range(connections):
         pool.put_nowait(await _connect(hook))
@@ -141,7 +148,7 @@ async def fixed_rate(
         await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
         conn = await pool.get()
         try:
-            await _exchange(*conn, request)
+            await _exchange(*conn, requests[i])
         finally:
             pool.put_nowait(conn)
         latencies.append(time.perf_counter() - scheduled)
@@ -155,18 +162,23 @@ async def fixed_rate(
     return _summary(latencies, elapsed)
 
 
-async def closed_loop(hook: Webhook, seconds: float, connections: int) -> dict[str, float]:
+async def closed_loop(
+    hook: Webhook, seconds: float, connections: int, distinct: bool
+) -> dict[str, float]:
     """Closed loop: each connection sends its next request when the answer arrives."""
-    request = request_bytes(hook.port, admission_review_body())
+    requests = requests_for(hook.port, 20000, distinct)
+    sent_total = 0
     latencies: list[float] = []
     stop_at = time.perf_counter() + seconds
 
     async def worker() -> None:
+        nonlocal sent_total
         reader, writer = await _connect(hook)
         try:
-            while time.perf_counter() < stop_at:
+            while time.perf_counter() < stop_at and sent_total < len(requests):
                 sent = time.perf_counter()
-                await _exchange(reader, writer, request)
+                sent_total += 1
+                await _exchange(reader, writer, requests[sent_total - 1])
                 latencies.append(time.perf_counter() - sent)
         finally:
             writer.close()
@@ -255,21 +267,30 @@ def main() -> None:
     args = parser.parse_args()
     seconds = min(args.seconds, 60.0)
 
-    results: dict[str, object] = {"cores": os.cpu_count(), "in_process": in_process(args.profile)}
+    results: dict[str, object] = {
+        "cores": os.cpu_count(),
+        "load_average": os.getloadavg()[0],
+        "in_process": in_process(args.profile),
+    }
+    rows: list[tuple[int, str, str, dict[str, float]]] = []
     for workers in args.workers:
         with Webhook(workers) as hook:
-            asyncio.run(closed_loop(hook, 2.0, args.connections))  # warm up
+            asyncio.run(closed_loop(hook, 2.0, args.connections, distinct=True))  # warm up
             assert hook.proc is not None
             pid = hook.proc.pid
-            cpu0, srv0 = cpu_seconds(), server_cpu_seconds(pid)
-            fixed = asyncio.run(fixed_rate(hook, args.rate, seconds, connections=4))
-            fixed["client_cpu"] = (cpu_seconds() - cpu0) / seconds
-            fixed["server_cpu_ms"] = (server_cpu_seconds(pid) - srv0) * 1000 / fixed["requests"]
-            cpu0, srv0 = cpu_seconds(), server_cpu_seconds(pid)
-            peak = asyncio.run(closed_loop(hook, seconds, args.connections))
-            peak["client_cpu"] = (cpu_seconds() - cpu0) / seconds
-            peak["server_cpu_ms"] = (server_cpu_seconds(pid) - srv0) * 1000 / peak["requests"]
-            results[f"workers_{workers}"] = {"fixed_rate": fixed, "max": peak}
+            for pods, distinct in (("rollout", False), ("distinct", True)):
+                cpu0, srv0 = cpu_seconds(), server_cpu_seconds(pid)
+                fixed = asyncio.run(fixed_rate(hook, args.rate, seconds, 4, distinct))
+                fixed["client_cpu"] = (cpu_seconds() - cpu0) / seconds
+                fixed["server_cpu_ms"] = (server_cpu_seconds(pid) - srv0) * 1000 / fixed["requests"]
+                cpu0, srv0 = cpu_seconds(), server_cpu_seconds(pid)
+                peak = asyncio.run(closed_loop(hook, seconds, args.connections, distinct))
+                peak["client_cpu"] = (cpu_seconds() - cpu0) / seconds
+                peak["server_cpu_ms"] = (server_cpu_seconds(pid) - srv0) * 1000 / peak["requests"]
+                results[f"workers_{workers}_{pods}"] = {"fixed_rate": fixed, "max": peak}
+                rows.append((workers, pods, f"fixed {args.rate:.0f}/s", fixed))
+                rows.append((workers, pods, f"max, {args.connections} conns", peak))
+    results["load_average_after"] = os.getloadavg()[0]
 
     if args.json:
         print(json.dumps(results, indent=2))
@@ -277,26 +298,22 @@ def main() -> None:
     ip = results["in_process"]
     assert isinstance(ip, dict)
     print(
-        f"in-process review(): {ip['review_us']:.0f} µs ({ip['reviews_per_s_one_core']:.0f}/s on one core)"
+        f"in-process review(), distinct pods: {ip['review_us']:.0f} µs CPU "
+        f"({ip['reviews_per_s_one_core']:.0f}/s on one core); load average "
+        f"{results['load_average']:.1f} before, {results['load_average_after']:.1f} after"
     )
     print()
     print(
-        "| workers | load | achieved/s | p50 ms | p90 ms | p99 ms | max ms "
+        "| workers | pods | load | achieved/s | p50 ms | p90 ms | p99 ms | max ms "
         "| server CPU ms/review | client CPU |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for workers in args.workers:
-        entry = results[f"workers_{workers}"]
-        assert isinstance(entry, dict)
-        for label, row in (
-            (f"fixed {args.rate:.0f}/s", entry["fixed_rate"]),
-            (f"max, {args.connections} conns", entry["max"]),
-        ):
-            print(
-                f"| {workers} | {label} | {row['rate']:.0f} | {row['p50_ms']:.2f} | {row['p90_ms']:.2f} "
-                f"| {row['p99_ms']:.2f} | {row['max_ms']:.1f} | {row['server_cpu_ms']:.2f} "
-                f"| {row['client_cpu'] * 100:.0f}% |"
-            )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for workers, pods, label, row in rows:
+        print(
+            f"| {workers} | {pods} | {label} | {row['rate']:.0f} | {row['p50_ms']:.2f} "
+            f"| {row['p90_ms']:.2f} | {row['p99_ms']:.2f} | {row['max_ms']:.1f} "
+            f"| {row['server_cpu_ms']:.2f} | {row['client_cpu'] * 100:.0f}% |"
+        )
 
 
 if __name__ == "__main__":

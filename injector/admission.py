@@ -19,7 +19,11 @@ unsupported    415     the Content-Type is not JSON
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +31,74 @@ from injector._data import mapping
 from injector.annotations import AnnotationError
 from injector.config import InjectorConfig
 from injector.decision import should_inject
-from injector.patch import ADMISSION_VERSIONS, build_response, create_patch
+from injector.patch import ADMISSION_VERSIONS, build_response, create_patch, encode_patch
 from injector.render import PodError, inject_in_place
 
 WARNING_PREFIX = "remora sidecar injector"
+
+
+# The ServiceAccount admission plugin, which runs before webhooks, mounts the token as a volume
+# named ``kube-api-access-<5 random characters>``: the one difference between the pods of a
+# ReplicaSet when they reach us.
+_SA_TOKEN_VOLUME = re.compile(r"kube-api-access-[a-z0-9]{5}")
+
+
+class PatchCache:
+    """The patches of recent injections, keyed by exactly what the result depends on.
+
+    Injection is a pure function of the pod, the namespace and the config, and the pods a
+    ReplicaSet, Job or DaemonSet creates reach the webhook identical (the API server assigns
+    name and uid after admission) except for the generated name of the service-account token
+    volume. The key is the pod as received, less ``managedFields`` (never used), with that one
+    name replaced by a placeholder, plus the namespace. Injection treats volume names as opaque
+    labels, so two such pods get patches that differ at most by that name; a patch is therefore
+    kept only if the name does not occur in it, and then serves them all. An entry is used only
+    with the very config object it was computed with, so a reloaded config starts afresh.
+    Entries are encoded patches (:func:`encode_patch`).
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._entries: OrderedDict[bytes, tuple[InjectorConfig, str]] = OrderedDict()
+        self.hits = 0
+
+    @staticmethod
+    def key(pod: dict[str, Any], namespace: str) -> tuple[bytes, str | None]:
+        """The cache key, and the generated volume name it abstracts from (if any)."""
+        text = json.dumps(pod, separators=(",", ":"))
+        generated = set(_SA_TOKEN_VOLUME.findall(text))
+        name = generated.pop() if len(generated) == 1 else None
+        if name is not None:
+            text = text.replace(name, "kube-api-access-*****")
+        digest = hashlib.blake2b(namespace.encode(), digest_size=32)
+        digest.update(b"\0" + text.encode())
+        return digest.digest(), name
+
+    def get(self, key: bytes, config: InjectorConfig) -> str | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] is not config:
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry[1]
+
+    def put(
+        self,
+        key: bytes,
+        config: InjectorConfig,
+        ops: list[dict[str, Any]],
+        generated_name: str | None,
+    ) -> str:
+        """Remember ``ops`` when they hold for every pod with this key; return them encoded."""
+        text = json.dumps(ops, separators=(",", ":"))
+        encoded = base64.b64encode(text.encode()).decode()
+        if generated_name is not None and generated_name in text:
+            return encoded  # specific to this pod's volume name: not reusable
+        self._entries[key] = (config, encoded)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return encoded
 
 
 @dataclass(frozen=True)
@@ -43,6 +111,7 @@ class Outcome:
     pod: str = ""  # namespace/name of the pod, for the log
     uid: str = ""
     error: BaseException | None = None  # an unexpected exception, for the log's stack trace
+    cached: bool = False  # the patch came from the PatchCache
 
 
 def _json(data: Any) -> bytes:
@@ -62,8 +131,13 @@ def _pod_name(pod: dict[str, Any], request: dict[str, Any]) -> tuple[str, str]:
     return namespace, name
 
 
-def review(body: bytes, content_type: str | None, config: InjectorConfig) -> Outcome:
-    """Answer one ``POST /inject``."""
+def review(
+    body: bytes,
+    content_type: str | None,
+    config: InjectorConfig,
+    cache: PatchCache | None = None,
+) -> Outcome:
+    """Answer one ``POST /inject`` (with ``cache``, reuse the patch of an identical pod)."""
     media_type = (content_type or "").split(";")[0].strip().lower()
     if media_type != "application/json":
         return _bad_request(
@@ -88,7 +162,7 @@ def review(body: bytes, content_type: str | None, config: InjectorConfig) -> Out
         return _bad_request("the AdmissionReview has no request with a uid")
     uid: str = request["uid"]
     try:
-        return _review_request(str(api_version), uid, request, config)
+        return _review_request(str(api_version), uid, request, config, cache)
     except Exception as exc:  # never a 500: the API server gets an answer it can show
         message = f"internal error in the sidecar injector: {type(exc).__name__}: {exc}"
         out = build_response(str(api_version), uid, allowed=False, message=message, code=500)
@@ -96,7 +170,11 @@ def review(body: bytes, content_type: str | None, config: InjectorConfig) -> Out
 
 
 def _review_request(
-    api_version: str, uid: str, request: dict[str, Any], config: InjectorConfig
+    api_version: str,
+    uid: str,
+    request: dict[str, Any],
+    config: InjectorConfig,
+    cache: PatchCache | None,
 ) -> Outcome:
     kind = mapping(request.get("kind"))
     pod = request.get("object")
@@ -117,11 +195,18 @@ def _review_request(
         out = build_response(api_version, uid, warnings=[warning])
         return Outcome(200, _json(out), "skipped", decision.code, decision.reason, where, uid)
 
+    if isinstance(pod.get("metadata"), dict):
+        pod["metadata"].pop("managedFields", None)
+    key, generated_name = PatchCache.key(pod, namespace) if cache is not None else (b"", None)
+    cached = cache.get(key, config) if cache is not None else None
+    if cached is not None:
+        out = build_response(api_version, uid, patch=cached)
+        return Outcome(
+            200, _json(out), "injected", decision.code, decision.reason, where, uid, cached=True
+        )
+
     original = pod
     injected = json.loads(json.dumps(pod))  # a private copy; faster than copy.deepcopy
-    for copy_ in (original, injected):
-        if isinstance(copy_.get("metadata"), dict):
-            copy_["metadata"].pop("managedFields", None)
     try:
         inject_in_place(injected, config, namespace=namespace)
     except AnnotationError as exc:
@@ -131,6 +216,7 @@ def _review_request(
         message = f"cannot inject the sidecar: {exc}"
         out = build_response(api_version, uid, allowed=False, message=message, code=400)
         return Outcome(200, _json(out), "rejected", "invalid_pod", message, where, uid)
-    patch = create_patch(original, injected)
+    ops = create_patch(original, injected)
+    patch = encode_patch(ops) if cache is None else cache.put(key, config, ops, generated_name)
     out = build_response(api_version, uid, patch=patch)
     return Outcome(200, _json(out), "injected", decision.code, decision.reason, where, uid)

@@ -97,23 +97,29 @@ def build_response(
     uid: str,
     *,
     allowed: bool = True,
-    patch: list[dict[str, Any]] | None = None,
+    patch: list[dict[str, Any]] | str | None = None,
     warnings: list[str] | None = None,
     message: str | None = None,
     code: int | None = None,
 ) -> AdmissionReviewOut:
-    """An AdmissionReview response echoing the request's ``apiVersion`` and ``uid``."""
+    """An AdmissionReview response echoing the request's ``apiVersion`` and ``uid``.
+
+    ``patch`` is a list of operations, or one already encoded by :func:`encode_patch`.
+    """
     response: AdmissionResponse = {"uid": uid, "allowed": allowed}
     if patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(
-            json.dumps(patch, separators=(",", ":")).encode()
-        ).decode()
+        response["patch"] = encode_patch(patch) if isinstance(patch, list) else patch
     if warnings:
         response["warnings"] = warnings
     if message is not None:
         response["status"] = {"code": code or (200 if allowed else 403), "message": message}
     return {"apiVersion": api_version, "kind": "AdmissionReview", "response": response}
+
+
+def encode_patch(patch: list[dict[str, Any]]) -> str:
+    """The ``patch`` field of an AdmissionResponse: base64 of the JSON Patch."""
+    return base64.b64encode(json.dumps(patch, separators=(",", ":")).encode()).decode()
 
 
 def decode_patch(response: Mapping[str, Any]) -> list[dict[str, Any]]:

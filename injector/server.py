@@ -49,7 +49,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from injector.admission import Outcome, review
+from injector.admission import Outcome, PatchCache, review
 from injector.config import ConfigError, InjectorConfig, default_config, load_config
 from meshlib import certs
 
@@ -88,6 +88,11 @@ class Metrics:
             "When the serving certificate expires (Unix time)",
             registry=r,
         )
+        self.cache_hits = Counter(
+            "remora_injector_patch_cache_hits",
+            "Injections answered with the patch of an identical earlier pod",
+            registry=r,
+        )
         self.reloads = Counter(
             "remora_injector_reloads",
             "File reloads, by what was reloaded and whether it worked",
@@ -100,6 +105,8 @@ class Metrics:
         self.latency.observe(seconds)
         if outcome.result == "injected":
             self.injected.inc()
+            if outcome.cached:
+                self.cache_hits.inc()
         elif outcome.result == "skipped":
             self.skipped.labels(outcome.code).inc()
         elif outcome.result == "rejected":
@@ -195,6 +202,7 @@ class WebhookState:
         self.config = config
         self.metrics = Metrics()
         self.tls = tls
+        self.cache = PatchCache()
         if tls is not None:
             self.metrics.cert_expiry.set(tls.not_after)
 
@@ -229,7 +237,7 @@ def create_app(state: WebhookState) -> FastAPI:
     async def inject(request: Request) -> Response:
         started = time.perf_counter()
         body = await request.body()
-        outcome = review(body, request.headers.get("content-type"), state.config)
+        outcome = review(body, request.headers.get("content-type"), state.config, state.cache)
         seconds = time.perf_counter() - started
         state.metrics.record(outcome, seconds)
         _log_outcome(outcome, seconds)

@@ -195,6 +195,7 @@ def test_deployment_pods_are_injected_through_the_controllers(
             "template": {"metadata": {"labels": {"app": "shop"}}, "spec": _pod("x")["spec"]},
         },
     }
+    hits_before = injector.state.cache.hits
     with testbed.api_client() as api:
         client.AppsV1Api(api).create_namespaced_deployment(namespace, deployment)
         core = client.CoreV1Api(api)
@@ -211,6 +212,9 @@ def test_deployment_pods_are_injected_through_the_controllers(
             == f"kubernetes://apis/apps/v1/namespaces/{namespace}/deployments/shop"
         )
         assert pod.metadata.labels["service.istio.io/canonical-name"] == "shop"
+    # At admission the ReplicaSet's pods are identical (name and uid come later), so the second
+    # one is answered from the patch cache.
+    assert injector.state.cache.hits >= hits_before + 1
 
 
 @pytest.mark.parametrize(

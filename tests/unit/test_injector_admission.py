@@ -219,3 +219,79 @@ def test_an_injected_pod_is_reinjected_to_the_same_result_so_the_patch_is_empty(
     _, again, result = answer(admission_review(injected))
     assert result == "injected"
     assert decode_patch(again) == []
+
+
+def test_the_patch_cache_answers_identical_pods_only() -> None:
+    from dataclasses import replace
+
+    from injector.admission import PatchCache
+
+    cache = PatchCache(size=3)
+    first = review(admission_review(a_pod()), "application/json", CONFIG, cache)
+    again = review(admission_review(a_pod()), "application/json", CONFIG, cache)
+    assert (first.cached, again.cached) == (False, True)
+    assert again.body == first.body
+
+    managed = a_pod()
+    managed["metadata"]["managedFields"] = [{"manager": "kube-controller-manager"}]
+    assert review(admission_review(managed), "application/json", CONFIG, cache).cached
+
+    unplaced = a_pod()
+    del unplaced["metadata"]["namespace"]  # the request's namespace decides
+    review(admission_review(unplaced, namespace="demo"), "application/json", CONFIG, cache)
+    different = [
+        review(admission_review(unplaced, namespace="other"), "application/json", CONFIG, cache),
+        review(admission_review(a_pod(x="1")), "application/json", CONFIG, cache),
+        review(admission_review(a_pod()), "application/json", replace(CONFIG), cache),
+    ]
+    assert [o.cached for o in different] == [False, False, False]
+    # Bounded (3 entries): the first pod's entry has gone.
+    assert not review(admission_review(a_pod()), "application/json", CONFIG, cache).cached
+
+
+def with_token_volume(
+    pod: dict[str, Any], suffix: str, *, in_override: bool = False
+) -> dict[str, Any]:
+    """The pod as the ServiceAccount admission plugin leaves it: a generated token volume."""
+    pod = json.loads(json.dumps(pod))
+    name = f"kube-api-access-{suffix}"
+    mount = {
+        "name": name,
+        "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+        "readOnly": True,
+    }
+    pod["spec"]["volumes"] = [
+        {"name": name, "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}
+    ]
+    for container in pod["spec"]["containers"]:
+        container["volumeMounts"] = [mount]
+    if in_override:
+        pod["spec"]["containers"].append(
+            {"name": "istio-proxy", "image": "auto", "volumeMounts": [mount]}
+        )
+    return pod
+
+
+def test_pods_differing_only_in_the_generated_token_volume_share_a_patch() -> None:
+    from injector.admission import PatchCache
+    from injector.render import inject
+
+    cache = PatchCache()
+    first, second = with_token_volume(a_pod(), "6ddh8"), with_token_volume(a_pod(), "gtczr")
+    assert not review(admission_review(first), "application/json", CONFIG, cache).cached
+    hit = review(admission_review(second), "application/json", CONFIG, cache)
+    assert hit.cached
+    assert apply_patch(second, decode_patch(json.loads(hit.body))) == inject(second, CONFIG)
+
+
+def test_a_patch_that_names_the_generated_volume_is_not_reused() -> None:
+    from injector.admission import PatchCache
+    from injector.render import inject
+
+    cache = PatchCache()
+    first = with_token_volume(a_pod(), "6ddh8", in_override=True)  # the mount reaches our proxy
+    second = with_token_volume(a_pod(), "gtczr", in_override=True)
+    review(admission_review(first), "application/json", CONFIG, cache)
+    answer = review(admission_review(second), "application/json", CONFIG, cache)
+    assert not answer.cached
+    assert apply_patch(second, decode_patch(json.loads(answer.body))) == inject(second, CONFIG)

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from injector import annotations as A
-from injector.admission import review
+from injector.admission import PatchCache, review
 from injector.annotations import AnnotationError
 from injector.config import default_config, parse_config
 from injector.patch import apply_patch, create_patch
@@ -167,6 +167,39 @@ def test_injection_is_idempotent_and_the_patch_reproduces_it(
     all_names = [c["name"] for c in (*spec.get("initContainers", ()), *spec["containers"])]
     assert len(all_names) == len(set(all_names)), f"duplicate containers: {all_names}"
     assert len({v["name"] for v in spec["volumes"]}) == len(spec["volumes"])
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(pods(), min_size=1, max_size=4), st.sampled_from(CONFIGS))
+def test_the_patch_cache_never_changes_an_answer(batch: list[dict[str, Any]], config: Any) -> None:
+    cache = PatchCache(size=3)
+    rounds = []
+    for suffix in ("6ddh8", "gtczr"):  # the second round hits, with another generated name
+        for given_pod in batch:
+            pod = json.loads(json.dumps(given_pod))
+            name = f"kube-api-access-{suffix}"
+            pod["spec"].setdefault("volumes", []).append({"name": name, "emptyDir": {}})
+            for container in pod["spec"]["containers"]:
+                container["volumeMounts"] = [{"name": name, "mountPath": "/var/run/secrets/sa"}]
+            rounds.append(pod)
+    for pod in rounds:
+        body = json.dumps(
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {
+                    "uid": "u",
+                    "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "namespace": "demo",
+                    "operation": "CREATE",
+                    "object": pod,
+                },
+            }
+        ).encode()
+        assert (
+            review(body, "application/json", config, cache).body
+            == review(body, "application/json", config).body
+        )
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
