@@ -521,6 +521,17 @@ def test_ready_probes_metrics_and_quitquitquit(start_agent: Any, app: int, ca_di
         # Envoy's own stats port goes through Envoy to the admin endpoint.
         assert "envoy_server_live" in agent.get(agent.prometheus, "/stats/prometheus").text
 
+        # What `remora proxy-config --from-pod` runs inside the sidecar: Envoy's config dump.
+        dump = subprocess.run(
+            [
+                REMORA, "proxy", "request", f"--debug-port={agent.admin}",
+                "GET", "config_dump?resource=dynamic_active_clusters&include_eds",
+            ],
+            capture_output=True, text=True, timeout=20, check=False,
+        )  # fmt: skip
+        assert dump.returncode == 0, dump.stderr
+        assert "inbound|app" in json.dumps(json.loads(dump.stdout))
+
         # /quitquitquit: loopback only; stops the proxy with exit code 0.
         response = httpx.post(agent.url(agent.status, "/quitquitquit"), timeout=5)
         assert response.status_code == 200
