@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +38,23 @@ def settle_garbage_collector() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise OSError(
+            f"cannot listen for monitoring on {host}:{port}: {exc.strerror}; "
+            "choose another with --monitoring-port (0 disables it)"
+        ) from exc
+    sock.setblocking(False)
+    return sock
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -96,24 +114,25 @@ class DiscoveryServer:
         )
 
     async def start(self) -> None:
-        self._grpc, self.xds_port = await start_xds_server(self.hub, self.options.xds_address)
+        # Bind the monitoring port first: a port in use then fails before anything started.
+        monitoring = (
+            _bind(*self.options.monitoring_address) if self.options.monitoring_address else None
+        )
+        try:
+            self._grpc, self.xds_port = await start_xds_server(self.hub, self.options.xds_address)
+        except OSError:
+            if monitoring is not None:
+                monitoring.close()
+            raise
         self._tasks.append(asyncio.create_task(self.debouncer.run(), name="debouncer"))
-        if self.options.monitoring_address is not None:
-            host, port = self.options.monitoring_address
+        if monitoring is not None:
             app = create_debug_app(self.hub, self.store, self.metrics, lambda: self.synced)
-            config = uvicorn.Config(
-                app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
-            )
+            config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
             self._uvicorn = _EmbeddedUvicorn(config)
-            self._tasks.append(asyncio.create_task(self._uvicorn.serve(), name="monitoring"))
-            while not self._uvicorn.started:
-                if self._tasks[-1].done():
-                    self._tasks[-1].result()
-                    raise OSError(
-                        f"monitoring server on {host}:{port} did not start: is the port in use?"
-                    )
-                await asyncio.sleep(0.01)
-            self.monitoring_port = self._uvicorn.servers[0].sockets[0].getsockname()[1]
+            self._tasks.append(
+                asyncio.create_task(self._uvicorn.serve(sockets=[monitoring]), name="monitoring")
+            )
+            self.monitoring_port = monitoring.getsockname()[1]
         log.info(
             "discovery serving",
             extra={"xds_port": self.xds_port, "monitoring_port": self.monitoring_port or None},

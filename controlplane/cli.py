@@ -8,11 +8,14 @@ import logging
 import signal
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from meshlib.logs import setup_logging
+
+if TYPE_CHECKING:
+    from controlplane.app import DiscoveryOptions
 
 log = logging.getLogger("controlplane")
 
@@ -165,7 +168,7 @@ def discovery(  # noqa: PLR0917 - one parameter per click option
 
 
 async def _serve(  # noqa: PLR0917
-    options: Any,
+    options: DiscoveryOptions,
     kubeconfig: str | None,
     config_dir: Path | None,
     poll_interval: float,
@@ -183,30 +186,36 @@ async def _serve(  # noqa: PLR0917
         loop.add_signal_handler(sig, stop.set)
 
     if config_dir is not None:
-        server = DiscoveryServer(store, options, source_name="files")
-        await server.start()
+        # Read the directory before opening any port: a typo should fail fast and clearly.
         source = FileSource(config_dir, store, poll_interval)
         if not source.load():
-            raise click.ClickException(
-                f"cannot load {config_dir}: fix the file named in the log above"
-            )
-        server.mark_synced()
-        task = asyncio.create_task(source.run())
-        await stop.wait()
-        task.cancel()
-    else:
-        from controlplane.sources.kube import KubeSource
-        from meshlib.kube import api_client
-
-        api = api_client(kubeconfig)
-        server = DiscoveryServer(store, options, source_name="kubernetes")
+            raise click.ClickException(f"cannot load --config-dir: {source.last_error}")
+        server = DiscoveryServer(store, options, source_name="files")
         await server.start()
-        kube = KubeSource(api, store, server.metrics, mesh_namespace, on_synced=server.mark_synced)
+        try:
+            server.mark_synced()
+            task = asyncio.create_task(source.run())
+            await stop.wait()
+            task.cancel()
+        finally:
+            log.info("shutting down")
+            await server.stop()
+        return
+
+    from controlplane.sources.kube import KubeSource
+    from meshlib.kube import api_client
+
+    api = api_client(kubeconfig)
+    server = DiscoveryServer(store, options, source_name="kubernetes")
+    await server.start()
+    kube = KubeSource(api, store, server.metrics, mesh_namespace, on_synced=server.mark_synced)
+    try:
         kube.start()
         await stop.wait()
+    finally:
         kube.stop()
-    log.info("shutting down")
-    await server.stop()
+        log.info("shutting down")
+        await server.stop()
 
 
 def _get_json(

@@ -168,6 +168,7 @@ class FileSource:
         self._seen: tuple[tuple[str, int, int], ...] | None = None
         self._parsed: dict[Path, tuple[tuple[int, int], list[Mapping[str, Any]]]] = {}
         self._index: ObjectIndex | None = None
+        self.last_error: str | None = None
 
     def load(self) -> bool:
         """Read the directory into the store now; False (state kept) if a file is broken."""
@@ -175,6 +176,7 @@ class FileSource:
         try:
             objects = read_directory(self.directory, self._parsed)
         except ConfigDirError as exc:
+            self.last_error = str(exc)
             log.error(
                 "config directory not loaded, keeping the last good state",
                 extra={"error": str(exc)},
@@ -182,6 +184,7 @@ class FileSource:
             self._seen = fingerprint
             return False
         self._seen = fingerprint
+        self.last_error = None
         index = index_objects(objects)
         if self._index is None:
             load_into(self.store, objects)

@@ -302,6 +302,9 @@ async def start_xds_server(hub: PushHub, address: str) -> tuple[grpc.aio.Server,
     server = grpc.aio.server(
         options=[
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            # gRPC sets SO_REUSEPORT by default: a second control plane on the same port
+            # would then silently share the proxies. Fail to bind instead.
+            ("grpc.so_reuseport", 0),
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.http2.max_pings_without_data", 0),
         ]
@@ -309,8 +312,12 @@ async def start_xds_server(hub: PushHub, address: str) -> tuple[grpc.aio.Server,
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
         AggregatedDiscoveryService(hub), server
     )
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:  # grpc raises when it cannot bind
+        port = 0
     if port == 0:
+        await server.stop(None)  # an unstarted aio server still needs stopping, or exit hangs
         raise OSError(
             f"cannot listen for xDS on {address}: is the port in use? choose another with --xds-port"
         )

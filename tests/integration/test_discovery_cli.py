@@ -4,6 +4,7 @@ proxy-config, with a real Envoy."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -140,7 +141,7 @@ def test_discovery_serves_a_config_dir_and_the_cli_reports_it(
         assert "remora_proxy_convergence_seconds_count" in metrics
 
 
-def test_discovery_explains_bad_flags() -> None:
+def test_discovery_explains_bad_flags(tmp_path: Path) -> None:
     both = subprocess.run(
         [sys.executable, "-m", "remora", "discovery", "--config-dir", "/tmp", "--kubeconfig", "/x"],
         capture_output=True,
@@ -164,6 +165,20 @@ def test_discovery_explains_bad_flags() -> None:
         check=False,
     )
     assert debounce.returncode != 0 and "--debounce-max" in debounce.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for flag, other in (
+            ("--xds-port", "--monitoring-port"),
+            ("--monitoring-port", "--xds-port"),
+        ):
+            busy = subprocess.run(
+                [sys.executable, "-m", "remora", "discovery", "--config-dir", str(tmp_path),
+                 "--listen-address", "127.0.0.1", flag, port, other, str(free_port())],
+                capture_output=True, text=True, check=False, timeout=60,
+            )  # fmt: skip
+            assert busy.returncode == 1 and f"choose another with {flag}" in busy.stderr
     unreachable = CliRunner().invoke(
         proxy_status, ["--discovery", f"http://127.0.0.1:{free_port()}"]
     )
