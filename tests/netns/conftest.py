@@ -28,8 +28,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 AGENT = Path(__file__).with_name("pod_agent.py")
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
-# Ports the agent listens on: Envoy's two capture ports and three app ports.
+# Ports the agent listens on: Envoy's two capture ports and three app ports (TCP), and the
+# agent's DNS port and DNS itself (UDP).
 AGENT_PORTS = (15001, 15006, 8080, 9090, 5432)
+AGENT_UDP_PORTS = (15053, 53)
 
 _COUNTERS = re.compile(r" \[\d+:\d+\]$")
 
@@ -132,17 +134,9 @@ class Pod:
         return [r for r in self.rules(mode, family) if "ISTIO_" in r or "remora-capture" in r]
 
     def start_agent(self) -> Agent:
+        ports = [*map(str, AGENT_PORTS), *(f"--udp={port}" for port in AGENT_UDP_PORTS)]
         proc = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                self.name,
-                sys.executable,
-                str(AGENT),
-                "serve",
-                *map(str, AGENT_PORTS),
-            ],
+            ["ip", "netns", "exec", self.name, sys.executable, str(AGENT), "serve", *ports],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env=ENV,
@@ -153,8 +147,10 @@ class Pod:
             raise AssertionError(f"pod agent in {self.name} did not start")
         return agent
 
-    def connect(self, host: str, port: int, uid: int = 1000, gid: int = 1000) -> dict[str, Any]:
-        ids = ["--uid", str(uid), "--gid", str(gid)]
+    def connect(
+        self, host: str, port: int, uid: int = 1000, gid: int = 1000, udp: bool = False
+    ) -> dict[str, Any]:
+        ids = ["--uid", str(uid), "--gid", str(gid), *(["--udp"] if udp else [])]
         result = self.run(sys.executable, str(AGENT), "connect", host, str(port), *ids, check=False)
         return json.loads(result.stdout) if result.stdout else {"ok": False, "error": result.stderr}
 

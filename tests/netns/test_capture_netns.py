@@ -274,3 +274,23 @@ def test_tproxy_policy_routing_is_installed_and_removed(pod: Pod, v6_flavour: Fl
     pod.init("--cleanup-only", *v6_flavour.flags)
     assert "lookup 133" not in pod.run("ip", "rule").stdout
     assert pod.own_rules(mode, 4) == [] and pod.own_rules(mode, 6) == []
+
+
+def test_dns_capture(pods: tuple[Pod, Pod], v6_flavour: Flavour) -> None:
+    """DNS to the resolv.conf servers goes to the agent's 15053; the agent's own does not."""
+    a, b = pods
+    dns = ["--redirect-dns", f"--dns-servers={B_V4},{B_V6}", "--dual-stack"]
+    a.init(*DEFAULT, *INBOUND_ALL, *dns, *v6_flavour.flags)
+    a_agent, b_agent = a.start_agent(), b.start_agent()
+    for server in (B_V4, B_V6):
+        # An app's query is answered by the agent on 15053, inside the pod.
+        assert a.connect(server, 53, udp=True)["ok"]
+        assert [e["port"] for e in a_agent.events()] == [15053], server
+        assert b_agent.events() == []
+        # The agent itself (uid 1337) reaches the real server.
+        assert a.connect(server, 53, uid=1337, gid=1337, udp=True)["ok"]
+        assert [e["port"] for e in b_agent.events()] == [53], server
+    # A server that is not in the list is not captured (no --capture-all-dns).
+    assert a.connect(B_V4_EXTRA, 53, udp=True)["ok"]
+    assert [e["port"] for e in b_agent.events()] == [53]
+    assert a_agent.events() == []
