@@ -188,13 +188,16 @@ class SotwProtocol(StreamProtocol):
         type_url = request.type_url
         state = self.types.get(type_url)
         events: list[Event] = []
+        first = state is None
         if state is None:
             state = self.types[type_url] = TypeState(type_url)
             # A reconnecting Envoy quotes the version it has; answer anyway so it is
             # certain to hold exactly this server's view.
             state.force = True
         nonce = request.response_nonce
-        if nonce:
+        # A first request may quote a nonce of a previous stream or server: it is never
+        # stale, its subscription counts.
+        if nonce and not first:
             if nonce != state.last_nonce:
                 return [Event("stale", type_url, nonce)]
             if state.in_flight == nonce:

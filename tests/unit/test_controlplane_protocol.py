@@ -242,3 +242,13 @@ def test_delta_unsubscribe_forgets_and_resubscribe_resends() -> None:
     p.on_request(delta_request(ENDPOINT, resource_names_subscribe=["a"]), now=2)
     (again,) = p.responses(want)
     assert [r.name for r in again.resources] == ["a"]
+
+
+def test_sotw_first_request_quoting_an_old_servers_nonce_still_subscribes() -> None:
+    p = SotwProtocol(nonce_prefix="new-")
+    p.on_request(
+        discovery_pb2.DiscoveryRequest(type_url=CLUSTER, version_info="v1", response_nonce="old-7"),
+        now=0,
+    )
+    (response,) = p.responses(resources([cluster("a")]))
+    assert [r.type_url for r in response.resources] and len(response.resources) == 1
