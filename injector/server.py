@@ -322,7 +322,7 @@ def _uvicorn_server(app: FastAPI, tls: TlsFiles) -> uvicorn.Server:
         log_config=None,
         access_log=False,
         lifespan="off",
-        http="h11",
+        http="auto",  # httptools when installed (C parser), else h11
         loop="asyncio",
         timeout_keep_alive=30,
     )
