@@ -758,3 +758,14 @@ def test_control_plane_tls_and_ca_values_reach_the_pod() -> None:
     assert mounts["cacerts"] == "/etc/cacerts"
     volume = next(v for v in off["spec"]["template"]["spec"]["volumes"] if v["name"] == "cacerts")
     assert volume["secret"] == {"secretName": "cacerts", "optional": True}
+
+
+def test_chart_app_version_is_the_version_the_image_is_tagged_with() -> None:
+    """image.tag defaults to appVersion; `make images` tags with pyproject's version."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    version = re.search(r'^version = "([^"]+)"', pyproject, re.M)
+    assert version and chart["appVersion"] == version.group(1)
+    deploy = one(rendered("default-values.yaml"), "Deployment", "injector")
+    image = deploy["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"docker.io/remora/remora:{version.group(1)}"
