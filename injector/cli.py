@@ -30,7 +30,7 @@ def detect_kubernetes_version(kubeconfig: str | None) -> tuple[int, int] | None:
 
     api = api_client(kubeconfig)
     try:
-        info = client.VersionApi(api).get_code()
+        info = client.VersionApi(api).get_code(_request_timeout=5)
         versions = [parse_kubernetes_version(info.git_version)]
         try:
             nodes = client.CoreV1Api(api).list_node(_request_timeout=5).items
@@ -60,6 +60,10 @@ Examples:
   # in a cluster, with a mounted Secret and ConfigMap
   remora webhook --tls-cert /certs/tls.crt --tls-key /certs/tls.key \\
       --config /etc/remora/config --mesh-config /etc/remora/mesh --workers 2
+  # in a cluster, certificates made and renewed at runtime (the Helm chart's default)
+  remora webhook --tls-cert /run/certs/tls.crt --tls-key /run/certs/tls.key \\
+      --cert-secret remora-injector-tls --webhook-configuration remora-sidecar-injector \\
+      --san remora-injector.remora-system.svc
 """
 
 
@@ -81,7 +85,7 @@ Examples:
     multiple=True,
     default=("localhost", "127.0.0.1"),
     show_default=True,
-    help="DNS name or IP for the self-signed certificate (repeatable).",
+    help="DNS name or IP for --self-signed and runtime certificates (repeatable).",
 )
 @click.option(
     "--config", "config_file", type=click.Path(dir_okay=False), help="Injection config YAML."
@@ -97,7 +101,10 @@ Examples:
     "via --kubeconfig/in-cluster credentials, falling back to the config) or 'config'.",
 )
 @click.option(
-    "--kubeconfig", type=click.Path(dir_okay=False), help="For --kubernetes-version auto."
+    "--kubeconfig",
+    type=click.Path(dir_okay=False),
+    help="Credentials for --kubernetes-version auto and --cert-secret "
+    "(default: $KUBECONFIG, else the pod's service account).",
 )
 @click.option(
     "--cert-secret",
