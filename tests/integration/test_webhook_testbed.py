@@ -341,3 +341,10 @@ def test_metrics_count_what_the_api_server_sent(testbed: TestBed, injector: Webh
     with testbed.api_client() as api:
         client.CoreV1Api(api).create_namespaced_pod(namespace, _pod("counted"))
     assert injected_total() == before + 1
+
+
+def test_the_cluster_version_is_learnt_for_the_native_sidecar_choice(testbed: TestBed) -> None:
+    from injector.cli import detect_kubernetes_version
+
+    # v1.34 API server, no kubelet registered: the API server's version decides.
+    assert detect_kubernetes_version(str(testbed.kubeconfig)) == (1, 34)
