@@ -147,6 +147,13 @@ def release(testbed: TestBed) -> Iterator[Release]:
             [helm, "uninstall", rel.name, "-n", namespace, "--wait", "--timeout", "60s"],
             capture_output=True, env=env, check=False,
         )  # fmt: skip
+        # Should uninstall fail, never leave a failurePolicy Fail webhook to later tests.
+        for kind, name in (
+            ("mutatingwebhookconfiguration", rel.mwc),
+            *((k, f"{fullname}-{c}-{namespace}") for k in ("clusterrole", "clusterrolebinding")
+              for c in ("discovery", "injector")),
+        ):  # fmt: skip
+            testbed.kubectl("delete", kind, name, "--ignore-not-found", check=False)
         if rel.created_crd:
             testbed.kubectl("delete", "crd", PA_CRD, "--ignore-not-found", check=False)
         testbed.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
@@ -216,14 +223,20 @@ def test_an_existing_crd_is_left_alone(release: Release) -> None:
             capture_output=True, env=env, check=False,
         )  # fmt: skip
         release.bed.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-    # Uninstalling removes every cluster-scoped object of the release, and not the CRD.
-    for kind, name in (
-        ("mutatingwebhookconfiguration", f"{ns}-sidecar-injector-{ns}"),
-        ("clusterrole", f"{ns}-discovery-{ns}"),
-        ("clusterrole", f"{ns}-injector-{ns}"),
-        ("clusterrolebinding", f"{ns}-injector-{ns}"),
-    ):
-        assert release.bed.kubectl("get", kind, name, check=False).returncode != 0, name
+        # Uninstalling removes every cluster-scoped object of the release, and not the CRD.
+        leftovers = [
+            (kind, name)
+            for kind, name in (
+                ("mutatingwebhookconfiguration", f"{ns}-sidecar-injector-{ns}"),
+                ("clusterrole", f"{ns}-discovery-{ns}"),
+                ("clusterrole", f"{ns}-injector-{ns}"),
+                ("clusterrolebinding", f"{ns}-injector-{ns}"),
+            )
+            if release.bed.kubectl("get", kind, name, check=False).returncode == 0
+        ]
+        for kind, name in leftovers:  # never leave them to later tests
+            release.bed.kubectl("delete", kind, name, check=False)
+    assert leftovers == []
     assert release.bed.kubectl("get", "crd", PA_CRD, check=False).returncode == 0
 
 
