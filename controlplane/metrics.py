@@ -53,6 +53,12 @@ class ControlPlaneMetrics:
             ["source", "kind"],
             registry=r,
         )
+        self.watch_events = Counter(
+            "remora_watch_events_total",
+            "Kubernetes watch events received (changing the model or not), by kind and type.",
+            ["kind", "type"],
+            registry=r,
+        )
         self.watch_restarts = Counter(
             "remora_watch_restarts_total",
             "Kubernetes watches restarted, by kind and reason.",

@@ -114,6 +114,8 @@ class KubeSource:
                 self.on_synced()
 
     def _event(self, kind: Kind, event_type: str, obj: dict[str, Any]) -> None:
+        if self.metrics is not None:
+            self.metrics.watch_events.labels(kind.value, event_type).inc()
         if event_type in ("ADDED", "MODIFIED"):
             self.store.upsert(kind, obj)
         elif event_type == "DELETED":

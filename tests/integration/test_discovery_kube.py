@@ -139,7 +139,9 @@ def test_services_and_endpoint_slices_reach_envoy_and_deletions_remove_them(
                 timeout=15,
                 what="the endpoints removed from Envoy",
             )
-            assert cp.server.metrics.config_events.labels("kubernetes", "Service")._value.get() >= 2
+            metrics = cp.server.metrics
+            assert metrics.config_events.labels("kubernetes", "Service")._value.get() >= 2
+            assert metrics.watch_events.labels("EndpointSlice", "DELETED")._value.get() >= 1
     finally:
         source.stop()
         cp.stop()
