@@ -231,6 +231,39 @@ def test_nack_keeps_the_last_good_config_serving(
         assert get_through_envoy().status_code == 200
 
 
+def test_a_modified_cluster_does_not_stall_in_warming(
+    control_plane: ControlPlaneThread, backend: int, mode: str
+) -> None:
+    """The warming trap: Envoy re-creates a modified cluster and waits for its endpoints.
+
+    Delta must re-send the load assignment unasked; SotW must answer Envoy's re-request
+    that repeats an already-ACKed nonce. Otherwise the cluster warms for 15 s.
+    """
+    seed(control_plane, backend)
+    with EnvoyProcess(
+        "client-1", "shop", "10.1.0.50", control_plane.xds_port, delta=mode == "delta"
+    ) as envoy:
+        wait_for(lambda: synced(control_plane), what="initial sync")
+        started = time.monotonic()
+        # appProtocol grpc makes the cluster HTTP/2: a modified cluster, unchanged endpoints.
+        grpc_db = service("db", "10.96.0.20", 5432, "tcp")
+        grpc_db["spec"]["ports"][0]["appProtocol"] = "grpc"
+        control_plane.call(lambda: control_plane.store.upsert(Kind.SERVICE, grpc_db))
+
+        def upgraded() -> bool:
+            cluster = envoy.active_clusters()[DB_CLUSTER]["cluster"]
+            return "typed_extension_protocol_options" in cluster
+
+        wait_for(upgraded, timeout=10, interval=0.01, what="the modified cluster active")
+        wait_for(lambda: synced(control_plane), timeout=10, interval=0.01, what="the CDS ACK")
+        assert time.monotonic() - started < 2.0  # far from the 15 s initial fetch timeout
+        assert envoy.stat(f"cluster.{DB_CLUSTER}.init_fetch_timeout") == 0
+        assert envoy.endpoints()[DB_CLUSTER] == [
+            "10.1.0.1:5432 (HEALTHY)",
+            "10.1.0.2:5432 (HEALTHY)",
+        ]
+
+
 def test_removals_reach_envoy(control_plane: ControlPlaneThread, backend: int, mode: str) -> None:
     seed(control_plane, backend)
     with EnvoyProcess(
