@@ -579,3 +579,27 @@ def test_injector_runtime_certificates_work_with_the_charts_flags_and_rbac(
         assert "forbidden" not in log.read_text().lower()
     finally:
         bed.kubectl("delete", "namespace", app, "--wait=false", check=False)
+
+
+def test_helm_upgrade_keeps_the_runtime_ca_bundle(release: Release) -> None:
+    """The chart renders no caBundle in runtime mode, so an upgrade must not wipe the one the
+    injector wrote (Helm's three-way merge leaves fields it never owned)."""
+    bed = release.bed
+    bundle = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nruntime\n").decode()
+    patch = [
+        {"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": bundle}
+        for i in range(4)
+    ]
+    bed.kubectl(
+        "patch", "mutatingwebhookconfiguration", release.mwc, "--type=json", "-p", json.dumps(patch)
+    )
+    upgrade = subprocess.run(
+        [release.helm, "upgrade", release.name, str(CHART), "-n", release.namespace,
+         "--reuse-values", "--set", "injector.timeoutSeconds=5", "--timeout", "60s"],
+        capture_output=True, text=True, check=False,
+        env={**os.environ, "KUBECONFIG": str(bed.kubeconfig)},
+    )  # fmt: skip
+    assert upgrade.returncode == 0, upgrade.stderr
+    hooks = _get_json(bed, "mutatingwebhookconfiguration", release.mwc)["webhooks"]
+    assert {h["timeoutSeconds"] for h in hooks} == {5}  # the upgrade applied...
+    assert {h["clientConfig"].get("caBundle") for h in hooks} == {bundle}  # ...and kept this
