@@ -115,12 +115,20 @@ class MeshStore:
             return False
         self._objects[kind] = fresh
         if kind is Kind.ENDPOINT_SLICE:
-            self._address_slices.clear()
-            self._address_services.clear()
-            self._service_slices.clear()
-            self._service_slice_keys.clear()
+            before = self._service_slices
+            self._address_slices, self._address_services = {}, {}
+            self._service_slices, self._service_slice_keys = {}, {}
             for key, value in fresh.items():
                 self._index_slice(key, None, value)
+            # A re-list changes few services: keep the others' tuples identical (reuse).
+            for service, slices in self._service_slices.items():
+                old_slices = before.get(service)
+                if (
+                    old_slices is not None
+                    and len(old_slices) == len(slices)
+                    and all(a is b for a, b in zip(old_slices, slices, strict=True))
+                ):
+                    self._service_slices[service] = old_slices
         self._changed(kind)
         return True
 

@@ -275,3 +275,22 @@ def test_file_source_applies_only_what_an_edit_changed(tmp_path: Path) -> None:
         ]["name"]
         == "x"
     )
+
+
+def test_relist_keeps_unchanged_objects_and_indexes_identical() -> None:
+    store = MeshStore()
+    store.replace(Kind.SERVICE, [_svc("s0", "n", "10.0.0.1"), _svc("s1", "n", "10.0.0.2")])
+    store.replace(
+        Kind.ENDPOINT_SLICE, [_slice("s0", "n", "10.1.0.1"), _slice("s1", "n", "10.1.0.2")]
+    )
+    before = store.snapshot()
+    # A re-list after 410 Gone: fresh dicts, one slice really changed.
+    assert store.replace(
+        Kind.ENDPOINT_SLICE, [_slice("s0", "n", "10.1.0.1"), _slice("s1", "n", "10.1.0.3")]
+    )
+    after = store.snapshot()
+    s0, s1 = after.services[("n", "s0")], after.services[("n", "s1")]
+    assert after.slices_for(s0) is before.slices_for(s0)  # unchanged: reused as is
+    assert after.slices_for(s1) is not before.slices_for(s1)
+    assert after.services_by_endpoint_address["10.1.0.3"] == frozenset({("n", "s1")})
+    assert "10.1.0.2" not in after.services_by_endpoint_address
