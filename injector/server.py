@@ -47,6 +47,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 
 from injector.admission import Outcome, PatchCache, review
@@ -55,6 +56,7 @@ from meshlib import certs
 
 log = logging.getLogger("remora.injector")
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 
 
@@ -87,6 +89,7 @@ class Metrics:
             "remora_injector_certificate_expiry_timestamp_seconds",
             "When the serving certificate expires (Unix time)",
             registry=r,
+            multiprocess_mode="max",  # with workers: all serve the same certificate
         )
         self.cache_hits = Counter(
             "remora_injector_patch_cache_hits",
@@ -262,7 +265,11 @@ def create_app(state: WebhookState) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        registry = state.metrics.registry
+        if os.environ.get(MULTIPROC_ENV):  # workers: add up every worker's series
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
@@ -381,8 +388,10 @@ def serve(
 ) -> None:
     """Run the webhook in the foreground until SIGINT/SIGTERM.
 
-    ``on_started`` runs once the workers exist (e.g. to start a background thread, which must
-    not exist when worker processes are forked).
+    With several workers, each is a fresh interpreter (``spawn``) that receives the listening
+    socket and writes its metrics to a shared directory (prometheus_client's multiprocess mode,
+    which must be chosen before the library is imported), so ``/metrics`` from any worker adds
+    up all of them. ``on_started`` runs once the workers exist.
     """
     sock = bind(options.host, options.port)
     log.info(
@@ -400,22 +409,28 @@ def serve(
         asyncio.run(_serve_async(server, sock, state, config_files, options.reload_interval))
         return
     _load(options)  # fail fast in the parent on a bad config or certificate
-    ctx = multiprocessing.get_context("fork")
+    metrics_dir = tempfile.TemporaryDirectory(prefix="remora-webhook-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir.name  # inherited by the spawned workers
+    ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(options, sock), daemon=True) for _ in range(workers)]
-    for proc in procs:
-        proc.start()
-    if on_started is not None:
-        on_started()
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    while not stop.is_set() and any(p.is_alive() for p in procs):
-        stop.wait(0.5)
-    for proc in procs:
-        if proc.is_alive() and proc.pid is not None:
-            os.kill(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        proc.join(timeout=10)
+    try:
+        for proc in procs:
+            proc.start()
+        if on_started is not None:
+            on_started()
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        while not stop.is_set() and any(p.is_alive() for p in procs):
+            stop.wait(0.5)
+    finally:
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            proc.join(timeout=10)
+        del os.environ[MULTIPROC_ENV]
+        metrics_dir.cleanup()
 
 
 # -- self-signed certificates ----------------------------------------------------------------

@@ -237,6 +237,14 @@ def test_cli_self_signed_prints_the_ca_bundle_and_serves(tmp_path: Path, workers
                 ops = decode_patch(reply.json())
                 inits = next(op["value"] for op in ops if op["path"] == "/spec/initContainers")
                 assert [c["name"] for c in inits] == ["istio-init", "istio-proxy"]
+        # Whichever worker answers /metrics, it counts every worker's injections.
+        for _ in range(3):
+            with client_for(ca_pem) as http:  # a new connection: possibly another worker
+                text = http.get(f"https://127.0.0.1:{port}/metrics").text
+            assert metric(text, "remora_injector_injections_total") == 4.0
+            assert (
+                metric(text, "remora_injector_certificate_expiry_timestamp_seconds") > time.time()
+            )
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
