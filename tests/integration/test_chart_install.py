@@ -268,7 +268,8 @@ def test_control_plane_account_can_do_what_it_needs_and_no_more(release: Release
     for args in CONTROL_PLANE_CANNOT:
         assert not release.can("discovery", *args), args
     ns = ("-n", release.namespace)
-    assert release.can("discovery", "watch", "configmaps", *ns)  # the mesh config
+    assert release.can("discovery", "watch", "configmaps/istio", *ns)  # the mesh config
+    assert not release.can("discovery", "get", "configmaps/other", *ns)
     assert release.can("discovery", "get", "secrets/cacerts", *ns)  # a plugged-in CA
     assert not release.can("discovery", "get", f"secrets/{release.fullname}-injector-tls", *ns)
     assert not release.can("discovery", "update", "configmaps/istio", *ns)

@@ -514,6 +514,8 @@ def test_control_plane_rbac_reads_what_it_watches_and_the_ca_part_is_optional() 
     assert not _grants(cluster, "", "configmaps", "update", "istio")
     assert not _grants(cluster, "", "secrets", "get", "cacerts")  # only in its own namespace
     role = _rules(docs, "Role", "discovery")
+    assert _grants(role, "", "configmaps", "watch", "istio")
+    assert not _grants(role, "", "configmaps", "get", "other")
     assert _grants(role, "", "secrets", "get", "cacerts")
     assert not _grants(role, "", "secrets", "get", "other")
     no_ca = rendered("cert-manager-values.yaml")
