@@ -11,10 +11,19 @@ import json
 from typing import Any
 
 
-def realistic_pod(index: int | None = None) -> dict[str, Any]:
+def token_volume_name(n: int) -> str:
+    """A name like the ServiceAccount admission plugin generates: ``kube-api-access-<5 chars>``."""
+    alphabet = "bcdfghjklmnpqrstvwxz2456789"
+    suffix = "".join(alphabet[(n // len(alphabet) ** i) % len(alphabet)] for i in range(5))
+    return f"kube-api-access-{suffix}"
+
+
+def realistic_pod(index: int | None = None, token: int = 0) -> dict[str, Any]:
     """The pod as mutating admission sees it: no name, uid or creation time yet (the API server
     assigns them after admission), so every pod of one ReplicaSet is the same. ``index`` makes
-    a distinct pod (an extra label), as from many different workloads."""
+    a distinct pod (an extra label), as from many different workloads; ``token`` picks the
+    generated name of the service-account token volume, which differs between any two pods."""
+    sa_volume = token_volume_name(token)
     probe = {
         "httpGet": {"path": "/healthz", "port": "http", "scheme": "HTTP"},
         "timeoutSeconds": 1,
@@ -43,7 +52,7 @@ def realistic_pod(index: int | None = None) -> dict[str, Any]:
         "volumeMounts": [
             {"name": "tmp", "mountPath": "/tmp"},
             {
-                "name": "kube-api-access-x7k2p",
+                "name": sa_volume,
                 "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
                 "readOnly": True,
             },
@@ -104,7 +113,7 @@ def realistic_pod(index: int | None = None) -> dict[str, Any]:
             "volumes": [
                 {"name": "tmp", "emptyDir": {}},
                 {
-                    "name": "kube-api-access-x7k2p",
+                    "name": sa_volume,
                     "projected": {
                         "sources": [
                             {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
@@ -163,7 +172,7 @@ def realistic_pod(index: int | None = None) -> dict[str, Any]:
 
 
 def admission_review_body(index: int | None = None, uid: int = 0) -> bytes:
-    pod = realistic_pod(index)
+    pod = realistic_pod(index, token=uid)
     return json.dumps(
         {
             "kind": "AdmissionReview",

@@ -125,10 +125,12 @@ async def _connect(hook: Webhook) -> tuple[asyncio.StreamReader, asyncio.StreamW
 
 
 def requests_for(port: int, count: int, distinct: bool) -> list[bytes]:
-    """``count`` requests: the same pod (a rollout) or all different pods."""
-    if not distinct:
-        return [request_bytes(port, admission_review_body())] * count
-    return [request_bytes(port, admission_review_body(i, uid=i)) for i in range(count)]
+    """``count`` requests: pods of one ReplicaSet (a rollout: the same but for the generated
+    token volume) or pods of as many different workloads."""
+    return [
+        request_bytes(port, admission_review_body(i if distinct else None, uid=i))
+        for i in range(count)
+    ]
 
 
 async def fixed_rate(
@@ -166,7 +168,7 @@ async def closed_loop(
     hook: Webhook, seconds: float, connections: int, distinct: bool
 ) -> dict[str, float]:
     """Closed loop: each connection sends its next request when the answer arrives."""
-    requests = requests_for(hook.port, 20000, distinct)
+    requests = requests_for(hook.port, 12000, distinct)
     sent_total = 0
     latencies: list[float] = []
     stop_at = time.perf_counter() + seconds
