@@ -41,6 +41,7 @@ BASE_IMAGE ?= debian:bookworm-slim
 KIND ?= kind
 KIND_CLUSTER ?= remora
 MESH_NAMESPACE ?= istio-system
+UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 .PHONY: images chart-lint chart-test kind-up kind-test kind-down
 
 images: ## Build the Remora image (every role) with Docker; prints its size and build time
@@ -57,13 +58,13 @@ images: ## Build the Remora image (every role) with Docker; prints its size and 
 	  status=$$?; rm -rf $$rootfs; exit $$status; \
 	fi
 	@mkdir -p build
-	uv export --quiet --frozen --no-dev --no-emit-project --format requirements-txt -o build/requirements.lock.txt
+	$(UV) export --quiet --frozen --no-dev --no-emit-project --format requirements-txt -o build/requirements.lock.txt
 	@# Wheels are fetched here (hash-checked against the lock) and built for sdists, so the
 	@# image build needs no index, no compiler and no certificates of this machine's network.
 	rm -rf build/wheels build/remora-wheel
-	uv tool run --quiet --python 3.11 --from pip pip wheel --quiet --require-hashes --no-deps -r build/requirements.lock.txt -w build/wheels
-	uv tool run --quiet --python 3.11 --from pip pip wheel --quiet --no-deps . -w build/remora-wheel
-	uv export --quiet --frozen --no-dev --no-emit-project --no-hashes --format requirements-txt -o build/requirements.txt
+	$(UV) tool run --quiet --python 3.11 --from pip pip wheel --quiet --require-hashes --no-deps -r build/requirements.lock.txt -w build/wheels
+	$(UV) tool run --quiet --python 3.11 --from pip pip wheel --quiet --no-deps . -w build/remora-wheel
+	$(UV) export --quiet --frozen --no-dev --no-emit-project --no-hashes --format requirements-txt -o build/requirements.txt
 	@start=$$(date +%s); \
 	docker build -q -t $(IMAGE) --build-arg BASE_IMAGE=$(BASE_IMAGE) \
 	  --build-arg VERSION=$(REMORA_VERSION) \

@@ -95,8 +95,9 @@ def _locked() -> dict[str, str]:
     """Runtime packages of uv.lock for this platform: name -> version."""
     from packaging.markers import Marker
 
+    uv = [shutil.which("uv")] if shutil.which("uv") else ["python3", "-m", "uv"]
     export = subprocess.run(
-        ["uv", "export", "--frozen", "--no-dev", "--no-emit-project", "--no-hashes",
+        [*uv, "export", "--frozen", "--no-dev", "--no-emit-project", "--no-hashes",
          "--format", "requirements-txt", "--no-header"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
