@@ -88,3 +88,63 @@ def test_rendered_snapshot_passes_envoy_validate(case: str) -> None:
     result = validate_with_envoy(resources)
     assert result.ok, result.output
     assert "OK" in result.output, result.output
+
+
+def _mixed_mesh(count: int) -> list[dict[str, Any]]:
+    """Many services of every kind sharing ports, headless ones sharing pod IPs (conflicts)."""
+    objects: list[dict[str, Any]] = []
+    for i in range(count):
+        ns = f"ns{i % 3}"
+        kind = i % 4
+        spec: dict[str, Any] = {
+            "ports": [{"name": "http", "port": 80}, {"name": "tcp-db", "port": 5432}]
+        }
+        if kind == 0:
+            spec["clusterIP"] = f"10.96.{i // 250}.{i % 250 + 1}"
+        elif kind == 1:
+            spec["clusterIP"] = "None"
+        elif kind == 2:
+            spec.update(type="ExternalName", externalName=f"svc{i}.example.com")
+        else:
+            spec["clusterIP"] = f"10.97.{i // 250}.{i % 250 + 1}"
+            spec["ports"] = [{"name": "grpc", "port": 9000}]
+        objects.append(
+            {"kind": "Service", "metadata": {"name": f"s{i}", "namespace": ns}, "spec": spec}
+        )
+        if kind in (0, 1, 3):
+            objects.append(
+                {
+                    "kind": "EndpointSlice",
+                    "metadata": {
+                        "name": f"s{i}-x",
+                        "namespace": ns,
+                        "labels": {"kubernetes.io/service-name": f"s{i}"},
+                    },
+                    "ports": [{"name": p["name"], "port": p["port"]} for p in spec["ports"]],
+                    # Headless services share pod IPs on purpose: destinations must be claimed once.
+                    "endpoints": [
+                        {"addresses": [f"10.1.{j}.{i % 7}"], "zone": f"z{j % 2}"} for j in range(3)
+                    ],
+                }
+            )
+    return objects
+
+
+@pytest.mark.envoy
+def test_a_large_mixed_mesh_passes_envoy_validate() -> None:
+    store = MeshStore()
+    load_into(store, _mixed_mesh(240))
+    proxy = parse_proxy_identity("sidecar~10.1.0.1~p.ns0~ns0.svc.cluster.local", {})
+    resources = translate(store.snapshot(), proxy)
+    outbound = resources[TYPE_BY_SHORT_NAME["listeners"]].by_name["virtualOutbound"].message
+    matches = [
+        (
+            m.destination_port.value,
+            tuple((r.address_prefix, r.prefix_len.value) for r in m.prefix_ranges),
+        )
+        for m in (c.filter_chain_match for c in outbound.filter_chains)
+    ]
+    assert len(matches) == len(set(matches))  # Envoy rejects duplicate matches
+    assert len(resources[TYPE_BY_SHORT_NAME["clusters"]]) > 400
+    result = validate_with_envoy(resources)
+    assert result.ok, result.output
