@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import subprocess
 from collections.abc import Mapping
@@ -771,3 +772,52 @@ def test_chart_app_version_is_the_version_the_image_is_tagged_with() -> None:
     deploy = one(rendered("default-values.yaml"), "Deployment", "injector")
     image = deploy["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == f"docker.io/remora/remora:{version.group(1)}"
+
+
+def values_table() -> str:
+    """The values table of charts/remora/README.md, from values.yaml's ``# --`` comments."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    values = yaml.safe_load("\n".join(lines))
+    rows: list[str] = []
+    stack: list[tuple[int, str]] = []
+    comment: list[str] = []
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("# --"):
+            comment = [stripped[4:].strip()]
+            continue
+        if comment and stripped.startswith("#"):
+            comment.append(stripped[1:].strip())
+            continue
+        match = re.match(r"^( *)([A-Za-z]\w*):", line)
+        if not match:
+            comment = [] if not stripped else comment
+            continue
+        indent = len(match.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, match.group(2)))
+        if comment:
+            path = ".".join(k for _, k in stack)
+            node: Any = values
+            for key in path.split("."):
+                node = node[key]
+            default = json.dumps(node, separators=(", ", ": "))
+            rows.append(f"| `{path}` | `{default}` | {' '.join(comment)} |")
+            comment = []
+    return "\n".join(["| value | default | what it does |", "|---|---|---|", *rows]) + "\n"
+
+
+def test_chart_readme_lists_every_value() -> None:
+    """charts/remora/README.md's table is generated; REMORA_UPDATE_GOLDEN=1 rewrites it."""
+    readme = CHART / "README.md"
+    text = readme.read_text()
+    begin, end = "<!-- values:begin -->\n", "<!-- values:end -->"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    expected = head + begin + values_table() + end + tail
+    if os.environ.get("REMORA_UPDATE_GOLDEN") == "1":
+        readme.write_text(expected)
+    assert text == expected, (
+        "charts/remora/README.md is stale: REMORA_UPDATE_GOLDEN=1 pytest -k readme"
+    )
