@@ -29,7 +29,9 @@ assert _match, "pyproject.toml has no version"
 VERSION = _match.group(1)
 IMAGE = f"docker.io/remora/remora:{VERSION}"
 
-pytestmark = [pytest.mark.slow]
+# A cold image build (no base, no cache) takes ~5 minutes on 2 cores: more than the
+# suite-wide 300 s timeout allows the first test, whose fixture builds it.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def _engine_error() -> str | None:
