@@ -7,15 +7,18 @@ test changes no cluster-wide state.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from kubernetes import client
 
 from controlplane.app import DiscoveryOptions
 from controlplane.sources.kube import KubeSource
-from controlplane.testing import ControlPlaneThread, EnvoyProcess, wait_for
+from controlplane.testing import ControlPlaneThread, EnvoyProcess, free_port, wait_for
 
 pytestmark = [pytest.mark.testbed, pytest.mark.envoy]
 
@@ -145,3 +148,36 @@ def test_services_and_endpoint_slices_reach_envoy_and_deletions_remove_them(
     finally:
         source.stop()
         cp.stop()
+
+
+def test_remora_discovery_with_kubeconfig_serves_the_cluster(testbed: Any, namespace: str) -> None:
+    core = client.CoreV1Api(testbed.api_client())
+    core.create_namespaced_service(
+        namespace,
+        {"metadata": {"name": "api"}, "spec": {"ports": [{"name": "grpc", "port": 9000}]}},
+    )
+    monitoring = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "remora", "discovery", "--kubeconfig", str(testbed.kubeconfig),
+         "--mesh-namespace", namespace, "--listen-address", "127.0.0.1", "--xds-port", str(free_port()),
+         "--monitoring-port", str(monitoring)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{monitoring}"
+    try:
+        wait_for(
+            lambda: httpx.get(f"{url}/ready").status_code == 200,
+            timeout=30,
+            what="synced with the cluster",
+        )
+        model = httpx.get(f"{url}/debug/model").json()
+        assert model["objects"]["Service"] >= 2  # ours and the apiserver's own 'kubernetes'
+        assert model["objects"]["Namespace"] >= 4
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'remora_config_events_total{kind="Service",source="kubernetes"}' in metrics
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=15)
+    assert process.returncode == 0, stderr[-2000:]
+    assert '"msg":"listed"' in stderr  # structured logs of the initial lists
