@@ -10,7 +10,7 @@
 # Binaries are static (CGO_ENABLED=0) and version-stamped, and land in
 #   ${REMORA_CACHE:-$HOME/.cache/remora}/testbed/<k8s>-etcd<etcd>/bin
 # Also builds the developer tools pinned by ../tools/go.mod (helm) into
-#   ${REMORA_CACHE:-$HOME/.cache/remora}/tools/helm-<version>/helm
+#   ${REMORA_CACHE:-$HOME/.cache/remora}/tools/helm-<version>-k8s<client-go minor>/helm
 # The script is idempotent: a second run with the binaries present does nothing.
 set -euo pipefail
 
@@ -25,7 +25,9 @@ bin_dir="$cache_root/testbed/${k8s_version}-etcd${etcd_version}/bin"
 binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd etcdctl)
 
 helm_version="$(awk '$1=="helm.sh/helm/v3" && NF>=2{print $2; exit}' "$here/../tools/go.mod")"
-helm_dir="$cache_root/tools/helm-${helm_version}"
+# helm reports the Kubernetes version of the client-go it is built with, as upstream's Makefile does.
+helm_k8s_minor="$(awk '$1=="k8s.io/client-go" && NF>=2{print $2; exit}' "$here/../tools/go.mod" | cut -d. -f2)"
+helm_dir="$cache_root/tools/helm-${helm_version}-k8s1.${helm_k8s_minor}"
 
 if [[ "${1:-}" == "--print" ]]; then
     echo "$bin_dir"
@@ -86,7 +88,9 @@ build_one "$here" kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$stamp"
 build_one "$here" kubectl k8s.io/kubernetes/cmd/kubectl "$stamp"
 (cd "$here/../tools" && go mod download)
 build_one "$here/../tools" helm helm.sh/helm/v3/cmd/helm \
-    "-X helm.sh/helm/v3/internal/version.version=$helm_version" "$helm_dir"
+    "-X helm.sh/helm/v3/internal/version.version=$helm_version
+     -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1
+     -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$helm_k8s_minor" "$helm_dir"
 echo "testbed: done in $(( $(date +%s) - t_start ))s"
 "$bin_dir/kube-apiserver" --version
 "$bin_dir/etcd" --version | head -1
