@@ -38,11 +38,6 @@ def _log_level(value: str) -> str:
 
 def _make_backend(args: argparse.Namespace) -> Backend:
     if args.backend == "python-iptables":
-        if args.iptables_mode == "nft":
-            raise ConfigError(
-                "--backend=python-iptables writes only iptables-legacy tables; it cannot "
-                "honour --iptables-mode=nft (use --backend=iptables-restore)"
-            )
         from initcontainer.backend_iptc import IptcBackend
 
         return IptcBackend()
@@ -58,6 +53,12 @@ def _make_backend(args: argparse.Namespace) -> Backend:
 
 
 def _refuse_unsupported(args: argparse.Namespace) -> None:
+    """Flag combinations that cannot work, refused before anything is read or changed."""
+    if args.backend == "python-iptables" and args.iptables_mode == "nft":
+        raise ConfigError(
+            "--backend=python-iptables writes only iptables-legacy tables; it cannot "
+            "honour --iptables-mode=nft (use --backend=iptables-restore)"
+        )
     if args.cni_mode:
         raise ConfigError(
             "--cni-mode: Remora installs capture from the pod's init container, not from a "

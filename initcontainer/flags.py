@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 from initcontainer import environment
 from initcontainer.config import (
     CaptureConfig,
+    ConfigError,
     DnsCapture,
     OwnerGroups,
     parse_cidrs,
@@ -111,6 +112,16 @@ def parse_duration(value: str) -> float:
     if not seconds >= 0:  # also rejects NaN
         raise argparse.ArgumentTypeError(f"{value!r} is not a duration such as 5s or 500ms")
     return seconds
+
+
+def parse_ip_address(value: str) -> str:
+    """An IP address, checked while parsing so a typo fails before anything is changed."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an IP address") from None
 
 
 class Flag(NamedTuple):
@@ -508,6 +519,7 @@ GROUPS: list[tuple[str, list[Flag]]] = [
                 None,
                 "address the outbound probe dials "
                 "(default: 192.0.2.1 / 2001:db8::1, or the first -i address)",
+                type=parse_ip_address,
                 metavar="IP",
             ),
         ],
@@ -646,7 +658,13 @@ def config_from_args(
             if args.dns_servers is not None:
                 servers = parse_dns_servers(split_list(args.dns_servers), "--dns-servers")
             else:
-                found = environment.resolv_conf_nameservers(args.resolv_conf)
+                try:
+                    found = environment.resolv_conf_nameservers(args.resolv_conf)
+                except OSError as error:
+                    raise ConfigError(
+                        f"--resolv-conf: cannot read {args.resolv_conf}: {error.strerror}; "
+                        "pass --dns-servers instead"
+                    ) from None
                 servers = parse_dns_servers(found, args.resolv_conf)
                 log.info("DNS servers read", extra={"path": args.resolv_conf, "servers": found})
             if not servers:

@@ -25,7 +25,7 @@ import struct
 import time
 from typing import NamedTuple
 
-from initcontainer.config import CaptureConfig
+from initcontainer.config import CaptureConfig, ConfigError
 from initcontainer.errors import CaptureError
 
 log = logging.getLogger("initcontainer.probe")
@@ -91,7 +91,11 @@ def _outbound_probe_address(
     config: CaptureConfig, version: int, explicit: str | None
 ) -> str | None:
     if explicit is not None:
-        return explicit if ipaddress.ip_address(explicit).version == version else None
+        try:
+            address = ipaddress.ip_address(explicit)
+        except ValueError:
+            raise ConfigError(f"--probe-address: {explicit!r} is not an IP address") from None
+        return explicit if address.version == version else None
     excluded = config.outbound_cidrs_exclude.for_family(version)
     candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address]
     if config.outbound_cidrs.everything:

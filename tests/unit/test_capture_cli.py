@@ -15,6 +15,16 @@ from initcontainer.flags import build_parser, config_from_args, parse_duration
 PINNED = ["--enable-ipv6=false", "-u", "1337"]
 
 
+@pytest.fixture(autouse=True)
+def _never_touch_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests run in the machine's own network namespace: no backend may be created."""
+
+    def refuse(args: argparse.Namespace) -> None:
+        raise AssertionError("a unit test reached a backend; use --dry-run or tests/netns")
+
+    monkeypatch.setattr(cli, "_make_backend", refuse)
+
+
 def _config(argv: list[str], env: dict[str, str] | None = None) -> CaptureConfig:
     environ = env or {}
     return config_from_args(build_parser(environ).parse_args(PINNED + argv), environ)
@@ -96,6 +106,13 @@ def test_durations(value: str, seconds: float) -> None:
     assert parse_duration(value) == seconds
 
 
+def test_probe_address_is_checked_while_parsing(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*PINNED, "--validate", "--probe-address=example.com"])
+    assert exit_info.value.code == 2
+    assert "not an IP address" in capsys.readouterr().err
+
+
 def test_bad_duration() -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         parse_duration("soon")
@@ -131,6 +148,7 @@ def test_dry_run_prints_one_block_per_family(capsys: pytest.CaptureFixture[str])
         (["--cni-mode"], "init container, not from a CNI plugin"),
         (["--native-nftables"], "not implemented"),
         (["--backend=python-iptables", "--iptables-mode=nft"], "only iptables-legacy"),
+        (["--redirect-dns", "--resolv-conf=/"], "cannot read /"),
     ],
 )
 def test_bad_configuration_exits_2_with_a_reason(
