@@ -99,7 +99,12 @@ class DiscoveryServer:
             self.debouncer.notify()
 
     async def _push(self, first_event: float) -> None:
-        self.hub.publish(self.store.snapshot(), first_event)
+        try:
+            self.hub.publish(self.store.snapshot(), first_event)
+        except Exception:
+            # Keep the debouncer alive: proxies keep their last config, the next change retries.
+            self.metrics.push_errors.inc()
+            log.exception("push failed; proxies keep their last configuration")
 
     def mark_synced(self) -> None:
         """The source has a complete view: publish it now, then follow changes (debounced)."""

@@ -38,6 +38,11 @@ class ControlPlaneMetrics:
             buckets=CONVERGENCE_BUCKETS,
             registry=r,
         )
+        self.push_errors = Counter(
+            "remora_push_errors_total",
+            "Pushes that failed inside the control plane (a bug: see the log).",
+            registry=r,
+        )
         self.nacks = Counter(
             "remora_xds_nacks_total", "Responses Envoy rejected, by type.", ["type"], registry=r
         )

@@ -10,6 +10,7 @@ from typing import Any
 from envoy.service.discovery.v3 import discovery_pb2
 from kubernetes.client.rest import ApiException
 
+from controlplane.app import DiscoveryOptions, DiscoveryServer
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.proxy import parse_proxy_identity
 from controlplane.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
@@ -160,3 +161,24 @@ def test_kube_source_relists_on_410_and_backs_off_on_errors() -> None:
     assert waits[1] > waits[0]  # the back-off grows
     assert metrics.watch_restarts.labels("Service", "gone")._value.get() == 1
     assert metrics.watch_restarts.labels("Service", "http_403")._value.get() == 1
+
+
+def test_a_failing_push_is_counted_and_does_not_stop_later_pushes() -> None:
+    async def scenario() -> None:
+        server = DiscoveryServer(
+            MeshStore(), DiscoveryOptions(xds_address="127.0.0.1:0", monitoring_address=None)
+        )
+        calls: list[int] = []
+
+        def publish(snapshot: object, changed_at: float | None = None) -> None:
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("translation bug")
+
+        server.hub.publish = publish  # type: ignore[method-assign]
+        await server._push(0.0)
+        await server._push(0.0)
+        assert len(calls) == 2
+        assert server.metrics.push_errors._value.get() == 1
+
+    asyncio.run(scenario())
