@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import A_V4, A_V6, B_V4, B_V4_EXTRA, B_V6, FLAVOURS, Flavour, Pod
+from netns_pods import A_V4, A_V6, B_V4, B_V4_EXTRA, B_V6, FLAVOURS, Flavour, Pod
 
 FAULTY_PLAN = Path(__file__).with_name("faulty_plan.py")
 
