@@ -94,7 +94,8 @@ def _listener(name: str, port: int, ipv6: bool, direction: int) -> listener_pb2.
     return listener
 
 
-def _headless_ips(service: Service, slices: Iterable[EndpointSlice]) -> list[str]:
+def _headless_ips(slices: Iterable[EndpointSlice]) -> list[str]:
+    """The addresses of a headless service's endpoints that may receive traffic."""
     return sorted(
         {ep.address for eps in slices for ep in eps.endpoints if endpoint_health(ep) is not None}
     )
@@ -119,7 +120,7 @@ def outbound_listener(
         if service.kind is ServiceKind.CLUSTER_IP:
             ips: list[str | None] = list(service.cluster_ips)
         elif service.kind is ServiceKind.HEADLESS:
-            ips = list(_headless_ips(service, slices_for(service)))
+            ips = list(_headless_ips(slices_for(service)))
         else:
             ips = [None]  # ExternalName: no IP to match, so the whole port
         for port in service.ports:
