@@ -1,3 +1,3 @@
-from remora.cli import main
+from remora.entry import main
 
 main()
