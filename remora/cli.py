@@ -138,10 +138,6 @@ def init(args: tuple[str, ...]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Run the command tree (``remora.entry.main`` has already sent ``init`` to the capture code)."""
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["init"]:  # every pod start: skip click's parsing, istio-iptables' flags as-is
-        from initcontainer.cli import main as init_main
-
-        sys.exit(init_main(args[1:]))
     cli.main(args=args, prog_name="remora")
