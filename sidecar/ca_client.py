@@ -1,0 +1,127 @@
+"""The agent's client of the mesh CA: a :class:`~sidecar.identity.CertificateProvider` over gRPC.
+
+It speaks Istio's ``IstioCertificateService/CreateCertificate`` (so it works against Remora's
+control plane and, in shape, istiod): the CSR goes out with the pod's projected
+service-account token as ``authorization: Bearer <token>``. The token file is read again on
+every call because the kubelet rotates it. The channel is TLS verified against the mesh root
+(the ``istio-ca-root-cert`` ConfigMap mounted at ``/var/run/secrets/istio/root-cert.pem``),
+or plaintext for local runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+
+from meshlib import ca_api
+from sidecar.identity import DEFAULT_WORKLOAD_TTL, CertificateError
+
+DEFAULT_TOKEN_PATH = Path("/var/run/secrets/tokens/istio-token")
+DEFAULT_ROOT_CERT_PATH = Path("/var/run/secrets/istio/root-cert.pem")
+
+
+class CARefused(CertificateError):
+    """The CA answered with an error status (the token or the request was refused)."""
+
+    def __init__(self, address: str, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(
+            f"the mesh CA at {address} refused the certificate request: {code.name}: {details}"
+        )
+        self.code = code
+        self.details = details
+
+
+def split_chain(chain: list[str]) -> tuple[bytes, bytes]:
+    """Istio's ``cert_chain`` (leaf first, root last) → (leaf + intermediates, root)."""
+    if not chain:
+        raise CertificateError("the mesh CA returned an empty certificate chain")
+    if len(chain) == 1:
+        raise CertificateError("the mesh CA returned no root after the workload certificate")
+    return "".join(_ends_with_newline(c) for c in chain[:-1]).encode(), _ends_with_newline(
+        chain[-1]
+    ).encode()
+
+
+def _ends_with_newline(pem: str) -> str:
+    return pem if pem.endswith("\n") else pem + "\n"
+
+
+class GrpcCAProvider:
+    """Asks the mesh CA at ``address`` (``host:port``) to sign the agent's CSRs."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        token_path: Path = DEFAULT_TOKEN_PATH,
+        root_cert_path: Path | None = DEFAULT_ROOT_CERT_PATH,
+        server_name: str | None = None,
+        ttl: float = DEFAULT_WORKLOAD_TTL.total_seconds(),
+        timeout_s: float = 10.0,
+    ) -> None:
+        """``root_cert_path=None`` means plaintext (local runs only).
+
+        ``server_name`` overrides the name checked in the CA's certificate (e.g.
+        ``istiod.istio-system.svc`` when ``address`` is an IP).
+        """
+        self.address = address
+        self.token_path = token_path
+        self.root_cert_path = root_cert_path
+        self._server_name = server_name
+        self._ttl = int(ttl)
+        self._timeout = timeout_s
+        self._channel: grpc.aio.Channel | None = None
+
+    def _open(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            if self.root_cert_path is None:
+                self._channel = grpc.aio.insecure_channel(self.address)
+            else:
+                try:
+                    root = self.root_cert_path.read_bytes()
+                except OSError as exc:
+                    raise CertificateError(
+                        f"cannot read the mesh root {self.root_cert_path} to verify the CA: {exc} "
+                        "(is the istio-ca-root-cert ConfigMap mounted?)"
+                    ) from exc
+                options = (
+                    [("grpc.ssl_target_name_override", self._server_name)]
+                    if self._server_name
+                    else []
+                )
+                self._channel = grpc.aio.secure_channel(
+                    self.address, grpc.ssl_channel_credentials(root_certificates=root), options
+                )
+        return self._channel
+
+    def _token(self) -> str:
+        try:
+            token = self.token_path.read_text().strip()
+        except OSError as exc:
+            raise CertificateError(
+                f"cannot read the service-account token {self.token_path}: {exc} (the injected "
+                "pod mounts a projected token with audience istio-ca there)"
+            ) from exc
+        if not token:
+            raise CertificateError(f"the service-account token file {self.token_path} is empty")
+        return token
+
+    async def sign(self, csr_pem: bytes) -> tuple[bytes, bytes]:
+        metadata = (("authorization", f"Bearer {self._token()}"),)
+        call = self._open().unary_unary(
+            ca_api.CREATE_CERTIFICATE_PATH,
+            request_serializer=ca_api.serialize,
+            response_deserializer=ca_api.parse_response,
+        )
+        request = ca_api.IstioCertificateRequest(csr=csr_pem.decode(), validity_duration=self._ttl)
+        try:
+            response = await call(request, metadata=metadata, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise CARefused(self.address, exc.code(), exc.details() or "") from exc
+        return split_chain(list(response.cert_chain))
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
