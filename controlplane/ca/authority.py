@@ -88,6 +88,14 @@ class CAMaterial:
             ) from exc
         if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
             raise CAMaterialError(f"{source}/{CA_KEY}: unsupported key type {type(key).__name__}")
+        try:
+            is_ca = signer.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            is_ca = False
+        if not is_ca:
+            raise CAMaterialError(
+                f"{source}/{CA_CERT} is not a CA certificate (no BasicConstraints CA:TRUE)"
+            )
         if key.public_key().public_numbers() != signer.public_key().public_numbers():  # type: ignore[union-attr]
             raise CAMaterialError(f"{source}/{CA_KEY} is not the key of {CA_CERT}")
         root_data = files.get(ROOT_CERT) or files[CA_CERT]
