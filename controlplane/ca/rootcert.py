@@ -95,6 +95,8 @@ class RootCertPublisher:
         return True
 
     def _safe_ensure(self, namespace: str) -> None:
+        if self._stop.is_set():
+            return  # a stopped publisher (maybe of an old root) must not write any more
         try:
             self.ensure(namespace)
         except Exception:
