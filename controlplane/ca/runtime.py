@@ -19,7 +19,7 @@ import grpc
 from kubernetes import client
 
 from controlplane.ca.authn import DEFAULT_AUDIENCE, Authenticator, TokenReviewAuthenticator
-from controlplane.ca.authority import CAMaterial, issue_serving
+from controlplane.ca.authority import CA_CERT, CA_KEY, CAMaterial, issue_serving
 from controlplane.ca.rootcert import RootCertPublisher
 from controlplane.ca.secrets import load_or_create
 from controlplane.ca.service import CAMetrics, CAOptions, CertificateService
@@ -51,6 +51,11 @@ class MeshCAConfig:
     publish_root: bool = True
 
 
+def has_ca_files(directory: Path) -> bool:
+    """Whether ``directory`` holds any CA file (a partial set is then an error, not absent)."""
+    return any((directory / name).exists() for name in (CA_CERT, CA_KEY))
+
+
 class MeshCA:
     """The CA of a running control plane; ``await start()``, later ``await stop()``."""
 
@@ -75,8 +80,12 @@ class MeshCA:
         self._publisher: RootCertPublisher | None = None
 
     def load(self) -> CAMaterial:
-        """The CA material: ``ca_dir``, else the cluster's ``cacerts``/``istio-ca-secret``."""
-        if self.config.ca_dir is not None:
+        """The CA material: ``ca_dir``, else the cluster's ``cacerts``/``istio-ca-secret``.
+
+        An empty ``ca_dir`` counts as absent: the chart mounts the optional ``cacerts``
+        Secret there, and without it istiod (and we) keep a self-signed root in a Secret.
+        """
+        if self.config.ca_dir is not None and has_ca_files(self.config.ca_dir):
             self.material, self.source = (
                 CAMaterial.from_directory(self.config.ca_dir),
                 str(self.config.ca_dir),

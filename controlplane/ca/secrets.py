@@ -55,6 +55,13 @@ def load_or_create(
         core.create_namespaced_secret(namespace, body)
         log.info("created a self-signed mesh root", extra={"secret": source})
     except client.ApiException as exc:
+        if exc.status == 403:
+            raise PermissionError(
+                f"cannot keep the self-signed mesh root in Secret {source}: the control plane "
+                f"may not create Secrets in {namespace}. Grant it create on secrets and get on "
+                f"'{SELF_SIGNED_SECRET}' there, or plug in your own CA as Secret "
+                f"'{PLUGGED_SECRET}' (or --ca-dir)"
+            ) from exc
         if exc.status != 409:
             raise
         # Another replica won the race: use its root, not ours.

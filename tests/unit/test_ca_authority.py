@@ -182,3 +182,20 @@ def test_leaf_from_meshlib_is_not_a_ca() -> None:
     leaf = issue(root, "not-a-ca")
     with pytest.raises(CAMaterialError, match="not a CA certificate"):
         CAMaterial.from_files({CA_CERT: leaf.cert_pem, CA_KEY: leaf.key_pem}, source="cacerts")
+
+
+def test_empty_ca_dir_means_no_plugged_in_ca(tmp_path: Path) -> None:
+    """The chart mounts the optional cacerts Secret: an empty mount falls back, a partial one fails."""
+    from controlplane.ca.runtime import MeshCA, MeshCAConfig, has_ca_files
+
+    class Nobody:
+        async def authenticate(self, token: str) -> WorkloadIdentity:
+            raise AssertionError("not called")
+
+    assert not has_ca_files(tmp_path)
+    ca = MeshCA(MeshCAConfig(ca_dir=tmp_path), None, authenticator=Nobody())
+    material = ca.load()
+    assert material.signer == material.root and ca.source == "self-signed (in memory)"
+    (tmp_path / CA_CERT).write_bytes(new_ca("x").cert_pem)
+    with pytest.raises(CAMaterialError, match=r"has no ca-key\.pem"):
+        ca.load()
