@@ -2,8 +2,8 @@
 
 This is the one object ``remora discovery`` needs to hold (see ``docs/ca.md`` for the
 wiring): :meth:`MeshCA.start` loads the CA, serves ``CreateCertificate`` on its own port
-(TLS with a serving certificate from the mesh CA itself, like istiod's 15012, or plaintext
-for local runs), and starts the ``istio-ca-root-cert`` publisher when there is a cluster.
+(TLS with a serving certificate from the mesh CA itself, like istiod's 15012, and/or
+plaintext for local runs), and starts the ``istio-ca-root-cert`` publisher when there is a cluster.
 Other gRPC services (ADS) can share the TLS port through ``extra_services``.
 """
 
@@ -40,8 +40,8 @@ def serving_names(namespace: str, domain_suffix: str, revision: str = "") -> tup
 
 @dataclass
 class MeshCAConfig:
-    address: str = f"0.0.0.0:{DEFAULT_SECURE_PORT}"
-    tls: bool = True
+    secure_address: str | None = f"0.0.0.0:{DEFAULT_SECURE_PORT}"  # TLS, serving cert from the CA
+    plain_address: str | None = None  # plaintext, for local runs
     ca_dir: Path | None = None  # Istio cacerts files; else the cluster's Secrets
     namespace: str = "istio-system"  # where cacerts / istio-ca-secret live
     options: CAOptions = field(default_factory=CAOptions)
@@ -49,6 +49,17 @@ class MeshCAConfig:
     serving_dns_names: tuple[str, ...] = ()  # default: serving_names(namespace, domain_suffix)
     domain_suffix: str = "cluster.local"
     publish_root: bool = True
+
+
+async def _bind(server: grpc.aio.Server, address: str, add: Callable[[str], int]) -> int:
+    try:
+        port = add(address)
+    except RuntimeError:  # grpc raises when it cannot bind
+        port = 0
+    if port == 0:
+        await server.stop(None)  # an unstarted aio server still needs stopping
+        raise OSError(f"cannot listen for the CA on {address}: is the port in use?")
+    return port
 
 
 def has_ca_files(directory: Path) -> bool:
@@ -75,7 +86,8 @@ class MeshCA:
         self.metrics = metrics or CAMetrics()
         self.material: CAMaterial | None = None
         self.source = ""
-        self.port = 0
+        self.secure_port = 0
+        self.plain_port = 0
         self._server: grpc.aio.Server | None = None
         self._publisher: RootCertPublisher | None = None
 
@@ -108,25 +120,25 @@ class MeshCA:
         service = CertificateService(
             material, authenticator, options=self.config.options, metrics=self.metrics
         )
+        if not (self.config.secure_address or self.config.plain_address):
+            raise ValueError("the CA needs a secure or a plain address to listen on")
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         service.add_to(server)
         if extra_services is not None:
             extra_services(server)
-        try:
-            if self.config.tls:
-                names = self.config.serving_dns_names or serving_names(
-                    self.config.namespace, self.config.domain_suffix
-                )
-                pair, _ = issue_serving(material, names, ttl=dt.timedelta(days=365))
-                creds = grpc.ssl_server_credentials([(pair.key_pem, pair.cert_pem)])
-                self.port = server.add_secure_port(self.config.address, creds)
-            else:
-                self.port = server.add_insecure_port(self.config.address)
-        except RuntimeError:
-            self.port = 0
-        if self.port == 0:
-            await server.stop(None)
-            raise OSError(f"cannot listen for the CA on {self.config.address}: is the port in use?")
+        if self.config.secure_address:
+            names = self.config.serving_dns_names or serving_names(
+                self.config.namespace, self.config.domain_suffix
+            )
+            pair, _ = issue_serving(material, names, ttl=dt.timedelta(days=365))
+            creds = grpc.ssl_server_credentials([(pair.key_pem, pair.cert_pem)])
+            self.secure_port = await _bind(
+                server, self.config.secure_address, lambda a: server.add_secure_port(a, creds)
+            )
+        if self.config.plain_address:
+            self.plain_port = await _bind(
+                server, self.config.plain_address, server.add_insecure_port
+            )
         await server.start()
         self._server = server
         if self.config.publish_root and self._api is not None:
@@ -135,8 +147,8 @@ class MeshCA:
         log.info(
             "mesh CA serving",
             extra={
-                "port": self.port,
-                "tls": self.config.tls,
+                "secure_port": self.secure_port or None,
+                "plain_port": self.plain_port or None,
                 "ca_source": self.source,
                 "trust_domain": self.config.options.trust_domain,
             },

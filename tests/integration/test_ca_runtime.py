@@ -44,7 +44,10 @@ def test_ca_from_directory_serves_tls_publishes_and_shares_its_port(
     registered: list[grpc.aio.Server] = []
 
     async def body() -> None:
-        ca = MeshCA(MeshCAConfig(address="127.0.0.1:0", ca_dir=ca_dir), testbed.api_client())
+        ca = MeshCA(
+            MeshCAConfig(secure_address="127.0.0.1:0", plain_address="127.0.0.1:0", ca_dir=ca_dir),
+            testbed.api_client(),
+        )
         await ca.start(extra_services=registered.append)
         try:
             assert registered, "extra services (ADS) are offered the CA's TLS server"
@@ -59,7 +62,7 @@ def test_ca_from_directory_serves_tls_publishes_and_shares_its_port(
                     await asyncio.sleep(0.1)
             (tmp_path / "root-cert.pem").write_text(cm.data[ROOT_KEY])
             provider = GrpcCAProvider(
-                f"127.0.0.1:{ca.port}",
+                f"127.0.0.1:{ca.secure_port}",
                 token_path=tmp_path / "istio-token",
                 root_cert_path=tmp_path / "root-cert.pem",
                 server_name="istiod.istio-system.svc",
@@ -68,7 +71,16 @@ def test_ca_from_directory_serves_tls_publishes_and_shares_its_port(
             cert = await manager.fetch_once()
             await provider.close()
             assert cert.root_pem.decode() == own.root_pem
-            assert ca.metrics.issued._value.get() == 1
+            # The plaintext port (local runs) serves the same CA.
+            plain = GrpcCAProvider(
+                f"127.0.0.1:{ca.plain_port}",
+                token_path=tmp_path / "istio-token",
+                root_cert_path=None,
+            )
+            manager.provider = plain
+            assert (await manager.fetch_once()).root_pem == cert.root_pem
+            await plain.close()
+            assert ca.metrics.issued._value.get() == 2
         finally:
             await ca.stop()
 
