@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from controlplane.ca.discovery import ca_options, check_ca_flags, start_mesh_ca
 from meshlib.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -111,6 +112,7 @@ Examples:
 @click.option(
     "--log-format", default="json", show_default=True, type=click.Choice(["json", "text"])
 )
+@ca_options
 def discovery(  # noqa: PLR0917 - one parameter per click option
     kubeconfig: str | None,
     config_dir: Path | None,
@@ -124,6 +126,7 @@ def discovery(  # noqa: PLR0917 - one parameter per click option
     domain_suffix: str,
     log_level: str,
     log_format: str,
+    **ca_flags: Any,
 ) -> None:
     """Run the control plane: watch the mesh and serve every sidecar its Envoy config over xDS.
 
@@ -139,6 +142,7 @@ def discovery(  # noqa: PLR0917 - one parameter per click option
         raise click.UsageError(
             "choose one source: --kubeconfig (a cluster) or --config-dir (YAML files)"
         )
+    check_ca_flags(ca_flags, has_cluster=config_dir is None)
     quiet, most = _duration(debounce_after), _duration(debounce_max)
     if most < quiet:
         raise click.BadParameter(
@@ -159,6 +163,8 @@ def discovery(  # noqa: PLR0917 - one parameter per click option
                 _duration(poll_interval),
                 mesh_namespace,
                 domain_suffix,
+                ca_flags,
+                listen_address,
             )
         )
     except OSError as exc:
@@ -174,6 +180,8 @@ async def _serve(  # noqa: PLR0917
     poll_interval: float,
     mesh_namespace: str,
     domain_suffix: str,
+    ca_flags: dict[str, Any],
+    listen_address: str,
 ) -> None:
     from controlplane.app import DiscoveryServer
     from controlplane.sources.files import FileSource
@@ -209,12 +217,24 @@ async def _serve(  # noqa: PLR0917
     server = DiscoveryServer(store, options, source_name="kubernetes")
     await server.start()
     kube = KubeSource(api, store, server.metrics, mesh_namespace, on_synced=server.mark_synced)
+    ca = None
     try:
+        ca = await start_mesh_ca(
+            ca_flags,
+            api=api,
+            listen_address=listen_address,
+            namespace=mesh_namespace,
+            domain_suffix=domain_suffix,
+            hub=server.hub,
+            registry=server.metrics.registry,
+        )
         kube.start()
         await stop.wait()
     finally:
         kube.stop()
         log.info("shutting down")
+        if ca is not None:
+            await ca.stop()
         await server.stop()
 
 
