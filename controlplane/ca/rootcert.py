@@ -106,6 +106,7 @@ class RootCertPublisher:
         self, list_fn: Callable[..., Any], on_event: Callable[[str, Any], None], **kw: Any
     ) -> None:
         resource_version = ""
+        failures = 0
         while not self._stop.is_set():
             try:
                 if not resource_version:
@@ -113,6 +114,7 @@ class RootCertPublisher:
                     for item in listing.items:
                         on_event("ADDED", item)
                     resource_version = listing.metadata.resource_version
+                    failures = 0
                 for event in watch.Watch().stream(
                     list_fn,
                     resource_version=resource_version,
@@ -128,12 +130,27 @@ class RootCertPublisher:
                 if exc.status == 410:  # resource version too old: list again
                     resource_version = ""
                     continue
-                log.warning("root certificate watch failed; retrying", extra={"error": str(exc)})
-                self._stop.wait(1.0)
+                failures += 1
+                self._retry_later(exc, failures)
             except Exception as exc:  # connection reset, apiserver restart, ...
-                log.warning("root certificate watch failed; retrying", extra={"error": str(exc)})
                 resource_version = ""
-                self._stop.wait(1.0)
+                failures += 1
+                self._retry_later(exc, failures)
+
+    def _retry_later(self, exc: Exception, failures: int) -> None:
+        """Back off (1 s doubling to 30 s): a missing permission must not flood the log."""
+        delay = min(30.0, 2.0 ** (failures - 1))
+        hint = (
+            " (the control plane needs get/list/watch/update on configmaps named "
+            f"{CONFIGMAP_NAME} and create on configmaps)"
+            if isinstance(exc, client.ApiException) and exc.status == 403
+            else ""
+        )
+        log.warning(
+            "root certificate watch failed; retrying" + hint,
+            extra={"error": str(exc), "retry_in_s": delay},
+        )
+        self._stop.wait(delay)
 
     def _on_namespace(self, kind: str, ns: Any) -> None:
         if kind in ("ADDED", "MODIFIED") and ns.status.phase != "Terminating":

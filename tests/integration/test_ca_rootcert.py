@@ -85,3 +85,42 @@ def test_existing_namespaces_get_it_on_start_and_system_ones_do_not(testbed: Any
     finally:
         pub.stop(timeout=3)
         core.delete_namespace(name)
+
+
+def test_missing_permissions_are_logged_with_what_to_grant(
+    testbed: Any, unique_name: str, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A control plane without RBAC for ConfigMaps says so, and backs off instead of spinning."""
+    core = client.CoreV1Api(testbed.api_client())
+    testbed.create_namespace(unique_name)
+    try:
+        token = core.create_namespaced_service_account_token(
+            "default",
+            unique_name,
+            client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec()),
+        ).status.token
+        ca_file = tmp_path / "ca.pem"
+        ca_file.write_bytes(testbed.ca_pem)
+        config = client.Configuration()
+        config.host = testbed.server
+        config.ssl_ca_cert = str(ca_file)
+        config.api_key = {"authorization": f"Bearer {token}"}
+        pub = RootCertPublisher(client.ApiClient(config), "root", watch_timeout_s=2)
+        caplog.set_level("WARNING", logger="controlplane.ca.rootcert")
+        pub.start()
+        wait_for(
+            "the permission hint",
+            lambda: any(
+                "needs get/list/watch/update on configmaps" in r.getMessage()
+                for r in caplog.records
+            ),
+        )
+        time.sleep(1.5)
+        pub.stop(timeout=0.1)
+        # two watches, backing off 1 s then 2 s: a handful of attempts, not a spin
+        assert (
+            2 <= sum("root certificate watch failed" in r.getMessage() for r in caplog.records) <= 6
+        )
+        assert pub.repairs == 0
+    finally:
+        core.delete_namespace(unique_name)
