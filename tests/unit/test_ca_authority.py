@@ -7,6 +7,7 @@ human-readable dump); regenerate with ``REMORA_UPDATE_GOLDEN=1`` after reviewing
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 from pathlib import Path
 
@@ -199,3 +200,46 @@ def test_empty_ca_dir_means_no_plugged_in_ca(tmp_path: Path) -> None:
     (tmp_path / CA_CERT).write_bytes(new_ca("x").cert_pem)
     with pytest.raises(CAMaterialError, match=r"has no ca-key\.pem"):
         ca.load()
+
+
+def test_nothing_but_the_key_is_taken_from_the_csr() -> None:
+    """A CSR asking for extra names, a subject and CA powers gets none of them."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    from controlplane.ca.csr import approve_csr
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.UniformResourceIdentifier("spiffe://cluster.local/ns/shop/sa/cart"),
+                    x509.DNSName("kubernetes.default.svc"),
+                    x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+        .decode()
+    )
+    material = CAMaterial.self_signed()
+    approved = approve_csr(csr, WorkloadIdentity("shop", "cart"), "cluster.local")
+    chain = sign_workload(
+        material,
+        approved.public_key,
+        approved.identity,
+        trust_domain="cluster.local",
+        ttl=dt.timedelta(hours=1),
+        now=NOW,
+    )
+    leaf = x509.load_pem_x509_certificate(chain[0].encode())
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert list(sans) == [x509.UniformResourceIdentifier("spiffe://cluster.local/ns/shop/sa/cart")]
+    assert leaf.subject == x509.Name([])
+    assert leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
