@@ -9,6 +9,7 @@ skip that object, so one broken manifest never takes the mesh down.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import yaml
@@ -17,7 +18,9 @@ from controlplane.model import (
     ContainerPort,
     Endpoint,
     EndpointSlice,
+    MtlsMode,
     Namespace,
+    PeerAuthentication,
     Service,
     ServiceKind,
     ServicePort,
@@ -29,6 +32,10 @@ from meshlib.meshconfig import MeshConfig, parse_mesh_config
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MESH_CONFIGMAP_NAME = "istio"
 MESH_CONFIGMAP_KEY = "mesh"
+# Set by the injector on every pod it gives a sidecar (Istio's markers of a meshed pod).
+SIDECAR_STATUS_ANNOTATION = "sidecar.istio.io/status"
+TLS_MODE_LABEL = "security.istio.io/tlsMode"
+TLS_MODE_ISTIO = "istio"
 
 Object = Mapping[str, Any]
 
@@ -152,8 +159,22 @@ def endpoint_slice_from_object(obj: Object) -> EndpointSlice:
     )
 
 
+def is_meshed(labels: Mapping[str, Any], annotations: Mapping[str, Any]) -> bool:
+    """Whether a pod has a sidecar that accepts mesh mTLS.
+
+    The injector labels pods ``security.istio.io/tlsMode: istio``; a user may set that label
+    to something else (``disabled``) to keep clients on plaintext, so the label decides when
+    present. Without it, the injector's status annotation marks a sidecar.
+    """
+    mode = labels.get(TLS_MODE_LABEL)
+    if mode is not None:
+        return str(mode) == TLS_MODE_ISTIO
+    return SIDECAR_STATUS_ANNOTATION in annotations
+
+
 def workload_from_pod(obj: Object) -> Workload:
     namespace, name = _meta(obj)
+    meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
     ips = [p.get("ip") for p in status.get("podIPs") or []] or [status.get("podIP")]
@@ -172,8 +193,9 @@ def workload_from_pod(obj: Object) -> Workload:
         namespace=namespace,
         ips=tuple(str(ip) for ip in ips if ip),
         service_account=str(spec.get("serviceAccountName") or "default"),
-        labels=_labels((obj.get("metadata") or {}).get("labels")),
+        labels=_labels(meta.get("labels")),
         ports=tuple(ports),
+        meshed=is_meshed(meta.get("labels") or {}, meta.get("annotations") or {}),
     )
 
 
@@ -182,6 +204,77 @@ def namespace_from_object(obj: Object) -> Namespace:
     if not meta.get("name"):
         raise ObjectError(f"{object_ref(obj)}: metadata.name is missing")
     return Namespace(name=str(meta["name"]), labels=_labels(meta.get("labels")))
+
+
+def _mtls_mode(obj: Object, raw: Any, where: str) -> MtlsMode:
+    if raw is None:
+        return MtlsMode.UNSET
+    mode = (raw or {}).get("mode") if isinstance(raw, Mapping) else None
+    if mode is None:
+        return MtlsMode.UNSET
+    try:
+        return MtlsMode(str(mode).upper())
+    except ValueError:
+        choices = ", ".join(m.value for m in MtlsMode)
+        raise ObjectError(
+            f"{object_ref(obj)}: {where}.mode is {mode!r}; use one of {choices}"
+        ) from None
+
+
+def _timestamp(obj: Object, raw: Any) -> str:
+    """A creationTimestamp as UTC ISO text (sorts by time); "" when absent (sorts first).
+
+    The API serves ``2024-05-01T10:00:00Z``; YAML files may hand over a parsed datetime.
+    """
+    if raw is None or raw == "":
+        return ""
+    try:
+        when = raw if isinstance(raw, datetime) else datetime.fromisoformat(str(raw))
+    except ValueError:
+        raise ObjectError(
+            f"{object_ref(obj)}: metadata.creationTimestamp {raw!r} is not RFC 3339"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).isoformat()
+
+
+def peer_authentication_from_object(obj: Object) -> PeerAuthentication:
+    """An Istio ``PeerAuthentication`` (security.istio.io/v1 or v1beta1).
+
+    ``portLevelMtls`` keys are workload ports (numbers); like Istio, they only make sense
+    with a selector, and a selector-less policy's port settings are refused rather than
+    silently ignored.
+    """
+    namespace, name = _meta(obj)
+    spec = obj.get("spec") or {}
+    selector_spec = spec.get("selector") or {}
+    match_labels = selector_spec.get("matchLabels") if isinstance(selector_spec, Mapping) else None
+    selector = _labels(match_labels) if match_labels else None
+    port_modes = []
+    for key, raw in (spec.get("portLevelMtls") or {}).items():
+        try:
+            port = int(key)
+        except (TypeError, ValueError):
+            raise ObjectError(
+                f"{object_ref(obj)}: spec.portLevelMtls key {key!r} is not a port number"
+            ) from None
+        if not 0 < port < 65536:
+            raise ObjectError(f"{object_ref(obj)}: spec.portLevelMtls port {port} is out of range")
+        port_modes.append((port, _mtls_mode(obj, raw, f"spec.portLevelMtls[{port}]")))
+    if port_modes and selector is None:
+        raise ObjectError(
+            f"{object_ref(obj)}: spec.portLevelMtls needs spec.selector.matchLabels "
+            "(port-level settings apply to selected workloads only)"
+        )
+    return PeerAuthentication(
+        name=name,
+        namespace=namespace,
+        mode=_mtls_mode(obj, spec.get("mtls"), "spec.mtls"),
+        selector=selector,
+        port_modes=tuple(sorted(port_modes)),
+        created=_timestamp(obj, (obj.get("metadata") or {}).get("creationTimestamp")),
+    )
 
 
 def mesh_config_from_configmap(obj: Object) -> MeshConfig:

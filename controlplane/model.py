@@ -184,6 +184,9 @@ class Workload:
     service_account: str = "default"
     labels: tuple[tuple[str, str], ...] = ()
     ports: tuple[ContainerPort, ...] = ()
+    # Whether a sidecar runs beside the app (it was injected), so it accepts mesh mTLS:
+    # clients then upgrade to mTLS on their own (auto-mTLS). See ``convert.is_meshed``.
+    meshed: bool = False
 
     @property
     def label_map(self) -> Mapping[str, str]:
@@ -199,6 +202,43 @@ class Workload:
             if port.name == target:
                 return port.port
         return None
+
+
+class MtlsMode(enum.StrEnum):
+    """``PeerAuthentication`` mutual TLS modes (security.istio.io/v1)."""
+
+    UNSET = "UNSET"  # inherit from the parent scope (port -> workload -> namespace -> mesh)
+    DISABLE = "DISABLE"  # plaintext only
+    PERMISSIVE = "PERMISSIVE"  # mTLS and plaintext both accepted (Istio's default)
+    STRICT = "STRICT"  # mTLS only
+
+
+@dataclass(frozen=True)
+class PeerAuthentication:
+    """How a scope's workloads accept connections (Istio's ``PeerAuthentication``).
+
+    Without a selector it covers its namespace (the whole mesh when in the root namespace);
+    with one, the matching pods of its namespace. ``port_modes`` override the mode per
+    workload (container) port. ``created`` is the creationTimestamp (RFC 3339, which sorts
+    as text): at one level the oldest policy wins, as in Istio.
+    """
+
+    name: str
+    namespace: str
+    mode: MtlsMode = MtlsMode.UNSET
+    selector: tuple[tuple[str, str], ...] | None = None
+    port_modes: tuple[tuple[int, MtlsMode], ...] = ()
+    created: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    def selects(self, labels: Mapping[str, str]) -> bool:
+        """Whether the selector picks a pod with ``labels`` (False without a selector)."""
+        if not self.selector:
+            return False
+        return all(labels.get(k) == v for k, v in self.selector)
 
 
 @dataclass(frozen=True)
@@ -220,6 +260,7 @@ class MeshSnapshot:
     endpoint_slices: Mapping[tuple[str, str], EndpointSlice] = field(default_factory=dict)
     workloads: Mapping[tuple[str, str], Workload] = field(default_factory=dict)
     namespaces: Mapping[str, Namespace] = field(default_factory=dict)
+    peer_authentications: Mapping[tuple[str, str], PeerAuthentication] = field(default_factory=dict)
     domain_suffix: str = DEFAULT_DOMAIN_SUFFIX
     generation: int = 0
     # The generation at which each kind (by Kubernetes kind name) last changed: translation
@@ -237,6 +278,7 @@ class MeshSnapshot:
         "endpoints_by_service": "EndpointSlice",
         "services_by_namespace": "Service",
         "services_by_selector_label": "Service",
+        "workloads_by_ip": "Pod",
     }
 
     def inherit_indexes(self, previous: MeshSnapshot) -> None:
@@ -273,6 +315,24 @@ class MeshSnapshot:
             for endpoint in eps.endpoints:
                 index.setdefault(endpoint.address, set()).add((eps.namespace, eps.service_name))
         return MappingProxyType({address: frozenset(keys) for address, keys in index.items()})
+
+    @cached_property
+    def workloads_by_ip(self) -> Mapping[str, Workload]:
+        """Pods by IP: what an endpoint without a pod reference is (first pod by name wins)."""
+        index: dict[str, Workload] = {}
+        for key in sorted(self.workloads):
+            workload = self.workloads[key]
+            for ip in workload.ips:
+                index.setdefault(ip, workload)
+        return MappingProxyType(index)
+
+    def workload_of(self, namespace: str, endpoint: Endpoint) -> Workload | None:
+        """The pod behind an endpoint: by its targetRef when set, else by address."""
+        if endpoint.pod_name is not None:
+            found = self.workloads.get((namespace, endpoint.pod_name))
+            if found is not None:
+                return found
+        return self.workloads_by_ip.get(endpoint.address)
 
     def slices_for(self, service: Service) -> tuple[EndpointSlice, ...]:
         return self.endpoints_by_service.get(service.key, ())

@@ -29,6 +29,7 @@ class Kind(enum.StrEnum):
     POD = "Pod"
     NAMESPACE = "Namespace"
     MESH_CONFIG = "ConfigMap"
+    PEER_AUTHENTICATION = "PeerAuthentication"
 
 
 _CONVERTERS: dict[Kind, Callable[[convert.Object], Any]] = {
@@ -37,6 +38,7 @@ _CONVERTERS: dict[Kind, Callable[[convert.Object], Any]] = {
     Kind.POD: convert.workload_from_pod,
     Kind.NAMESPACE: convert.namespace_from_object,
     Kind.MESH_CONFIG: convert.mesh_config_from_configmap,
+    Kind.PEER_AUTHENTICATION: convert.peer_authentication_from_object,
 }
 
 Key = tuple[str, str]
@@ -143,6 +145,9 @@ class MeshStore:
                 workloads=MappingProxyType(dict(self._objects[Kind.POD])),
                 namespaces=MappingProxyType(
                     {k[1]: v for k, v in self._objects[Kind.NAMESPACE].items()}
+                ),
+                peer_authentications=MappingProxyType(
+                    dict(self._objects[Kind.PEER_AUTHENTICATION])
                 ),
                 domain_suffix=self._domain_suffix,
                 generation=self._generation,

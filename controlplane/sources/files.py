@@ -114,7 +114,14 @@ def load_into(store: MeshStore, objects: Iterable[Mapping[str, Any]]) -> None:
         if kind is not None:
             grouped[kind].append(obj)
     # Mesh config first: every proxy's configuration depends on it.
-    for kind in (Kind.MESH_CONFIG, Kind.NAMESPACE, Kind.POD, Kind.SERVICE, Kind.ENDPOINT_SLICE):
+    for kind in (
+        Kind.MESH_CONFIG,
+        Kind.NAMESPACE,
+        Kind.PEER_AUTHENTICATION,
+        Kind.POD,
+        Kind.SERVICE,
+        Kind.ENDPOINT_SLICE,
+    ):
         store.replace(kind, grouped[kind])
 
 

@@ -45,6 +45,8 @@ class _Resource:
     kind: Kind
     list_call: Callable[..., Any]
     kwargs: dict[str, Any]
+    # A CRD that may not be installed (Istio's security CRDs): 404 means "none", not an error.
+    optional: bool = False
 
 
 class KubeSource:
@@ -62,6 +64,7 @@ class KubeSource:
         self.metrics = metrics
         self.on_synced = on_synced
         core, discovery = client.CoreV1Api(api), client.DiscoveryV1Api(api)
+        custom = client.CustomObjectsApi(api)
         self._resources = [
             _Resource(
                 Kind.MESH_CONFIG,
@@ -75,6 +78,12 @@ class KubeSource:
             _Resource(Kind.SERVICE, core.list_service_for_all_namespaces, {}),
             _Resource(Kind.ENDPOINT_SLICE, discovery.list_endpoint_slice_for_all_namespaces, {}),
             _Resource(Kind.POD, core.list_pod_for_all_namespaces, {}),
+            _Resource(
+                Kind.PEER_AUTHENTICATION,
+                custom.list_cluster_custom_object,
+                {"group": "security.istio.io", "version": "v1", "plural": "peerauthentications"},
+                optional=True,
+            ),
         ]
         self._listed: set[Kind] = set()
         self._stopping = threading.Event()
@@ -138,6 +147,16 @@ class KubeSource:
                 while not self._stopping.is_set():
                     version = self._watch(resource, version)
             except ApiException as exc:
+                if exc.status == 404 and resource.optional:
+                    # The CRD is not installed: the mesh has no such objects. Look again
+                    # later, in case someone installs it.
+                    log.info(
+                        "kind not served (CRD not installed?), treating as empty",
+                        extra={"kind": resource.kind.value, "retry_in": BACKOFF_MAX},
+                    )
+                    self._on_loop(partial(self._replace, resource.kind, []))
+                    self._stopping.wait(BACKOFF_MAX)
+                    continue
                 if exc.status == 410:
                     log.info(
                         "watch expired (410 Gone), re-listing", extra={"kind": resource.kind.value}

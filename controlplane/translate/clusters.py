@@ -7,13 +7,15 @@ captured traffic to the local application, and the fixed passthrough/blackhole c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
 from envoy.config.core.v3 import address_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from controlplane.model import Protocol, Service, ServiceKind, ServicePort
-from controlplane.translate import names
+from controlplane.translate import names, tls
 from controlplane.translate.common import ads, duration, packed, socket_address
 
 CONNECT_TIMEOUT_SECONDS = 10.0  # Istio's default connectTimeout
@@ -66,10 +68,42 @@ def _original_destination(cluster: cluster_pb2.Cluster) -> None:
     cluster.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
 
 
+@dataclass(frozen=True)
+class UpstreamMtls:
+    """How a cluster speaks mesh mTLS (auto-mTLS): to whom, and to which endpoints.
+
+    ``per_endpoint``: Istio's pattern for EDS clusters: the cluster offers both transport
+    sockets and each endpoint picks by its metadata (``tlsMode: istio`` for endpoints with
+    a sidecar that accepts mTLS), so a pod gaining or losing its sidecar changes one
+    endpoint, not the cluster. Without it (original-destination clusters, whose hosts carry
+    no metadata) every connection uses mTLS.
+    """
+
+    peer_ids: tuple[str, ...]
+    per_endpoint: bool = True
+
+
+def _set_mtls(cluster: cluster_pb2.Cluster, mtls: UpstreamMtls, sni: str) -> None:
+    socket = tls.upstream_mtls(sni, mtls.peer_ids)
+    if not mtls.per_endpoint:
+        cluster.transport_socket.CopyFrom(socket)
+        return
+    istio = cluster.transport_socket_matches.add(name=f"{tls.TLS_MODE_KEY}-{tls.TLS_MODE_ISTIO}")
+    istio.match.fields[tls.TLS_MODE_KEY].string_value = tls.TLS_MODE_ISTIO
+    istio.transport_socket.CopyFrom(socket)
+    # The last match has no criteria: every other endpoint (no sidecar) gets plaintext.
+    plain = cluster.transport_socket_matches.add(name=f"{tls.TLS_MODE_KEY}-disabled")
+    plain.transport_socket.CopyFrom(tls.plaintext())
+
+
 def outbound_cluster(
-    service: Service, port: ServicePort, domain_suffix: str
+    service: Service, port: ServicePort, domain_suffix: str, mtls: UpstreamMtls | None = None
 ) -> cluster_pb2.Cluster:
-    """The cluster for one service port. Its name is also its load assignment's name."""
+    """The cluster for one service port. Its name is also its load assignment's name.
+
+    With ``mtls``, connections to endpoints with a sidecar use the workload certificate and
+    verify the server's SPIFFE identity (see :class:`UpstreamMtls`).
+    """
     fqdn = service.fqdn(domain_suffix)
     name = names.outbound_cluster(port.port, fqdn)
     cluster = _base(name)
@@ -101,6 +135,8 @@ def outbound_cluster(
         cluster.eds_cluster_config.eds_config.CopyFrom(ads())
         cluster.lb_policy = cluster_pb2.Cluster.LEAST_REQUEST
     _set_upstream_protocol(cluster, port.protocol)
+    if mtls is not None and service.kind is not ServiceKind.EXTERNAL_NAME:
+        _set_mtls(cluster, mtls, tls.upstream_sni(port.port, fqdn))
     return cluster
 
 

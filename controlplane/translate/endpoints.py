@@ -7,12 +7,13 @@ rolling update needs. Endpoints that are neither are left out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from envoy.config.core.v3 import health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 
 from controlplane.model import Endpoint, EndpointSlice, ServicePort
+from controlplane.translate import tls
 
 HEALTHY = health_check_pb2.HealthStatus.HEALTHY
 DRAINING = health_check_pb2.HealthStatus.DRAINING
@@ -28,12 +29,17 @@ def endpoint_health(endpoint: Endpoint) -> int | None:
 
 
 def load_assignment(
-    cluster_name: str, port: ServicePort, slices: Iterable[EndpointSlice]
+    cluster_name: str,
+    port: ServicePort,
+    slices: Iterable[EndpointSlice],
+    mtls_endpoints: Collection[tuple[str, int]] = (),
 ) -> endpoint_pb2.ClusterLoadAssignment:
     """The endpoints of ``port`` across ``slices``, grouped by zone (Envoy's locality).
 
     A slice lists endpoint ports by service port name; a slice without that port does not
     serve it. An address listed twice (two slices, during a slice rebalance) is sent once.
+    Endpoints in ``mtls_endpoints`` (address, port) accept mesh mTLS: they are marked
+    ``tlsMode: istio`` for the cluster's transport socket match (auto-mTLS).
     """
     # Plain tuples first, protobuf last: building messages is the expensive part, so each
     # field is set exactly once, in final order (about 3x faster than constructors + sort).
@@ -60,4 +66,8 @@ def load_assignment(
             socket.address = address
             socket.port_value = number
             lb_endpoint.health_status = health
+            if (address, number) in mtls_endpoints:
+                lb_endpoint.metadata.filter_metadata[tls.TRANSPORT_SOCKET_MATCH].fields[
+                    tls.TLS_MODE_KEY
+                ].string_value = tls.TLS_MODE_ISTIO
     return cla

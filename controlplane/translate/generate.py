@@ -8,8 +8,12 @@ computes the same thing for a running control plane, reusing work:
   rebuilds one load assignment, not a thousand;
 * listeners and routes depend only on services, the mesh config and the proxy's shape,
   and are rebuilt only when one of those changed;
-* proxies of the same shape (namespace, scope, served ports, IP families) share one
-  :class:`ProxyResources` object per snapshot: each resource is built and packed once.
+* proxies of the same shape (namespace, scope, served ports, IP families, mTLS modes)
+  share one :class:`ProxyResources` object per snapshot: each resource is built and
+  packed once;
+* auto-mTLS (which endpoints take mTLS, whose identities to expect) is computed per
+  service from its endpoints, pods and policies, and clusters and load assignments are
+  cached by that value, so a pod change rebuilds only the services it is behind.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ from controlplane.resources import (
     make_resource,
 )
 from controlplane.translate import clusters, endpoints, listeners, names, routes
+from controlplane.translate.auto_mtls import ServiceMtls, service_mtls
 from controlplane.translate.listeners import InboundPort
+from controlplane.translate.peer_authentication import PolicyIndex, WorkloadMtls
 from controlplane.translate.scope import inbound_ports, visible_namespaces, visible_services
 
 V = TypeVar("V")
@@ -47,15 +53,28 @@ class ProxyShape:
     inbound: tuple[InboundPort, ...]
     ipv4: bool
     ipv6: bool
+    mtls: WorkloadMtls
+    trust_domain: str
 
 
-def proxy_shape(snapshot: MeshSnapshot, proxy: ProxyIdentity) -> ProxyShape:
+def policy_index(snapshot: MeshSnapshot) -> PolicyIndex:
+    return PolicyIndex.build(snapshot.peer_authentications.values(), snapshot.mesh.root_namespace)
+
+
+def proxy_shape(
+    snapshot: MeshSnapshot, proxy: ProxyIdentity, policies: PolicyIndex | None = None
+) -> ProxyShape:
+    policies = policies if policies is not None else policy_index(snapshot)
+    workload = snapshot.workloads.get((proxy.namespace, proxy.pod_name))
+    labels = workload.label_map if workload is not None else dict(proxy.labels)
     return ProxyShape(
         namespace=proxy.namespace,
         scope=visible_namespaces(snapshot, proxy.namespace),
         inbound=inbound_ports(snapshot, proxy),
         ipv4=proxy.has_ipv4,
         ipv6=proxy.has_ipv6,
+        mtls=policies.workload_mtls(proxy.namespace, labels),
+        trust_domain=snapshot.mesh.trust_domain,
     )
 
 
@@ -84,25 +103,51 @@ class _Memo(Generic[V]):
         return entry[1]
 
 
-def _service_clusters(service: Service, domain_suffix: str) -> tuple[Resource, ...]:
+def upstream_mtls(service: Service, view: ServiceMtls) -> clusters.UpstreamMtls | None:
+    """How the clusters of ``service`` use mTLS (None: plaintext only).
+
+    EDS clusters always offer mTLS by endpoint metadata, so endpoints gaining a sidecar need
+    no cluster change; original-destination (headless) clusters cannot see per-endpoint
+    metadata and use mTLS only when every endpoint takes it, as Istio does.
+    """
+    if service.kind is ServiceKind.EXTERNAL_NAME or not view.peer_ids:
+        # Outside the mesh, or no endpoint with a sidecar: there is no identity to verify,
+        # so no mTLS to offer (a pod gaining a sidecar brings its identity, and with it
+        # the cluster change).
+        return None
+    if clusters.uses_eds(service):
+        return clusters.UpstreamMtls(view.peer_ids, per_endpoint=True)
+    if view.every_endpoint:
+        return clusters.UpstreamMtls(view.peer_ids, per_endpoint=False)
+    return None
+
+
+def _service_clusters(
+    service: Service, domain_suffix: str, mtls: clusters.UpstreamMtls | None
+) -> tuple[Resource, ...]:
     out = []
     for port in service.ports:
         if port.protocol is Protocol.UDP:
             continue
-        cluster = clusters.outbound_cluster(service, port, domain_suffix)
+        cluster = clusters.outbound_cluster(service, port, domain_suffix, mtls)
         out.append(make_resource(cluster.name, cluster))
     return tuple(out)
 
 
 def _service_load_assignments(
-    service: Service, slices: tuple[EndpointSlice, ...], domain_suffix: str
+    service: Service,
+    slices: tuple[EndpointSlice, ...],
+    domain_suffix: str,
+    mtls_endpoints: frozenset[tuple[str, int]],
 ) -> tuple[Resource, ...]:
     out = []
     for port in service.ports:
         if port.protocol is Protocol.UDP:
             continue
         name = names.outbound_cluster(port.port, service.fqdn(domain_suffix))
-        out.append(make_resource(name, endpoints.load_assignment(name, port, slices)))
+        out.append(
+            make_resource(name, endpoints.load_assignment(name, port, slices, mtls_endpoints))
+        )
     return tuple(out)
 
 
@@ -134,6 +179,8 @@ class ConfigGenerator:
         self._routes: _Memo[tuple[Resource, ...]] = _Memo()
         self._fixed: _Memo[list[Resource]] = _Memo()
         self._sets: _Memo[ResourceSet] = _Memo()
+        self._service_mtls: _Memo[ServiceMtls] = _Memo()
+        self._policies: _Memo[PolicyIndex] = _Memo()
         self._by_shape: dict[ProxyShape, ProxyResources] = {}
 
     def generate(self, snapshot: MeshSnapshot, proxy: ProxyIdentity) -> ProxyResources:
@@ -147,17 +194,48 @@ class ConfigGenerator:
                 self._listeners,
                 self._routes,
                 self._fixed,
+                self._service_mtls,
+                self._policies,
             ):
                 memo.rotate()
-        shape = proxy_shape(snapshot, proxy)
+        shape = proxy_shape(snapshot, proxy, self._policy_index(snapshot))
         found = self._by_shape.get(shape)
         if found is None:
             found = self._by_shape[shape] = self._build(snapshot, shape)
         return found
 
+    def _policy_index(self, snapshot: MeshSnapshot) -> PolicyIndex:
+        key = (
+            snapshot.revisions.get("PeerAuthentication", 0),
+            snapshot.revisions.get("ConfigMap", 0),
+        )
+        return self._policies.get(key, None, partial(policy_index, snapshot))
+
+    def _mtls_view(self, snapshot: MeshSnapshot, service: Service) -> ServiceMtls:
+        """The service's auto-mTLS view, recomputed only when its inputs may have changed."""
+        slices = snapshot.slices_for(service)
+        key = (
+            id(service),
+            id(slices),
+            snapshot.revisions.get("Pod", 0),
+            snapshot.revisions.get("PeerAuthentication", 0),
+            snapshot.revisions.get("ConfigMap", 0),
+        )
+        policies = self._policy_index(snapshot)
+        return self._service_mtls.get(
+            key, (service, slices), partial(service_mtls, snapshot, service, slices, policies)
+        )
+
     def _build(self, snapshot: MeshSnapshot, shape: ProxyShape) -> ProxyResources:
         suffix = snapshot.domain_suffix
         services = visible_services(snapshot, shape.scope)
+        auto_mtls = snapshot.mesh.enable_auto_mtls
+
+        def mtls_of(service: Service) -> clusters.UpstreamMtls | None:
+            if not auto_mtls or service.kind is ServiceKind.EXTERNAL_NAME:
+                return None
+            return upstream_mtls(service, self._mtls_view(snapshot, service))
+
         allow_any = snapshot.mesh.outbound_traffic_policy != "REGISTRY_ONLY"
         # Listeners and routes change only with services, the mesh config or the shape.
         services_rev = (
@@ -172,10 +250,12 @@ class ConfigGenerator:
                     (shape.inbound, shape.ipv4, shape.ipv6), None, partial(_fixed_clusters, shape)
                 )
             )
-            for service in services:
+            for service, mtls in zip(services, cluster_mtls, strict=True):
                 built.extend(
                     self._clusters.get(
-                        (id(service), suffix), service, partial(_service_clusters, service, suffix)
+                        (id(service), suffix, mtls),
+                        service,
+                        partial(_service_clusters, service, suffix, mtls),
                     )
                 )
             return ResourceSet.of(CLUSTER, built)
@@ -186,11 +266,14 @@ class ConfigGenerator:
                 if not clusters.uses_eds(service):
                     continue
                 slices = snapshot.slices_for(service)
+                mtls_endpoints = (
+                    self._mtls_view(snapshot, service).endpoints if auto_mtls else frozenset()
+                )
                 built.extend(
                     self._assignments.get(
-                        (id(service), id(slices)),
+                        (id(service), id(slices), mtls_endpoints),
                         (service, slices),
-                        partial(_service_load_assignments, service, slices, suffix),
+                        partial(_service_load_assignments, service, slices, suffix, mtls_endpoints),
                     )
                 )
             return ResourceSet.of(ENDPOINT, built)
@@ -212,14 +295,20 @@ class ConfigGenerator:
                 return make_resource(listener.name, listener)
 
             def inbound() -> Resource:
-                listener = listeners.inbound_listener(shape.inbound, shape.ipv6)
+                listener = listeners.inbound_listener(
+                    shape.inbound, shape.ipv6, shape.mtls, shape.trust_domain
+                )
                 return make_resource(listener.name, listener)
 
             return ResourceSet.of(
                 LISTENER,
                 [
                     self._listeners.get(outbound_key, headless, outbound),
-                    self._listeners.get(("inbound", shape.inbound, shape.ipv6), None, inbound),
+                    self._listeners.get(
+                        ("inbound", shape.inbound, shape.ipv6, shape.mtls, shape.trust_domain),
+                        None,
+                        inbound,
+                    ),
                 ],
             )
 
@@ -238,9 +327,26 @@ class ConfigGenerator:
         # streams recognise in O(1).
         slices_rev = snapshot.revisions.get("EndpointSlice", 0)
         has_headless = any(s.kind is ServiceKind.HEADLESS for s in services)
+        # Clusters depend on auto-mTLS only through each service's value (peer identities,
+        # all-meshed): compared by value, so an endpoint change that moves no identity keeps
+        # the very same cluster set.
+        cluster_mtls = tuple(mtls_of(service) for service in services)
+        mtls_inputs = (
+            snapshot.revisions.get("Pod", 0),
+            snapshot.revisions.get("PeerAuthentication", 0),
+            auto_mtls,
+        )
         keys = {
-            CLUSTER: (CLUSTER, services_rev, shape.scope, shape.inbound, shape.ipv4, shape.ipv6),
-            ENDPOINT: (ENDPOINT, services_rev, slices_rev, shape.scope),
+            CLUSTER: (
+                CLUSTER,
+                services_rev,
+                shape.scope,
+                shape.inbound,
+                shape.ipv4,
+                shape.ipv6,
+                cluster_mtls,
+            ),
+            ENDPOINT: (ENDPOINT, services_rev, slices_rev, shape.scope, mtls_inputs),
             LISTENER: (
                 LISTENER,
                 services_rev,
@@ -248,6 +354,8 @@ class ConfigGenerator:
                 shape.scope,
                 shape.inbound,
                 shape.ipv6,
+                shape.mtls,
+                shape.trust_domain,
             ),
             ROUTE: (ROUTE, services_rev, shape.scope, shape.namespace),
         }

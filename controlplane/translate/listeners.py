@@ -12,7 +12,11 @@ destination:
   falls to the default chain: ``PassthroughCluster`` (ALLOW_ANY) or ``BlackHoleCluster``
   (REGISTRY_ONLY).
 * inbound: one chain per port the workload serves, delivering to ``inbound|<port>||``;
-  other ports pass through to the application unchanged.
+  other ports pass through to the application unchanged. What each port accepts follows
+  the workload's ``PeerAuthentication`` mode for it: STRICT only mTLS, PERMISSIVE both
+  (a ``tls_inspector`` tells them apart: chains on transport protocol ``tls`` and
+  ``raw_buffer``), DISABLE only plaintext. mTLS is terminated here; HTTP chains hand the
+  caller's SPIFFE id to the application in ``x-forwarded-client-cert``.
 """
 
 from __future__ import annotations
@@ -25,20 +29,26 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
-from controlplane.model import EndpointSlice, Protocol, Service, ServiceKind
-from controlplane.translate import names
+from controlplane.model import EndpointSlice, MtlsMode, Protocol, Service, ServiceKind
+from controlplane.translate import names, tls
 from controlplane.translate.common import ads, duration, host_cidr, packed, socket_address
 from controlplane.translate.endpoints import endpoint_health
+from controlplane.translate.peer_authentication import WorkloadMtls
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 ROUTER_FILTER = "envoy.filters.http.router"
 ORIGINAL_DST_FILTER = "envoy.filters.listener.original_dst"
+TLS_INSPECTOR_FILTER = "envoy.filters.listener.tls_inspector"
+TRANSPORT_TLS = "tls"
+TRANSPORT_PLAINTEXT = "raw_buffer"
+MTLS_CHAIN_SUFFIX = "-mtls"
 
 
 @dataclass(frozen=True, order=True)
@@ -181,23 +191,97 @@ def _inbound_route(port: int) -> route_pb2.RouteConfiguration:
     )
 
 
-def inbound_listener(ports: Iterable[InboundPort], ipv6: bool = False) -> listener_pb2.Listener:
-    """The inbound capture listener of a workload serving ``ports``."""
+def _inbound_filter(entry: InboundPort) -> listener_components_pb2.Filter:
+    cluster = names.inbound_cluster(entry.port)
+    if not entry.protocol.is_http:
+        return _tcp_proxy(cluster)
+    hcm = hcm_pb2.HttpConnectionManager(
+        stat_prefix=f"inbound_0.0.0.0_{entry.port}",
+        route_config=_inbound_route(entry.port),
+        # The app learns who called in x-forwarded-client-cert (By=<us>;Hash=...;URI=<the
+        # caller's SPIFFE id>); a header sent by the caller itself is always replaced, and
+        # removed on plaintext connections, so it cannot be forged.
+        forward_client_cert_details=hcm_pb2.HttpConnectionManager.SANITIZE_SET,
+        set_current_client_cert_details=hcm_pb2.HttpConnectionManager.SetCurrentClientCertDetails(
+            uri=True
+        ),
+    )
+    return _http(hcm)
+
+
+def _accepting_chains(
+    name: str,
+    port: int | None,
+    network_filter: listener_components_pb2.Filter,
+    *,
+    mode: MtlsMode,
+    trust_domain: str,
+    http: bool,
+) -> list[listener_components_pb2.FilterChain]:
+    """The chains of one port (or of every other port, with ``port`` None) under ``mode``."""
+    if mode is MtlsMode.DISABLE:
+        return [_chain(name, port, (), network_filter)]
+    mtls = _chain(name + MTLS_CHAIN_SUFFIX, port, (), network_filter)
+    mtls.filter_chain_match.transport_protocol = TRANSPORT_TLS
+    mtls.transport_socket.CopyFrom(tls.downstream_mtls(trust_domain, http))
+    if mode is MtlsMode.STRICT:
+        # No plaintext chain: a plaintext connection matches nothing and is closed.
+        return [mtls]
+    plain = _chain(name, port, (), network_filter)
+    plain.filter_chain_match.transport_protocol = TRANSPORT_PLAINTEXT
+    return [mtls, plain]
+
+
+def inbound_listener(
+    ports: Iterable[InboundPort],
+    ipv6: bool = False,
+    mtls: WorkloadMtls | None = None,
+    trust_domain: str = "cluster.local",
+) -> listener_pb2.Listener:
+    """The inbound capture listener of a workload serving ``ports`` under ``mtls``.
+
+    Ports the workload serves for no service pass through to it under the workload's mode.
+    Envoy picks a chain by port first and never falls back to a less specific one, so a
+    plaintext connection to a STRICT port is refused even when other ports take plaintext;
+    for the same reason there is no default chain once any port accepts mTLS.
+    """
+    mtls = mtls if mtls is not None else WorkloadMtls()
     listener = _listener(names.INBOUND_LISTENER, names.INBOUND_CAPTURE_PORT, ipv6, base_pb2.INBOUND)
     for entry in sorted(ports):
-        cluster = names.inbound_cluster(entry.port)
-        if entry.protocol.is_http:
-            hcm = hcm_pb2.HttpConnectionManager(
-                stat_prefix=f"inbound_0.0.0.0_{entry.port}", route_config=_inbound_route(entry.port)
+        listener.filter_chains.extend(
+            _accepting_chains(
+                names.inbound_cluster(entry.port),
+                entry.port,
+                _inbound_filter(entry),
+                mode=mtls.for_port(entry.port),
+                trust_domain=trust_domain,
+                http=entry.protocol.is_http,
             )
-            network_filter = _http(hcm)
-        else:
-            network_filter = _tcp_proxy(cluster)
-        listener.filter_chains.append(_chain(cluster, entry.port, (), network_filter))
-    listener.default_filter_chain.CopyFrom(
-        listener_components_pb2.FilterChain(
-            name=names.INBOUND_PASSTHROUGH_CLUSTER,
-            filters=[_tcp_proxy(names.INBOUND_PASSTHROUGH_CLUSTER)],
+        )
+    passthrough = _tcp_proxy(names.INBOUND_PASSTHROUGH_CLUSTER)
+    if mtls.modes == {MtlsMode.DISABLE}:
+        listener.default_filter_chain.CopyFrom(
+            listener_components_pb2.FilterChain(
+                name=names.INBOUND_PASSTHROUGH_CLUSTER, filters=[passthrough]
+            )
+        )
+        return listener
+    listener.listener_filters.append(
+        listener_components_pb2.ListenerFilter(
+            name=TLS_INSPECTOR_FILTER, typed_config=packed(tls_inspector_pb2.TlsInspector())
+        )
+    )
+    # Server-first protocols (MySQL) send nothing for the inspector to read: give up
+    # waiting and treat the connection as plaintext rather than dropping it.
+    listener.continue_on_listener_filters_timeout = True
+    listener.filter_chains.extend(
+        _accepting_chains(
+            names.INBOUND_PASSTHROUGH_CLUSTER,
+            None,
+            passthrough,
+            mode=mtls.mode,
+            trust_domain=trust_domain,
+            http=False,
         )
     )
     return listener

@@ -1,0 +1,68 @@
+"""Auto-mTLS, the client's side: which endpoints of a service take mTLS, and who they are.
+
+A client upgrades to mTLS exactly for the endpoints that can take it: a pod with a sidecar
+(:attr:`Workload.meshed`) whose ``PeerAuthentication`` mode for the endpoint's port is not
+DISABLE. It verifies that the server is one of the service accounts of those pods. Both
+come from the service's endpoints (what Envoy actually connects to), each resolved to its
+pod by ``targetRef`` or, failing that, by IP. Endpoints without a known pod stay plaintext.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controlplane.model import EndpointSlice, MeshSnapshot, MtlsMode, Service, Workload
+from controlplane.translate.endpoints import endpoint_health
+from controlplane.translate.peer_authentication import PolicyIndex, WorkloadMtls
+from controlplane.translate.tls import spiffe_id
+
+
+@dataclass(frozen=True)
+class ServiceMtls:
+    """The mTLS view of one service's endpoints."""
+
+    endpoints: frozenset[tuple[str, int]]  # (address, endpoint port) that accept mTLS
+    peer_ids: tuple[str, ...]  # SPIFFE ids of the pods behind them, sorted
+    every_endpoint: bool  # every endpoint accepts mTLS (and there is at least one)
+
+
+def service_mtls(
+    snapshot: MeshSnapshot,
+    service: Service,
+    slices: tuple[EndpointSlice, ...],
+    policies: PolicyIndex,
+) -> ServiceMtls:
+    trust_domain = snapshot.mesh.trust_domain
+    accepting: set[tuple[str, int]] = set()
+    peers: set[str] = set()
+    every: set[tuple[str, int]] = set()
+    modes: dict[int, WorkloadMtls] = {}
+
+    def mode_of(workload: Workload) -> WorkloadMtls:
+        found = modes.get(id(workload))
+        if found is None:
+            found = modes[id(workload)] = policies.workload_mtls(
+                workload.namespace, workload.label_map
+            )
+        return found
+
+    for eps in slices:
+        for endpoint in eps.endpoints:
+            if endpoint_health(endpoint) is None:
+                continue
+            workload = snapshot.workload_of(service.namespace, endpoint)
+            for _, number in eps.ports:
+                every.add((endpoint.address, number))
+                if (
+                    workload is None
+                    or not workload.meshed
+                    or mode_of(workload).for_port(number) is MtlsMode.DISABLE
+                ):
+                    continue
+                accepting.add((endpoint.address, number))
+                peers.add(spiffe_id(trust_domain, workload.namespace, workload.service_account))
+    return ServiceMtls(
+        endpoints=frozenset(accepting),
+        peer_ids=tuple(sorted(peers)),
+        every_endpoint=bool(accepting) and accepting == every,
+    )
