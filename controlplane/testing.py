@@ -28,6 +28,7 @@ import httpx
 
 from controlplane.app import DiscoveryOptions, DiscoveryServer
 from controlplane.store import MeshStore
+from controlplane.testing_sds import shared_sds
 from meshlib.envoy_binary import envoy_path
 
 T = TypeVar("T")
@@ -50,8 +51,12 @@ def sidecar_bootstrap(
     service_account: str = "default",
     extra_metadata: dict[str, Any] | None = None,
     reconnect_backoff: tuple[float, float] | None = None,
+    sds_cluster: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A minimal sidecar bootstrap: ADS over plaintext gRPC on loopback, admin on loopback.
+
+    ``sds_cluster`` is the static ``sds-grpc`` cluster the generated TLS contexts fetch
+    their certificates from (:mod:`controlplane.testing_sds`), as a sidecar's bootstrap has.
 
     ``reconnect_backoff`` (base, max seconds) shortens Envoy's xDS reconnect backoff
     (0.5 s base, 30 s max, jittered, by default), for tests that restart the control plane.
@@ -118,7 +123,8 @@ def sidecar_bootstrap(
                             }
                         ],
                     },
-                }
+                },
+                *([sds_cluster] if sds_cluster is not None else []),
             ]
         },
     }
@@ -148,6 +154,7 @@ class EnvoyProcess:
             admin_port=self.admin_port,
             delta=delta,
             reconnect_backoff=reconnect_backoff,
+            sds_cluster=shared_sds().cluster(),
         )
         self.bootstrap.update(bootstrap_overrides or {})
         self.node_id = self.bootstrap["node"]["id"]
