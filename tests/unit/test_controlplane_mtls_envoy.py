@@ -1,0 +1,270 @@
+"""The generated mTLS resources carry real traffic between two real Envoys.
+
+The client Envoy gets the translated outbound cluster and load assignment (made static),
+the server Envoy the translated STRICT inbound filter chain (its match dropped, since
+nothing redirects traffic here); both fetch their certificates over SDS from the test mesh
+CA (:mod:`controlplane.testing_sds`). What is checked is what a user relies on: the
+request arrives, the application learns the caller's SPIFFE id in XFCC, plaintext is
+refused, and a server with the wrong identity is not trusted.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+from google.protobuf import json_format
+
+from controlplane.proxy import parse_proxy_identity
+from controlplane.resources import CLUSTER, ENDPOINT, LISTENER
+from controlplane.sources.files import load_into
+from controlplane.store import MeshStore
+from controlplane.testing import EnvoyProcess, free_port, wait_for
+from controlplane.testing_sds import shared_sds
+from controlplane.translate.generate import translate
+
+pytestmark = pytest.mark.envoy
+
+WEB_CLUSTER = "outbound|80||web.shop.svc.cluster.local"
+
+
+class _EchoXfcc(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = (self.headers.get("x-forwarded-client-cert") or "none").encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def app_port() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoXfcc)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+def _mesh(server_port: int, server_account: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": "PeerAuthentication",
+            "metadata": {"name": "default", "namespace": "shop"},
+            "spec": {"mtls": {"mode": "STRICT"}},
+        },
+        {
+            "kind": "Service",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {
+                "clusterIP": "10.96.0.10",
+                "selector": {"app": "web"},
+                "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
+            },
+        },
+        {
+            "kind": "Pod",
+            "metadata": {
+                "name": "web-1",
+                "namespace": "shop",
+                "labels": {"app": "web", "security.istio.io/tlsMode": "istio"},
+            },
+            "spec": {
+                "serviceAccountName": server_account,
+                "containers": [{"name": "app", "ports": [{"containerPort": 8080}]}],
+            },
+            "status": {"podIP": "127.0.0.1"},
+        },
+        {
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "web-x",
+                "namespace": "shop",
+                "labels": {"kubernetes.io/service-name": "web"},
+            },
+            # The endpoint is the server Envoy's listener (no capture redirects here).
+            "ports": [{"name": "http", "port": server_port}],
+            "endpoints": [
+                {"addresses": ["127.0.0.1"], "targetRef": {"kind": "Pod", "name": "web-1"}}
+            ],
+        },
+    ]
+
+
+def _node(pod: str, account: str) -> dict[str, Any]:
+    return {
+        "id": f"sidecar~127.0.0.1~{pod}.shop~shop.svc.cluster.local",
+        "cluster": f"{pod}.shop",
+        "metadata": {"NAME": pod, "NAMESPACE": "shop", "SERVICE_ACCOUNT": account},
+    }
+
+
+def _http_listener(port: int, cluster: str) -> dict[str, Any]:
+    return {
+        "name": "client",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                            "http_connection_manager.v3.HttpConnectionManager",
+                            "stat_prefix": "client",
+                            "route_config": {
+                                "virtual_hosts": [
+                                    {
+                                        "name": "all",
+                                        "domains": ["*"],
+                                        "routes": [
+                                            {
+                                                "match": {"prefix": "/"},
+                                                "route": {"cluster": cluster},
+                                            }
+                                        ],
+                                    }
+                                ]
+                            },
+                            "http_filters": [
+                                {
+                                    "name": "envoy.filters.http.router",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                                    },
+                                }
+                            ],
+                        },
+                    }
+                ]
+            }
+        ],
+    }
+
+
+def _wait_ready(envoy: EnvoyProcess) -> None:
+    wait_for(lambda: envoy.get("/ready").status_code == 200, what="envoy ready")
+
+
+def _get_ok(port: int) -> httpx.Response | None:
+    response = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+    return response if response.status_code == 200 else None
+
+
+def _start_pair(app_port: int, expected_account: str) -> tuple[EnvoyProcess, EnvoyProcess, int]:
+    """A client Envoy (port returned) and a server Envoy with the translated resources."""
+    server_port, client_port = free_port(), free_port()
+    store = MeshStore()
+    load_into(store, _mesh(server_port, expected_account))
+    client = parse_proxy_identity(
+        "sidecar~127.0.0.2~client-1.shop~shop.svc.cluster.local", {"SERVICE_ACCOUNT": "client"}
+    )
+    server = parse_proxy_identity("sidecar~127.0.0.1~web-1.shop~shop.svc.cluster.local", {})
+    client_resources = translate(store.snapshot(), client)
+    server_resources = translate(store.snapshot(), server)
+
+    cluster = json_format.MessageToDict(
+        client_resources[CLUSTER].by_name[WEB_CLUSTER].message, preserving_proto_field_name=True
+    )
+    assert "transport_socket_matches" in cluster
+    cluster.pop("eds_cluster_config")
+    cluster["type"] = "STATIC"
+    cluster["load_assignment"] = json_format.MessageToDict(
+        client_resources[ENDPOINT].by_name[WEB_CLUSTER].message, preserving_proto_field_name=True
+    )
+    sds = shared_sds().cluster()
+
+    inbound = server_resources[LISTENER].by_name["virtualInbound"].message
+    chain = next(c for c in inbound.filter_chains if c.name == "inbound|8080||-mtls")
+    chain_dict = json_format.MessageToDict(chain, preserving_proto_field_name=True)
+    chain_dict.pop("filter_chain_match")
+    server_listener = {
+        "name": "server",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": server_port}},
+        "filter_chains": [chain_dict],
+    }
+    app_cluster = {
+        "name": "inbound|8080||",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": "inbound|8080||",
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {
+                                    "socket_address": {
+                                        "address": "127.0.0.1",
+                                        "port_value": app_port,
+                                    }
+                                }
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+    server_envoy = EnvoyProcess(
+        "web-1",
+        "shop",
+        "127.0.0.1",
+        1,
+        bootstrap_overrides={
+            "node": _node("web-1", "web"),
+            "dynamic_resources": {},
+            "static_resources": {"clusters": [app_cluster, sds], "listeners": [server_listener]},
+        },
+    )
+    client_envoy = EnvoyProcess(
+        "client-1",
+        "shop",
+        "127.0.0.2",
+        1,
+        bootstrap_overrides={
+            "node": _node("client-1", "client"),
+            "dynamic_resources": {},
+            "static_resources": {
+                "clusters": [cluster, sds],
+                "listeners": [_http_listener(client_port, WEB_CLUSTER)],
+            },
+        },
+    )
+    for envoy in (server_envoy, client_envoy):
+        _wait_ready(envoy)
+    return client_envoy, server_envoy, client_port
+
+
+def test_mtls_carries_the_caller_identity_and_refuses_plaintext(app_port: int) -> None:
+    client_envoy, server_envoy, client_port = _start_pair(app_port, "web")
+    with client_envoy, server_envoy:
+        response = wait_for(lambda: _get_ok(client_port), what="a request through both Envoys")
+        xfcc = response.text
+        assert "URI=spiffe://cluster.local/ns/shop/sa/client" in xfcc, xfcc
+        assert "By=spiffe://cluster.local/ns/shop/sa/web" in xfcc, xfcc
+        assert client_envoy.stat(f"cluster.{WEB_CLUSTER}.ssl.handshake") >= 1
+        # Straight to the server Envoy without TLS: refused.
+        server_port = server_envoy.bootstrap["static_resources"]["listeners"][0]["address"][
+            "socket_address"
+        ]["port_value"]
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{server_port}/", timeout=5)
+
+
+def test_a_server_with_another_identity_is_not_trusted(app_port: int) -> None:
+    # The model says the pod runs as "db", but the server presents ".../sa/web".
+    client_envoy, server_envoy, client_port = _start_pair(app_port, "db")
+    with client_envoy, server_envoy:
+        response = httpx.get(f"http://127.0.0.1:{client_port}/", timeout=5)
+        assert response.status_code == 503
+        assert client_envoy.stat(f"cluster.{WEB_CLUSTER}.ssl.fail_verify_san") >= 1
