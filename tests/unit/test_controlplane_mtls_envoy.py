@@ -19,13 +19,17 @@ import httpx
 import pytest
 from google.protobuf import json_format
 
+from controlplane.model import MtlsMode, Protocol
 from controlplane.proxy import parse_proxy_identity
 from controlplane.resources import CLUSTER, ENDPOINT, LISTENER
 from controlplane.sources.files import load_into
 from controlplane.store import MeshStore
 from controlplane.testing import EnvoyProcess, free_port, wait_for
 from controlplane.testing_sds import shared_sds
+from controlplane.translate import listeners
 from controlplane.translate.generate import translate
+from controlplane.translate.listeners import InboundPort
+from controlplane.translate.peer_authentication import WorkloadMtls
 
 pytestmark = pytest.mark.envoy
 
@@ -268,3 +272,79 @@ def test_a_server_with_another_identity_is_not_trusted(app_port: int) -> None:
         response = httpx.get(f"http://127.0.0.1:{client_port}/", timeout=5)
         assert response.status_code == 503
         assert client_envoy.stat(f"cluster.{WEB_CLUSTER}.ssl.fail_verify_san") >= 1
+
+
+def _static_cluster(name: str, port: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {
+                                    "socket_address": {"address": "127.0.0.1", "port_value": port}
+                                }
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def test_plaintext_to_a_strict_port_is_refused_while_a_permissive_port_takes_it(
+    app_port: int,
+) -> None:
+    """Envoy narrows by port first and does not fall back to port-less chains.
+
+    The translated listener, bound to two loopback ports instead of behind the capture
+    rules: port ``strict`` is STRICT by a port-level override, port ``open`` follows the
+    workload's PERMISSIVE. Every cluster leads to the app, the passthrough included, so
+    were plaintext to fall through to the passthrough chain it would get a 200.
+    """
+    strict, open_port = free_port(), free_port()
+    mtls = WorkloadMtls(MtlsMode.PERMISSIVE, ((strict, MtlsMode.STRICT),))
+    listener = listeners.inbound_listener(
+        [InboundPort(strict, Protocol.HTTP), InboundPort(open_port, Protocol.HTTP)], mtls=mtls
+    )
+    as_dict = json_format.MessageToDict(listener, preserving_proto_field_name=True)
+    as_dict["address"] = {"socket_address": {"address": "127.0.0.1", "port_value": strict}}
+    as_dict["additional_addresses"] = [
+        {"address": {"socket_address": {"address": "127.0.0.1", "port_value": open_port}}}
+    ]
+    # No capture here: the destination is the listener's own address already.
+    as_dict["listener_filters"] = [
+        f for f in as_dict["listener_filters"] if f["name"] == listeners.TLS_INSPECTOR_FILTER
+    ]
+    assert {c["name"] for c in as_dict["filter_chains"]} >= {"InboundPassthroughCluster"}
+    clusters = [
+        _static_cluster(name, app_port)
+        for name in (f"inbound|{strict}||", f"inbound|{open_port}||", "InboundPassthroughCluster")
+    ]
+    envoy = EnvoyProcess(
+        "web-1",
+        "shop",
+        "127.0.0.1",
+        1,
+        bootstrap_overrides={
+            "node": _node("web-1", "web"),
+            "dynamic_resources": {},
+            "static_resources": {
+                "clusters": [*clusters, shared_sds().cluster()],
+                "listeners": [as_dict],
+            },
+        },
+    )
+    with envoy:
+        _wait_ready(envoy)
+        plain = wait_for(lambda: _get_ok(open_port), what="plaintext to the PERMISSIVE port")
+        assert plain.text == "none"  # no client certificate, no XFCC
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{strict}/", timeout=5)
+        assert envoy.stat(f"listener.127.0.0.1_{strict}.no_filter_chain_match") >= 1
