@@ -189,8 +189,20 @@ def _call(client_pod: RunningPod, url: str) -> dict[str, Any]:
     return dict(json.loads(result.stdout))
 
 
-def test_pods_were_injected_and_captured(pods: tuple[RunningPod, RunningPod, str]) -> None:
+def test_pods_were_injected_captured_and_reported(
+    mesh: Mesh, pods: tuple[RunningPod, RunningPod, str]
+) -> None:
+    from kubernetes import client
+
     server, client_pod, _ = pods
+    with mesh.bed.api_client() as api:
+        core = client.CoreV1Api(api)
+        for pod in (server, client_pod):
+            status = core.read_namespaced_pod_status(pod.name, pod.namespace).status
+            assert status.pod_ip == pod.ip
+            assert status.host_ip == mesh.node.address
+            ready = {c.type: c.status for c in status.conditions or []}.get("Ready")
+            assert ready == "True", status.conditions
     for pod in (server, client_pod):
         assert "istio-init" in pod.containers and "istio-proxy" in pod.containers
         assert pod.containers["istio-init"].process.returncode == 0
