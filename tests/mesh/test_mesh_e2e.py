@@ -9,6 +9,7 @@ There is no kube-proxy: only the client's Envoy knows what the ClusterIP means.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import subprocess
@@ -214,6 +215,13 @@ def test_pods_were_injected_captured_and_reported(
         ).stdout
         assert "-j REDIRECT --to-ports 15001" in rules
         assert "-j REDIRECT --to-ports 15006" in rules
+        # The sidecar's projected token came from the TokenRequest API, for the CA's audience.
+        token = (pod.directory / "volumes" / "istio-token" / "istio-token").read_text()
+        claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+        assert claims["aud"] == ["istio-ca"]
+        assert claims["kubernetes.io"]["pod"]["name"] == pod.name
+        root = pod.directory / "volumes" / "istiod-ca-cert" / "root-cert.pem"
+        assert root.read_text().startswith("-----BEGIN CERTIFICATE-----")
 
 
 def test_client_calls_server_cluster_ip_through_both_sidecars(
