@@ -305,8 +305,9 @@ class Agent:
                 tasks.append(loop.create_task(self.certs.run()))
             else:
                 log.warning(
-                    "no certificate provider: Envoy gets no workload certificate over SDS "
-                    "(pass --ca-dir to sign locally; the mesh CA client comes with the CA)"
+                    "no certificate provider: Envoy gets no workload certificate over SDS, so "
+                    "listeners that use mTLS never warm (set CA_ADDR / --ca-address for the mesh "
+                    "CA, or --ca-dir to sign locally)"
                 )
             status = await self._start_status_server(prober, scrape)
             await self.envoy.start()

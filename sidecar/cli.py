@@ -165,6 +165,31 @@ def proxy() -> None:
     help="Sign workload certificates locally with ca-cert.pem/ca-key.pem from this directory.",
 )
 @click.option(
+    "--ca-address",
+    envvar="CA_ADDR",
+    help="The mesh CA (host:port) that signs workload certificates; used when --ca-dir is not "
+    "given. The injector sets CA_ADDR. Empty: no workload certificates.",
+)
+@click.option(
+    "--ca-root-cert",
+    default="/var/run/secrets/istio/root-cert.pem",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The mesh root that the CA's serving certificate must chain to (istio-ca-root-cert).",
+)
+@click.option(
+    "--ca-token",
+    default="/var/run/secrets/tokens/istio-token",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The projected service-account token that proves this pod's identity to the CA.",
+)
+@click.option(
+    "--ca-plaintext",
+    is_flag=True,
+    help="Talk to the CA without TLS (local runs only; the token then travels in clear).",
+)
+@click.option(
     "--cert-ttl",
     type=DURATION,
     default="24h",
@@ -253,6 +278,10 @@ def sidecar(
     config_dir: str,
     sds_socket: str | None,
     ca_dir: Path | None,
+    ca_address: str | None,
+    ca_root_cert: str,
+    ca_token: str,
+    ca_plaintext: bool,
     cert_ttl: float,
     pod_info_dir: str,
     drain_duration: float | None,
@@ -333,7 +362,7 @@ def sidecar(
         termination_drain_duration_s=termination_drain_duration,
         minimum_drain_duration_s=minimum_drain_duration,
         drain_poll_interval_s=drain_poll_interval,
-        workload_certificates=ca_dir is not None,
+        workload_certificates=ca_dir is not None or bool(ca_address),
         bootstrap_override=override,
     )
     try:
@@ -382,14 +411,29 @@ def sidecar(
         raise click.ClickException(str(exc)) from exc
 
     from sidecar.agent import Agent, AgentError
-    from sidecar.identity import CertificateError, LocalCAProvider
+    from sidecar.identity import CertificateError, CertificateProvider, LocalCAProvider
 
-    provider = None
+    provider: CertificateProvider | None = None
     if ca_dir is not None:
         try:
             provider = LocalCAProvider(ca_dir, ttl=dt.timedelta(seconds=cert_ttl))
         except CertificateError as exc:
             raise click.ClickException(str(exc)) from exc
+    elif ca_address:
+        from sidecar.ca_client import GrpcCAProvider
+
+        if not ca_plaintext and not Path(ca_root_cert).is_file():
+            raise click.ClickException(
+                f"the mesh CA at {ca_address} is verified against {ca_root_cert}, which is missing: "
+                "mount the istio-ca-root-cert ConfigMap there, pass --ca-root-cert, or "
+                "--ca-plaintext for a local run"
+            )
+        provider = GrpcCAProvider(
+            ca_address,
+            token_path=Path(ca_token),
+            root_cert_path=None if ca_plaintext else Path(ca_root_cert),
+            ttl=cert_ttl,
+        )
     agent = Agent(config, envoy_binary=binary, provider=provider)
     try:
         code = asyncio.run(agent.run())

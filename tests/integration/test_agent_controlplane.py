@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from controlplane.testing import ControlPlaneThread, free_port
+from meshlib import certs
 from sidecar.readiness import parse_stats
 
 pytestmark = [pytest.mark.envoy, pytest.mark.timeout(90)]
@@ -24,13 +25,20 @@ REMORA = str(Path(sys.executable).parent / "remora")
 
 @pytest.mark.parametrize("xds_api", ["delta", "sotw"])
 def test_real_control_plane_makes_the_proxy_ready(tmp_path: Path, xds_api: str) -> None:
+    # The control plane's listeners use mTLS, so Envoy warms only once the agent serves it a
+    # workload certificate over SDS: sign locally, as a sidecar with a CA would.
+    ca_dir = tmp_path / "ca"
+    ca_dir.mkdir()
+    ca = certs.new_ca("test-mesh-root")
+    (ca_dir / "ca-cert.pem").write_bytes(ca.cert_pem)
+    (ca_dir / "ca-key.pem").write_bytes(ca.key_pem)
     with ControlPlaneThread() as control_plane:
         ports = {name: free_port() for name in ("admin", "status", "health", "prometheus")}
         argv = [
             REMORA, "proxy", "sidecar", "--xds-plaintext", "--log-as-text", "--xds-api", xds_api,
             "--discovery-address", f"127.0.0.1:{control_plane.xds_port}",
             "--bind-address", "127.0.0.1", "--config-dir", str(tmp_path),
-            "--pod-info-dir", str(tmp_path), "--concurrency", "1",
+            "--pod-info-dir", str(tmp_path), "--concurrency", "1", "--ca-dir", str(ca_dir),
             "--admin-port", str(ports["admin"]), "--status-port", str(ports["status"]),
             "--health-port", str(ports["health"]), "--prometheus-port", str(ports["prometheus"]),
         ]  # fmt: skip

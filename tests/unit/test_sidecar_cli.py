@@ -71,6 +71,11 @@ def test_dry_run_prints_bootstrap_and_command_line(tmp_path: Path) -> None:
         (("--discovery-address", "cp:15012"), POD, "needs the mesh root at"),
         (("--xds-plaintext", "--ca-dir", "/nonexistent"), POD, "point --ca-dir at"),
         (("--minimum-drain-duration", "soon"), POD, "is not a duration"),
+        (
+            ("--xds-plaintext", "--ca-root-cert", "/nonexistent/ca-root.pem"),
+            {**POD, "CA_ADDR": "istiod.istio-system.svc:15012"},
+            "the mesh CA at istiod.istio-system.svc:15012 is verified against /nonexistent/ca-root.pem",
+        ),
     ],
 )
 def test_errors_say_what_to_do(args: tuple[str, ...], env: dict[str, str], message: str) -> None:
