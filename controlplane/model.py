@@ -189,6 +189,10 @@ class Workload:
     meshed: bool = False
 
     @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @property
     def label_map(self) -> Mapping[str, str]:
         return dict(self.labels)
 

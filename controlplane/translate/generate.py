@@ -18,12 +18,19 @@ computes the same thing for a running control plane, reusing work:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Generic, TypeVar
 
-from controlplane.model import EndpointSlice, MeshSnapshot, Protocol, Service, ServiceKind
+from controlplane.model import (
+    EndpointSlice,
+    MeshSnapshot,
+    Protocol,
+    Service,
+    ServiceKind,
+    Workload,
+)
 from controlplane.proxy import ProxyIdentity
 from controlplane.resources import (
     CLUSTER,
@@ -42,6 +49,7 @@ from controlplane.translate.peer_authentication import PolicyIndex, WorkloadMtls
 from controlplane.translate.scope import inbound_ports, visible_namespaces, visible_services
 
 V = TypeVar("V")
+_MtlsEntry = tuple[ServiceMtls, "clusters.UpstreamMtls | None"]
 
 
 @dataclass(frozen=True)
@@ -179,9 +187,16 @@ class ConfigGenerator:
         self._routes: _Memo[tuple[Resource, ...]] = _Memo()
         self._fixed: _Memo[list[Resource]] = _Memo()
         self._sets: _Memo[ResourceSet] = _Memo()
-        self._service_mtls: _Memo[ServiceMtls] = _Memo()
+        self._service_mtls: _Memo[_MtlsEntry] = _Memo()
         self._policies: _Memo[PolicyIndex] = _Memo()
         self._by_shape: dict[ProxyShape, ProxyResources] = {}
+        # Auto-mTLS of each service for the current snapshot (shared by every shape).
+        self._mtls_now: dict[tuple[str, str], _MtlsEntry] = {}
+        # The generation at which a pod behind each service last changed, so a pod change
+        # recomputes the auto-mTLS of the services it is behind, not of every service.
+        self._pod_stamps: dict[tuple[str, str], int] = {}
+        self._pods_seen: Mapping[tuple[str, str], Workload] | None = None
+        self._pods_revision = -1
 
     def generate(self, snapshot: MeshSnapshot, proxy: ProxyIdentity) -> ProxyResources:
         if snapshot is not self._snapshot:
@@ -198,6 +213,8 @@ class ConfigGenerator:
                 self._policies,
             ):
                 memo.rotate()
+            self._mtls_now = {}
+            self._stamp_pod_changes(snapshot)
         shape = proxy_shape(snapshot, proxy, self._policy_index(snapshot))
         found = self._by_shape.get(shape)
         if found is None:
@@ -211,20 +228,53 @@ class ConfigGenerator:
         )
         return self._policies.get(key, None, partial(policy_index, snapshot))
 
-    def _mtls_view(self, snapshot: MeshSnapshot, service: Service) -> ServiceMtls:
-        """The service's auto-mTLS view, recomputed only when its inputs may have changed."""
+    def _stamp_pod_changes(self, snapshot: MeshSnapshot) -> None:
+        """Note which services have a pod that changed since the last snapshot seen.
+
+        The store keeps unchanged pods identical, so finding the changed ones is an identity
+        comparison; a changed pod's old and new IPs lead to its services (an endpoint's
+        address is its pod's IP) through the store's endpoint index.
+        """
+        revision = snapshot.revisions.get("Pod", 0)
+        if revision == self._pods_revision:
+            return
+        self._pods_revision = revision
+        current, previous = snapshot.workloads, self._pods_seen
+        self._pods_seen = current
+        if previous is None:
+            return  # nothing computed yet, nothing to invalidate
+        changed = [w for key, w in current.items() if previous.get(key) is not w]
+        changed.extend(w for key, w in previous.items() if key not in current)
+        changed.extend(previous[w.key] for w in list(changed) if w.key in previous)
+        by_address = snapshot.services_by_endpoint_address
+        for workload in changed:
+            for ip in workload.ips:
+                for service in by_address.get(ip, ()):
+                    self._pod_stamps[service] = snapshot.generation
+
+    def _mtls_of(self, snapshot: MeshSnapshot, service: Service) -> _MtlsEntry:
+        """The service's auto-mTLS view and cluster setting, recomputed only when needed."""
+        found = self._mtls_now.get(service.key)
+        if found is not None:
+            return found
         slices = snapshot.slices_for(service)
+        policies = self._policy_index(snapshot)
         key = (
             id(service),
             id(slices),
-            snapshot.revisions.get("Pod", 0),
-            snapshot.revisions.get("PeerAuthentication", 0),
-            snapshot.revisions.get("ConfigMap", 0),
+            id(policies),
+            snapshot.mesh.trust_domain,
+            self._pod_stamps.get(service.key, 0),
         )
-        policies = self._policy_index(snapshot)
-        return self._service_mtls.get(
-            key, (service, slices), partial(service_mtls, snapshot, service, slices, policies)
+
+        def compute() -> _MtlsEntry:
+            view = service_mtls(snapshot, service, slices, policies)
+            return view, upstream_mtls(service, view)
+
+        found = self._mtls_now[service.key] = self._service_mtls.get(
+            key, (service, slices, policies), compute
         )
+        return found
 
     def _build(self, snapshot: MeshSnapshot, shape: ProxyShape) -> ProxyResources:
         suffix = snapshot.domain_suffix
@@ -234,7 +284,7 @@ class ConfigGenerator:
         def mtls_of(service: Service) -> clusters.UpstreamMtls | None:
             if not auto_mtls or service.kind is ServiceKind.EXTERNAL_NAME:
                 return None
-            return upstream_mtls(service, self._mtls_view(snapshot, service))
+            return self._mtls_of(snapshot, service)[1]
 
         allow_any = snapshot.mesh.outbound_traffic_policy != "REGISTRY_ONLY"
         # Listeners and routes change only with services, the mesh config or the shape.
@@ -267,7 +317,7 @@ class ConfigGenerator:
                     continue
                 slices = snapshot.slices_for(service)
                 mtls_endpoints = (
-                    self._mtls_view(snapshot, service).endpoints if auto_mtls else frozenset()
+                    self._mtls_of(snapshot, service)[0].endpoints if auto_mtls else frozenset()
                 )
                 built.extend(
                     self._assignments.get(

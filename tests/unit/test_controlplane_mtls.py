@@ -532,3 +532,37 @@ def test_every_golden_mtls_case_is_there() -> None:
     } <= cases
     for case in cases:
         assert (GOLDEN / f"{case}.json").exists()
+
+
+def test_a_pod_change_recomputes_only_the_services_it_is_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import controlplane.translate.generate as generate_module
+
+    store = MeshStore()
+    other = [
+        {**o, "metadata": {**o["metadata"], "name": o["metadata"]["name"].replace("db", "kv")}}
+        for o in mesh_objects(meshed=True)
+    ]
+    other[0]["spec"] = {**other[0]["spec"], "clusterIP": "10.96.0.6", "selector": {"app": "kv"}}
+    other[1]["status"] = {"podIP": "10.1.0.8"}
+    other[2]["labels"] = {}
+    other[2]["metadata"]["labels"] = {"kubernetes.io/service-name": "kv"}
+    other[2]["endpoints"] = [{"addresses": ["10.1.0.8"]}]
+    load_into(store, [*mesh_objects(meshed=True), *other])
+    generator = ConfigGenerator()
+    generator.generate(store.snapshot(), CLIENT)[ENDPOINT]
+
+    computed: list[str] = []
+    real = generate_module.service_mtls
+
+    def counting(snapshot: Any, service: Any, slices: Any, policies: Any) -> Any:
+        computed.append(service.name)
+        return real(snapshot, service, slices, policies)
+
+    monkeypatch.setattr(generate_module, "service_mtls", counting)
+    store.upsert(Kind.POD, mesh_objects(meshed=False)[1])  # db-0 loses its sidecar
+    resources = generator.generate(store.snapshot(), CLIENT)
+    assert tls_endpoints(resources, DB_CLUSTER) == []
+    assert tls_endpoints(resources, "outbound|5432||kv.data.svc.cluster.local") == ["10.1.0.8"]
+    assert computed == ["db"]
