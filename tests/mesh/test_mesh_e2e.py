@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import APPS, Mesh, remora_image_workdir
+from mesh_harness import APPS, Mesh, remora_image_workdir
 
 from testbed.pods import PodError, RunningPod, run_pod
 
