@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controlplane.model import EndpointSlice, MeshSnapshot, MtlsMode, Service, Workload
+from controlplane.model import EndpointSlice, MeshSnapshot, MtlsMode, Service
 from controlplane.translate.endpoints import endpoint_health
-from controlplane.translate.peer_authentication import PolicyIndex, WorkloadMtls
+from controlplane.translate.peer_authentication import PolicyIndex
 from controlplane.translate.tls import spiffe_id
 
 
@@ -36,31 +36,19 @@ def service_mtls(
     accepting: set[tuple[str, int]] = set()
     peers: set[str] = set()
     every: set[tuple[str, int]] = set()
-    modes: dict[int, WorkloadMtls] = {}
-
-    def mode_of(workload: Workload) -> WorkloadMtls:
-        found = modes.get(id(workload))
-        if found is None:
-            found = modes[id(workload)] = policies.workload_mtls(
-                workload.namespace, workload.label_map
-            )
-        return found
-
     for eps in slices:
         for endpoint in eps.endpoints:
             if endpoint_health(endpoint) is None:
                 continue
+            every.update((endpoint.address, number) for _, number in eps.ports)
             workload = snapshot.workload_of(service.namespace, endpoint)
+            if workload is None or not workload.meshed:
+                continue  # no sidecar there (or no pod known): plaintext
+            modes = policies.for_labels(workload.namespace, workload.labels)
             for _, number in eps.ports:
-                every.add((endpoint.address, number))
-                if (
-                    workload is None
-                    or not workload.meshed
-                    or mode_of(workload).for_port(number) is MtlsMode.DISABLE
-                ):
-                    continue
-                accepting.add((endpoint.address, number))
-                peers.add(spiffe_id(trust_domain, workload.namespace, workload.service_account))
+                if modes.for_port(number) is not MtlsMode.DISABLE:
+                    accepting.add((endpoint.address, number))
+                    peers.add(spiffe_id(trust_domain, workload.namespace, workload.service_account))
     return ServiceMtls(
         endpoints=frozenset(accepting),
         peer_ids=tuple(sorted(peers)),

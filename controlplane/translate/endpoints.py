@@ -9,13 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-from envoy.config.core.v3 import health_check_pb2
+from envoy.config.core.v3 import base_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 
 from controlplane.model import Endpoint, EndpointSlice, ServicePort
 from controlplane.translate import tls
 
 HEALTHY = health_check_pb2.HealthStatus.HEALTHY
+
+
+def _istio_tls_metadata() -> base_pb2.Metadata:
+    metadata = base_pb2.Metadata()
+    fields = metadata.filter_metadata[tls.TRANSPORT_SOCKET_MATCH].fields
+    fields[tls.TLS_MODE_KEY].string_value = tls.TLS_MODE_ISTIO
+    return metadata
+
+
+_ISTIO_TLS_METADATA = _istio_tls_metadata()
 DRAINING = health_check_pb2.HealthStatus.DRAINING
 
 
@@ -67,7 +77,5 @@ def load_assignment(
             socket.port_value = number
             lb_endpoint.health_status = health
             if (address, number) in mtls_endpoints:
-                lb_endpoint.metadata.filter_metadata[tls.TRANSPORT_SOCKET_MATCH].fields[
-                    tls.TLS_MODE_KEY
-                ].string_value = tls.TLS_MODE_ISTIO
+                lb_endpoint.metadata.CopyFrom(_ISTIO_TLS_METADATA)
     return cla

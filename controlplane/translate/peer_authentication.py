@@ -19,7 +19,7 @@ client deciding whether to speak mTLS to it (auto-mTLS).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from controlplane.model import MtlsMode, PeerAuthentication
 
@@ -58,6 +58,12 @@ class PolicyIndex:
     namespace_policy: Mapping[str, PeerAuthentication]
     # Per namespace: the policies with a selector, oldest first.
     workload_policies: Mapping[str, tuple[PeerAuthentication, ...]]
+    _namespace_modes: dict[str, WorkloadMtls] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _label_modes: dict[tuple[str, tuple[tuple[str, str], ...]], WorkloadMtls] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def build(cls, policies: Iterable[PeerAuthentication], root_namespace: str) -> PolicyIndex:
@@ -79,6 +85,24 @@ class PolicyIndex:
         workload = next(
             (p for p in self.workload_policies.get(namespace, ()) if p.selects(labels)), None
         )
+        if workload is None:
+            # The common case, asked for every endpoint of every service: once per namespace.
+            found = self._namespace_modes.get(namespace)
+            if found is None:
+                found = self._namespace_modes[namespace] = self._compose(namespace, None)
+            return found
+        return self._compose(namespace, workload)
+
+    def for_labels(self, namespace: str, labels: tuple[tuple[str, str], ...]) -> WorkloadMtls:
+        """:meth:`workload_mtls` remembered by label set: the pods of one ReplicaSet share it,
+        and clients ask for every endpoint of every service."""
+        key = (namespace, labels)
+        found = self._label_modes.get(key)
+        if found is None:
+            found = self._label_modes[key] = self.workload_mtls(namespace, dict(labels))
+        return found
+
+    def _compose(self, namespace: str, workload: PeerAuthentication | None) -> WorkloadMtls:
         mode = DEFAULT_MODE
         for policy in (
             self.namespace_policy.get(self.root_namespace),

@@ -88,18 +88,25 @@ def _common(
     )
 
 
+# Every client context is this one plus an SNI and SAN matchers: copying a prebuilt message
+# is several times cheaper than building the SDS sources again for each of 1,000 clusters.
+_UPSTREAM_TEMPLATE = tls_pb2.UpstreamTlsContext(common_tls_context=_common(()))
+
+
 def upstream_mtls(sni: str, peer_ids: Iterable[str]) -> base_pb2.TransportSocket:
     """Client side: present the workload certificate, accept only ``peer_ids``.
 
     No ALPN is offered: the cluster's own protocol options decide HTTP/1.1 or HTTP/2, and
     offering ``h2`` to an HTTP/1.1 server makes its AUTO codec pick h2 (503s).
     """
-    context = tls_pb2.UpstreamTlsContext(
-        sni=sni,
-        common_tls_context=_common(
-            _uri_san(string_pb2.StringMatcher(exact=peer)) for peer in sorted(set(peer_ids))
-        ),
-    )
+    context = tls_pb2.UpstreamTlsContext()
+    context.CopyFrom(_UPSTREAM_TEMPLATE)
+    context.sni = sni
+    sans = context.common_tls_context.combined_validation_context.default_validation_context
+    for peer in sorted(set(peer_ids)):
+        san = sans.match_typed_subject_alt_names.add()
+        san.san_type = common_pb2.SubjectAltNameMatcher.URI
+        san.matcher.exact = peer
     return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=packed(context))
 
 
