@@ -249,6 +249,7 @@ CONTROL_PLANE_CAN = [
     ("create", "tokenreviews.authentication.k8s.io"),
     ("create", "configmaps", "-n", "default"),
     ("update", "configmaps/istio-ca-root-cert", "-n", "default"),
+    ("watch", "configmaps/istio-ca-root-cert", "-n", "default"),
 ]
 CONTROL_PLANE_CANNOT = [
     ("create", "pods", "-n", "default"),
@@ -271,6 +272,8 @@ def test_control_plane_account_can_do_what_it_needs_and_no_more(release: Release
     assert release.can("discovery", "watch", "configmaps/istio", *ns)  # the mesh config
     assert not release.can("discovery", "get", "configmaps/other", *ns)
     assert release.can("discovery", "get", "secrets/cacerts", *ns)  # a plugged-in CA
+    assert release.can("discovery", "get", "secrets/istio-ca-secret", *ns)  # its own root
+    assert not release.can("discovery", "get", "secrets/istio-ca-secret", "-n", "default")
     assert not release.can("discovery", "get", f"secrets/{release.fullname}-injector-tls", *ns)
     assert not release.can("discovery", "update", "configmaps/istio", *ns)
 

@@ -512,13 +512,18 @@ def test_control_plane_rbac_reads_what_it_watches_and_the_ca_part_is_optional() 
         assert not _grants(cluster, group, resource, "update")
     assert _grants(cluster, "authentication.k8s.io", "tokenreviews", "create")
     assert _grants(cluster, "", "configmaps", "update", "istio-ca-root-cert")
+    # The CA repairs the root ConfigMap everywhere: a name-filtered watch across namespaces.
+    assert _grants(cluster, "", "configmaps", "watch", "istio-ca-root-cert")
     assert not _grants(cluster, "", "configmaps", "update", "istio")
     assert not _grants(cluster, "", "secrets", "get", "cacerts")  # only in its own namespace
     role = _rules(docs, "Role", "discovery")
     assert _grants(role, "", "configmaps", "watch", "istio")
     assert not _grants(role, "", "configmaps", "get", "other")
     assert _grants(role, "", "secrets", "get", "cacerts")
+    assert _grants(role, "", "secrets", "get", "istio-ca-secret")  # the self-signed root
+    assert _grants(role, "", "secrets", "create")
     assert not _grants(role, "", "secrets", "get", "other")
+    assert not _grants(role, "", "secrets", "update", "istio-ca-secret")
     no_ca = rendered("cert-manager-values.yaml")
     assert not _grants(
         _rules(no_ca, "ClusterRole", "discovery"), "authentication.k8s.io", "tokenreviews", "create"
