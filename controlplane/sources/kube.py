@@ -86,6 +86,7 @@ class KubeSource:
             ),
         ]
         self._listed: set[Kind] = set()
+        self._absent: set[Kind] = set()  # optional kinds the API server does not serve
         self._stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
@@ -149,11 +150,13 @@ class KubeSource:
             except ApiException as exc:
                 if exc.status == 404 and resource.optional:
                     # The CRD is not installed: the mesh has no such objects. Look again
-                    # later, in case someone installs it.
-                    log.info(
-                        "kind not served (CRD not installed?), treating as empty",
-                        extra={"kind": resource.kind.value, "retry_in": BACKOFF_MAX},
-                    )
+                    # later, in case someone installs it (said once, not every 30 s).
+                    if resource.kind not in self._absent:
+                        self._absent.add(resource.kind)
+                        log.info(
+                            "kind not served (CRD not installed?), treating as empty",
+                            extra={"kind": resource.kind.value, "retry_every": BACKOFF_MAX},
+                        )
                     self._on_loop(partial(self._replace, resource.kind, []))
                     self._stopping.wait(BACKOFF_MAX)
                     continue
@@ -201,6 +204,7 @@ class KubeSource:
         response = resource.list_call(
             **resource.kwargs, _preload_content=False, _request_timeout=60
         )
+        self._absent.discard(resource.kind)
         body = json.loads(response.data)
         items = list(body.get("items") or [])
         kind = resource.kind
