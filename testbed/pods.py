@@ -394,8 +394,8 @@ def container_env(
     """
     env = dict(image.env)
     env["HOSTNAME"] = str((pod.get("metadata") or {}).get("name", ""))
-    for source in container.get("envFrom") or []:
-        raise PodError(f"envFrom ({sorted(source)}) is not supported by the harness")
+    if container.get("envFrom"):
+        raise PodError(f"container {container['name']}: envFrom is not supported by the harness")
     for item in container.get("env") or []:
         name = item["name"]
         if "value" in item or "valueFrom" not in item:
@@ -452,6 +452,8 @@ def capability_set(security: Mapping[str, Any]) -> set[str]:
 
 @dataclass
 class ContainerProcess:
+    """A started container: its main process, log file, and the user and env it runs with."""
+
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
@@ -493,7 +495,10 @@ class RunningPod:
     def exec(
         self, container: str, argv: Sequence[str], timeout: float = 20.0
     ) -> subprocess.CompletedProcess[str]:
-        """Like ``kubectl exec``: ``argv`` in the pod's network with the container's user and env."""
+        """Like ``kubectl exec``: ``argv`` in the pod's network with the container's user and env.
+
+        Not in the container's mount namespace: the volumes are not mounted for it.
+        """
         target = self.containers[container]
         return subprocess.run(
             [

@@ -122,7 +122,7 @@ def webhook_configuration(name: str, url: str, ca_bundle: str, run: str) -> dict
     }
 
 
-def wait_until_injecting(core: Any, namespace: str, timeout: float = 20.0) -> None:
+def wait_until_injecting(core: Any, namespace: str, timeout: float = 30.0) -> None:
     """The API server loads webhook configurations asynchronously: dry-run until one is mutated."""
     probe = {
         "apiVersion": "v1",
@@ -193,7 +193,7 @@ def discovery(
             stdin=subprocess.DEVNULL,
         )
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # seconds; the shared machine can be slow
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"remora discovery exited:\n{log_path.read_text()[-3000:]}")

@@ -89,7 +89,7 @@ def _client_pod() -> dict[str, Any]:
 
 
 def _wait_for_pod(
-    core: Any, namespace: str, selector: str, timeout: float = 20.0
+    core: Any, namespace: str, selector: str, timeout: float = 45.0
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
