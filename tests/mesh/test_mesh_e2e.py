@@ -184,7 +184,9 @@ def _known_image_bug() -> Iterator[None]:
 
 def _call(client_pod: RunningPod, url: str) -> dict[str, Any]:
     result = client_pod.exec(
-        "client", ["python3", str(APPS / "client.py"), "get", url, "--attempts", "50"]
+        "client",
+        ["python3", str(APPS / "client.py"), "get", url, "--attempts", "50"],
+        timeout=30,
     )
     assert result.returncode in (0, 1), result.stderr
     return dict(json.loads(result.stdout))
