@@ -83,8 +83,18 @@ class UpstreamMtls:
     per_endpoint: bool = True
 
 
-def _set_mtls(cluster: cluster_pb2.Cluster, mtls: UpstreamMtls, sni: str) -> None:
-    socket = tls.upstream_mtls(sni, mtls.peer_ids)
+def _mesh_alpn(protocol: Protocol) -> tuple[str, ...]:
+    if protocol.is_http2:
+        return tls.MESH_ALPN_H2
+    if protocol.is_http:
+        return tls.MESH_ALPN_HTTP11
+    return tls.MESH_ALPN_TCP
+
+
+def _set_mtls(
+    cluster: cluster_pb2.Cluster, mtls: UpstreamMtls, sni: str, protocol: Protocol
+) -> None:
+    socket = tls.upstream_mtls(sni, mtls.peer_ids, _mesh_alpn(protocol))
     if not mtls.per_endpoint:
         cluster.transport_socket.CopyFrom(socket)
         return
@@ -136,7 +146,7 @@ def outbound_cluster(
         cluster.lb_policy = cluster_pb2.Cluster.LEAST_REQUEST
     _set_upstream_protocol(cluster, port.protocol)
     if mtls is not None and service.kind is not ServiceKind.EXTERNAL_NAME:
-        _set_mtls(cluster, mtls, tls.upstream_sni(port.port, fqdn))
+        _set_mtls(cluster, mtls, tls.upstream_sni(port.port, fqdn), port.protocol)
     return cluster
 
 

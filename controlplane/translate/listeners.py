@@ -13,10 +13,11 @@ destination:
   (REGISTRY_ONLY).
 * inbound: one chain per port the workload serves, delivering to ``inbound|<port>||``;
   other ports pass through to the application unchanged. What each port accepts follows
-  the workload's ``PeerAuthentication`` mode for it: STRICT only mTLS, PERMISSIVE both
-  (a ``tls_inspector`` tells them apart: chains on transport protocol ``tls`` and
-  ``raw_buffer``), DISABLE only plaintext. mTLS is terminated here; HTTP chains hand the
-  caller's SPIFFE id to the application in ``x-forwarded-client-cert``.
+  the workload's ``PeerAuthentication`` mode for it: STRICT only mTLS, PERMISSIVE mTLS,
+  the application's own TLS and plaintext (a ``tls_inspector`` tells them apart by
+  transport protocol and Istio's mesh ALPN tokens), DISABLE only plaintext. mTLS is
+  terminated here; HTTP chains hand the caller's SPIFFE id to the application in
+  ``x-forwarded-client-cert``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ TLS_INSPECTOR_FILTER = "envoy.filters.listener.tls_inspector"
 TRANSPORT_TLS = "tls"
 TRANSPORT_PLAINTEXT = "raw_buffer"
 MTLS_CHAIN_SUFFIX = "-mtls"
+APP_TLS_CHAIN_SUFFIX = "-tls"
 
 
 @dataclass(frozen=True, order=True)
@@ -214,11 +216,18 @@ def _accepting_chains(
     port: int | None,
     network_filter: listener_components_pb2.Filter,
     *,
+    cluster: str,
     mode: MtlsMode,
     trust_domain: str,
     http: bool,
 ) -> list[listener_components_pb2.FilterChain]:
-    """The chains of one port (or of every other port, with ``port`` None) under ``mode``."""
+    """The chains of one port (or of every other port, with ``port`` None) under ``mode``.
+
+    STRICT terminates any TLS with the mesh's mTLS. PERMISSIVE tells three cases apart, as
+    Istio does: TLS offering the mesh ALPN tokens is a sidecar (mTLS terminated); other TLS
+    is the application's own (passed through to ``cluster`` untouched); anything else is
+    plaintext.
+    """
     if mode is MtlsMode.DISABLE:
         return [_chain(name, port, (), network_filter)]
     mtls = _chain(name + MTLS_CHAIN_SUFFIX, port, (), network_filter)
@@ -227,9 +236,12 @@ def _accepting_chains(
     if mode is MtlsMode.STRICT:
         # No plaintext chain: a plaintext connection matches nothing and is closed.
         return [mtls]
+    mtls.filter_chain_match.application_protocols.extend(tls.MESH_ALPN_TOKENS)
+    app_tls = _chain(name + APP_TLS_CHAIN_SUFFIX, port, (), _tcp_proxy(cluster))
+    app_tls.filter_chain_match.transport_protocol = TRANSPORT_TLS
     plain = _chain(name, port, (), network_filter)
     plain.filter_chain_match.transport_protocol = TRANSPORT_PLAINTEXT
-    return [mtls, plain]
+    return [mtls, app_tls, plain]
 
 
 def inbound_listener(
@@ -253,6 +265,7 @@ def inbound_listener(
                 names.inbound_cluster(entry.port),
                 entry.port,
                 _inbound_filter(entry),
+                cluster=names.inbound_cluster(entry.port),
                 mode=mtls.for_port(entry.port),
                 trust_domain=trust_domain,
                 http=entry.protocol.is_http,
@@ -279,6 +292,7 @@ def inbound_listener(
             names.INBOUND_PASSTHROUGH_CLUSTER,
             None,
             passthrough,
+            cluster=names.INBOUND_PASSTHROUGH_CLUSTER,
             mode=mtls.mode,
             trust_domain=trust_domain,
             http=False,

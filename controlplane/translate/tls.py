@@ -34,6 +34,13 @@ TRANSPORT_SOCKET_MATCH = "envoy.transport_socket_match"
 TLS_MODE_KEY = "tlsMode"
 TLS_MODE_ISTIO = "istio"
 HTTP_ALPN = ("h2", "http/1.1")
+# Istio's mesh ALPN tokens: a client sidecar offers them ahead of the real protocol, so a
+# PERMISSIVE server can tell mesh mTLS (terminate it) from the application's own TLS
+# (pass it through untouched). Offered in this order, like Istio's sidecars.
+MESH_ALPN_TCP = ("istio-peer-exchange", "istio")
+MESH_ALPN_HTTP11 = ("istio-http/1.1", "istio", "http/1.1")
+MESH_ALPN_H2 = ("istio-h2", "istio", "h2")
+MESH_ALPN_TOKENS = ("istio-peer-exchange", "istio", "istio-http/1.0", "istio-http/1.1", "istio-h2")
 
 
 def spiffe_id(trust_domain: str, namespace: str, service_account: str) -> str:
@@ -93,15 +100,19 @@ def _common(
 _UPSTREAM_TEMPLATE = tls_pb2.UpstreamTlsContext(common_tls_context=_common(()))
 
 
-def upstream_mtls(sni: str, peer_ids: Iterable[str]) -> base_pb2.TransportSocket:
+def upstream_mtls(
+    sni: str, peer_ids: Iterable[str], alpn: Iterable[str] = MESH_ALPN_TCP
+) -> base_pb2.TransportSocket:
     """Client side: present the workload certificate, accept only ``peer_ids``.
 
-    No ALPN is offered: the cluster's own protocol options decide HTTP/1.1 or HTTP/2, and
-    offering ``h2`` to an HTTP/1.1 server makes its AUTO codec pick h2 (503s).
+    ``alpn`` must end with the protocol the cluster really speaks (``http/1.1`` or ``h2``,
+    nothing for TCP): the server's HTTP codec follows the negotiated protocol, and offering
+    ``h2`` from an HTTP/1.1 cluster gets 503s.
     """
     context = tls_pb2.UpstreamTlsContext()
     context.CopyFrom(_UPSTREAM_TEMPLATE)
     context.sni = sni
+    context.common_tls_context.alpn_protocols.extend(alpn)
     sans = context.common_tls_context.combined_validation_context.default_validation_context
     for peer in sorted(set(peer_ids)):
         san = sans.match_typed_subject_alt_names.add()

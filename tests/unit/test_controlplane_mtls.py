@@ -290,7 +290,11 @@ def test_only_endpoints_with_a_sidecar_are_upgraded_and_their_identity_verified(
     ]
     sds = common.tls_certificate_sds_secret_configs[0].sds_config.api_config_source
     assert sds.grpc_services[0].envoy_grpc.cluster_name == "sds-grpc"
-    assert not common.alpn_protocols  # offering h2 to an HTTP/1.1 server breaks it
+    # Mesh tokens first, then the protocol the cluster speaks (never h2 from HTTP/1.1).
+    assert list(common.alpn_protocols) == ["istio-peer-exchange", "istio"]
+    admin = upstream_context(resources, ADMIN_CLUSTER)
+    assert admin is not None
+    assert list(admin.common_tls_context.alpn_protocols) == ["istio-http/1.1", "istio", "http/1.1"]
 
 
 def test_no_sidecar_behind_a_service_means_plaintext() -> None:
@@ -440,11 +444,26 @@ def test_permissive_has_both_chains_per_port_and_for_the_passthrough() -> None:
     listener = listeners.inbound_listener([HTTP_8080])
     assert chains(listener) == [
         ("inbound|8080||-mtls", 8080, "tls", True),
+        ("inbound|8080||-tls", 8080, "tls", False),
         ("inbound|8080||", 8080, "raw_buffer", False),
         ("InboundPassthroughCluster-mtls", None, "tls", True),
+        ("InboundPassthroughCluster-tls", None, "tls", False),
         ("InboundPassthroughCluster", None, "raw_buffer", False),
     ]
     assert listener.continue_on_listener_filters_timeout
+    # Mesh mTLS is recognised by Istio's ALPN tokens; other TLS is the app's, passed through.
+    mesh, app_tls = listener.filter_chains[0], listener.filter_chains[1]
+    assert list(mesh.filter_chain_match.application_protocols) == [
+        "istio-peer-exchange",
+        "istio",
+        "istio-http/1.0",
+        "istio-http/1.1",
+        "istio-h2",
+    ]
+    assert not app_tls.filter_chain_match.application_protocols
+    assert app_tls.filters[0].name == listeners.TCP_PROXY_FILTER
+    tcp = json_format.MessageToDict(app_tls.filters[0].typed_config)
+    assert tcp["cluster"] == "inbound|8080||"
 
 
 def test_disable_is_plaintext_without_inspecting_tls() -> None:

@@ -1,9 +1,10 @@
 """The generated mTLS resources carry real traffic between two real Envoys.
 
 The client Envoy gets the translated outbound cluster and load assignment (made static),
-the server Envoy the translated STRICT inbound filter chain (its match dropped, since
-nothing redirects traffic here); both fetch their certificates over SDS from the test mesh
-CA (:mod:`controlplane.testing_sds`). What is checked is what a user relies on: the
+the server Envoy the translated inbound listener, bound to a loopback port instead of
+sitting behind the capture rules (the workload port is that loopback port, so the chains
+match as they would); both fetch their certificates over SDS from the test mesh CA
+(:mod:`controlplane.testing_sds`). What is checked is what a user relies on: the
 request arrives, the application learns the caller's SPIFFE id in XFCC, plaintext is
 refused, and a server with the wrong identity is not trusted.
 """
@@ -58,12 +59,12 @@ def app_port() -> Iterator[int]:
     server.server_close()
 
 
-def _mesh(server_port: int, server_account: str) -> list[dict[str, Any]]:
+def _mesh(server_port: int, server_account: str, mode: str) -> list[dict[str, Any]]:
     return [
         {
             "kind": "PeerAuthentication",
             "metadata": {"name": "default", "namespace": "shop"},
-            "spec": {"mtls": {"mode": "STRICT"}},
+            "spec": {"mtls": {"mode": mode}},
         },
         {
             "kind": "Service",
@@ -71,7 +72,7 @@ def _mesh(server_port: int, server_account: str) -> list[dict[str, Any]]:
             "spec": {
                 "clusterIP": "10.96.0.10",
                 "selector": {"app": "web"},
-                "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
+                "ports": [{"name": "http", "port": 80, "targetPort": server_port}],
             },
         },
         {
@@ -83,7 +84,7 @@ def _mesh(server_port: int, server_account: str) -> list[dict[str, Any]]:
             },
             "spec": {
                 "serviceAccountName": server_account,
-                "containers": [{"name": "app", "ports": [{"containerPort": 8080}]}],
+                "containers": [{"name": "app", "ports": [{"containerPort": server_port}]}],
             },
             "status": {"podIP": "127.0.0.1"},
         },
@@ -163,11 +164,13 @@ def _get_ok(port: int) -> httpx.Response | None:
     return response if response.status_code == 200 else None
 
 
-def _start_pair(app_port: int, expected_account: str) -> tuple[EnvoyProcess, EnvoyProcess, int]:
+def _start_pair(
+    app_port: int, expected_account: str, mode: str = "STRICT"
+) -> tuple[EnvoyProcess, EnvoyProcess, int]:
     """A client Envoy (port returned) and a server Envoy with the translated resources."""
     server_port, client_port = free_port(), free_port()
     store = MeshStore()
-    load_into(store, _mesh(server_port, expected_account))
+    load_into(store, _mesh(server_port, expected_account, mode))
     client = parse_proxy_identity(
         "sidecar~127.0.0.2~client-1.shop~shop.svc.cluster.local", {"SERVICE_ACCOUNT": "client"}
     )
@@ -186,39 +189,24 @@ def _start_pair(app_port: int, expected_account: str) -> tuple[EnvoyProcess, Env
     )
     sds = shared_sds().cluster()
 
-    inbound = server_resources[LISTENER].by_name["virtualInbound"].message
-    chain = next(c for c in inbound.filter_chains if c.name == "inbound|8080||-mtls")
-    chain_dict = json_format.MessageToDict(chain, preserving_proto_field_name=True)
-    chain_dict.pop("filter_chain_match")
-    server_listener = {
-        "name": "server",
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": server_port}},
-        "filter_chains": [chain_dict],
+    server_listener = json_format.MessageToDict(
+        server_resources[LISTENER].by_name["virtualInbound"].message,
+        preserving_proto_field_name=True,
+    )
+    server_listener["address"] = {
+        "socket_address": {"address": "127.0.0.1", "port_value": server_port}
     }
-    app_cluster = {
-        "name": "inbound|8080||",
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "load_assignment": {
-            "cluster_name": "inbound|8080||",
-            "endpoints": [
-                {
-                    "lb_endpoints": [
-                        {
-                            "endpoint": {
-                                "address": {
-                                    "socket_address": {
-                                        "address": "127.0.0.1",
-                                        "port_value": app_port,
-                                    }
-                                }
-                            }
-                        }
-                    ]
-                }
-            ],
-        },
-    }
+    # No capture here: the destination is the listener's own address already.
+    server_listener["listener_filters"] = [
+        f
+        for f in server_listener["listener_filters"]
+        if f["name"] == listeners.TLS_INSPECTOR_FILTER
+    ]
+    # Every way in leads to the app; which chain was taken shows in what the app sees.
+    server_clusters = [
+        _static_cluster(name, app_port)
+        for name in (f"inbound|{server_port}||", "InboundPassthroughCluster")
+    ]
     server_envoy = EnvoyProcess(
         "web-1",
         "shop",
@@ -227,7 +215,10 @@ def _start_pair(app_port: int, expected_account: str) -> tuple[EnvoyProcess, Env
         bootstrap_overrides={
             "node": _node("web-1", "web"),
             "dynamic_resources": {},
-            "static_resources": {"clusters": [app_cluster, sds], "listeners": [server_listener]},
+            "static_resources": {
+                "clusters": [*server_clusters, sds],
+                "listeners": [server_listener],
+            },
         },
     )
     client_envoy = EnvoyProcess(
@@ -249,7 +240,7 @@ def _start_pair(app_port: int, expected_account: str) -> tuple[EnvoyProcess, Env
     return client_envoy, server_envoy, client_port
 
 
-def test_mtls_carries_the_caller_identity_and_refuses_plaintext(app_port: int) -> None:
+def test_mtls_carries_the_caller_identity_and_strict_refuses_plaintext(app_port: int) -> None:
     client_envoy, server_envoy, client_port = _start_pair(app_port, "web")
     with client_envoy, server_envoy:
         response = wait_for(lambda: _get_ok(client_port), what="a request through both Envoys")
@@ -263,6 +254,27 @@ def test_mtls_carries_the_caller_identity_and_refuses_plaintext(app_port: int) -
         ]["port_value"]
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{server_port}/", timeout=5)
+
+
+def test_permissive_terminates_mesh_mtls_by_its_alpn_and_still_takes_plaintext(
+    app_port: int,
+) -> None:
+    client_envoy, server_envoy, client_port = _start_pair(app_port, "web", "PERMISSIVE")
+    with client_envoy, server_envoy:
+        # The client's mesh ALPN picked the mTLS chain (the app-TLS passthrough would have
+        # handed TLS bytes to a plaintext app, and no XFCC would exist).
+        response = wait_for(lambda: _get_ok(client_port), what="a request through both Envoys")
+        assert "URI=spiffe://cluster.local/ns/shop/sa/client" in response.text, response.text
+        server_port = server_envoy.bootstrap["static_resources"]["listeners"][0]["address"][
+            "socket_address"
+        ]["port_value"]
+        plain = httpx.get(
+            f"http://127.0.0.1:{server_port}/",
+            headers={"x-forwarded-client-cert": "URI=spiffe://forged"},
+            timeout=5,
+        )
+        assert plain.status_code == 200
+        assert plain.text == "none"  # a forged XFCC does not get through
 
 
 def test_a_server_with_another_identity_is_not_trusted(app_port: int) -> None:
