@@ -208,6 +208,9 @@ class Node:
         self.address = NODE_ADDRESS
         self._next_host = 2
         self._forwarders: list[_Forwarder] = []
+        # The cluster's names as pods resolve them (no DNS here): written into every
+        # container's /etc/hosts, the file the kubelet manages in every container too.
+        self.hosts: dict[str, str] = {}
         self._created_dirs: list[Path] = []
         self._lock = threading.Lock()
         _run("ip", "netns", "add", self.netns)
@@ -233,6 +236,10 @@ class Node:
         """Serve ``NODE_ADDRESS:port`` to pods by relaying to ``target`` on the root loopback."""
         self._forwarders.append(_Forwarder(self.netns, (self.address, port), target))
         return f"{self.address}:{port}"
+
+    def add_host(self, name: str, address: str) -> None:
+        """Let pods resolve ``name`` to ``address`` (e.g. the control plane's Service name)."""
+        self.hosts[name] = address
 
     def allocate_address(self) -> str:
         with self._lock:
@@ -696,15 +703,31 @@ class _Volumes:
             raise
 
 
+def hosts_file(pod: Mapping[str, Any], ip: str, cluster_hosts: Mapping[str, str]) -> str:
+    """The kubelet's /etc/hosts for a pod: loopback, the pod's own name, ``hostAliases``,
+    then the node's stand-in for cluster DNS."""
+    lines = [
+        "127.0.0.1\tlocalhost",
+        "::1\tlocalhost ip6-localhost ip6-loopback",
+        f"{ip}\t{pod['metadata']['name']}",
+    ]
+    for alias in pod["spec"].get("hostAliases") or []:
+        lines.append(f"{alias['ip']}\t{' '.join(alias.get('hostnames') or [])}")
+    lines += [f"{address}\t{name}" for name, address in sorted(cluster_hosts.items())]
+    return "\n".join(lines) + "\n"
+
+
 def _launch_spec(
     container: Mapping[str, Any],
+    *,
     image: Image,
     volumes: Mapping[str, Path],
     workdir: Path,
+    hosts: Path,
     node: Node,
 ) -> list[tuple[str, str, bool]]:
     """The bind mounts of one container: (source, target, read-only), parents first."""
-    mounts: list[tuple[str, str, bool]] = []
+    mounts: list[tuple[str, str, bool]] = [(str(hosts), "/etc/hosts", False)]
     security = container.get("securityContext") or {}
     # The working directory stands for the image's files there (the root itself is the host's).
     home = image.workdir if image.workdir not in (None, "/") else None
@@ -775,6 +798,9 @@ def run_pod(
     try:
         _plug(node, netns, ip)
         context = PodContext(pod_ip=ip, host_ip=node.address, node_name=node.name)
+        hosts = directory / "hosts"
+        hosts.write_text(hosts_file(pod, ip, node.hosts))
+        hosts.chmod(0o644)
         volumes = _Volumes(pod, directory / "volumes", context, core)
         volumes.materialise()
 
@@ -884,7 +910,14 @@ def _start_container(
     workdir = home / "workdir"
     workdir.mkdir(parents=True)
     os.chown(workdir, uid, gid)
-    mounts = _launch_spec(container, image, volumes, workdir, running.node)
+    mounts = _launch_spec(
+        container,
+        image=image,
+        volumes=volumes,
+        workdir=workdir,
+        hosts=running.directory / "hosts",
+        node=running.node,
+    )
     spec_file = home / "launch.json"
     spec_file.write_text(
         json.dumps(

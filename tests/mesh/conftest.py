@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from mesh_harness import (
-    CA_PORT_ON_NODE,
     RUN_LABEL,
+    SECURE_PORT_ON_NODE,
     XDS_PORT_ON_NODE,
     Mesh,
     discovery,
@@ -48,27 +45,22 @@ def mesh(testbed: TestBed, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         mesh_namespace = f"mesh-system-{run}"
         testbed.create_namespace(mesh_namespace)
         stack.callback(core.delete_namespace, mesh_namespace)
-        # Not under pytest's 0700 temporary root: the proxy's uid must reach it.
-        ca_root = Path(tempfile.mkdtemp(prefix="remora-mesh-ca-"))
-        stack.callback(shutil.rmtree, ca_root, True)
-        ca_root.chmod(0o755)
-        ca_dir = mesh_ca(ca_root / "cacerts")
+        ca_dir = mesh_ca(log_dir / "cacerts")
         xds_port, ca_port = stack.enter_context(
             discovery(testbed, mesh_namespace, ca_dir, log_dir / "discovery.log")
         )
         discovery_address = node.forward(XDS_PORT_ON_NODE, ("127.0.0.1", xds_port))
+        # Pods reach the CA by the name in its serving certificate, as in a cluster.
+        ca_host = f"istiod.{mesh_namespace}.svc"
+        node.add_host(
+            ca_host, node.forward(SECURE_PORT_ON_NODE, ("127.0.0.1", ca_port)).split(":")[0]
+        )
+        ca_address = f"{ca_host}:{SECURE_PORT_ON_NODE}"
         config = dataclasses.replace(
             default_config(),
-            ca_address=node.forward(CA_PORT_ON_NODE, ("127.0.0.1", ca_port)),
+            ca_address=ca_address,
             mesh_namespace=mesh_namespace,
-            mesh=parse_mesh_config(
-                {
-                    "defaultConfig": {
-                        "discoveryAddress": discovery_address,
-                        "proxyMetadata": {"REMORA_LOCAL_CA_DIR": str(ca_dir)},
-                    }
-                }
-            ),
+            mesh=parse_mesh_config({"defaultConfig": {"discoveryAddress": discovery_address}}),
         )
         webhook = stack.enter_context(WebhookServer(config))
         admission = client.AdmissionregistrationV1Api(api)

@@ -33,9 +33,8 @@ REPO = Path(__file__).resolve().parents[2]
 APPS = Path(__file__).with_name("apps")
 VENV_BIN = REPO / ".venv" / "bin"
 XDS_PORT_ON_NODE = 15010  # plaintext xDS, as the sidecar expects on 15010
-CA_PORT_ON_NODE = 15011  # the mesh CA in plaintext (``--ca-port``: local runs)
+SECURE_PORT_ON_NODE = 15012  # the mesh CA (and ADS) over TLS, Istio's port
 RUN_LABEL = "remora-mesh-e2e"
-PROXY_GID = 1337
 
 
 def remora_image_workdir() -> str:
@@ -141,15 +140,13 @@ def wait_until_injecting(core: Any, namespace: str, timeout: float = 30.0) -> No
 
 
 def mesh_ca(directory: Path) -> Path:
-    """A mesh root in Istio's ``cacerts`` layout, for the control plane and the agents.
+    """A mesh root in Istio's ``cacerts`` layout for ``remora discovery --ca-dir``.
 
-    The agent does not yet ask the mesh CA at ``CA_ADDR`` for its certificate (the gRPC client
-    exists, ``remora proxy sidecar`` does not use it yet), so the injector config hands every
-    agent this directory through ``proxyMetadata`` (``REMORA_LOCAL_CA_DIR``) and they sign
-    locally with the same root the control plane uses. Readable by the proxy's uid only.
+    Only the control plane reads it: the agents get their certificates from the CA at
+    ``CA_ADDR`` with their projected tokens, and trust the root it publishes.
     """
     ca = new_ca("remora mesh e2e root")
-    directory.mkdir(mode=0o750)
+    directory.mkdir(mode=0o700)
     for name, data in (
         ("ca-cert.pem", ca.cert_pem),
         ("root-cert.pem", ca.cert_pem),
@@ -157,9 +154,7 @@ def mesh_ca(directory: Path) -> Path:
         ("ca-key.pem", ca.key_pem),
     ):
         (directory / name).write_bytes(data)
-        (directory / name).chmod(0o440)
-    for path in (directory, *directory.iterdir()):
-        os.chown(path, 0, PROXY_GID)
+        (directory / name).chmod(0o600)
     return directory
 
 
@@ -169,7 +164,8 @@ def discovery(
 ) -> Iterator[tuple[int, int]]:
     """``remora discovery --kubeconfig`` with its CA on loopback; (xDS, CA) ports once /ready.
 
-    The CA also publishes its root as the ``istio-ca-root-cert`` ConfigMap that injected pods
+    xDS in plaintext, the CA over TLS (``--secure-xds-port``, a serving certificate for
+    ``istiod.<mesh namespace>.svc`` from the mesh CA). The CA also publishes its root as the ``istio-ca-root-cert`` ConfigMap that injected pods
     mount. ``mesh_namespace`` (this run's own, instead of ``istio-system``) holds its CA Secret
     and would hold the mesh ConfigMap.
     """
@@ -182,7 +178,7 @@ def discovery(
                 f"--kubeconfig={bed.kubeconfig}",
                 f"--xds-port={xds_port}",
                 f"--monitoring-port={monitoring_port}",
-                f"--ca-port={ca_port}",
+                f"--secure-xds-port={ca_port}",
                 f"--mesh-namespace={mesh_namespace}",
                 f"--ca-dir={ca_dir}",
                 "--listen-address=127.0.0.1",

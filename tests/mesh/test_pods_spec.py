@@ -16,6 +16,7 @@ from testbed.pods import (
     container_env,
     expand,
     field_value,
+    hosts_file,
     image_repository,
     parse_quantity,
     resource_value,
@@ -137,3 +138,15 @@ def test_image_repository_drops_tag_and_digest() -> None:
     assert image_repository("docker.io/remora/remora:0.1.0") == "docker.io/remora/remora"
     assert image_repository("localhost:5000/app@sha256:ab") == "localhost:5000/app"
     assert image_repository("localhost:5000/app") == "localhost:5000/app"
+
+
+def test_hosts_file_has_the_pod_its_aliases_and_the_cluster_names() -> None:
+    pod = {
+        "metadata": {"name": "web-0"},
+        "spec": {"hostAliases": [{"ip": "10.9.9.9", "hostnames": ["db", "db.local"]}]},
+    }
+    lines = hosts_file(pod, "10.77.0.5", {"istiod.mesh.svc": "10.77.0.1"}).splitlines()
+    assert lines[0] == "127.0.0.1\tlocalhost"
+    assert "10.77.0.5\tweb-0" in lines
+    assert "10.9.9.9\tdb db.local" in lines
+    assert lines[-1] == "10.77.0.1\tistiod.mesh.svc"
