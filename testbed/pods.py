@@ -16,7 +16,8 @@ injector wrote it):
 * every container runs in its own private mount namespace (``unshare --mount``) in which
   each ``volumeMount`` is bind-mounted at its ``mountPath`` (read-only when the mount says
   so) and the image's working directory is a per-container directory, read-only when
-  ``readOnlyRootFilesystem`` is set. Missing mount points are created as empty directories
+  ``readOnlyRootFilesystem`` is set; ``/etc/hosts`` is the pod's own (its name,
+  ``hostAliases``, and :attr:`Node.hosts`, the stand-in for cluster DNS). Missing mount points are created as empty directories
   on the host and removed when the node stops: bind mounts need a directory to land on,
   and no path inside the container's view is rewritten, so what the injected spec says is
   what the process sees;
