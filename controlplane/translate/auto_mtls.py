@@ -23,7 +23,8 @@ class ServiceMtls:
 
     endpoints: frozenset[tuple[str, int]]  # (address, endpoint port) that accept mTLS
     peer_ids: tuple[str, ...]  # SPIFFE ids of the pods behind them, sorted
-    every_endpoint: bool  # every endpoint accepts mTLS (and there is at least one)
+    # Service ports (by name) where every endpoint accepts mTLS, and there is one at least.
+    all_mtls_ports: frozenset[str]
 
 
 def service_mtls(
@@ -35,22 +36,27 @@ def service_mtls(
     trust_domain = snapshot.mesh.trust_domain
     accepting: set[tuple[str, int]] = set()
     peers: set[str] = set()
-    every: set[tuple[str, int]] = set()
+    # Per service port name: has an endpoint, has one that is plaintext only.
+    served: set[str] = set()
+    plaintext: set[str] = set()
     for eps in slices:
         for endpoint in eps.endpoints:
             if endpoint_health(endpoint) is None:
                 continue
-            every.update((endpoint.address, number) for _, number in eps.ports)
+            served.update(name for name, _ in eps.ports)
             workload = snapshot.workload_of(service.namespace, endpoint)
             if workload is None or not workload.meshed:
-                continue  # no sidecar there (or no pod known): plaintext
+                plaintext.update(name for name, _ in eps.ports)
+                continue  # no sidecar there (or no pod known)
             modes = policies.for_labels(workload.namespace, workload.labels)
-            for _, number in eps.ports:
-                if modes.for_port(number) is not MtlsMode.DISABLE:
-                    accepting.add((endpoint.address, number))
-                    peers.add(spiffe_id(trust_domain, workload.namespace, workload.service_account))
+            for name, number in eps.ports:
+                if modes.for_port(number) is MtlsMode.DISABLE:
+                    plaintext.add(name)
+                    continue
+                accepting.add((endpoint.address, number))
+                peers.add(spiffe_id(trust_domain, workload.namespace, workload.service_account))
     return ServiceMtls(
         endpoints=frozenset(accepting),
         peer_ids=tuple(sorted(peers)),
-        every_endpoint=bool(accepting) and accepting == every,
+        all_mtls_ports=frozenset(served - plaintext),
     )

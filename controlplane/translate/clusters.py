@@ -76,11 +76,13 @@ class UpstreamMtls:
     sockets and each endpoint picks by its metadata (``tlsMode: istio`` for endpoints with
     a sidecar that accepts mTLS), so a pod gaining or losing its sidecar changes one
     endpoint, not the cluster. Without it (original-destination clusters, whose hosts carry
-    no metadata) every connection uses mTLS.
+    no metadata) every connection to the service ports in ``all_mtls_ports`` (by name) uses
+    mTLS, and the other ports stay plaintext.
     """
 
     peer_ids: tuple[str, ...]
     per_endpoint: bool = True
+    all_mtls_ports: frozenset[str] = frozenset()
 
 
 def _mesh_alpn(protocol: Protocol) -> tuple[str, ...]:
@@ -145,7 +147,11 @@ def outbound_cluster(
         cluster.eds_cluster_config.eds_config.CopyFrom(ads())
         cluster.lb_policy = cluster_pb2.Cluster.LEAST_REQUEST
     _set_upstream_protocol(cluster, port.protocol)
-    if mtls is not None and service.kind is not ServiceKind.EXTERNAL_NAME:
+    if (
+        mtls is not None
+        and service.kind is not ServiceKind.EXTERNAL_NAME
+        and (mtls.per_endpoint or port.name in mtls.all_mtls_ports)
+    ):
         _set_mtls(cluster, mtls, tls.upstream_sni(port.port, fqdn), port.protocol)
     return cluster
 

@@ -116,7 +116,7 @@ def upstream_mtls(service: Service, view: ServiceMtls) -> clusters.UpstreamMtls 
 
     EDS clusters always offer mTLS by endpoint metadata, so endpoints gaining a sidecar need
     no cluster change; original-destination (headless) clusters cannot see per-endpoint
-    metadata and use mTLS only when every endpoint takes it, as Istio does.
+    metadata and use mTLS on a port only when every endpoint takes it there, as Istio does.
     """
     if service.kind is ServiceKind.EXTERNAL_NAME or not view.peer_ids:
         # Outside the mesh, or no endpoint with a sidecar: there is no identity to verify,
@@ -125,8 +125,10 @@ def upstream_mtls(service: Service, view: ServiceMtls) -> clusters.UpstreamMtls 
         return None
     if clusters.uses_eds(service):
         return clusters.UpstreamMtls(view.peer_ids, per_endpoint=True)
-    if view.every_endpoint:
-        return clusters.UpstreamMtls(view.peer_ids, per_endpoint=False)
+    if view.all_mtls_ports:
+        return clusters.UpstreamMtls(
+            view.peer_ids, per_endpoint=False, all_mtls_ports=view.all_mtls_ports
+        )
     return None
 
 

@@ -351,7 +351,7 @@ def test_service_mtls_counts_only_endpoints_that_get_traffic() -> None:
     snapshot = store.snapshot()
     service = snapshot.services[("data", "db")]
     view = service_mtls(snapshot, service, snapshot.slices_for(service), policy_index(snapshot))
-    assert view.every_endpoint  # the unready pod-less endpoint does not count
+    assert view.all_mtls_ports == {"tcp", "http-admin"}  # the unready endpoint does not count
     assert view.endpoints == {("10.1.0.5", 5432), ("10.1.0.5", 8080)}
 
 
@@ -585,3 +585,28 @@ def test_a_pod_change_recomputes_only_the_services_it_is_behind(
     assert tls_endpoints(resources, DB_CLUSTER) == []
     assert tls_endpoints(resources, "outbound|5432||kv.data.svc.cluster.local") == ["10.1.0.8"]
     assert computed == ["db"]
+
+
+def test_a_headless_service_uses_mtls_on_the_ports_where_every_endpoint_takes_it() -> None:
+    objects = mesh_objects(
+        meshed=True,
+        policies=[
+            {
+                "kind": "PeerAuthentication",
+                "metadata": {"name": "db", "namespace": "data"},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "db"}},
+                    "portLevelMtls": {"8080": {"mode": "DISABLE"}},
+                },
+            }
+        ],
+    )
+    objects[0]["spec"] = {**objects[0]["spec"], "clusterIP": "None"}
+    objects[2]["endpoints"] = [{"addresses": ["10.1.0.5"]}]  # only the meshed pod
+    resources = render(objects)
+    tcp = resources[CLUSTER].by_name[DB_CLUSTER].message
+    admin = resources[CLUSTER].by_name[ADMIN_CLUSTER].message
+    # Original-destination clusters: no endpoint metadata, so one transport socket for all.
+    assert tcp.transport_socket.name == tls.TLS_SOCKET
+    assert not tcp.transport_socket_matches
+    assert not admin.HasField("transport_socket")  # DISABLE on 8080: plaintext
