@@ -277,7 +277,14 @@ class Agent:
             loop.add_signal_handler(sig, self._request_terminate, signal.Signals(sig).name)
 
         bootstrap = build_bootstrap(cfg)
-        write_atomically(self.bootstrap_path, json.dumps(bootstrap, indent=2).encode())
+        try:
+            write_atomically(self.bootstrap_path, json.dumps(bootstrap, indent=2).encode())
+        except OSError as exc:
+            raise AgentError(
+                f"cannot write Envoy's bootstrap to {self.bootstrap_path}: {exc.strerror}. "
+                "Point --config-dir at a writable directory (in a pod: the istio-envoy emptyDir "
+                "mounted at /etc/istio/proxy)"
+            ) from exc
         log.info(
             "agent starting",
             extra={

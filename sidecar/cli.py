@@ -153,7 +153,7 @@ def proxy() -> None:
 )
 @click.option(
     "--config-dir",
-    default="./etc/istio/proxy",
+    default="/etc/istio/proxy",
     show_default=True,
     help="Where the bootstrap (envoy-rev.json) and the SDS socket go.",
 )

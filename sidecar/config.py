@@ -71,7 +71,7 @@ class AgentOptions:
     bind_address: str | None = None
     concurrency: int | None = None
     cluster_domain: str | None = None
-    config_dir: str = "./etc/istio/proxy"
+    config_dir: str = "/etc/istio/proxy"  # the injector's istio-envoy emptyDir
     sds_socket: str | None = None
     proxy_log_level: str = "warning"
     component_log_level: str = "misc:error"

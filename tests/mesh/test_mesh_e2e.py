@@ -10,7 +10,6 @@ There is no kube-proxy: only the client's Envoy knows what the ClusterIP means.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import subprocess
 import time
@@ -18,9 +17,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from mesh_harness import APPS, Mesh, remora_image_workdir
+from mesh_harness import APPS, Mesh
 
-from testbed.pods import PodError, RunningPod, run_pod
+from testbed.pods import RunningPod, run_pod
 
 pytestmark = [
     pytest.mark.testbed,
@@ -150,36 +149,12 @@ def pods(mesh: Mesh) -> Iterator[tuple[RunningPod, RunningPod, str]]:
         core.create_namespaced_pod(mesh.namespace, _client_pod())
         server_spec = _wait_for_pod(core, mesh.namespace, "app=server")
         client_spec = _wait_for_pod(core, mesh.namespace, "app=client")
-        with _known_image_bug(), run_pod(mesh.node, server_spec, api, mesh.images) as server:
+        with run_pod(mesh.node, server_spec, api, mesh.images) as server:
             cluster_ip = _service_and_slice(
                 core, client.DiscoveryV1Api(api), mesh.namespace, server
             )
             with run_pod(mesh.node, client_spec, api, mesh.images) as client_pod:
                 yield server, client_pod, cluster_ip
-
-
-@contextlib.contextmanager
-def _known_image_bug() -> Iterator[None]:
-    """Found by this harness, reported, owned elsewhere: xfail on exactly that failure.
-
-    The image's WORKDIR is /var/lib/istio, so the agent's default config dir
-    ``./etc/istio/proxy`` is /var/lib/istio/etc/istio/proxy: outside the istio-envoy volume
-    (/etc/istio/proxy), on the read-only root filesystem the injector asks for. The agent dies
-    with EROFS in every real pod (Istio's image works from /). Fix: ``WORKDIR /`` in the
-    Dockerfile, or an absolute default ``--config-dir /etc/istio/proxy`` in the agent; then
-    delete this. ``REMORA_E2E_IMAGE_WORKDIR=/`` runs the suite as if the image were fixed.
-    Any other failure fails the test.
-    """
-    try:
-        yield
-    except PodError as exc:
-        if remora_image_workdir() != "/" and "Read-only file system: '/var/lib/istio/etc'" in str(
-            exc
-        ):
-            pytest.xfail(
-                "istio-proxy cannot write its bootstrap: image WORKDIR + relative config dir"
-            )
-        raise
 
 
 def _call(client_pod: RunningPod, url: str) -> dict[str, Any]:
