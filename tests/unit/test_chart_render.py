@@ -554,7 +554,7 @@ def test_injector_and_mesh_config_load_in_remora(name: str) -> None:
     host, port = mesh.default_config.discovery_address.rsplit(":", 1)
     assert host == f"{svc['metadata']['name']}.{NAMESPACE}.svc"
     assert int(port) in {p["port"] for p in svc["spec"]["ports"] if p["name"] != "http-monitoring"}
-    tls = values.get("controlPlane", {}).get("tls", {}).get("enabled", False)
+    tls = values.get("controlPlane", {}).get("tls", {}).get("enabled", True)
     assert int(port) == (15012 if tls else 15010)
 
 
@@ -753,19 +753,26 @@ def test_kind_demo_app_is_valid_and_deployed_unchanged_into_an_injected_namespac
 
 
 def test_control_plane_tls_and_ca_values_reach_the_pod() -> None:
-    on = one(rendered("cert-manager-values.yaml"), "Deployment", "discovery")
+    # TLS xDS and the CA are on by default: sidecars need their certificates.
+    on = one(rendered("default-values.yaml"), "Deployment", "discovery")
     container = on["spec"]["template"]["spec"]["containers"][0]
     assert _arg(container["args"], "--secure-xds-port") == "15012"
+    assert _arg(container["args"], "--ca-dir") == "/etc/cacerts"
+    assert _arg(container["args"], "--workload-cert-ttl") == "24h"
     assert "https-xds" in {p["name"] for p in container["ports"]}
-    off = one(rendered("default-values.yaml"), "Deployment", "discovery")
-    container = off["spec"]["template"]["spec"]["containers"][0]
-    assert not [a for a in container["args"] if a.startswith("--secure-xds-port")]
-    env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["DEFAULT_WORKLOAD_CERT_TTL"] == "24h"
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert mounts["cacerts"] == "/etc/cacerts"
-    volume = next(v for v in off["spec"]["template"]["spec"]["volumes"] if v["name"] == "cacerts")
+    volume = next(v for v in on["spec"]["template"]["spec"]["volumes"] if v["name"] == "cacerts")
     assert volume["secret"] == {"secretName": "cacerts", "optional": True}
+    # A plugged-in CA without the CA role: TLS, but no workload-certificate settings.
+    plugged = one(rendered("cert-manager-values.yaml"), "Deployment", "discovery")
+    args = plugged["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert _arg(args, "--secure-xds-port") == "15012"
+    assert not [a for a in args if a.startswith("--workload-cert-ttl")]
+    # The plaintext local-experiment set turns TLS off.
+    off = one(rendered("dev-url-values.yaml"), "Deployment", "discovery")
+    args = off["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in args if a.startswith(("--secure-xds-port", "--ca-dir"))]
 
 
 def test_chart_app_version_is_the_version_the_image_is_tagged_with() -> None:
