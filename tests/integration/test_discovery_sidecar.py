@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from controlplane.testing import free_port, wait_for
+from meshlib import certs
 
 pytestmark = [pytest.mark.envoy]
 
@@ -47,8 +48,15 @@ def test_the_sidecar_agent_gets_its_pods_configuration(tmp_path: Path) -> None:
         wait_for(
             lambda: httpx.get(f"{url}/ready").status_code == 200, timeout=30, what="discovery ready"
         )
+        # The pod's inbound listener uses mTLS: Envoy warms once the agent serves it a
+        # workload certificate, so the agent signs locally, as a sidecar with a CA would.
+        ca_dir = tmp_path / "ca"
+        ca_dir.mkdir()
+        ca = certs.new_ca("test-mesh-root")
+        (ca_dir / "ca-cert.pem").write_bytes(ca.cert_pem)
+        (ca_dir / "ca-key.pem").write_bytes(ca.key_pem)
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k != "CA_ADDR"},
             "POD_NAME": "web-1",
             "POD_NAMESPACE": "shop",
             "INSTANCE_IP": "10.1.0.11",
@@ -59,7 +67,7 @@ def test_the_sidecar_agent_gets_its_pods_configuration(tmp_path: Path) -> None:
              "--xds-plaintext", "--config-dir", str(tmp_path / "proxy"), "--bind-address", "127.0.0.1",
              "--admin-port", str(ports["admin"]), "--status-port", str(ports["status"]),
              "--health-port", str(ports["health"]), "--prometheus-port", str(ports["prometheus"]),
-             "--concurrency", "1"],
+             "--concurrency", "1", "--ca-dir", str(ca_dir)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -82,7 +90,13 @@ def test_the_sidecar_agent_gets_its_pods_configuration(tmp_path: Path) -> None:
         ).json()
         inbound = next(c for c in dump["configs"] if c["name"] == "virtualInbound")
         chains = inbound["active_state"]["listener"]["filter_chains"]
-        assert [c["filter_chain_match"]["destination_port"] for c in chains] == [8080]
+        matches = [c.get("filter_chain_match", {}) for c in chains]
+        # One workload port, 8080, PERMISSIVE by default: mesh mTLS and plaintext side by side.
+        assert {m["destination_port"] for m in matches if "destination_port" in m} == {8080}
+        on_8080 = [
+            m.get("transport_protocol") for m in matches if m.get("destination_port") == 8080
+        ]
+        assert "tls" in on_8080 and "raw_buffer" in on_8080
         routes = json.dumps(
             httpx.get(
                 f"http://127.0.0.1:{ports['admin']}/config_dump?resource=dynamic_route_configs"
