@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import shlex
 import time
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
+
+if TYPE_CHECKING:
+    from injector.server import WebhookServer
+    from testbed.launcher import TestBed
 
 WORKLOAD = """
 apiVersion: apps/v1
@@ -123,51 +128,60 @@ def demo(show_yaml: bool, keep: bool) -> None:
     'demo' labelled istio-injection=enabled, deploys an unchanged Deployment and an opted-out
     Pod, and prints what the API server stored. Everything stops at the end.
     """
-    from kubernetes import client, utils
-
+    from injector.cli import detect_kubernetes_version
     from injector.config import default_config
     from injector.server import WebhookServer
     from testbed.launcher import TestBed
 
     started = time.monotonic()
     _say("starting the local Kubernetes test bed (etcd, kube-apiserver, controllers)...")
-    with TestBed.start(progress=_say) as bed, WebhookServer(default_config()) as webhook:
-        _say(f"injection webhook listening on {webhook.url}")
-        with bed.api_client() as api:
-            core = client.CoreV1Api(api)
-            client.AdmissionregistrationV1Api(api).create_mutating_webhook_configuration(
-                webhook_configuration(
-                    "remora-sidecar-injector", webhook.url, webhook.ca_bundle or ""
-                )
-            )
-            bed.create_namespace("demo", labels={"istio-injection": "enabled"})
-            _say("namespace 'demo' labelled istio-injection=enabled")
-            _wait_until_webhook_active(core)
-            utils.create_from_yaml(api, yaml_objects=[yaml.safe_load(WORKLOAD)], namespace="demo")
-            core.create_namespaced_pod("demo", yaml.safe_load(OPTED_OUT))
-            _say("deployed Deployment 'web' (2 replicas) and Pod 'opted-out', both unchanged")
-            pods = _wait_for_pods(core, "demo", count=3)
-            for pod in pods:
-                click.echo(describe_pod(pod))
-            injected = [
-                p
-                for p in pods
-                if "sidecar.istio.io/status" in (p["metadata"].get("annotations") or {})
-            ]
-            click.echo(
-                f"\n{len(injected)} of {len(pods)} pods injected "
-                f"(the opted-out pod was left alone) in {time.monotonic() - started:.1f}s"
-            )
-            if show_yaml and injected:
-                click.echo("---\n" + yaml.safe_dump(injected[0], sort_keys=False))
-            if keep:
-                click.echo(f"\nexport KUBECONFIG={bed.kubeconfig}   # Ctrl-C to stop")
-                try:
-                    while True:
-                        time.sleep(3600)
-                except KeyboardInterrupt:
-                    pass
+    with TestBed.start(progress=_say) as bed:
+        # As `remora webhook` does at start: native sidecars when the cluster supports them.
+        version = detect_kubernetes_version(str(bed.kubeconfig))
+        config = replace(default_config(), kubernetes_version=version)
+        with WebhookServer(config) as webhook:
+            shown = ".".join(map(str, version)) if version else "unknown"
+            _say(f"injection webhook listening on {webhook.url} (Kubernetes {shown})")
+            _run(bed, webhook, started, show_yaml=show_yaml, keep=keep)
     _say("stopped the webhook and the test bed")
+
+
+def _run(
+    bed: TestBed, webhook: WebhookServer, started: float, *, show_yaml: bool, keep: bool
+) -> None:
+    """Register the webhook, label a namespace, deploy, and print what the API server stored."""
+    from kubernetes import client, utils
+
+    with bed.api_client() as api:
+        core = client.CoreV1Api(api)
+        client.AdmissionregistrationV1Api(api).create_mutating_webhook_configuration(
+            webhook_configuration("remora-sidecar-injector", webhook.url, webhook.ca_bundle or "")
+        )
+        bed.create_namespace("demo", labels={"istio-injection": "enabled"})
+        _say("namespace 'demo' labelled istio-injection=enabled")
+        _wait_until_webhook_active(core)
+        utils.create_from_yaml(api, yaml_objects=[yaml.safe_load(WORKLOAD)], namespace="demo")
+        core.create_namespaced_pod("demo", yaml.safe_load(OPTED_OUT))
+        _say("deployed Deployment 'web' (2 replicas) and Pod 'opted-out', both unchanged")
+        pods = _wait_for_pods(core, "demo", count=3)
+        for pod in pods:
+            click.echo(describe_pod(pod))
+        injected = [
+            p for p in pods if "sidecar.istio.io/status" in (p["metadata"].get("annotations") or {})
+        ]
+        click.echo(
+            f"\n{len(injected)} of {len(pods)} pods injected "
+            f"(the opted-out pod was left alone) in {time.monotonic() - started:.1f}s"
+        )
+        if show_yaml and injected:
+            click.echo("---\n" + yaml.safe_dump(injected[0], sort_keys=False))
+        if keep:
+            click.echo(f"\nexport KUBECONFIG={bed.kubeconfig}   # Ctrl-C to stop")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
 
 
 def _wait_until_webhook_active(core: Any, timeout: float = 20.0) -> None:

@@ -29,6 +29,13 @@ def test_demo_injects_the_deployment_and_leaves_the_opted_out_pod_alone() -> Non
     for block in web_pods:
         assert "init container  istio-init" in block
         assert "-p 15001 -z 15006 -u 1337 -m REDIRECT" in block
-        assert "container       istio-proxy" in block
+        # The test bed is Kubernetes 1.34: the sidecar is a native one, started before the app.
+        assert "init container  istio-proxy  proxy sidecar" in block
+        assert (
+            block.index("istio-init")
+            < block.index("istio-proxy")
+            < block.index("container       web")
+        )
+        assert "(native sidecar)" in block
         assert "sidecar.istio.io/status" in block
     assert "stopped the webhook and the test bed" in run.stderr
