@@ -54,40 +54,6 @@ spec:
 """
 
 
-def webhook_configuration(name: str, url: str, ca_bundle: str) -> dict[str, Any]:
-    """A MutatingWebhookConfiguration shaped like the one Istio ships (namespace + object selectors)."""
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [
-            {
-                "name": "namespace.sidecar-injector.remora.io",
-                "clientConfig": {"url": url, "caBundle": ca_bundle},
-                "rules": [
-                    {
-                        "apiGroups": [""],
-                        "apiVersions": ["v1"],
-                        "operations": ["CREATE"],
-                        "resources": ["pods"],
-                    }
-                ],
-                "namespaceSelector": {"matchLabels": {"istio-injection": "enabled"}},
-                "objectSelector": {
-                    "matchExpressions": [
-                        {"key": "sidecar.istio.io/inject", "operator": "NotIn", "values": ["false"]}
-                    ]
-                },
-                "sideEffects": "None",
-                "admissionReviewVersions": ["v1"],
-                "failurePolicy": "Fail",
-                "timeoutSeconds": 10,
-                "reinvocationPolicy": "Never",
-            }
-        ],
-    }
-
-
 def _say(message: str) -> None:
     click.secho(f"demo: {message}", fg="cyan", err=True)
 
@@ -152,6 +118,8 @@ def _run(
     """Register the webhook, label a namespace, deploy, and print what the API server stored."""
     from kubernetes import client, utils
 
+    from injector.registration import wait_until_injecting, webhook_configuration
+
     with bed.api_client() as api:
         core = client.CoreV1Api(api)
         client.AdmissionregistrationV1Api(api).create_mutating_webhook_configuration(
@@ -159,7 +127,10 @@ def _run(
         )
         bed.create_namespace("demo", labels={"istio-injection": "enabled"})
         _say("namespace 'demo' labelled istio-injection=enabled")
-        _wait_until_webhook_active(core)
+        try:
+            wait_until_injecting(core, "demo", timeout=20.0)
+        except TimeoutError as exc:
+            raise click.ClickException(str(exc)) from exc
         utils.create_from_yaml(api, yaml_objects=[yaml.safe_load(WORKLOAD)], namespace="demo")
         core.create_namespaced_pod("demo", yaml.safe_load(OPTED_OUT))
         _say("deployed Deployment 'web' (2 replicas) and Pod 'opted-out', both unchanged")
@@ -182,24 +153,6 @@ def _run(
                     time.sleep(3600)
             except KeyboardInterrupt:
                 pass
-
-
-def _wait_until_webhook_active(core: Any, timeout: float = 20.0) -> None:
-    """The apiserver loads webhook configurations asynchronously: dry-run a Pod until it is mutated."""
-    probe = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "webhook-probe"},
-        "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]},
-    }
-    deadline = time.monotonic() + timeout
-    while True:
-        made = core.create_namespaced_pod("demo", probe, dry_run="All")
-        if (made.metadata.annotations or {}).get("sidecar.istio.io/status"):
-            return
-        if time.monotonic() > deadline:
-            raise click.ClickException("the API server never called the webhook; is it reachable?")
-        time.sleep(0.2)
 
 
 def _wait_for_pods(

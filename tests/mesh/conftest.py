@@ -19,11 +19,10 @@ from mesh_harness import (
     Mesh,
     discovery,
     mesh_ca,
-    wait_until_injecting,
-    webhook_configuration,
 )
 
 from injector.config import default_config
+from injector.registration import wait_until_injecting, webhook_configuration
 from injector.server import WebhookServer
 from meshlib.meshconfig import parse_mesh_config
 from testbed.launcher import TestBed
@@ -66,7 +65,9 @@ def mesh(testbed: TestBed, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         admission = client.AdmissionregistrationV1Api(api)
         name = f"remora-mesh-e2e-{run}"
         admission.create_mutating_webhook_configuration(
-            webhook_configuration(name, webhook.url, webhook.ca_bundle or "", run)
+            webhook_configuration(
+                name, webhook.url, webhook.ca_bundle or "", namespace_labels={RUN_LABEL: run}
+            )
         )
         stack.callback(admission.delete_mutating_webhook_configuration, name)
         testbed.create_namespace(namespace, labels={"istio-injection": "enabled", RUN_LABEL: run})

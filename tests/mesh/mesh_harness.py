@@ -20,7 +20,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -84,59 +83,6 @@ class Mesh:
     def images(self) -> dict[str, Image]:
         proxy = self.injector.proxy
         return images(f"{proxy.hub}/{proxy.image}")
-
-
-def webhook_configuration(name: str, url: str, ca_bundle: str, run: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [
-            {
-                "name": "namespace.sidecar-injector.remora.io",
-                "clientConfig": {"url": url, "caBundle": ca_bundle},
-                "rules": [
-                    {
-                        "apiGroups": [""],
-                        "apiVersions": ["v1"],
-                        "operations": ["CREATE"],
-                        "resources": ["pods"],
-                    }
-                ],
-                # Istio's selector plus this run's own label: no other test's pods are touched.
-                "namespaceSelector": {
-                    "matchLabels": {"istio-injection": "enabled", RUN_LABEL: run}
-                },
-                "objectSelector": {
-                    "matchExpressions": [
-                        {"key": "sidecar.istio.io/inject", "operator": "NotIn", "values": ["false"]}
-                    ]
-                },
-                "sideEffects": "None",
-                "admissionReviewVersions": ["v1"],
-                "failurePolicy": "Fail",
-                "timeoutSeconds": 10,
-            }
-        ],
-    }
-
-
-def wait_until_injecting(core: Any, namespace: str, timeout: float = 30.0) -> None:
-    """The API server loads webhook configurations asynchronously: dry-run until one is mutated."""
-    probe = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "webhook-probe"},
-        "spec": {"containers": [{"name": "c", "image": "remora-e2e/client"}]},
-    }
-    deadline = time.monotonic() + timeout
-    while True:
-        made = core.create_namespaced_pod(namespace, probe, dry_run="All")
-        if (made.metadata.annotations or {}).get("sidecar.istio.io/status"):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError("the API server never called the injection webhook")
-        time.sleep(0.2)
 
 
 def mesh_ca(directory: Path) -> Path:
