@@ -157,3 +157,60 @@ def issue(
 def not_after(cert_pem: bytes) -> dt.datetime:
     """When a PEM certificate expires (timezone-aware, UTC)."""
     return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
+
+
+def workload_certificate(
+    signer: x509.Certificate,
+    signer_key: PrivateKey,
+    public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
+    spiffe_ids: list[str],
+    *,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    serial: int | None = None,
+) -> x509.Certificate:
+    """A workload certificate as Istio issues them, signed by ``signer``.
+
+    Empty subject, a critical URI SAN with the SPIFFE IDs only, digital signature + key
+    encipherment, server and client auth, not a CA. Used by the mesh CA and by the agent's
+    local signer, so both hand Envoy the same shape.
+    """
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(signer.subject)
+        .public_key(public_key)
+        .serial_number(serial if serial is not None else x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(u) for u in spiffe_ids]),
+            critical=True,
+        )
+        .sign(signer_key, hashes.SHA256())
+    )

@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from meshlib import certs
 from meshlib.certs import KeyPair, key_to_pem
 
 log = logging.getLogger(__name__)
@@ -176,44 +177,13 @@ class LocalCAProvider:
             raise CertificateError(f"the certificate request must name SPIFFE IDs only, not {uris}")
         ca_cert, ca_key = self._ca.cert, self._ca.key
         start = now or dt.datetime.now(dt.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([]))
-            .issuer_name(ca_cert.subject)
-            .public_key(csr.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start - dt.timedelta(minutes=1))
-            .not_valid_after(start + self._ttl)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [x509.ExtendedKeyUsageOID.SERVER_AUTH, x509.ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
-                critical=False,
-            )
-            .add_extension(
-                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(u) for u in uris]),
-                critical=True,
-            )
-            .sign(ca_key, hashes.SHA256())
+        cert = certs.workload_certificate(
+            ca_cert,
+            ca_key,
+            csr.public_key(),  # type: ignore[arg-type]
+            uris,
+            not_before=start - dt.timedelta(minutes=1),
+            not_after=start + self._ttl,
         )
         leaf = cert.public_bytes(serialization.Encoding.PEM)
         return (

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from meshlib import certs
 from meshlib.certs import KeyPair, new_ca
 from meshlib.spiffe import WorkloadIdentity
 
@@ -46,10 +47,9 @@ class CAMaterialError(ValueError):
 
 def _pem_certs(data: bytes, what: str) -> list[x509.Certificate]:
     try:
-        certs = x509.load_pem_x509_certificates(data)
+        return x509.load_pem_x509_certificates(data)
     except ValueError as exc:
         raise CAMaterialError(f"{what} holds no readable PEM certificate: {exc}") from exc
-    return certs
 
 
 def _pem(cert: x509.Certificate) -> str:
@@ -191,34 +191,15 @@ def sign_workload(
     Like Istio's workload certificates: empty subject, a critical URI SAN with the SPIFFE
     ID only, digital signature + key encipherment, server and client auth, not a CA.
     """
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([]))
-        .issuer_name(material.signer.subject)
-        .public_key(public_key)
-        .serial_number(serial if serial is not None else x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + ttl)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_usage(ca=False), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(material.signer.public_key()),  # type: ignore[arg-type]
-            critical=False,
-        )
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.UniformResourceIdentifier(identity.spiffe_id(trust_domain))]
-            ),
-            critical=True,
-        )
+    leaf = certs.workload_certificate(
+        material.signer,
+        material.key,
+        public_key,
+        [identity.spiffe_id(trust_domain)],
+        not_before=now - BACKDATE,
+        not_after=now + ttl,
+        serial=serial,
     )
-    leaf = builder.sign(material.key, hashes.SHA256())
     return [_pem(leaf), *(_pem(c) for c in material.chain), material.root_pem]
 
 
