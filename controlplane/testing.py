@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import subprocess
 import tempfile
 import threading
@@ -30,14 +29,9 @@ from controlplane.app import DiscoveryOptions, DiscoveryServer
 from controlplane.store import MeshStore
 from controlplane.testing_sds import shared_sds
 from meshlib.envoy_binary import envoy_path
+from meshlib.ports import free_port
 
 T = TypeVar("T")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def sidecar_bootstrap(

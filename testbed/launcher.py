@@ -23,7 +23,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -38,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from meshlib.ports import free_port
 from testbed import pki as pki_mod
 from testbed.binaries import Binaries, cache_root
 from testbed.versions import KUBERNETES_VERSION
@@ -51,13 +51,6 @@ READY_TIMEOUT_S = 60.0
 
 class TestBedError(RuntimeError):
     """The test bed could not start or stop; the message names the component and its log."""
-
-
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec

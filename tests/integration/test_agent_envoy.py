@@ -42,18 +42,13 @@ from google.protobuf import any_pb2, json_format
 from prometheus_client.parser import text_string_to_metric_families
 
 from meshlib.certs import KeyPair, issue, new_ca
+from meshlib.ports import free_port
 
 pytestmark = [pytest.mark.envoy, pytest.mark.timeout(90)]
 
 REMORA = str(Path(sys.executable).parent / "remora")
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- the test application ------------------------------------------------------------------

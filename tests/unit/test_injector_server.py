@@ -23,6 +23,7 @@ from injector.config import default_config
 from injector.patch import apply_patch, decode_patch
 from injector.server import WebhookServer, write_self_signed
 from meshlib import certs
+from meshlib.ports import free_port as _free_port
 
 
 def review_body(pod: dict[str, Any]) -> bytes:
@@ -189,12 +190,6 @@ def _serial_or_none(port: int, ca_pem: bytes) -> int | None:
 def _metrics(server: WebhookServer, ca_pem: bytes) -> str:
     with client_for(ca_pem) as http:
         return http.get(server.base_url + "/metrics").text
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.parametrize("workers", [1, 2])

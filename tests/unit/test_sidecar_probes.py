@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from meshlib.ports import free_port as _free_port
 from sidecar.prober import Prober, _decode_health_status, _encode_health_request
 from sidecar.probes import (
     AppProbe,
@@ -112,12 +113,6 @@ def app() -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_probes_run_like_the_kubelet_and_come_from_127_0_0_6(app: int) -> None:
