@@ -11,6 +11,8 @@
 #   ${REMORA_CACHE:-$HOME/.cache/remora}/testbed/<k8s>-etcd<etcd>/bin
 # Also builds the developer tools pinned by ../tools/go.mod (helm) into
 #   ${REMORA_CACHE:-$HOME/.cache/remora}/tools/helm-<version>-k8s<client-go minor>/helm
+# fortio (the benchmarks' load generator, also pinned there) is not built here but on first
+# use by hack/tools/build.sh; --print-fortio prints where it goes.
 # The script is idempotent: a second run with the binaries present does nothing.
 set -euo pipefail
 
@@ -36,6 +38,10 @@ fi
 if [[ "${1:-}" == "--print-helm" ]]; then
     echo "$helm_dir/helm"
     exit 0
+fi
+if [[ "${1:-}" == "--print-fortio" ]]; then
+    # Only printed: fortio is built lazily by hack/tools/build.sh fortio (bench/mesh_latency.py).
+    exec "$here/../tools/build.sh" --print fortio
 fi
 
 missing=()
