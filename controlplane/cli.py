@@ -187,7 +187,9 @@ async def _serve(  # noqa: PLR0917
     from controlplane.sources.files import FileSource
     from controlplane.store import MeshStore
 
-    store = MeshStore(domain_suffix=domain_suffix)
+    # One trust domain for the CA and the translation: the listeners accept the SPIFFE ids
+    # of --trust-domain, the ones the CA signs (whatever the mesh ConfigMap says).
+    store = MeshStore(domain_suffix=domain_suffix, trust_domain=ca_flags["trust_domain"])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -8,6 +8,7 @@ event arrives; a snapshot is a cheap copy of the per-kind maps, made only when a
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 from collections.abc import Callable, Iterable
@@ -53,15 +54,27 @@ def object_key(kind: Kind, obj: convert.Object) -> Key:
 class MeshStore:
     """Current model state, fed by sources; ``on_change`` fires after each effective change.
 
+    ``trust_domain``, when given, is the mesh's trust domain whatever the mesh ConfigMap says:
+    it is the one the control plane's CA signs (``remora discovery --trust-domain``), and the
+    listeners must accept exactly the identities that CA hands out.
+
     Not thread-safe: call it from the event loop (the Kubernetes source hops threads first).
     """
 
     def __init__(
-        self, on_change: Callable[[Kind], None] | None = None, domain_suffix: str = "cluster.local"
+        self,
+        on_change: Callable[[Kind], None] | None = None,
+        domain_suffix: str = "cluster.local",
+        trust_domain: str | None = None,
     ) -> None:
         self._objects: dict[Kind, dict[Key, Any]] = {kind: {} for kind in Kind}
         self._on_change = on_change
         self._domain_suffix = domain_suffix
+        self._trust_domain = trust_domain
+        # The effective mesh config, kept per source object: an unchanged ConfigMap must give
+        # the very same object to every snapshot (translation reuses work by identity).
+        self._mesh_source: MeshConfig | None = None
+        self._mesh: MeshConfig = self._effective_mesh(MeshConfig())
         self._generation = 0
         self._revisions: dict[str, int] = {kind.value: 0 for kind in Kind}
         self._snapshot: MeshSnapshot | None = None
@@ -138,8 +151,12 @@ class MeshStore:
         """The current state as an immutable snapshot (the same object until the next change)."""
         if self._snapshot is None:
             configs = list(self._objects[Kind.MESH_CONFIG].values())
+            source = configs[0] if configs else None
+            if source is not self._mesh_source:
+                self._mesh_source = source
+                self._mesh = self._effective_mesh(source or MeshConfig())
             self._snapshot = MeshSnapshot(
-                mesh=configs[0] if configs else MeshConfig(),
+                mesh=self._mesh,
                 services=MappingProxyType(dict(self._objects[Kind.SERVICE])),
                 endpoint_slices=MappingProxyType(dict(self._objects[Kind.ENDPOINT_SLICE])),
                 workloads=MappingProxyType(dict(self._objects[Kind.POD])),
@@ -159,6 +176,16 @@ class MeshStore:
                 self._snapshot.inherit_indexes(self._previous)
             self._previous = self._snapshot
         return self._snapshot
+
+    def _effective_mesh(self, mesh: MeshConfig) -> MeshConfig:
+        if self._trust_domain is None or mesh.trust_domain == self._trust_domain:
+            return mesh
+        if mesh.trust_domain != MeshConfig().trust_domain:
+            log.warning(
+                "the mesh config's trustDomain is overridden by --trust-domain",
+                extra={"mesh_config": mesh.trust_domain, "trust_domain": self._trust_domain},
+            )
+        return dataclasses.replace(mesh, trust_domain=self._trust_domain)
 
     def _index_slice(self, key: Key, old: EndpointSlice | None, new: EndpointSlice | None) -> None:
         slices = self._objects[Kind.ENDPOINT_SLICE]

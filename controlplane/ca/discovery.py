@@ -56,6 +56,13 @@ _OPTIONS = [
         help="Lifetime of workload certificates when the request asks for none.",
     ),
     click.option(
+        "--max-workload-cert-ttl",
+        default="2160h",
+        show_default=True,
+        help="Longest lifetime signed, whatever the request asks (Istio's "
+        "MAX_WORKLOAD_CERT_TTL); e.g. 1h to force frequent rotation.",
+    ),
+    click.option(
         "--token-audience",
         default="istio-ca",
         show_default=True,
@@ -77,6 +84,7 @@ CA_FLAGS = (
     "ca_port",
     "trust_domain",
     "workload_cert_ttl",
+    "max_workload_cert_ttl",
     "token_audience",
 )
 
@@ -90,6 +98,20 @@ def check_ca_flags(flags: dict[str, Any], *, has_cluster: bool) -> None:
         )
     if flags.get("secure_xds_port") and flags.get("secure_xds_port") == flags.get("ca_port"):
         raise click.UsageError("--secure-xds-port and --ca-port must differ")
+
+
+def _ttl_flag(flags: dict[str, Any], name: str) -> dt.timedelta:
+    """A duration flag as a positive timedelta, or the flag's name and what is wrong."""
+    from meshlib.meshconfig import MeshConfigError, parse_duration
+
+    hint = "--" + name.replace("_", "-")
+    try:
+        seconds = parse_duration(flags[name], "duration")
+    except MeshConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint=hint) from exc
+    if seconds <= 0:
+        raise click.BadParameter(f"{flags[name]!r} must be > 0s", param_hint=hint)
+    return dt.timedelta(seconds=seconds)
 
 
 async def start_mesh_ca(
@@ -111,12 +133,9 @@ async def start_mesh_ca(
         return None
     from controlplane.ca.runtime import MeshCA, MeshCAConfig
     from controlplane.ca.service import CAMetrics, CAOptions
-    from meshlib.meshconfig import MeshConfigError, parse_duration
 
-    try:
-        ttl = dt.timedelta(seconds=parse_duration(flags["workload_cert_ttl"], "duration"))
-    except MeshConfigError as exc:
-        raise click.BadParameter(str(exc), param_hint="--workload-cert-ttl") from exc
+    ttl = _ttl_flag(flags, "workload_cert_ttl")
+    max_ttl = _ttl_flag(flags, "max_workload_cert_ttl")
     config = MeshCAConfig(
         secure_address=f"{listen_address}:{flags['secure_xds_port']}"
         if flags.get("secure_xds_port")
@@ -124,7 +143,7 @@ async def start_mesh_ca(
         plain_address=f"{listen_address}:{flags['ca_port']}" if flags.get("ca_port") else None,
         ca_dir=flags.get("ca_dir"),
         namespace=namespace,
-        options=CAOptions(trust_domain=flags["trust_domain"], default_ttl=ttl),
+        options=CAOptions(trust_domain=flags["trust_domain"], default_ttl=ttl, max_ttl=max_ttl),
         audiences=(flags["token_audience"],),
         domain_suffix=domain_suffix,
     )
