@@ -19,11 +19,11 @@ Kept because it is the library the design card named; read its limits before cho
 
 from __future__ import annotations
 
-import logging
 import subprocess
 from typing import Any
 
 from initcontainer.errors import CaptureError, hint_for
+from initcontainer.log import getLogger
 from initcontainer.plan import CapturePlan
 from initcontainer.restore import SavedState, count_rules, parse_save
 from initcontainer.rules import (
@@ -37,7 +37,7 @@ from initcontainer.rules import (
     tables_in_order,
 )
 
-log = logging.getLogger("initcontainer.backend")
+log = getLogger("initcontainer.backend")
 
 IPV6_REFUSAL = (
     "the python-iptables backend cannot install IPv6 rules: python-iptables writes IPv6 "

@@ -9,17 +9,17 @@ none of our rules rather than half of them.
 # Annotations are evaluated eagerly (no ``from __future__ import annotations``): NamedTuple
 # compiles every *string* annotation into a ForwardRef, ~0.1 ms per field on each pod start.
 
-import logging
-import subprocess
 from typing import NamedTuple
 
+from initcontainer import process
 from initcontainer.errors import CaptureError, hint_for
 from initcontainer.iptables_mode import MODES, Mode, ModeChoice, ModeProbe, choose_mode
+from initcontainer.log import getLogger
 from initcontainer.plan import CapturePlan
 from initcontainer.restore import SavedState, count_rules, parse_save, transaction
 from initcontainer.rules import Family, Rule
 
-log = logging.getLogger("initcontainer.backend")
+log = getLogger("initcontainer.backend")
 
 # Legacy restores take the xtables lock; wait for it like istio-iptables does (--wait=30).
 _LEGACY_LOCK_WAIT = "--wait=30"
@@ -38,9 +38,9 @@ class _Saved(NamedTuple):
     error: str
 
 
-def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def _run(argv: list[str], stdin: str | None = None) -> process.Result:
     try:
-        return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+        return process.run(argv, stdin)
     except FileNotFoundError:
         raise CaptureError(
             f"{argv[0]} is not installed",
@@ -62,16 +62,11 @@ class RestoreBackend:
 
     def _read_all(self, modes: tuple[Mode, ...]) -> None:
         """Run every ``*-save`` we need at once: they are independent and each costs ~2 ms."""
-        started: list[tuple[Family, Mode, subprocess.Popen[str] | None]] = []
+        started: list[tuple[Family, Mode, process.Process | None]] = []
         for mode in modes:
             for family in Family:
                 try:
-                    proc: subprocess.Popen[str] | None = subprocess.Popen(
-                        [tool(family, mode, "save")],
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE,
-                        text=True,
-                    )
+                    proc: process.Process | None = process.Process([tool(family, mode, "save")])
                 except FileNotFoundError:
                     proc = None
                 started.append((family, mode, proc))
@@ -81,8 +76,8 @@ class RestoreBackend:
                     "", False, f"{tool(family, mode, 'save')} not found"
                 )
                 continue
-            out, err = proc.communicate()
-            self._saved[family, mode] = _Saved(out, proc.returncode == 0, err)
+            result = proc.communicate()
+            self._saved[family, mode] = _Saved(result.stdout, result.returncode == 0, result.stderr)
 
     def _reread(self, family: Family, mode: Mode) -> SavedState:
         result = _run([tool(family, mode, "save")])

@@ -2,26 +2,28 @@
 
 This module is on the start-up path of every meshed pod, so it imports only the standard
 library and this package (python-iptables only when that backend is chosen), and the
-modules each mode needs only when that mode runs.
+modules each mode needs only when that mode runs. Not argparse (the fast flag parser of
+``flags`` hands only ``--help`` and errors to it), not ``logging`` (``initcontainer.log``),
+not ``subprocess`` (``initcontainer.process``): see docs/capture.md, "Start-up time".
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import sys
 import time
-from typing import TYPE_CHECKING
 
+from initcontainer import log as logs
 from initcontainer.config import ConfigError, parse_port, split_list
 from initcontainer.errors import EXIT_FAILURE, EXIT_USAGE, EXIT_VALIDATION_FAILED, CaptureError
-from initcontainer.flags import build_parser, config_from_args
+from initcontainer.flags import config_from_args, parse_command_line
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from initcontainer.backend import Backend
+    from initcontainer.flags import Args
 
-log = logging.getLogger("initcontainer")
+log = logs.getLogger("initcontainer")
 
 
 def _log_level(value: str) -> str:
@@ -36,7 +38,7 @@ def _log_level(value: str) -> str:
     return level if level in ("debug", "info", "warning", "error", "critical") else "info"
 
 
-def _make_backend(args: argparse.Namespace) -> Backend:
+def _make_backend(args: Args) -> Backend:
     if args.backend == "python-iptables":
         from initcontainer.backend_iptc import IptcBackend
 
@@ -52,7 +54,7 @@ def _make_backend(args: argparse.Namespace) -> Backend:
     return RestoreBackend(forced_mode=forced)
 
 
-def _refuse_unsupported(args: argparse.Namespace) -> None:
+def _refuse_unsupported(args: Args) -> None:
     """Flag combinations that cannot work, refused before anything is read or changed."""
     if args.backend == "python-iptables" and args.iptables_mode == "nft":
         raise ConfigError(
@@ -71,7 +73,7 @@ def _refuse_unsupported(args: argparse.Namespace) -> None:
         )
 
 
-def run(args: argparse.Namespace, validate_only: bool) -> int:
+def run(args: Args, validate_only: bool) -> int:
     """Do what the flags say. Raises ConfigError/CaptureError; returns the exit code."""
     from initcontainer import hostnet
     from initcontainer.plan import build_plan
@@ -119,7 +121,7 @@ def run(args: argparse.Namespace, validate_only: bool) -> int:
                 "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
             },
         )
-        if log.isEnabledFor(logging.DEBUG):
+        if log.is_enabled_for(logs.DEBUG):
             for family, text in backend.saved_state().items():
                 log.debug("final state", extra={"family": family.value, "save": text})
 
@@ -141,11 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     validate_only = arguments[:1] == ["validate"]
     if validate_only:
         arguments = arguments[1:]
-    args = build_parser().parse_args(arguments)
-
-    from meshlib.logs import setup_logging
-
-    setup_logging(_log_level(args.log_output_level), "json" if args.log_as_json else "text")
+    args = parse_command_line(arguments)
+    logs.configure(_log_level(args.log_output_level), "json" if args.log_as_json else "text")
     try:
         return run(args, validate_only)
     except ConfigError as error:

@@ -6,17 +6,25 @@ the injector renders and the commands in Istio's documentation work unchanged. A
 flag beats its environment variable. The inputs istio-iptables takes from the machine
 (IPv6, DNS servers, the proxy uid) are derived here, only when their flag asks for it, and
 logged.
+
+Two parsers read the one flag table (:data:`GROUPS`):
+
+* :func:`parse_command_line`, on every pod start: a small hand-written parser for the
+  command lines argparse accepts (``-p 15001``, ``-p15001``, ``-p=15001``, ``--envoy-port
+  15001``, ``--envoy-port=15001``; booleans with or without a value). It exists because
+  ``import argparse`` and building its parser cost ~13 ms of a 40 ms start-up budget.
+* :func:`build_parser`, argparse: ``--help``, and the reference for everything else. The
+  fast parser hands any command line it does not fully understand, and every error, to
+  argparse, so help and error messages are argparse's, word for word, and a command line
+  argparse accepts is never refused. ``tests/unit/test_capture_flags.py`` checks that both
+  parsers give the same values on a table of command lines.
 """
 
-# Annotations are evaluated eagerly (no ``from __future__ import annotations``): NamedTuple
-# compiles every *string* annotation into a ForwardRef, ~0.1 ms per field on each pod start.
+from __future__ import annotations
 
-import argparse
-import logging
 import os
 import sys
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from types import SimpleNamespace
 
 from initcontainer import environment
 from initcontainer.config import (
@@ -37,8 +45,17 @@ from initcontainer.config import (
     split_list,
     validate,
 )
+from initcontainer.log import getLogger
 
-log = logging.getLogger("initcontainer")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Mapping
+    from typing import Any
+
+    Args = argparse.Namespace | SimpleNamespace
+
+log = getLogger("initcontainer")
 
 PROG = "remora init"
 
@@ -89,13 +106,17 @@ exit codes: 0 ok, 1 capture failed (the message says how to fix it), 2 bad flags
 # --- flag table ---------------------------------------------------------------------------
 
 
+class FlagValueError(ValueError):
+    """A flag's value has the wrong form; the message says what was expected."""
+
+
 def parse_bool(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "t", "true", "yes", "on"):
         return True
     if lowered in ("", "0", "f", "false", "no", "off"):
         return False
-    raise argparse.ArgumentTypeError(f"{value!r} is not a boolean (true/false)")
+    raise FlagValueError(f"{value!r} is not a boolean (true/false)")
 
 
 def parse_duration(value: str) -> float:
@@ -110,7 +131,7 @@ def parse_duration(value: str) -> float:
     except ValueError:
         seconds = -1.0
     if not seconds >= 0:  # also rejects NaN
-        raise argparse.ArgumentTypeError(f"{value!r} is not a duration such as 5s or 500ms")
+        raise FlagValueError(f"{value!r} is not a duration such as 5s or 500ms")
     return seconds
 
 
@@ -121,24 +142,46 @@ def parse_ip_address(value: str) -> str:
     try:
         return str(ipaddress.ip_address(value.strip()))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an IP address") from None
+        raise FlagValueError(f"{value!r} is not an IP address") from None
 
 
-class Flag(NamedTuple):
+class Flag:
     """One command-line flag and the environment variables it also reads."""
 
-    long: str
-    short: str | None
-    envs: tuple[str, ...]
-    default: Any
-    help: str
-    type: Callable[[str], Any] = str
-    choices: tuple[str, ...] | None = None
-    metavar: str | None = None
+    __slots__ = ("choices", "default", "envs", "help", "long", "metavar", "short", "type")
+
+    def __init__(
+        self,
+        long: str,
+        short: str | None,
+        envs: tuple[str, ...],
+        default: Any,
+        help: str,
+        *,
+        type: Callable[[str], Any] = str,
+        choices: tuple[str, ...] | None = None,
+        metavar: str | None = None,
+    ) -> None:
+        self.long = long
+        self.short = short
+        self.envs = envs
+        self.default = default
+        self.help = help
+        self.type = type
+        self.choices = choices
+        self.metavar = metavar
+
+    @property
+    def dest(self) -> str:
+        """The attribute name in the parsed arguments: ``--envoy-port`` -> ``envoy_port``."""
+        return self.long.replace("-", "_")
 
     @property
     def is_bool(self) -> bool:
         return self.type is parse_bool
+
+    def __repr__(self) -> str:
+        return f"Flag(--{self.long})"
 
 
 def _env(name: str) -> tuple[str, ...]:
@@ -562,38 +605,148 @@ GROUPS: list[tuple[str, list[Flag]]] = [
 ]
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """argparse's formatter with the width from $COLUMNS or the terminal, found without shutil.
+# --- the fast parser: every pod start ------------------------------------------------------
 
-    argparse builds a formatter for every ``add_argument`` and, given no width, imports
-    shutil (which loads zlib, bz2 and lzma) to ask for the terminal size: milliseconds on
-    every pod start, for help text that is almost never printed.
+
+class _NeedsArgparse(Exception):
+    """Help, an error, or a form the fast parser leaves to argparse (e.g. a ``--`` argument)."""
+
+
+def _options() -> dict[str, Flag]:
+    """``-p`` and ``--envoy-port`` -> the flag; every spelling argparse knows, but ``-h``."""
+    options: dict[str, Flag] = {}
+    for _title, flags in GROUPS:
+        for flag in flags:
+            options[f"--{flag.long}"] = flag
+            if flag.short:
+                options[f"-{flag.short}"] = flag
+    return options
+
+
+OPTIONS = _options()
+_HELP = ("-h", "--help")
+
+
+def parse_command_line(argv: list[str], environ: Mapping[str, str] | None = None) -> Args:
+    """The flags of ``argv`` (defaults from ``environ``), with the values argparse gives.
+
+    Anything but a plain, valid command line (``--help``, a bad value, an unknown flag) goes
+    to argparse, which prints the help or the error and exits 2.
     """
-
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, width=_help_width())
-
-
-def _help_width() -> int:
+    env = os.environ if environ is None else environ
     try:
-        columns = int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno() if sys.__stdout__ else 1).columns
-        except (OSError, ValueError):
-            columns = 100
-    return max(columns, 40) - 2
+        return _parse_fast(argv, env)
+    except _NeedsArgparse:
+        return build_parser(env).parse_args(argv)
 
 
-def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentParser:
-    """The parser, with defaults taken from ``environ`` (the process environment)."""
+def _parse_fast(argv: list[str], env: Mapping[str, str]) -> SimpleNamespace:
+    """argparse's rules for our flags (all optional, one value each, booleans ``nargs='?'``)."""
+    values = {flag.dest: _default(flag, env) for flag in OPTIONS.values()}
+    index = 0
+    while index < len(argv):
+        flag, value = _split_option(argv[index])
+        index += 1
+        if value is None:  # the value is the next argument, unless that is a flag
+            if index < len(argv) and not _is_option(argv[index]):
+                value = argv[index]
+                index += 1
+            elif flag.is_bool:  # a bare boolean flag means true
+                values[flag.dest] = True
+                continue
+            else:
+                raise _NeedsArgparse  # "expected one argument"
+        if value == "--":  # argparse drops it: an edge case not worth a second implementation
+            raise _NeedsArgparse
+        values[flag.dest] = _convert(flag, value)
+    return SimpleNamespace(**values)
+
+
+def _split_option(arg: str) -> tuple[Flag, str | None]:
+    """``--flag``, ``--flag=value``, ``-f``, ``-f=value`` or ``-fvalue`` -> (flag, value)."""
+    flag = OPTIONS.get(arg)
+    if flag is not None:
+        return flag, None
+    name, equals, value = arg.partition("=")
+    if equals and name in OPTIONS:
+        return OPTIONS[name], value
+    if arg[:1] == "-" and arg[1:2] not in ("", "-") and arg[:2] in OPTIONS:
+        return OPTIONS[arg[:2]], arg[2:]
+    raise _NeedsArgparse  # help, "--", an unknown flag or a stray argument
+
+
+def _is_option(arg: str) -> bool:
+    """Whether argparse reads ``arg`` as a flag (then it is not the previous flag's value).
+
+    Its rule: a ``-`` prefix makes a flag, except ``-`` alone, a negative number, or a
+    string with a space that names no flag of ours (so ``-x ''``, ``-d -1`` take values).
+    """
+    if not arg.startswith("-"):
+        return False
+    known = (*OPTIONS, *_HELP)
+    if arg in known:
+        return True
+    if len(arg) == 1:
+        return False
+    if "=" in arg and arg.partition("=")[0] in known:
+        return True
+    if arg[1] != "-" and arg[:2] in known:
+        return True
+    return not _looks_negative(arg) and " " not in arg
+
+
+def _looks_negative(arg: str) -> bool:
+    """argparse's ``^-\\d+$|^-\\d*\\.\\d+$`` (``$`` also matches before a final newline)."""
+    body = arg[1:].removesuffix("\n")
+    whole, dot, fraction = body.partition(".")
+    if not dot:
+        return whole.isdecimal()
+    return (not whole or whole.isdecimal()) and fraction.isdecimal()
+
+
+def _convert(flag: Flag, value: str) -> Any:
+    try:
+        converted = flag.type(value)
+    except ValueError:
+        raise _NeedsArgparse from None
+    if flag.choices is not None and converted not in flag.choices:
+        raise _NeedsArgparse
+    return converted
+
+
+def _default(flag: Flag, env: Mapping[str, str]) -> Any:
+    """The first of the flag's environment variables that is set, else the flag's default.
+
+    Like argparse, a default given as a string goes through the flag's type (``"5s"`` -> 5.0).
+    """
+    default = flag.default
+    for name in flag.envs:
+        if name in env:
+            default = _convert(flag, env[name])
+            break
+    return flag.type(default) if isinstance(default, str) else default
+
+
+# --- argparse: --help, errors, and the reference ---------------------------------------------
+
+
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The argparse parser, with defaults taken from ``environ`` (the process environment)."""
+    import argparse
+
+    class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+        """The width from $COLUMNS or the terminal, found without shutil (zlib, bz2, lzma)."""
+
+        def __init__(self, prog: str) -> None:
+            super().__init__(prog, width=_help_width())
+
     env = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(
         prog=PROG,
         usage=f"{PROG} [validate] [flags]",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
         allow_abbrev=False,
     )
     for title, flags in GROUPS:
@@ -607,19 +760,46 @@ def build_parser(environ: dict[str, str] | None = None) -> argparse.ArgumentPars
             help_text = flag.help
             if flag.envs:
                 help_text += f" [env {', '.join(flag.envs)}]"
-            kwargs: dict[str, Any] = {"dest": flag.long.replace("-", "_"), "default": default}
+            kwargs: dict[str, Any] = {"dest": flag.dest, "default": default}
+            convert = _argparse_type(flag.type, argparse.ArgumentTypeError)
             if flag.is_bool:
-                kwargs.update(nargs="?", const=True, type=parse_bool, metavar="BOOL")
+                kwargs.update(nargs="?", const=True, type=convert, metavar="BOOL")
             else:
-                kwargs.update(type=flag.type, choices=flag.choices, metavar=flag.metavar)
+                kwargs.update(type=convert, choices=flag.choices, metavar=flag.metavar)
             group.add_argument(*names, help=help_text, **kwargs)
     return parser
+
+
+def _argparse_type(convert: Callable[[str], Any], error: type[Exception]) -> Callable[[str], Any]:
+    """``convert`` with FlagValueError's message shown as is (argparse's ArgumentTypeError)."""
+    if convert in (str, int):
+        return convert
+
+    def checked(value: str) -> Any:
+        try:
+            return convert(value)
+        except FlagValueError as bad:
+            raise error(str(bad)) from None
+
+    checked.__name__ = convert.__name__
+    return checked
+
+
+def _help_width() -> int:
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno() if sys.__stdout__ else 1).columns
+        except (OSError, ValueError):
+            columns = 100
+    return max(columns, 40) - 2
 
 
 def _from_env(flag: Flag, name: str, value: str, parser: argparse.ArgumentParser) -> Any:
     try:
         converted = flag.type(value)
-    except (argparse.ArgumentTypeError, ValueError) as error:
+    except ValueError as error:
         parser.error(f"environment variable {name}: {error}")
     if flag.choices and converted not in flag.choices:
         parser.error(f"environment variable {name}: {value!r} is not one of {flag.choices}")
@@ -629,9 +809,7 @@ def _from_env(flag: Flag, name: str, value: str, parser: argparse.ArgumentParser
 # --- args -> config -------------------------------------------------------------------------
 
 
-def config_from_args(
-    args: argparse.Namespace, environ: dict[str, str] | None = None
-) -> CaptureConfig:
+def config_from_args(args: Args, environ: Mapping[str, str] | None = None) -> CaptureConfig:
     """Build the config, deriving what istio-iptables derives from the machine (logged)."""
     env = os.environ if environ is None else environ
     uids = args.proxy_uid

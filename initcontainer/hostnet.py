@@ -11,8 +11,7 @@ so a re-run converges, and :func:`remove` undoes them.
 
 from __future__ import annotations
 
-import subprocess
-
+from initcontainer import process
 from initcontainer.errors import CaptureError, hint_for
 from initcontainer.plan import CapturePlan, TproxyRoute
 
@@ -22,7 +21,7 @@ IPV6_PASSTHROUGH_ADDRESS = "::6/128"
 def _ip(*args: str, check: bool = True) -> None:
     argv = ["ip", *args]
     try:
-        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        result = process.run(argv)
     except FileNotFoundError:
         raise CaptureError(
             "the ip command is not installed", "install iproute2 in the init container image"

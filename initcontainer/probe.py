@@ -19,7 +19,6 @@ The SYN never leaves the pod when capture works: it is redirected inside the OUT
 
 import errno
 import ipaddress
-import logging
 import socket
 import struct
 import time
@@ -27,8 +26,9 @@ from typing import NamedTuple
 
 from initcontainer.config import CaptureConfig, ConfigError
 from initcontainer.errors import CaptureError
+from initcontainer.log import getLogger
 
-log = logging.getLogger("initcontainer.probe")
+log = getLogger("initcontainer.probe")
 
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h; IP6T_SO_ORIGINAL_DST has the same value
 # Documentation addresses (RFC 5737 / RFC 3849): never anyone's real server.

@@ -10,7 +10,7 @@ import pytest
 from initcontainer import cli, environment
 from initcontainer.cli import main
 from initcontainer.config import CaptureConfig
-from initcontainer.flags import build_parser, config_from_args, parse_duration
+from initcontainer.flags import FlagValueError, build_parser, config_from_args, parse_duration
 
 PINNED = ["--enable-ipv6=false", "-u", "1337"]
 
@@ -114,7 +114,7 @@ def test_probe_address_is_checked_while_parsing(capsys: pytest.CaptureFixture[st
 
 
 def test_bad_duration() -> None:
-    with pytest.raises(argparse.ArgumentTypeError):
+    with pytest.raises(FlagValueError, match="'soon' is not a duration"):
         parse_duration("soon")
 
 
