@@ -242,6 +242,23 @@ class Node:
         """Let pods resolve ``name`` to ``address`` (e.g. the control plane's Service name)."""
         self.hosts[name] = address
 
+    def http(
+        self, method: str, address: str, port: int, path: str, timeout: float = 3.0
+    ) -> tuple[int, str]:
+        """An HTTP request from the node itself (as the kubelet probes, or a client outside
+        the mesh); status and body. Raises OSError when the connection fails or is closed."""
+        with in_netns(self.netns):
+            connection = http.client.HTTPConnection(address, port, timeout=timeout)
+            connection.connect()
+        try:
+            connection.request(method, path)
+            response = connection.getresponse()
+            return response.status, response.read().decode(errors="replace")
+        except http.client.HTTPException as exc:  # e.g. closed before any answer
+            raise ConnectionError(f"{method} {address}:{port}{path}: {exc!r}") from exc
+        finally:
+            connection.close()
+
     def allocate_address(self) -> str:
         with self._lock:
             if self._next_host > 254:
@@ -500,6 +517,20 @@ class RunningPod:
             for name, c in self.containers.items()
         )
 
+    def _exec_argv(self, container: str, argv: Sequence[str]) -> list[str]:
+        target = self.containers[container]
+        return [
+            "ip",
+            "netns",
+            "exec",
+            self.netns,
+            SETPRIV,
+            f"--reuid={target.uid}",
+            f"--regid={target.gid}",
+            "--clear-groups",
+            *argv,
+        ]
+
     def exec(
         self, container: str, argv: Sequence[str], timeout: float = 20.0
     ) -> subprocess.CompletedProcess[str]:
@@ -507,40 +538,63 @@ class RunningPod:
 
         Not in the container's mount namespace: the volumes are not mounted for it.
         """
-        target = self.containers[container]
         return subprocess.run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                self.netns,
-                SETPRIV,
-                f"--reuid={target.uid}",
-                f"--regid={target.gid}",
-                "--clear-groups",
-                *argv,
-            ],
+            self._exec_argv(container, argv),
             check=False,
-            env=target.env,
+            env=self.containers[container].env,
             capture_output=True,
             text=True,
             timeout=timeout,
         )
 
-    def http_get(self, port: int, path: str, host: str = "127.0.0.1", timeout: float = 3.0) -> str:
-        """GET inside the pod's network (e.g. Envoy's loopback-only admin); the body."""
+    def spawn(self, container: str, argv: Sequence[str]) -> subprocess.Popen[str]:
+        """:meth:`exec` in the background: the caller waits (``communicate``) or signals it.
+
+        ``ip netns exec`` and ``setpriv`` exec in place, so the process's pid is ``argv``'s.
+        """
+        return subprocess.Popen(
+            self._exec_argv(container, argv),
+            env=self.containers[container].env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def http(
+        self,
+        method: str,
+        port: int,
+        path: str,
+        host: str = "127.0.0.1",
+        timeout: float = 3.0,
+    ) -> tuple[int, str]:
+        """An HTTP request inside the pod's network (e.g. to a loopback-only port); status, body."""
         with in_netns(self.netns):
             connection = http.client.HTTPConnection(host, port, timeout=timeout)
             connection.connect()
         try:
-            connection.request("GET", path)
+            connection.request(method, path)
             response = connection.getresponse()
-            body = response.read().decode()
-            if response.status != 200:
-                raise PodError(f"GET {path} on {self.name}:{port}: {response.status} {body[:200]}")
-            return body
+            return response.status, response.read().decode()
         finally:
             connection.close()
+
+    def http_get(self, port: int, path: str, host: str = "127.0.0.1", timeout: float = 3.0) -> str:
+        """GET inside the pod's network (e.g. Envoy's loopback-only admin); the body."""
+        status, body = self.http("GET", port, path, host, timeout)
+        if status != 200:
+            raise PodError(f"GET {path} on {self.name}:{port}: {status} {body[:200]}")
+        return body
+
+    def pids_of(self, command: str) -> list[int]:
+        """The pod's processes whose command name (``/proc/<pid>/comm``) is ``command``."""
+        found = []
+        for pid in _run("ip", "netns", "pids", self.netns, check=False).stdout.split():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() == command:
+                    found.append(int(pid))
+        return found
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM every container, SIGKILL what is left after ``grace``, remove everything."""

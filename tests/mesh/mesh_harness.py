@@ -14,19 +14,24 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
 
 import httpx
 
 from injector.config import InjectorConfig
 from meshlib.certs import new_ca
 from testbed.launcher import TestBed, free_port
-from testbed.pods import Image, Node
+from testbed.pods import Image, Node, RunningPod
 
 REPO = Path(__file__).resolve().parents[2]
 APPS = Path(__file__).with_name("apps")
@@ -34,6 +39,15 @@ VENV_BIN = REPO / ".venv" / "bin"
 XDS_PORT_ON_NODE = 15010  # plaintext xDS, as the sidecar expects on 15010
 SECURE_PORT_ON_NODE = 15012  # the mesh CA (and ADS) over TLS, Istio's port
 RUN_LABEL = "remora-mesh-e2e"
+CHARTS_CRDS = REPO / "charts" / "remora" / "crds"
+PA_CRD = "peerauthentications.security.istio.io"
+APP_UID = 1000
+SERVER_PORT = 8080
+SERVICE_PORT = 80
+# How long a bounded wait gives the shared 2-core machine; the assertions after it are strict.
+CONVERGE_S = 30.0
+
+T = TypeVar("T")
 
 
 def remora_image_workdir() -> str:
@@ -78,6 +92,8 @@ class Mesh:
     namespace: str
     injector: InjectorConfig
     discovery_log: Path
+    discovery: Discovery
+    mesh_namespace: str  # also the mesh config's rootNamespace: mesh-wide policies go here
 
     @property
     def images(self) -> dict[str, Image]:
@@ -104,52 +120,350 @@ def mesh_ca(directory: Path) -> Path:
     return directory
 
 
-@contextlib.contextmanager
-def discovery(
-    bed: TestBed, mesh_namespace: str, ca_dir: Path, log_path: Path
-) -> Iterator[tuple[int, int]]:
-    """``remora discovery --kubeconfig`` with its CA on loopback; (xDS, CA) ports once /ready.
+class Discovery:
+    """``remora discovery --kubeconfig`` with its CA, on loopback ports that survive a restart.
 
     xDS in plaintext, the CA over TLS (``--secure-xds-port``, a serving certificate for
-    ``istiod.<mesh namespace>.svc`` from the mesh CA). The CA also publishes its root as the ``istio-ca-root-cert`` ConfigMap that injected pods
-    mount. ``mesh_namespace`` (this run's own, instead of ``istio-system``) holds its CA Secret
-    and would hold the mesh ConfigMap.
+    ``istiod.<mesh namespace>.svc`` from the mesh CA). The CA also publishes its root as the
+    ``istio-ca-root-cert`` ConfigMap that injected pods mount. ``mesh_namespace`` (this run's
+    own, instead of ``istio-system``) holds its CA Secret and the mesh ConfigMap. The ports
+    are chosen once: :meth:`start` after :meth:`kill` serves the same addresses, as a
+    restarted istiod behind its Service does.
     """
-    xds_port, monitoring_port, ca_port = free_port(), free_port(), free_port()
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                str(VENV_BIN / "remora"),
-                "discovery",
-                f"--kubeconfig={bed.kubeconfig}",
-                f"--xds-port={xds_port}",
-                f"--monitoring-port={monitoring_port}",
-                f"--secure-xds-port={ca_port}",
-                f"--mesh-namespace={mesh_namespace}",
-                f"--ca-dir={ca_dir}",
-                "--listen-address=127.0.0.1",
-                "--log-format=text",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    try:
-        deadline = time.monotonic() + 60  # seconds; the shared machine can be slow
+
+    def __init__(
+        self,
+        bed: TestBed,
+        mesh_namespace: str,
+        ca_dir: Path,
+        log_path: Path,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.xds_port, self.monitoring_port, self.ca_port = free_port(), free_port(), free_port()
+        self.log_path = log_path
+        self.argv = [
+            str(VENV_BIN / "remora"),
+            "discovery",
+            f"--kubeconfig={bed.kubeconfig}",
+            f"--xds-port={self.xds_port}",
+            f"--monitoring-port={self.monitoring_port}",
+            f"--secure-xds-port={self.ca_port}",
+            f"--mesh-namespace={mesh_namespace}",
+            f"--ca-dir={ca_dir}",
+            "--listen-address=127.0.0.1",
+            "--log-format=text",
+            *extra_args,
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.monitoring_port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start it and wait for ``/ready`` (the first complete view of the cluster)."""
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        deadline = time.monotonic() + timeout  # the shared machine can be slow
         while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"remora discovery exited:\n{log_path.read_text()[-3000:]}")
+            if self.process.poll() is not None:
+                raise RuntimeError(f"remora discovery exited:\n{self.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{monitoring_port}/ready").status_code == 200:
-                    break
+                if httpx.get(f"{self.url}/ready").status_code == 200:
+                    return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"remora discovery not ready:\n{log_path.read_text()[-3000:]}")
+                raise TimeoutError(f"remora discovery not ready:\n{self.log_tail()}")
             time.sleep(0.1)
-        yield xds_port, ca_port
-    finally:
-        process.terminate()
+
+    def kill(self, sig: signal.Signals = signal.SIGKILL) -> int:
+        """Stop it with ``sig`` (SIGKILL: a crash, nothing is said to the proxies); its code."""
+        assert self.process is not None
+        self.process.send_signal(sig)
         try:
-            process.wait(timeout=5)
+            return self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+            self.process.kill()
+            return self.process.wait(timeout=5)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.kill(signal.SIGTERM)
+
+    def syncz(self) -> list[dict[str, Any]]:
+        return list(httpx.get(f"{self.url}/debug/syncz", timeout=5).json())
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+
+@contextlib.contextmanager
+def discovery(
+    bed: TestBed,
+    mesh_namespace: str,
+    ca_dir: Path,
+    log_path: Path,
+    extra_args: Sequence[str] = (),
+) -> Iterator[tuple[int, int]]:
+    """A started :class:`Discovery`; (xDS, CA) ports once ``/ready``; stopped on exit."""
+    server = Discovery(bed, mesh_namespace, ca_dir, log_path, extra_args)
+    try:
+        server.start()
+        yield server.xds_port, server.ca_port
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def peer_authentication_crd(bed: TestBed) -> Iterator[None]:
+    """The chart's PeerAuthentication CRD, installed and Established; removed after, if we
+    installed it (it is cluster-wide). Install it before ``remora discovery`` starts: a
+    missing kind is only looked for again every 30 s."""
+    had = bed.kubectl("get", "crd", PA_CRD, check=False).returncode == 0
+    if not had:
+        bed.kubectl("apply", "-f", str(CHARTS_CRDS / f"{PA_CRD}.yaml"))
+    try:
+        bed.kubectl("wait", "--for=condition=Established", f"crd/{PA_CRD}", "--timeout=60s")
+        yield
+    finally:
+        if not had:
+            bed.kubectl("delete", "crd", PA_CRD, "--ignore-not-found", check=False)
+
+
+# -- the workloads ---------------------------------------------------------------------------
+
+
+def app_security() -> dict[str, Any]:
+    return {"runAsUser": APP_UID, "runAsGroup": APP_UID, "allowPrivilegeEscalation": False}
+
+
+def server_deployment() -> dict[str, Any]:
+    """The echo server, from a Deployment (the ReplicaSet controller makes the Pod)."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "server"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "server"}},
+            "template": {
+                "metadata": {"labels": {"app": "server"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "echo",
+                            "image": "remora-e2e/echo:1",
+                            "args": [str(SERVER_PORT)],
+                            "ports": [{"name": "http", "containerPort": SERVER_PORT}],
+                            "env": [
+                                {
+                                    "name": "POD_NAME",
+                                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                                }
+                            ],
+                            "readinessProbe": {"httpGet": {"path": "/", "port": SERVER_PORT}},
+                            "securityContext": app_security(),
+                        }
+                    ]
+                },
+            },
+        },
+    }
+
+
+def client_pod() -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "client", "labels": {"app": "client"}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "client",
+                    "image": "remora-e2e/client:1",
+                    "securityContext": app_security(),
+                }
+            ]
+        },
+    }
+
+
+def wait_for_pod(core: Any, namespace: str, selector: str, timeout: float = 45.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+        if pods:
+            return dict(core.api_client.sanitize_for_serialization(pods[0]))
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no pod with {selector} in {namespace}")
+        time.sleep(0.1)
+
+
+def service_and_slice(core: Any, discovery_api: Any, namespace: str, server: RunningPod) -> str:
+    """A Service without selector and its EndpointSlice at the server pod; the ClusterIP."""
+    service = core.create_namespaced_service(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "server"},
+            "spec": {"ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": SERVER_PORT}]},
+        },
+    )
+    discovery_api.create_namespaced_endpoint_slice(
+        namespace,
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": "server-1", "labels": {"kubernetes.io/service-name": "server"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": SERVER_PORT, "protocol": "TCP"}],
+            "endpoints": [
+                {
+                    "addresses": [server.ip],
+                    "conditions": {"ready": True},
+                    "targetRef": {"kind": "Pod", "name": server.name, "namespace": namespace},
+                }
+            ],
+        },
+    )
+    return str(service.spec.cluster_ip)
+
+
+class Pods(NamedTuple):
+    server: RunningPod
+    client: RunningPod
+    cluster_ip: str
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.cluster_ip}:{SERVICE_PORT}"
+
+
+@contextlib.contextmanager
+def server_and_client(mesh: Mesh) -> Iterator[Pods]:
+    """The server (from a Deployment) and the client, running; the server's ClusterIP."""
+    from kubernetes import client
+
+    with mesh.bed.api_client() as api:
+        core = client.CoreV1Api(api)
+        client.AppsV1Api(api).create_namespaced_deployment(mesh.namespace, server_deployment())
+        core.create_namespaced_pod(mesh.namespace, client_pod())
+        server_spec = wait_for_pod(core, mesh.namespace, "app=server")
+        client_spec = wait_for_pod(core, mesh.namespace, "app=client")
+        with run_pod_in(mesh, server_spec, api) as server:
+            cluster_ip = service_and_slice(core, client.DiscoveryV1Api(api), mesh.namespace, server)
+            with run_pod_in(mesh, client_spec, api) as client_pod_:
+                yield Pods(server, client_pod_, cluster_ip)
+
+
+def run_pod_in(mesh: Mesh, spec: dict[str, Any], api: Any) -> RunningPod:
+    from testbed.pods import run_pod
+
+    return run_pod(mesh.node, spec, api, mesh.images, ready_timeout=60.0)
+
+
+# -- asking the pods -------------------------------------------------------------------------
+
+
+def call(client_pod: RunningPod, url: str, attempts: int = 50) -> dict[str, Any]:
+    """GET ``url`` from the client app (through its sidecar), retried while routes arrive."""
+    result = client_pod.exec(
+        "client",
+        ["python3", str(APPS / "client.py"), "get", url, "--attempts", str(attempts)],
+        timeout=30,
+    )
+    assert result.returncode in (0, 1), result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def xfcc(answer: dict[str, Any]) -> str | None:
+    """The ``x-forwarded-client-cert`` the echo app received, None when there was none."""
+    headers: dict[str, str] = json.loads(answer["body"])["headers"]
+    return headers.get("x-forwarded-client-cert")
+
+
+def stat(pod: RunningPod, name: str) -> int:
+    """A counter or gauge from the pod's Envoy admin (loopback-only: asked inside the pod)."""
+    exact = urllib.parse.quote(f"^{re.escape(name)}$")
+    stats = json.loads(pod.http_get(15000, f"/stats?format=json&filter={exact}"))
+    values = [int(s.get("value", 0)) for s in stats.get("stats", []) if s.get("name") == name]
+    return values[0] if values else 0
+
+
+def served_serials(pod: RunningPod) -> set[str]:
+    """Serial numbers of the workload certificates Envoy holds (``/certs``, SDS ``default``)."""
+    certs = json.loads(pod.http_get(15000, "/certs"))
+    serials = set()
+    for entry in certs.get("certificates", []):
+        for cert in entry.get("cert_chain", []):
+            if any(
+                san.get("uri", "").startswith("spiffe://")
+                for san in cert.get("subject_alt_names", [])
+            ):
+                serials.add(cert["serial_number"])
+    return serials
+
+
+def from_outside(mesh: Mesh, pod: RunningPod, port: int, path: str = "/") -> int | None:
+    """A plaintext GET from the node (no sidecar) to ``pod``'s address: status, or None when
+    the connection was refused, reset or closed without an answer."""
+    try:
+        status, _ = mesh.node.http("GET", pod.ip, port, path, timeout=3.0)
+    except OSError:
+        return None
+    return status
+
+
+def wait_until(what: str, check: Callable[[], T], timeout: float = CONVERGE_S) -> T:
+    """Poll ``check`` until it returns something truthy (returned); fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout:.0f} s: {what} (last: {value!r})")
+        time.sleep(0.2)
+
+
+class TrafficLoop:
+    """The client app sending GET after GET through both sidecars, in the background.
+
+    Every failure counts: the loop never retries (Envoy's own retries are the mesh's).
+    """
+
+    def __init__(self, pods: Pods, path: str = "/loop", max_seconds: float = 120.0) -> None:
+        self.pods = pods
+        self._inbound = f"cluster.inbound|{SERVER_PORT}||.upstream_rq_total"
+        self._process = pods.client.spawn(
+            "client",
+            [
+                "python3",
+                str(APPS / "client.py"),
+                "loop",
+                pods.url + path,
+                "--max-seconds",
+                str(max_seconds),
+            ],
+        )
+
+    def served(self) -> int:
+        """Requests the server's sidecar has delivered so far (all sources)."""
+        return stat(self.pods.server, self._inbound)
+
+    def wait_flowing(self, requests: int = 10) -> None:
+        start = self.served()
+        wait_until(
+            f"{requests} looped requests reach the server",
+            lambda: self._process.poll() is None and self.served() >= start + requests,
+        )
+
+    def stop(self) -> dict[str, Any]:
+        """Stop after the request in flight; the loop's summary (ok, failed, failures)."""
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+        out, err = self._process.communicate(timeout=30)
+        assert out.strip(), f"the client loop printed nothing: {err}"
+        return dict(json.loads(out.strip().splitlines()[-1]))

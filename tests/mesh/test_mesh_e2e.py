@@ -13,13 +13,20 @@ import base64
 import json
 import subprocess
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from mesh_harness import APPS, Mesh
+from mesh_harness import (
+    SERVER_PORT,
+    SERVICE_PORT,
+    Mesh,
+    Pods,
+    TrafficLoop,
+    call,
+    stat,
+    wait_until,
+)
 
-from testbed.pods import RunningPod, run_pod
+from testbed.pods import RunningPod
 
 pytestmark = [
     pytest.mark.testbed,
@@ -28,148 +35,8 @@ pytestmark = [
     pytest.mark.slow,
 ]
 
-APP_UID = 1000
-SERVER_PORT = 8080
-SERVICE_PORT = 80
 
-
-def _app_security() -> dict[str, Any]:
-    return {"runAsUser": APP_UID, "runAsGroup": APP_UID, "allowPrivilegeEscalation": False}
-
-
-def _server_deployment() -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "server"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "server"}},
-            "template": {
-                "metadata": {"labels": {"app": "server"}},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "echo",
-                            "image": "remora-e2e/echo:1",
-                            "args": [str(SERVER_PORT)],
-                            "ports": [{"name": "http", "containerPort": SERVER_PORT}],
-                            "env": [
-                                {
-                                    "name": "POD_NAME",
-                                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
-                                }
-                            ],
-                            "readinessProbe": {"httpGet": {"path": "/", "port": SERVER_PORT}},
-                            "securityContext": _app_security(),
-                        }
-                    ]
-                },
-            },
-        },
-    }
-
-
-def _client_pod() -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "client", "labels": {"app": "client"}},
-        "spec": {
-            "containers": [
-                {
-                    "name": "client",
-                    "image": "remora-e2e/client:1",
-                    "securityContext": _app_security(),
-                }
-            ]
-        },
-    }
-
-
-def _wait_for_pod(
-    core: Any, namespace: str, selector: str, timeout: float = 45.0
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        pods = core.list_namespaced_pod(namespace, label_selector=selector).items
-        if pods:
-            return dict(core.api_client.sanitize_for_serialization(pods[0]))
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no pod with {selector} in {namespace}")
-        time.sleep(0.1)
-
-
-def _service_and_slice(core: Any, discovery: Any, namespace: str, server: RunningPod) -> str:
-    """A Service without selector and its EndpointSlice at the server pod; the ClusterIP."""
-    service = core.create_namespaced_service(
-        namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "server"},
-            "spec": {"ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": SERVER_PORT}]},
-        },
-    )
-    discovery.create_namespaced_endpoint_slice(
-        namespace,
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {"name": "server-1", "labels": {"kubernetes.io/service-name": "server"}},
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": SERVER_PORT, "protocol": "TCP"}],
-            "endpoints": [
-                {
-                    "addresses": [server.ip],
-                    "conditions": {"ready": True},
-                    "targetRef": {"kind": "Pod", "name": server.name, "namespace": namespace},
-                }
-            ],
-        },
-    )
-    return str(service.spec.cluster_ip)
-
-
-def _stat(pod: RunningPod, name: str) -> int:
-    """A counter from the pod's Envoy admin (loopback-only, so asked from inside the pod)."""
-    stats = json.loads(pod.http_get(15000, f"/stats?format=json&filter=^{name}$"))
-    values = [int(s.get("value", 0)) for s in stats.get("stats", []) if s.get("name") == name]
-    return values[0] if values else 0
-
-
-@pytest.fixture(scope="module")
-def pods(mesh: Mesh) -> Iterator[tuple[RunningPod, RunningPod, str]]:
-    """The server (from a Deployment) and the client, running; the server's ClusterIP."""
-    from kubernetes import client
-
-    with mesh.bed.api_client() as api:
-        core = client.CoreV1Api(api)
-        client.AppsV1Api(api).create_namespaced_deployment(mesh.namespace, _server_deployment())
-        core.create_namespaced_pod(mesh.namespace, _client_pod())
-        server_spec = _wait_for_pod(core, mesh.namespace, "app=server")
-        client_spec = _wait_for_pod(core, mesh.namespace, "app=client")
-        with run_pod(mesh.node, server_spec, api, mesh.images) as server:
-            cluster_ip = _service_and_slice(
-                core, client.DiscoveryV1Api(api), mesh.namespace, server
-            )
-            with run_pod(mesh.node, client_spec, api, mesh.images) as client_pod:
-                yield server, client_pod, cluster_ip
-
-
-def _call(client_pod: RunningPod, url: str) -> dict[str, Any]:
-    result = client_pod.exec(
-        "client",
-        ["python3", str(APPS / "client.py"), "get", url, "--attempts", "50"],
-        timeout=30,
-    )
-    assert result.returncode in (0, 1), result.stderr
-    return dict(json.loads(result.stdout))
-
-
-def test_pods_were_injected_captured_and_reported(
-    mesh: Mesh, pods: tuple[RunningPod, RunningPod, str]
-) -> None:
+def test_pods_were_injected_captured_and_reported(mesh: Mesh, pods: Pods) -> None:
     from kubernetes import client
 
     server, client_pod, _ = pods
@@ -201,16 +68,14 @@ def test_pods_were_injected_captured_and_reported(
         assert root.read_text().startswith("-----BEGIN CERTIFICATE-----")
 
 
-def test_client_calls_server_cluster_ip_through_both_sidecars(
-    mesh: Mesh, pods: tuple[RunningPod, RunningPod, str]
-) -> None:
+def test_client_calls_server_cluster_ip_through_both_sidecars(mesh: Mesh, pods: Pods) -> None:
     server, client_pod, cluster_ip = pods
     fqdn = f"server.{mesh.namespace}.svc.cluster.local"
     outbound = f"cluster.outbound|{SERVICE_PORT}||{fqdn}.upstream_rq_total"
     inbound = f"cluster.inbound|{SERVER_PORT}||.upstream_rq_total"
-    before = (_stat(client_pod, outbound), _stat(server, inbound))
+    before = (stat(client_pod, outbound), stat(server, inbound))
 
-    answer = _call(client_pod, f"http://{cluster_ip}:{SERVICE_PORT}/hello")
+    answer = call(client_pod, f"http://{cluster_ip}:{SERVICE_PORT}/hello")
 
     assert answer["status"] == 200, answer
     body = json.loads(answer["body"])
@@ -218,17 +83,80 @@ def test_client_calls_server_cluster_ip_through_both_sidecars(
     assert body["path"] == "/hello"
     # The server's sidecar delivered it: inbound connections reach the app from 127.0.0.6.
     assert body["peer"] == "127.0.0.6", body
-    after = (_stat(client_pod, outbound), _stat(server, inbound))
+    after = (stat(client_pod, outbound), stat(server, inbound))
     assert after[0] > before[0], f"client Envoy {outbound}: {before[0]} -> {after[0]}"
     assert after[1] > before[1], f"server Envoy {inbound}: {before[1]} -> {after[1]}"
 
 
-def test_mtls_carries_the_client_identity(
-    mesh: Mesh, pods: tuple[RunningPod, RunningPod, str]
-) -> None:
+def test_mtls_carries_the_client_identity(mesh: Mesh, pods: Pods) -> None:
     """With mTLS between the sidecars the server's Envoy forwards the client's SPIFFE id."""
     _, client_pod, cluster_ip = pods
-    answer = _call(client_pod, f"http://{cluster_ip}:{SERVICE_PORT}/identity")
+    answer = call(client_pod, f"http://{cluster_ip}:{SERVICE_PORT}/identity")
     assert answer["status"] == 200, answer
     xfcc = json.loads(answer["body"])["headers"].get("x-forwarded-client-cert", "")
     assert f"URI=spiffe://cluster.local/ns/{mesh.namespace}/sa/default" in xfcc, xfcc
+
+
+def _dynamic_config(pod: RunningPod) -> set[tuple[str, str, str]]:
+    """What the pod's Envoy got over xDS: (kind, name, version) of every cluster and listener."""
+    held = set()
+    for kind in ("dynamic_active_clusters", "dynamic_listeners"):
+        dump = json.loads(pod.http_get(15000, f"/config_dump?resource={kind}"))
+        for entry in dump.get("configs", []):
+            if kind == "dynamic_listeners":
+                state = entry.get("active_state") or {}
+                held.add(("listener", entry["name"], state.get("version_info", "")))
+            else:
+                held.add(("cluster", entry["cluster"]["name"], entry.get("version_info", "")))
+    return held
+
+
+def test_control_plane_restart_under_traffic_fails_no_request_and_keeps_config(
+    mesh: Mesh, pods: Pods
+) -> None:
+    """``remora discovery`` is killed and started again on the same address while the client
+    sends request after request: not one fails, both Envoys notice the loss and reconnect,
+    and they hold exactly the config they had (the versions are content hashes)."""
+    connected = "control_plane.connected_state"
+    envoys = (pods.server, pods.client)
+    before = {pod.name: _dynamic_config(pod) for pod in envoys}
+    assert all(before.values())
+    assert [stat(pod, connected) for pod in envoys] == [1, 1]
+    loop = TrafficLoop(pods)
+    try:
+        loop.wait_flowing()
+        assert mesh.discovery.kill() == -9
+        # Both Envoys lost their control plane (the streams broke), and traffic goes on.
+        wait_until(
+            "both Envoys see the control plane gone",
+            lambda: not any(stat(pod, connected) for pod in envoys),
+        )
+        served_while_down = loop.served()
+        time.sleep(1.0)
+        assert loop.served() > served_while_down, "no request was served without a control plane"
+        mesh.discovery.start()
+        wait_until(
+            "both Envoys reconnected to the restarted control plane",
+            lambda: all(stat(pod, connected) == 1 for pod in envoys),
+            timeout=60,
+        )
+        wait_until(
+            "the restarted control plane lists both proxies",
+            lambda: (
+                {s["proxy"] for s in mesh.discovery.syncz()}
+                >= {f"{pod.name}.{mesh.namespace}" for pod in envoys}
+            ),
+        )
+        loop.wait_flowing()
+    finally:
+        summary = loop.stop()
+    assert summary["failed"] == 0, summary
+    assert summary["ok"] >= 20, summary
+    assert {pod.name: _dynamic_config(pod) for pod in envoys} == before
+    nacks = [
+        (s["proxy"], kind, t["last_nack"])
+        for s in mesh.discovery.syncz()
+        for kind, t in s["types"].items()
+        if t.get("last_nack")
+    ]
+    assert not nacks

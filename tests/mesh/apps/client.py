@@ -3,6 +3,10 @@
 ``python client.py idle``: the container's main process (waits to be stopped).
 ``python client.py get URL [--attempts N]``: one HTTP GET, retried up to N times (and for at
 most 15 s) while the route is not there yet, printed as JSON ``{"status": ..., "body": ...}``.
+``python client.py loop URL [--max-seconds S]``: GET after GET (one at a time, each on a new
+connection, 20 ms apart) until SIGTERM or ``S`` seconds (default 120), never retried; then
+prints ``{"ok": n, "failed": n, "failures": [the first 20]}``: continuous traffic whose every
+failure counts.
 Run in the client pod, as its app user, like ``kubectl exec``.
 """
 
@@ -21,7 +25,7 @@ def get(url: str, attempts: int) -> int:
     deadline = time.monotonic() + 15  # and never longer than this, whatever the attempts
     for attempt in range(attempts):
         try:
-            with urllib.request.urlopen(url, timeout=3) as response:
+            with urllib.request.urlopen(url, timeout=5) as response:
                 result = {"status": response.status, "body": response.read().decode()}
                 break
         except urllib.error.HTTPError as error:
@@ -37,14 +41,45 @@ def get(url: str, attempts: int) -> int:
     return 0 if result.get("status") == 200 else 1
 
 
+def loop(url: str, max_seconds: float) -> int:
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    ok, failures = 0, []
+    began = time.monotonic()
+    while not stopping and time.monotonic() - began < max_seconds:
+        at = round(time.monotonic() - began, 3)
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                response.read()
+                ok += 1
+        except urllib.error.HTTPError as error:
+            failures.append({"at": at, "status": error.code, "body": error.read().decode()[:200]})
+        except OSError as error:
+            failures.append({"at": at, "error": str(error)})
+        time.sleep(0.02)
+    summary = {
+        "ok": ok,
+        "failed": len(failures),
+        "failures": failures[:20],
+        "seconds": round(time.monotonic() - began, 3),
+    }
+    print(json.dumps(summary), flush=True)
+    return 0 if not failures else 1
+
+
+def _option(name: str, default: float) -> float:
+    return float(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
+
+
 def main() -> int:
     if sys.argv[1] == "idle":
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         print("client idle", flush=True)
         while True:
             time.sleep(3600)
-    attempts = int(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[3] == "--attempts" else 1
-    return get(sys.argv[2], attempts)
+    if sys.argv[1] == "loop":
+        return loop(sys.argv[2], _option("--max-seconds", 120.0))
+    return get(sys.argv[2], int(_option("--attempts", 1)))
 
 
 if __name__ == "__main__":

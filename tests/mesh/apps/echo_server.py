@@ -2,7 +2,9 @@
 
 ``python echo_server.py PORT``. The answer names the pod (``$POD_NAME``), the peer address
 the app saw (``127.0.0.6`` when the server's sidecar delivered the request) and the request
-headers (``x-forwarded-client-cert`` once mTLS is on). Runs inside a test pod only.
+headers (``x-forwarded-client-cert`` once mTLS is on). ``GET /delay?seconds=S`` answers the
+same after ``S`` seconds (at most 30): a request that is still in flight when a test stops
+the sidecar. Runs inside a test pod only.
 """
 
 from __future__ import annotations
@@ -10,11 +12,17 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Echo(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        if url.path == "/delay":
+            seconds = float(urllib.parse.parse_qs(url.query).get("seconds", ["1"])[0])
+            time.sleep(min(max(seconds, 0.0), 30.0))
         body = json.dumps(
             {
                 "pod": os.environ.get("POD_NAME", ""),
