@@ -6,18 +6,21 @@ so when the second fails the first is rolled back by a clean-up, and the pod is 
 none of our rules rather than half of them.
 """
 
-# Annotations are evaluated eagerly (no ``from __future__ import annotations``): NamedTuple
-# compiles every *string* annotation into a ForwardRef, ~0.1 ms per field on each pod start.
-
-from typing import NamedTuple
+from __future__ import annotations
 
 from initcontainer import process
 from initcontainer.errors import CaptureError, hint_for
-from initcontainer.iptables_mode import MODES, Mode, ModeChoice, ModeProbe, choose_mode
+from initcontainer.iptables_mode import MODES, ModeChoice, ModeProbe, choose_mode
 from initcontainer.log import getLogger
-from initcontainer.plan import CapturePlan
+from initcontainer.records import NamedTuple
 from initcontainer.restore import SavedState, count_rules, parse_save, transaction
-from initcontainer.rules import Family, Rule
+from initcontainer.rules import FAMILIES, Family
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from initcontainer.iptables_mode import Mode
+    from initcontainer.plan import CapturePlan
+    from initcontainer.rules import Rule
 
 log = getLogger("initcontainer.backend")
 
@@ -64,7 +67,7 @@ class RestoreBackend:
         """Run every ``*-save`` we need at once: they are independent and each costs ~2 ms."""
         started: list[tuple[Family, Mode, process.Process | None]] = []
         for mode in modes:
-            for family in Family:
+            for family in FAMILIES:
                 try:
                     proc: process.Process | None = process.Process([tool(family, mode, "save")])
                 except FileNotFoundError:
@@ -166,7 +169,7 @@ class RestoreBackend:
         mode = self.select_mode().mode
         planned = dict(plan.families())
         try:
-            for family in Family:
+            for family in FAMILIES:
                 rules = planned.get(family)
                 if rules is None:
                     # Not planned (IPv4-only pod), but an earlier run may have left rules.
@@ -181,7 +184,7 @@ class RestoreBackend:
 
     def _rollback(self, mode: Mode, planned: dict[Family, tuple[Rule, ...]]) -> None:
         """Best effort: leave no rule of ours behind after a failed install."""
-        for family in Family:
+        for family in FAMILIES:
             state = self._state(family, mode)
             if family not in planned and (state is None or not state.has_own_state()):
                 continue  # never written, nothing of ours (or no such family here)
@@ -203,7 +206,7 @@ class RestoreBackend:
             modes = MODES
         removed = 0
         for mode in modes:
-            for family in Family:
+            for family in FAMILIES:
                 state = self._state(family, mode)
                 if state is None or not state.has_own_state():
                     continue
@@ -219,7 +222,7 @@ class RestoreBackend:
     def saved_state(self) -> dict[Family, str]:
         mode = self.select_mode().mode
         out = {}
-        for family in Family:
+        for family in FAMILIES:
             result = _run([tool(family, mode, "save")])
             out[family] = result.stdout if result.returncode == 0 else result.stderr
         return out

@@ -22,6 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from initcontainer.backend import Backend
     from initcontainer.flags import Args
+    from initcontainer.iptables_mode import Mode
 
 log = logs.getLogger("initcontainer")
 
@@ -44,7 +45,6 @@ def _make_backend(args: Args) -> Backend:
 
         return IptcBackend()
     from initcontainer.backend_restore import RestoreBackend
-    from initcontainer.iptables_mode import Mode
 
     forced: Mode | None = None
     if args.force_legacy_iptables or args.iptables_mode == "legacy":

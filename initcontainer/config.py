@@ -9,14 +9,21 @@ The string parsers here follow istio-iptables' conventions: lists are comma sepa
 empty items are dropped; ``*`` means "everything" where Istio allows it.
 """
 
-# Annotations are evaluated eagerly (no ``from __future__ import annotations``): NamedTuple
-# compiles every *string* annotation into a ForwardRef, ~0.1 ms per field on each pod start.
+# Start-up cost matters here (every pod runs this): no enum, no typing at run time
+# (``records.NamedTuple``), and ``ipaddress`` only when there is an address to parse.
 
-import enum
-import ipaddress
-from typing import NamedTuple
+from __future__ import annotations
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from initcontainer.records import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ipaddress
+    from typing import Literal
+
+    IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+    IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+    Mode = Literal["REDIRECT", "TPROXY"]
 
 # Kernel limit on interface names (IFNAMSIZ - 1); iptables rejects longer ones.
 _MAX_INTERFACE_NAME = 15
@@ -24,7 +31,8 @@ _NOT_IN_INTERFACE_NAMES = frozenset("/!:'\"")
 # User and group names as passwd(5)/group(5) allow them (or a numeric id). Plain string
 # checks rather than regular expressions: compiling one costs ~1 ms on every pod start.
 _NAME_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
-DEFAULT_IPV4_LOOPBACK = ipaddress.IPv4Network("127.0.0.1/32")
+# Where istio-iptables' ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR defaults to (canonical form).
+DEFAULT_IPV4_LOOPBACK = "127.0.0.1/32"
 # istio-iptables caps the include owner-group list (one ``-m owner`` match per group).
 MAX_OWNER_GROUPS = 64
 
@@ -33,11 +41,11 @@ class ConfigError(ValueError):
     """A flag or environment value is invalid. The message names the flag and the fix."""
 
 
-class InterceptionMode(enum.Enum):
-    """How inbound traffic reaches Envoy."""
+class InterceptionMode:
+    """How inbound traffic reaches Envoy: the values of ``-m`` (plain strings, not an enum)."""
 
-    REDIRECT = "REDIRECT"  # NAT: Envoy sees the pod IP as the destination, reads SO_ORIGINAL_DST
-    TPROXY = "TPROXY"  # mangle + policy routing: the original destination and source are kept
+    REDIRECT: Mode = "REDIRECT"  # NAT: Envoy sees the pod IP as destination, reads SO_ORIGINAL_DST
+    TPROXY: Mode = "TPROXY"  # mangle + policy routing: the original destination and source kept
 
 
 class CidrSelection(NamedTuple):
@@ -84,11 +92,9 @@ class DnsCapture(NamedTuple):
 
     enabled: bool = False
     capture_all: bool = False
-    servers: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = ()
+    servers: tuple[IPAddress, ...] = ()
 
-    def servers_for_family(
-        self, version: int
-    ) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+    def servers_for_family(self, version: int) -> tuple[IPAddress, ...]:
         return tuple(s for s in self.servers if s.version == version)
 
 
@@ -100,7 +106,7 @@ class CaptureConfig(NamedTuple):
     inbound_tunnel_port: int = 15008
     proxy_uids: tuple[str, ...] = ("1337",)
     proxy_gids: tuple[str, ...] = ("1337",)
-    mode: InterceptionMode = InterceptionMode.REDIRECT
+    mode: Mode = InterceptionMode.REDIRECT
     inbound_ports: PortSelection = PortSelection()
     inbound_ports_exclude: tuple[int, ...] = ()
     outbound_cidrs: CidrSelection = CidrSelection()
@@ -115,7 +121,7 @@ class CaptureConfig(NamedTuple):
     drop_invalid: bool = False
     ipv6: bool = False
     owner_groups: OwnerGroups = OwnerGroups()
-    ipv4_loopback_cidr: ipaddress.IPv4Network = DEFAULT_IPV4_LOOPBACK
+    ipv4_loopback_cidr: str = DEFAULT_IPV4_LOOPBACK  # canonical, e.g. 127.0.0.1/32
 
 
 # --- parsers for the string forms of flags and environment variables ------------------------
@@ -161,6 +167,10 @@ def parse_cidrs(value: str, flag: str, *, allow_everything: bool = True) -> Cidr
                 "capture; to turn outbound capture off, pass an empty -i instead)"
             )
         return CidrSelection(everything=True)
+    if not items:
+        return CidrSelection()
+    import ipaddress
+
     networks: list[IPNetwork] = []
     for item in items:
         try:
@@ -212,20 +222,25 @@ def parse_interfaces(value: str, flag: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def parse_mode(value: str, flag: str) -> InterceptionMode:
-    normalized = value.strip().upper() or InterceptionMode.REDIRECT.value
+def parse_mode(value: str, flag: str) -> Mode:
+    normalized = value.strip().upper() or InterceptionMode.REDIRECT
     if normalized == "NONE":
         raise ConfigError(
             f"{flag}: interception mode NONE means no capture; such pods need no init "
             "container (the injector leaves it out)"
         )
-    try:
-        return InterceptionMode(normalized)
-    except ValueError:
-        raise ConfigError(f"{flag}: {value!r} is not REDIRECT or TPROXY") from None
+    for mode in (InterceptionMode.REDIRECT, InterceptionMode.TPROXY):
+        if normalized == mode:
+            return mode
+    raise ConfigError(f"{flag}: {value!r} is not REDIRECT or TPROXY")
 
 
-def parse_ipv4_loopback_cidr(value: str, flag: str) -> ipaddress.IPv4Network:
+def parse_ipv4_loopback_cidr(value: str, flag: str) -> str:
+    """An IPv4 loopback CIDR, in canonical form (``127.0.0.1`` -> ``127.0.0.1/32``)."""
+    if value.strip() == DEFAULT_IPV4_LOOPBACK:  # every pod: no need to load ipaddress
+        return DEFAULT_IPV4_LOOPBACK
+    import ipaddress
+
     try:
         network = ipaddress.IPv4Network(value.strip(), strict=False)
     except ValueError:
@@ -234,13 +249,13 @@ def parse_ipv4_loopback_cidr(value: str, flag: str) -> ipaddress.IPv4Network:
         raise ConfigError(
             f"{flag}: {value!r} must be inside 127.0.0.0/8 with a prefix length of 8 to 32"
         )
-    return network
+    return str(network)
 
 
-def parse_dns_servers(
-    values: list[str], source: str
-) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
-    servers: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+def parse_dns_servers(values: list[str], source: str) -> tuple[IPAddress, ...]:
+    import ipaddress
+
+    servers: list[IPAddress] = []
     for value in values:
         try:
             server = ipaddress.ip_address(value.split("%", 1)[0])

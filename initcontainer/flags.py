@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import sys
-from types import SimpleNamespace
 
 from initcontainer import environment
 from initcontainer.config import (
@@ -53,7 +52,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import Any
 
-    Args = argparse.Namespace | SimpleNamespace
+    # argparse.Namespace or Parsed: one attribute per flag (``args.envoy_port``).
+    Args = Any
 
 log = getLogger("initcontainer")
 
@@ -640,7 +640,17 @@ def parse_command_line(argv: list[str], environ: Mapping[str, str] | None = None
         return build_parser(env).parse_args(argv)
 
 
-def _parse_fast(argv: list[str], env: Mapping[str, str]) -> SimpleNamespace:
+class Parsed:
+    """The parsed flags as attributes, like ``argparse.Namespace`` (``args.envoy_port``)."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+    def __repr__(self) -> str:
+        return f"Parsed({vars(self)!r})"
+
+
+def _parse_fast(argv: list[str], env: Mapping[str, str]) -> Parsed:
     """argparse's rules for our flags (all optional, one value each, booleans ``nargs='?'``)."""
     values = {flag.dest: _default(flag, env) for flag in OPTIONS.values()}
     index = 0
@@ -659,7 +669,7 @@ def _parse_fast(argv: list[str], env: Mapping[str, str]) -> SimpleNamespace:
         if value == "--":  # argparse drops it: an edge case not worth a second implementation
             raise _NeedsArgparse
         values[flag.dest] = _convert(flag, value)
-    return SimpleNamespace(**values)
+    return Parsed(values)
 
 
 def _split_option(arg: str) -> tuple[Flag, str | None]:

@@ -9,14 +9,16 @@ looks like "legacy is in use" to tools that count output lines (Istio issue 6102
 real rules (``-A`` lines) instead.
 """
 
-# Annotations are evaluated eagerly (no ``from __future__ import annotations``): NamedTuple
-# compiles every *string* annotation into a ForwardRef, ~0.1 ms per field on each pod start.
-
-from typing import Literal, NamedTuple
+from __future__ import annotations
 
 from initcontainer.errors import CAPABILITY_HINT, CaptureError, hint_for
+from initcontainer.records import NamedTuple
 
-Mode = Literal["nft", "legacy"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal
+
+    Mode = Literal["nft", "legacy"]
 MODES: tuple[Mode, ...] = ("nft", "legacy")
 
 

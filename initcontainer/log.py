@@ -14,7 +14,6 @@ level and the format once, from ``--log_output_level`` and ``--log_as_json``.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 
@@ -30,6 +29,7 @@ if TYPE_CHECKING:
 DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50
 LEVELS = {"debug": DEBUG, "info": INFO, "warning": WARNING, "error": ERROR, "critical": CRITICAL}
 _NAMES = {number: name for name, number in LEVELS.items()}
+_FLOAT_SPECIALS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}  # json.dumps' spelling
 
 
 class _Settings:
@@ -122,11 +122,8 @@ def to_json(value: object) -> str:
     if isinstance(value, int):
         return int.__repr__(value)
     if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "Infinity" if value > 0 else "-Infinity"
-        return float.__repr__(value)
+        text = float.__repr__(value)
+        return _FLOAT_SPECIALS.get(text, text)
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(to_json(item) for item in value) + "]"
     if isinstance(value, dict):

@@ -12,13 +12,10 @@ appending to two lists at once: a rule that exists in only one family is then an
 ``if`` at the place it is emitted.
 """
 
-# Annotations are evaluated eagerly (no ``from __future__ import annotations``): NamedTuple
-# compiles every *string* annotation into a ForwardRef, ~0.1 ms per field on each pod start.
-
-from collections.abc import Iterable
-from typing import NamedTuple
+from __future__ import annotations
 
 from initcontainer.config import CaptureConfig, InterceptionMode
+from initcontainer.records import NamedTuple
 from initcontainer.rules import (
     BUILTIN_CHAINS,
     ISTIO_DIVERT,
@@ -33,6 +30,10 @@ from initcontainer.rules import (
     Family,
     Rule,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 DNS_CAPTURE_PORT = "15053"
 # Envoy's inbound passthrough cluster binds its upstream connections to this source, so the
@@ -78,7 +79,7 @@ def build_plan(config: CaptureConfig) -> CapturePlan:
         ipv6=tuple(_FamilyPlanner(config, Family.IPV6).rules()) if config.ipv6 else None,
         tproxy_route=(
             TproxyRoute(mark=config.tproxy_mark, table=config.tproxy_route_table)
-            if config.mode is InterceptionMode.TPROXY
+            if config.mode == InterceptionMode.TPROXY
             else None
         ),
     )
@@ -106,7 +107,7 @@ class _FamilyPlanner:
         self.loopback = str(config.ipv4_loopback_cidr) if v4 else IPV6_LOOPBACK
         self.passthrough_source = INBOUND_PASSTHROUGH_SOURCE[family]
         self.host_suffix = "/32" if v4 else "/128"
-        self.tproxy = config.mode is InterceptionMode.TPROXY
+        self.tproxy = config.mode == InterceptionMode.TPROXY
         self.inbound_table = "mangle" if self.tproxy else "nat"
         self.dns_servers = config.dns.servers_for_family(family.version)
         self.dns_enabled = config.dns.enabled and (

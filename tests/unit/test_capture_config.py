@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 import pytest
 
 from initcontainer.config import (
@@ -88,7 +86,8 @@ def test_modes() -> None:
 
 
 def test_ipv4_loopback_cidr_must_be_loopback_with_a_sane_prefix() -> None:
-    assert parse_ipv4_loopback_cidr("127.0.0.0/8", "x") == ipaddress.IPv4Network("127.0.0.0/8")
+    assert parse_ipv4_loopback_cidr("127.0.0.0/8", "x") == "127.0.0.0/8"
+    assert parse_ipv4_loopback_cidr(" 127.0.0.1 ", "x") == "127.0.0.1/32"  # canonical form
     for bad in ("10.0.0.0/8", "127.0.0.0/7", "::1/128"):
         with pytest.raises(ConfigError):
             parse_ipv4_loopback_cidr(bad, "x")
