@@ -1,28 +1,138 @@
-"""Shared by the xDS benchmarks: a synthetic mesh of N services x M endpoints, as Kubernetes YAML."""
+"""Shared by the xDS benchmarks: a synthetic mesh of N services x M endpoints, as Kubernetes
+YAML, and an Envoy started exactly as the sidecar agent starts it (same bootstrap, same
+command line), so that the figures are the product's."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
 from typing import Any
+
+import httpx
+
+from controlplane.testing_sds import shared_sds
+from meshlib.envoy_binary import envoy_path
+from meshlib.ports import free_port
+from sidecar.bootstrap import build_bootstrap, envoy_args
+from sidecar.config import AgentConfig, AgentOptions, build_config
 
 NAMESPACE = "bench"
 
-# Envoy stats limited like Istio's default sidecar bootstrap (its stats_matcher inclusion list):
-# per-cluster stats are most of Envoy's per-cluster cost (memory and time).
-ISTIO_LIKE_STATS: dict[str, Any] = {
-    "stats_config": {
-        "stats_matcher": {
-            "inclusion_list": {
-                "patterns": [
-                    {"prefix": "cluster_manager"},
-                    {"prefix": "listener_manager"},
-                    {"prefix": "server"},
-                    {"prefix": "cluster.xds-grpc"},
-                    {"prefix": "control_plane"},
-                ]
-            }
-        }
-    }
-}
+# What ``--stats every`` removes from the product's bootstrap: the bootstrap as it was before
+# the inclusion list, where Envoy creates every stat of every resource up front.
+STATS_KEYS = ("stats_config", "deferred_stat_options")
+
+
+def sidecar_config(
+    pod: str, namespace: str, ip: str, xds_port: int, *, delta: bool, concurrency: int, workdir: str
+) -> AgentConfig:
+    """The agent's decisions for a pod on loopback (plaintext xDS to ``xds_port``). Workload
+    certificates come from the harness's SDS server (the agent's role), since the inbound
+    listener's TLS chains wait for them."""
+    options = AgentOptions(
+        discovery_address=f"127.0.0.1:{xds_port}",
+        xds_tls=False,
+        xds_api="DELTA_GRPC" if delta else "GRPC",
+        admin_port=free_port(),
+        status_port=free_port(),
+        health_port=free_port(),
+        prometheus_port=free_port(),
+        bind_address="127.0.0.1",
+        concurrency=concurrency,
+        config_dir=workdir,
+        sds_socket=str(shared_sds().socket_path),
+    )
+    env = {"POD_NAME": pod, "POD_NAMESPACE": namespace, "INSTANCE_IP": ip}
+    return build_config(env, options, host_cpus=os.cpu_count() or 1)
+
+
+class SidecarEnvoy:
+    """Envoy with the sidecar agent's bootstrap and command line (no agent around it: the
+    bench measures Envoy and the control plane). ``every_stat`` drops the stats inclusion
+    list and deferred stats, i.e. the bootstrap before them."""
+
+    def __init__(
+        self,
+        pod: str,
+        namespace: str,
+        ip: str,
+        xds_port: int,
+        *,
+        delta: bool = True,
+        concurrency: int = 2,
+        every_stat: bool = False,
+    ) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="remora-bench-envoy-")
+        self.config = sidecar_config(
+            pod,
+            namespace,
+            ip,
+            xds_port,
+            delta=delta,
+            concurrency=concurrency,
+            workdir=self._dir.name,
+        )
+        bootstrap = build_bootstrap(self.config)
+        if every_stat:
+            for key in STATS_KEYS:
+                bootstrap.pop(key, None)
+        self.bootstrap = bootstrap
+        path = Path(self._dir.name) / "envoy-rev.json"
+        path.write_text(json.dumps(bootstrap))
+        self.process = subprocess.Popen(
+            [str(envoy_path()), *envoy_args(self.config, str(path))],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.admin = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.config.ports.admin}", timeout=5.0
+        )
+
+    def __enter__(self) -> SidecarEnvoy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self.admin.close()
+        self._dir.cleanup()
+
+    def get(self, path: str) -> httpx.Response:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"envoy exited with {self.process.returncode}")
+        return self.admin.get(path)
+
+    def _dump(self, resource: str) -> list[dict[str, Any]]:
+        response = self.get(f"/config_dump?resource={resource}")
+        response.raise_for_status()
+        return list(response.json().get("configs", []))
+
+    def listener_names(self) -> set[str]:
+        return {e["name"] for e in self._dump("dynamic_listeners") if "active_state" in e}
+
+    def active_clusters(self) -> int:
+        return len(self._dump("dynamic_active_clusters"))
+
+    def memory(self) -> dict[str, float]:
+        """MiB from ``/proc/<pid>/smaps_rollup``: Rss, Anonymous."""
+        out = {}
+        for line in Path(f"/proc/{self.process.pid}/smaps_rollup").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("Rss", "Anonymous"):
+                out[name] = int(value.split()[0]) / 1024
+        return out
+
+    def stat_count(self) -> int:
+        return len(self.get("/stats").text.splitlines())
 
 
 def service_ip(i: int) -> str:
@@ -80,3 +190,18 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+def product_stats_settings() -> dict[str, Any]:
+    """The product bootstrap's stats settings (inclusion list, deferred stats), for benches
+    that start Envoy with another bootstrap (``controlplane.testing.EnvoyProcess``)."""
+    with tempfile.TemporaryDirectory() as workdir:
+        config = sidecar_config(
+            "bench-0", NAMESPACE, "10.200.0.1", 15010, delta=True, concurrency=1, workdir=workdir
+        )
+        bootstrap = build_bootstrap(config)
+    return {key: bootstrap[key] for key in STATS_KEYS if key in bootstrap}
+
+
+# Kept for bench/xds_scale.py: its Envoys get the product's stats settings.
+ISTIO_LIKE_STATS: dict[str, Any] = product_stats_settings()

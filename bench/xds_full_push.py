@@ -3,10 +3,12 @@
 The Envoy is connected and synced on an empty mesh first; the clock starts just before the
 control plane publishes the full mesh (translation included) and stops when every xDS type
 of that proxy is ACKed at the published version. Each run uses a fresh control plane and
-Envoy. Envoy is measured with two stats configurations: an inclusion list like Istio's
-default sidecar bootstrap (what a mesh sidecar runs), and Envoy's default of every stat.
+Envoy. Envoy runs with the sidecar agent's own bootstrap and command line
+(:class:`xds_common.SidecarEnvoy`): ``--stats product`` is that bootstrap (Istio's stats
+inclusion list, deferred stats), ``--stats every`` the same without them (every stat, created
+up front: the bootstrap before the inclusion list).
 
-Run: .venv/bin/python bench/xds_full_push.py [--runs 3]
+Run: .venv/bin/python bench/xds_full_push.py [--runs 5] [--concurrency 2] [--stats product,every]
 """
 
 from __future__ import annotations
@@ -17,17 +19,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from xds_common import ISTIO_LIKE_STATS, mesh
+from xds_common import SidecarEnvoy, mesh
 
 from controlplane.app import DiscoveryOptions
 from controlplane.resources import PUSH_ORDER, ProxyResources
 from controlplane.sources.files import load_into
 from controlplane.store import MeshStore
-from controlplane.testing import ControlPlaneThread, EnvoyProcess, wait_for
+from controlplane.testing import ControlPlaneThread, wait_for
 from controlplane.xds.protocol import Response
 from controlplane.xds.server import ProxyConnection
 
@@ -46,22 +47,23 @@ def fully_acked(conn: ProxyConnection) -> bool:
 
 
 def one_run(
-    services: int, endpoints: int, delta: bool, istio_stats: bool
-) -> tuple[float, float, int]:
-    """(seconds to the last ACK, seconds to the first response on the wire, clusters in Envoy)."""
+    services: int, endpoints: int, delta: bool, every_stat: bool, concurrency: int
+) -> tuple[float, float, int, dict[str, float], int]:
+    """(seconds to the last ACK, seconds to the first response on the wire, clusters in Envoy,
+    Envoy's memory after the push, stats Envoy holds)."""
     store = MeshStore()
     load_into(store, mesh(services, endpoints))
     snapshot = store.snapshot()
     cp = ControlPlaneThread(DiscoveryOptions(xds_address="127.0.0.1:0", monitoring_address=None))
-    overrides: dict[str, Any] | None = ISTIO_LIKE_STATS if istio_stats else None
     try:
-        with EnvoyProcess(
+        with SidecarEnvoy(
             "client-0",
             "bench",
             "10.200.0.1",
             cp.xds_port,
             delta=delta,
-            bootstrap_overrides=overrides,
+            concurrency=concurrency,
+            every_stat=every_stat,
         ) as envoy:
             conn = wait_for(lambda: next(iter(cp.server.hub.connections), None), what="the proxy")
             wait_for(lambda: "virtualOutbound" in envoy.listener_names(), what="the empty mesh")
@@ -84,7 +86,13 @@ def one_run(
                 what="the last ACK",
             )
             elapsed = time.perf_counter() - started
-            return elapsed, first_send[0] - started, len(envoy.active_clusters())
+            return (
+                elapsed,
+                first_send[0] - started,
+                envoy.active_clusters(),
+                envoy.memory(),
+                envoy.stat_count(),
+            )
     finally:
         cp.stop()
 
@@ -95,24 +103,46 @@ def main() -> None:
     )
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--endpoints", type=int, default=10)
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    print(
-        f"full push: {args.services} services x {args.endpoints} endpoints to one Envoy, {args.runs} runs each"
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=2,
+        help="Envoy worker threads (the agent's default without a CPU limit is 2)",
     )
-    for stats in ("istio", "all"):
-        for mode in ("delta", "sotw"):
+    parser.add_argument("--stats", default="product,every", help="product, every, or both")
+    parser.add_argument("--modes", default="delta,sotw", help="delta, sotw, or both")
+    args = parser.parse_args()
+    with open("/proc/loadavg") as loadavg:
+        load = " ".join(loadavg.read().split()[:3])
+    print(
+        f"full push: {args.services} services x {args.endpoints} endpoints to one Envoy "
+        f"(--concurrency {args.concurrency}), {args.runs} runs each, load average {load}"
+    )
+    for stats in args.stats.split(","):
+        for mode in args.modes.split(","):
             results = [
-                one_run(args.services, args.endpoints, mode == "delta", stats == "istio")
+                one_run(
+                    args.services,
+                    args.endpoints,
+                    mode == "delta",
+                    stats == "every",
+                    args.concurrency,
+                )
                 for _ in range(args.runs)
             ]
             totals = [r[0] * 1000 for r in results]
             firsts = [r[1] * 1000 for r in results]
+            memory = results[-1][3]
             print(
-                f"  {mode:5} Envoy stats={stats:5}: last ACK median {statistics.median(totals):.0f} ms "
+                f"  {mode:5} stats={stats:7}: last ACK median {statistics.median(totals):.0f} ms "
                 f"(runs {', '.join(f'{t:.0f}' for t in totals)}); first response sent after "
-                f"{statistics.median(firsts):.0f} ms; Envoy holds {results[-1][2]} clusters"
+                f"{statistics.median(firsts):.0f} ms; Envoy holds {results[-1][2]} clusters, "
+                f"{results[-1][4]} stats, RSS {memory['Rss']:.0f} MiB "
+                f"({memory['Anonymous']:.0f} MiB anonymous)"
             )
+    with open("/proc/loadavg") as loadavg:
+        print(f"load average after: {' '.join(loadavg.read().split()[:3])}")
 
 
 if __name__ == "__main__":

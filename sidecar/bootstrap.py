@@ -14,6 +14,11 @@ What the bootstrap holds, and why:
 * two static listeners kubelet and Prometheus use: ``:15021/healthz/ready`` forwarded to the
   agent (so the probe fails if Envoy is down, not only if the agent is), and
   ``:15090/stats/prometheus`` forwarded to the admin endpoint, which stays on loopback.
+* ``stats_config``: Istio's stats inclusion list (:mod:`sidecar.stats`), and
+  ``deferred_stat_options``: a cluster's traffic stats are created when it carries its first
+  request, not when it arrives. Together they are most of what a full push costs Envoy:
+  with every stat created up front, a sidecar given 1,000 services spends about twice as
+  long taking them (``docs/benchmarks.md``, "Control plane").
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sidecar.config import AgentConfig
+from sidecar.stats import stats_matcher
 
 XDS_CLUSTER = "xds-grpc"
 SDS_CLUSTER = "sds-grpc"
@@ -217,6 +223,9 @@ def build_bootstrap(config: AgentConfig) -> dict[str, Any]:
 def _generated_bootstrap(config: AgentConfig) -> dict[str, Any]:
     ads_source = {"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "0s"}
     loopback = config.loopback
+    stats: dict[str, Any] = {}
+    if config.stats is not None:
+        stats["stats_config"] = {"stats_matcher": stats_matcher(config.stats)}
     return {
         "node": {
             "id": config.node_id,
@@ -224,6 +233,9 @@ def _generated_bootstrap(config: AgentConfig) -> dict[str, Any]:
             "metadata": dict(sorted(config.node_metadata.items())),
         },
         "admin": {"address": _socket(loopback, config.ports.admin)},
+        **stats,
+        "deferred_stat_options": {"enable_deferred_creation_stats": True},
+        "cluster_manager": {"enable_deferred_cluster_creation": True},
         "layered_runtime": {
             "layers": [
                 {

@@ -20,6 +20,7 @@ from meshlib.meshconfig import MeshConfigError, ProxyConfig, parse_duration, par
 from sidecar.node import NodeMetadataError, metadata_from_env, node_id, service_cluster
 from sidecar.probes import PROBERS_ENV, AppProbe, ProbeConfigError, parse_app_probers
 from sidecar.promtext import AppScrape, ScrapeConfigError, parse_scrape_annotations
+from sidecar.stats import StatsConfigError, StatsInclusion, stats_inclusion
 
 PLAINTEXT_XDS_PORT = 15010  # Istio's plaintext discovery port; anything else means TLS
 DEFAULT_CONCURRENCY = 2  # Istio's default when neither ProxyConfig nor a CPU limit says
@@ -115,6 +116,7 @@ class AgentConfig:
     probers: Mapping[str, AppProbe] = field(default_factory=dict)
     probe_via_localhost: bool = False
     app_scrape: AppScrape | None = None
+    stats: StatsInclusion | None = None  # Envoy's stats inclusion list; None: every stat
 
     @property
     def spiffe_id(self) -> str:
@@ -325,6 +327,16 @@ def build_config(
         app_scrape = parse_scrape_annotations(env.get("ISTIO_PROMETHEUS_ANNOTATIONS"))
     except (NodeMetadataError, ProbeConfigError, ScrapeConfigError) as exc:
         raise ConfigError(str(exc)) from exc
+    exit_on_zero = _bool_env(env, "EXIT_ON_ZERO_ACTIVE_CONNECTIONS", True)
+    try:
+        stats = stats_inclusion(
+            annotations=pod_annotations or {},
+            proxy_stats_matcher=proxy_config.extra.get("proxyStatsMatcher"),
+            pod_ips=instance_ips,
+            drain_on_zero_connections=exit_on_zero,
+        )
+    except StatsConfigError as exc:
+        raise ConfigError(str(exc)) from exc
     labels = dict(pod_labels or {})
     if not labels and isinstance(meta.get("LABELS"), Mapping):
         labels = {str(k): str(v) for k, v in meta["LABELS"].items()}
@@ -383,11 +395,12 @@ def build_config(
         drain_duration_s=drain.duration_s,
         termination_drain_duration_s=drain.termination_s,
         minimum_drain_duration_s=drain.minimum_s,
-        exit_on_zero_active_connections=_bool_env(env, "EXIT_ON_ZERO_ACTIVE_CONNECTIONS", True),
+        exit_on_zero_active_connections=exit_on_zero,
         drain_poll_interval_s=options.drain_poll_interval_s,
         workload_certificates=options.workload_certificates,
         bootstrap_override=options.bootstrap_override,
         probers=probers,
         probe_via_localhost=_bool_env(env, "REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION", False),
         app_scrape=app_scrape,
+        stats=stats,
     )

@@ -1,0 +1,169 @@
+"""Envoy's stats inclusion list: the decision (pod annotations, ProxyConfig, Istio's required
+entries) and what a real Envoy with the sidecar bootstrap then creates."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from meshlib.envoy_binary import envoy_path
+from meshlib.ports import free_port
+from sidecar.bootstrap import build_bootstrap, envoy_args
+from sidecar.config import AgentOptions, ConfigError, build_config
+from sidecar.stats import (
+    ISTIO_PREFIXES,
+    PREFIXES_ANNOTATION,
+    REGEXPS_ANNOTATION,
+    SUFFIXES_ANNOTATION,
+    StatsConfigError,
+    stats_inclusion,
+)
+
+
+def decide(
+    annotations: dict[str, str] | None = None,
+    matcher: object = None,
+    pod_ips: tuple[str, ...] = ("10.1.2.3",),
+    drain: bool = True,
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    inclusion = stats_inclusion(
+        annotations=annotations or {},
+        proxy_stats_matcher=matcher,
+        pod_ips=pod_ips,
+        drain_on_zero_connections=drain,
+    )
+    return inclusion.prefixes, inclusion.suffixes, inclusion.regexps
+
+
+def test_defaults_are_istios_required_entries_plus_remoras() -> None:
+    prefixes, suffixes, regexps = decide()
+    assert prefixes[0] == "reporter="
+    assert set(ISTIO_PREFIXES) | {"component", "istio", "control_plane"} <= set(prefixes)
+    assert not any(p.startswith("cluster.outbound") or p == "cluster." for p in prefixes)
+    assert "downstream_cx_active" in suffixes  # the drain counts open connections
+    assert {"rbac.allowed", "rbac.denied", "upstream_rq_total"} <= set(suffixes)
+    assert regexps == (r"vhost\..*\.route\..*",)
+
+
+def test_drain_suffix_only_when_the_drain_waits_for_connections() -> None:
+    assert "downstream_cx_active" not in decide(drain=False)[1]
+
+
+def test_annotation_replaces_proxy_config_per_list_and_comes_first() -> None:
+    prefixes, suffixes, _ = decide(
+        {PREFIXES_ANNOTATION: " http.{pod_ip}_ ,cluster.outbound|80||db.shop.svc.cluster.local,"},
+        {"inclusionPrefixes": ["from.proxy.config"], "inclusionSuffixes": ["upstream_cx_active"]},
+        pod_ips=("10.1.2.3", "fd00::3"),
+    )
+    assert prefixes[:4] == (
+        "reporter=",
+        "http.10.1.2.3_",
+        "http.fd00__3_",  # Envoy writes "_" for ":" in stat names
+        "cluster.outbound|80||db.shop.svc.cluster.local",
+    )
+    assert "from.proxy.config" not in prefixes
+    assert suffixes[0] == "upstream_cx_active"  # no suffix annotation: ProxyConfig's list
+
+
+def test_entries_are_not_repeated() -> None:
+    prefixes, suffixes, _ = decide(
+        {PREFIXES_ANNOTATION: "server", SUFFIXES_ANNOTATION: "rbac.denied"}
+    )
+    assert prefixes.count("server") == 1 and suffixes.count("rbac.denied") == 1
+
+
+@pytest.mark.parametrize(
+    ("annotations", "matcher", "message"),
+    [
+        ({REGEXPS_ANNOTATION: "cluster\\.(.*"}, None, "is not a regular expression"),
+        ({}, {"inclusionRegexps": ["("]}, "is not a regular expression"),
+        ({}, ["http."], "must be an object"),
+        ({}, {"inclusionPrefixes": "http."}, "must be a list of strings"),
+    ],
+)
+def test_bad_settings_say_what_to_fix(
+    annotations: dict[str, str], matcher: object, message: str
+) -> None:
+    with pytest.raises(StatsConfigError, match=message):
+        decide(annotations, matcher)
+
+
+def test_a_bad_annotation_stops_the_agent_with_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="statsInclusionRegexps"):
+        build_config(
+            {"POD_NAME": "web-0", "POD_NAMESPACE": "shop"},
+            AgentOptions(),
+            host_cpus=2,
+            pod_annotations={REGEXPS_ANNOTATION: "("},
+        )
+
+
+def _wait(url: str, timeout_s: float = 15.0) -> httpx.Response:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return httpx.get(url, timeout=2)
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@pytest.mark.envoy
+def test_envoy_creates_only_the_included_stats(tmp_path: Path) -> None:
+    """The sidecar bootstrap (without its xDS part, so Envoy starts at once): a request through
+    the Prometheus listener to the ``prometheus_stats`` cluster creates that cluster's request
+    counters, and nothing else of any cluster but ``xds-grpc`` exists; the stats readiness,
+    the drain and the tests read are there."""
+    ports = {name: free_port() for name in ("admin", "status", "health", "prometheus")}
+    config = build_config(
+        {"POD_NAME": "web-0", "POD_NAMESPACE": "shop", "INSTANCE_IP": "127.0.0.1"},
+        AgentOptions(
+            discovery_address="127.0.0.1:15010",
+            admin_port=ports["admin"],
+            status_port=ports["status"],
+            health_port=ports["health"],
+            prometheus_port=ports["prometheus"],
+            bind_address="127.0.0.1",
+            concurrency=1,
+            config_dir=str(tmp_path),
+        ),
+        host_cpus=2,
+    )
+    bootstrap = build_bootstrap(config)
+    del bootstrap["dynamic_resources"]
+    path = tmp_path / "envoy-rev.json"
+    path.write_text(json.dumps(bootstrap))
+    envoy = subprocess.Popen(
+        [str(envoy_path()), *envoy_args(config, str(path))],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        scrape = _wait(f"http://127.0.0.1:{ports['prometheus']}/stats/prometheus")
+        assert scrape.status_code == 200
+        stats = httpx.get(f"http://127.0.0.1:{ports['admin']}/stats", timeout=5).text
+        names = {line.split(":")[0] for line in stats.splitlines()}
+        assert "cluster.prometheus_stats.upstream_rq_total" in names
+        assert "cluster.prometheus_stats.upstream_rq_2xx" in names
+        assert "server.live" in names
+        assert "cluster_manager.active_clusters" in names
+        assert "listener.prometheus.downstream_cx_active" in names  # the drain counts these
+        other = {
+            n for n in names if n.startswith("cluster.") and not n.startswith("cluster.xds-grpc.")
+        }
+        assert other == {
+            "cluster.prometheus_stats.upstream_rq_total",
+            "cluster.prometheus_stats.upstream_rq_2xx",
+            "cluster.prometheus_stats.external.upstream_rq_2xx",
+        }
+        assert not any(n.startswith("cluster.agent.") for n in names)
+        assert len(names) < 150, f"{len(names)} stats: the inclusion list is not applied"
+    finally:
+        envoy.terminate()
+        envoy.wait(10)
