@@ -1,0 +1,836 @@
+"""Added latency, CPU and memory of a sidecar pair at a fixed request rate (issue #6).
+
+    .venv/bin/python bench/mesh_latency.py [--qps 1000] [--connections 4] [--duration 30]
+                                           [--rounds 1] [--payload 1024] [--warmup 2]
+
+Four pods on one harness node (:mod:`testbed.pods`), created through the real test-bed API
+server with Remora's injection webhook registered and ``remora discovery`` (control plane and
+mesh CA) serving them, as in the mesh end-to-end tests (``tests/mesh``):
+
+* **mesh**: ``client`` -> ClusterIP -> capture -> client Envoy -> mTLS -> server Envoy ->
+  ``fortio server`` in ``server``; both pods injected, Envoy with 2 workers as Istio's;
+* **direct**: ``client-direct`` -> pod IP -> ``fortio server`` in ``server-direct``; both pods
+  labelled ``sidecar.istio.io/inject: "false"``. There is no kube-proxy on the harness node, so
+  the direct path addresses the pod; both paths cross the same bridge and veths.
+
+The load generator is fortio (``fortio load -qps Q -c C -t D``; built on first use by
+``hack/tools/build.sh fortio``, pinned by ``hack/tools/go.mod``), run inside the client pod's
+network namespace as the app's uid (``kubectl exec``), as in Istio's own benchmark: HTTP/1.1,
+keep-alive, ``-payload-size`` bytes POSTed and echoed. Latency is what fortio measures for each
+request, in a histogram of 10 µs resolution, percentiles interpolated within buckets. Before
+each measured run a short warm-up run on the same path is discarded; rounds alternate
+direct/mesh so a change of the machine's load hits both.
+
+CPU is ``utime + stime`` from ``/proc/<pid>/stat`` of every process of each ``istio-proxy``
+container (the agent and its Envoy), over the measured run; memory is ``VmRSS``/``RssAnon``
+from ``/proc/<pid>/status``, once idle (after ``--settle`` seconds with no traffic) and the peak
+of samples every 0.5 s under load. Everything is in namespaces this script creates; the only
+traffic outside them is the pods' control-plane connections to ``remora discovery`` on the
+root loopback (the harness node's forwarders). Progress goes to stderr, the tables to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import itertools
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+FORTIO_IMAGE = "remora-bench/fortio"
+CLIENT_IMAGE = "remora-e2e/client:1"  # the mesh tests' idle client: fortio is exec'd into it
+APP_UID = 1000
+SERVER_PORT = 8080
+SERVICE_PORT = 80
+PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+HISTOGRAM_RESOLUTION_S = 0.00001  # fortio's -r: 10 µs buckets below 0.2 ms, ~10-20 % above
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+_RUNS = itertools.count(1)  # numbers the saved fortio outputs
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- pure: fortio's answer, /proc, the tables --------------------------------------------------
+
+
+class FortioOutputError(ValueError):
+    """fortio's output is not the JSON result of one ``fortio load`` run."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadResult:
+    """One ``fortio load`` run. Latencies in milliseconds."""
+
+    requested_qps: float
+    actual_qps: float
+    duration_s: float
+    connections: int
+    requests: int
+    ok: int
+    failed: int
+    status_codes: dict[str, int]
+    avg_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+
+
+def parse_fortio_json(text: str) -> LoadResult:
+    """The figures of fortio's ``-json`` result (fortio 1.x ``HTTPRunnerResults``).
+
+    ``failed`` counts every request that did not answer 200: other HTTP codes and transport
+    errors (fortio files those under code ``-1``); fortio's own warm-up calls are not counted.
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FortioOutputError(f"fortio did not print a JSON result: {exc}") from exc
+    if not isinstance(data, dict) or "DurationHistogram" not in data:
+        raise FortioOutputError("fortio's JSON has no DurationHistogram: not a load result")
+    histogram = data["DurationHistogram"]
+    wanted: dict[float, float | None] = dict.fromkeys(PERCENTILES)
+    for entry in histogram.get("Percentiles") or []:
+        if float(entry["Percentile"]) in wanted:
+            wanted[float(entry["Percentile"])] = float(entry["Value"]) * 1000
+    missing = [p for p, v in wanted.items() if v is None]
+    if missing:
+        raise FortioOutputError(
+            f"fortio's result lacks percentiles {missing}: run it with -p 50,90,99,99.9"
+        )
+    codes = {str(k): int(v) for k, v in (data.get("RetCodes") or {}).items()}
+    requests = int(histogram["Count"])
+    ok = codes.get("200", 0)
+    requested = str(data.get("RequestedQPS", "0"))
+    return LoadResult(
+        requested_qps=0.0 if requested == "max" else float(requested),
+        actual_qps=float(data["ActualQPS"]),
+        duration_s=int(data["ActualDuration"]) / 1e9,
+        connections=int(data["NumThreads"]),
+        requests=requests,
+        ok=ok,
+        failed=requests - ok,
+        status_codes=codes,
+        avg_ms=float(histogram["Avg"]) * 1000,
+        p50_ms=wanted[50.0] or 0.0,
+        p90_ms=wanted[90.0] or 0.0,
+        p99_ms=wanted[99.0] or 0.0,
+        p999_ms=wanted[99.9] or 0.0,
+        max_ms=float(histogram["Max"]) * 1000,
+    )
+
+
+def cpu_ticks(stat: str) -> int:
+    """``utime + stime`` (clock ticks) from one ``/proc/<pid>/stat`` line.
+
+    The command name (field 2) is in parentheses and may hold spaces and ``)``: the fields
+    are counted from the last ``)``.
+    """
+    after_comm = stat[stat.rindex(")") + 2 :].split()
+    # after_comm[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return int(after_comm[11]) + int(after_comm[12])
+
+
+def parent_pid(stat: str) -> int:
+    """Field 4 (ppid) of a ``/proc/<pid>/stat`` line."""
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    """Resident memory in KiB: all of it, and the anonymous part (the process's own)."""
+
+    rss_kib: int
+    anon_kib: int
+
+    def __add__(self, other: Memory) -> Memory:
+        return Memory(self.rss_kib + other.rss_kib, self.anon_kib + other.anon_kib)
+
+
+def memory_of(status: str) -> Memory:
+    """``VmRSS`` and ``RssAnon`` from ``/proc/<pid>/status``."""
+    fields = {}
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon"):
+            fields[key] = int(value.split()[0])  # "12345 kB"
+    if "VmRSS" not in fields:
+        raise ValueError("no VmRSS in /proc/<pid>/status: the process has exited")
+    return Memory(fields["VmRSS"], fields.get("RssAnon", 0))
+
+
+@dataclasses.dataclass(frozen=True)
+class SidecarUsage:
+    """One pod's sidecar over one measured run."""
+
+    pod: str
+    agent_cpu_s: float
+    envoy_cpu_s: float
+    wall_s: float
+    actual_qps: float
+    idle: dict[str, Memory]  # "agent", "envoy"
+    loaded_peak: dict[str, Memory]
+
+    @property
+    def cores(self) -> float:
+        return (self.agent_cpu_s + self.envoy_cpu_s) / self.wall_s
+
+    @property
+    def cores_per_krps(self) -> float:
+        return self.cores / (self.actual_qps / 1000)
+
+
+def _mib(kib: int) -> str:
+    return f"{kib / 1024:.1f}"
+
+
+def render_latency(rows: Sequence[tuple[int, str, LoadResult]]) -> str:
+    """Markdown: one row per (round, path) run and the mesh's added latency per round."""
+    lines = [
+        "| round | path | qps asked / done | conns | requests | failed "
+        "| p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    by_round: dict[int, dict[str, LoadResult]] = {}
+    for round_no, path, result in rows:
+        by_round.setdefault(round_no, {})[path] = result
+        lines.append(
+            f"| {round_no} | {path} | {result.requested_qps:.0f} / {result.actual_qps:.1f} "
+            f"| {result.connections} | {result.requests} | {result.failed} "
+            f"| {result.p50_ms:.3f} | {result.p90_ms:.3f} | {result.p99_ms:.3f} "
+            f"| {result.p999_ms:.3f} | {result.max_ms:.2f} |"
+        )
+    for round_no, paths in sorted(by_round.items()):
+        if {"direct", "mesh"} <= paths.keys():
+            d, m = paths["direct"], paths["mesh"]
+            lines.append(
+                f"| {round_no} | **added** (mesh - direct) | | | | "
+                f"| **{m.p50_ms - d.p50_ms:+.3f}** | **{m.p90_ms - d.p90_ms:+.3f}** "
+                f"| **{m.p99_ms - d.p99_ms:+.3f}** | {m.p999_ms - d.p999_ms:+.3f} "
+                f"| {m.max_ms - d.max_ms:+.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def added_latency(rows: Sequence[tuple[int, str, LoadResult]]) -> dict[str, float]:
+    """Median over rounds of (mesh - direct) for p50, p90 and p99, in milliseconds."""
+    by_round: dict[int, dict[str, LoadResult]] = {}
+    for round_no, path, result in rows:
+        by_round.setdefault(round_no, {})[path] = result
+    pairs = [(p["direct"], p["mesh"]) for p in by_round.values() if {"direct", "mesh"} <= p.keys()]
+    if not pairs:
+        return {}
+    return {
+        name: statistics.median(
+            getattr(m, f"{name}_ms") - getattr(d, f"{name}_ms") for d, m in pairs
+        )
+        for name in ("p50", "p90", "p99")
+    }
+
+
+def render_usage(rows: Sequence[tuple[int, SidecarUsage]]) -> str:
+    """Markdown: CPU per 1,000 requests/s and memory of each sidecar (agent + Envoy)."""
+    lines = [
+        "| round | sidecar | CPU s agent + Envoy | vCPU | vCPU per 1k rps "
+        "| idle RSS MiB agent + Envoy = total (anon) | loaded peak RSS MiB total (anon) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for round_no, usage in rows:
+        idle_total = usage.idle["agent"] + usage.idle["envoy"]
+        peak_total = usage.loaded_peak["agent"] + usage.loaded_peak["envoy"]
+        lines.append(
+            f"| {round_no} | {usage.pod} "
+            f"| {usage.agent_cpu_s:.2f} + {usage.envoy_cpu_s:.2f} "
+            f"| {usage.cores:.3f} | **{usage.cores_per_krps:.3f}** "
+            f"| {_mib(usage.idle['agent'].rss_kib)} + {_mib(usage.idle['envoy'].rss_kib)} "
+            f"= **{_mib(idle_total.rss_kib)}** ({_mib(idle_total.anon_kib)}) "
+            f"| **{_mib(peak_total.rss_kib)}** ({_mib(peak_total.anon_kib)}) |"
+        )
+    return "\n".join(lines)
+
+
+def fortio_load_argv(
+    fortio: str, url: str, *, qps: int, connections: int, duration: float, payload: int
+) -> list[str]:
+    """``fortio load`` at a constant rate; the JSON result on stdout, logs on stderr."""
+    argv = [
+        fortio,
+        "load",
+        "-qps",
+        str(qps),
+        "-c",
+        str(connections),
+        "-t",
+        f"{duration:g}s",
+        "-r",
+        f"{HISTOGRAM_RESOLUTION_S:g}",
+        "-p",
+        ",".join(f"{p:g}" for p in PERCENTILES),
+        "-json",
+        "-",
+        "-loglevel",
+        "Warning",
+    ]
+    if payload:
+        argv += ["-payload-size", str(payload)]
+    return [*argv, url]
+
+
+# -- edges: processes ------------------------------------------------------------------------
+
+
+def _read(path: str) -> str:
+    with open(path) as handle:
+        return handle.read()
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its live descendants (from ``/proc/*/stat``)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, ValueError):
+                children.setdefault(parent_pid(_read(f"/proc/{entry}/stat")), []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+@dataclasses.dataclass
+class SidecarProcesses:
+    """The live processes of one pod's ``istio-proxy`` container: the agent and its Envoy."""
+
+    pod: str
+    root: int
+
+    def roles(self) -> dict[str, list[int]]:
+        roles: dict[str, list[int]] = {"agent": [], "envoy": []}
+        for pid in process_tree(self.root):
+            with contextlib.suppress(OSError):
+                comm = _read(f"/proc/{pid}/comm").strip()
+                roles["envoy" if comm.startswith("envoy") else "agent"].append(pid)
+        if not roles["envoy"]:
+            raise RuntimeError(
+                f"{self.pod}: no Envoy under the istio-proxy container ({self.root})"
+            )
+        return roles
+
+    def cpu_seconds(self) -> dict[str, float]:
+        ticks = {}
+        for role, pids in self.roles().items():
+            ticks[role] = sum(cpu_ticks(_read(f"/proc/{pid}/stat")) for pid in pids)
+        return {role: t / CLK_TCK for role, t in ticks.items()}
+
+    def memory(self) -> dict[str, Memory]:
+        usage = {}
+        for role, pids in self.roles().items():
+            total = Memory(0, 0)
+            for pid in pids:
+                total = total + memory_of(_read(f"/proc/{pid}/status"))
+            usage[role] = total
+        return usage
+
+
+class PeakMemory:
+    """Samples the sidecars' memory every ``period`` seconds in a thread; keeps the peaks."""
+
+    def __init__(self, sidecars: Sequence[SidecarProcesses], period: float = 0.5) -> None:
+        self.sidecars = sidecars
+        self.period = period
+        self.peaks: dict[str, dict[str, Memory]] = {
+            s.pod: {"agent": Memory(0, 0), "envoy": Memory(0, 0)} for s in sidecars
+        }
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
+
+    def _sample(self) -> None:
+        for sidecar in self.sidecars:
+            for role, memory in sidecar.memory().items():
+                peak = self.peaks[sidecar.pod][role]
+                self.peaks[sidecar.pod][role] = Memory(
+                    max(peak.rss_kib, memory.rss_kib), max(peak.anon_kib, memory.anon_kib)
+                )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            self._sample()
+
+    def __enter__(self) -> PeakMemory:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sample()
+
+
+def load_average() -> str:
+    return " ".join(_read("/proc/loadavg").split()[:3])
+
+
+def build_fortio() -> str:
+    """fortio's path, built on first use from hack/tools/go.mod (about a minute, cached)."""
+    script = REPO / "hack" / "tools" / "build.sh"
+    result = subprocess.run([str(script), "fortio"], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"building fortio failed ({script} fortio):\n{result.stderr[-3000:]}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+# -- edges: the mesh and its pods --------------------------------------------------------------
+
+
+def _app_security() -> dict[str, Any]:
+    return {"runAsUser": APP_UID, "runAsGroup": APP_UID, "allowPrivilegeEscalation": False}
+
+
+def server_pod(name: str, *, inject: bool) -> dict[str, Any]:
+    labels = {"app": name}
+    if not inject:
+        labels["sidecar.istio.io/inject"] = "false"
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "containers": [
+                {
+                    "name": "fortio",
+                    "image": f"{FORTIO_IMAGE}:1",
+                    "args": [
+                        "server",
+                        "-http-port",
+                        str(SERVER_PORT),
+                        "-grpc-port",
+                        "disabled",
+                        "-redirect-port",
+                        "disabled",
+                        "-tcp-port",
+                        "disabled",
+                        "-udp-port",
+                        "disabled",
+                        "-loglevel",
+                        "Warning",
+                    ],
+                    "ports": [{"name": "http", "containerPort": SERVER_PORT}],
+                    "readinessProbe": {"httpGet": {"path": "/", "port": SERVER_PORT}},
+                    "securityContext": _app_security(),
+                }
+            ]
+        },
+    }
+
+
+def client_pod(name: str, *, inject: bool) -> dict[str, Any]:
+    labels = {"app": name}
+    if not inject:
+        labels["sidecar.istio.io/inject"] = "false"
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "containers": [
+                {"name": "client", "image": CLIENT_IMAGE, "securityContext": _app_security()}
+            ]
+        },
+    }
+
+
+def _import_mesh_harness() -> Any:
+    """tests/mesh/mesh_harness.py (the mesh e2e tests' helpers), imported by path."""
+    sys.path.insert(0, str(REPO / "tests" / "mesh"))
+    import mesh_harness
+
+    return mesh_harness
+
+
+@dataclasses.dataclass
+class BenchMesh:
+    """The running mesh: test bed, node, the injected namespace, the image -> program map."""
+
+    bed: Any  # testbed.launcher.TestBed
+    node: Any  # testbed.pods.Node
+    namespace: str
+    images: dict[str, Any]  # image repository -> testbed.pods.Image
+    stack: contextlib.ExitStack
+
+    def start_pod(self, spec: Mapping[str, Any]) -> Any:
+        """Create ``spec`` through the API server (so the webhook mutates it) and run it.
+
+        Returns the ``testbed.pods.RunningPod``; it is stopped when the mesh is torn down.
+        """
+        from kubernetes import client
+
+        from testbed.pods import run_pod
+
+        with self.bed.api_client() as api:
+            stored = client.CoreV1Api(api).create_namespaced_pod(self.namespace, dict(spec))
+            pod = api.sanitize_for_serialization(stored)
+            say(
+                f"running pod {spec['metadata']['name']} "
+                f"({len(pod['spec']['containers'])} containers, "
+                f"{len(pod['spec'].get('initContainers') or [])} init containers)"
+            )
+            running = run_pod(self.node, pod, api, self.images, ready_timeout=90.0)
+        self.stack.callback(running.stop)
+        return running
+
+
+@contextlib.contextmanager
+def mesh_environment(log_dir: Path, extra_images: Mapping[str, Any]) -> Iterator[BenchMesh]:
+    """Test bed, node, control plane + CA, injector, an injected namespace; torn down after.
+
+    The same wiring as the ``mesh`` fixture of tests/mesh/conftest.py.
+    """
+    from kubernetes import client
+
+    from injector.config import default_config
+    from injector.registration import wait_until_injecting, webhook_configuration
+    from injector.server import WebhookServer
+    from meshlib.meshconfig import parse_mesh_config
+    from testbed.binaries import Binaries
+    from testbed.launcher import TestBed
+    from testbed.pods import Node
+
+    harness = _import_mesh_harness()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    run = uuid.uuid4().hex[:8]
+    namespace = f"bench-{run}"
+    with contextlib.ExitStack() as stack:
+        say("starting the test bed (etcd, kube-apiserver, controllers)")
+        bed = TestBed.start(binaries=Binaries.locate())
+        stack.callback(bed.stop)
+        node = stack.enter_context(Node())
+        api = stack.enter_context(bed.api_client())
+        core = client.CoreV1Api(api)
+        mesh_namespace = f"bench-system-{run}"
+        bed.create_namespace(mesh_namespace)
+        say("starting remora discovery (control plane and mesh CA)")
+        ca_dir = harness.mesh_ca(log_dir / "cacerts")
+        xds_port, ca_port = stack.enter_context(
+            harness.discovery(bed, mesh_namespace, ca_dir, log_dir / "discovery.log")
+        )
+        discovery_address = node.forward(harness.XDS_PORT_ON_NODE, ("127.0.0.1", xds_port))
+        ca_host = f"istiod.{mesh_namespace}.svc"
+        node.add_host(
+            ca_host,
+            node.forward(harness.SECURE_PORT_ON_NODE, ("127.0.0.1", ca_port)).split(":")[0],
+        )
+        config = dataclasses.replace(
+            default_config(),
+            ca_address=f"{ca_host}:{harness.SECURE_PORT_ON_NODE}",
+            mesh_namespace=mesh_namespace,
+            mesh=parse_mesh_config({"defaultConfig": {"discoveryAddress": discovery_address}}),
+        )
+        say("starting the injection webhook")
+        webhook = stack.enter_context(WebhookServer(config))
+        admission = client.AdmissionregistrationV1Api(api)
+        name = f"remora-mesh-bench-{run}"
+        admission.create_mutating_webhook_configuration(
+            webhook_configuration(
+                name,
+                webhook.url,
+                webhook.ca_bundle or "",
+                namespace_labels={harness.RUN_LABEL: run},
+            )
+        )
+        stack.callback(admission.delete_mutating_webhook_configuration, name)
+        bed.create_namespace(
+            namespace, labels={"istio-injection": "enabled", harness.RUN_LABEL: run}
+        )
+        wait_until_injecting(core, namespace)
+        images = {**harness.images(f"{config.proxy.hub}/{config.proxy.image}"), **extra_images}
+        yield BenchMesh(bed, node, namespace, images, stack)
+
+
+def service_for(bed: Any, namespace: str, server: Any) -> str:
+    """A selector-less Service and its EndpointSlice at ``server`` (as the e2e); the ClusterIP."""
+    from kubernetes import client
+
+    with bed.api_client() as api:
+        service = client.CoreV1Api(api).create_namespaced_service(
+            namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "fortio"},
+                "spec": {
+                    "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": SERVER_PORT}]
+                },
+            },
+        )
+        client.DiscoveryV1Api(api).create_namespaced_endpoint_slice(
+            namespace,
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": "fortio-1",
+                    "labels": {"kubernetes.io/service-name": "fortio"},
+                },
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": SERVER_PORT, "protocol": "TCP"}],
+                "endpoints": [
+                    {
+                        "addresses": [server.ip],
+                        "conditions": {"ready": True},
+                        "targetRef": {"kind": "Pod", "name": server.name, "namespace": namespace},
+                    }
+                ],
+            },
+        )
+    return str(service.spec.cluster_ip)
+
+
+def wait_for_mtls_route(client_pod: Any, fortio: str, url: str, namespace: str) -> None:
+    """Until the client's Envoy routes ``url`` and the server sees the client's SPIFFE id.
+
+    fortio's ``/debug`` echoes the request headers: the server's Envoy adds
+    ``x-forwarded-client-cert`` only for a request that arrived over mTLS.
+    """
+    expected = f"URI=spiffe://cluster.local/ns/{namespace}/sa/default"
+    deadline = time.monotonic() + 60
+    last = ""
+    while time.monotonic() < deadline:
+        answer = client_pod.exec(
+            "client", [fortio, "curl", "-loglevel", "Error", f"{url}/debug"], timeout=10
+        )
+        last = answer.stdout + answer.stderr
+        # fortio curl: the status line and headers on stderr, the body on stdout.
+        status = [line for line in answer.stderr.splitlines() if line.startswith("HTTP/")]
+        if answer.returncode == 0 and status and " 200 " in status[-1]:
+            if expected.lower() not in answer.stdout.lower():
+                raise RuntimeError(f"the mesh path is not mTLS (no {expected} in):\n{last}")
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"the client's Envoy never routed {url}:\n{last[-2000:]}")
+
+
+def run_load(
+    client_pod: Any, fortio: str, url: str, args: argparse.Namespace, duration: float
+) -> LoadResult:
+    argv = fortio_load_argv(
+        fortio,
+        url,
+        qps=args.qps,
+        connections=args.connections,
+        duration=duration,
+        payload=args.payload,
+    )
+    answer = client_pod.exec("client", argv, timeout=duration + 60)
+    if answer.returncode != 0:
+        raise RuntimeError(
+            f"fortio load exited {answer.returncode} against {url}:\n{answer.stderr[-3000:]}"
+        )
+    if args.save_json:
+        args.save_json.mkdir(parents=True, exist_ok=True)
+        saved = args.save_json / f"fortio-{next(_RUNS):02d}-{client_pod.name}-{duration:g}s"
+        saved.with_suffix(".json").write_text(answer.stdout)
+        saved.with_suffix(".txt").write_text(answer.stderr)  # fortio's own text summary
+    return parse_fortio_json(answer.stdout)
+
+
+def stage_fortio(fortio: str, directory: Path) -> str:
+    """A copy the pods' users can run (the tools cache is under root's home)."""
+    directory.chmod(0o755)
+    staged = directory / "fortio"
+    shutil.copy2(fortio, staged)
+    staged.chmod(0o755)
+    return str(staged)
+
+
+def measure(args: argparse.Namespace) -> int:
+    from testbed.pods import Image
+
+    say(f"load average before: {load_average()}")
+    fortio = build_fortio()
+    with contextlib.ExitStack() as stack:
+        work = Path(tempfile.mkdtemp(prefix="remora-bench-mesh-"))
+        stack.callback(shutil.rmtree, work, ignore_errors=True)
+        fortio = stage_fortio(fortio, work)
+        mesh = stack.enter_context(
+            mesh_environment(
+                work / "logs", {FORTIO_IMAGE: Image(entrypoint=(fortio,), cmd=("server",))}
+            )
+        )
+        server = mesh.start_pod(server_pod("server", inject=True))
+        server_direct = mesh.start_pod(server_pod("server-direct", inject=False))
+        cluster_ip = service_for(mesh.bed, mesh.namespace, server)
+        client = mesh.start_pod(client_pod("client", inject=True))
+        client_direct = mesh.start_pod(client_pod("client-direct", inject=False))
+        for pod, meshed in (
+            (server, True),
+            (client, True),
+            (server_direct, False),
+            (client_direct, False),
+        ):
+            if ("istio-proxy" in pod.containers) != meshed:
+                raise RuntimeError(f"{pod.name}: injected={not meshed}, expected {meshed}")
+        mesh_url = f"http://{cluster_ip}:{SERVICE_PORT}"
+        direct_url = f"http://{server_direct.ip}:{SERVER_PORT}"
+        say(f"waiting for the mesh route to {mesh_url} (mTLS)")
+        wait_for_mtls_route(client, fortio, mesh_url, mesh.namespace)
+        sidecars = [
+            SidecarProcesses(pod.name, pod.containers["istio-proxy"].process.pid)
+            for pod in (client, server)
+        ]
+        say(f"settling {args.settle:g}s with no traffic, then idle memory")
+        before_idle = {s.pod: s.cpu_seconds() for s in sidecars}
+        time.sleep(args.settle)
+        idle_memory = {s.pod: s.memory() for s in sidecars}
+        idle_cpu = {
+            s.pod: sum(s.cpu_seconds().values()) - sum(before_idle[s.pod].values())
+            for s in sidecars
+        }
+        latency_rows: list[tuple[int, str, LoadResult]] = []
+        usage_rows: list[tuple[int, SidecarUsage]] = []
+        loads: list[str] = [load_average()]
+        paths = {
+            "direct": (client_direct, f"{direct_url}/echo"),
+            "mesh": (client, f"{mesh_url}/echo"),
+        }
+        for round_no in range(1, args.rounds + 1):
+            for path, (pod, url) in paths.items():
+                if args.warmup:
+                    say(f"round {round_no}: {path} warm-up {args.warmup:g}s")
+                    run_load(pod, fortio, url, args, args.warmup)
+                say(
+                    f"round {round_no}: {path} {args.qps} qps, {args.connections} connections, "
+                    f"{args.duration:g}s -> {url} (load {load_average()})"
+                )
+                cpu_before = {s.pod: s.cpu_seconds() for s in sidecars}
+                started = time.monotonic()
+                with PeakMemory(sidecars) as peaks:
+                    result = run_load(pod, fortio, url, args, args.duration)
+                wall = time.monotonic() - started
+                cpu_after = {s.pod: s.cpu_seconds() for s in sidecars}
+                latency_rows.append((round_no, path, result))
+                say(
+                    f"round {round_no}: {path} p50 {result.p50_ms:.3f} p90 {result.p90_ms:.3f} "
+                    f"p99 {result.p99_ms:.3f} ms, {result.failed} failed, "
+                    f"{result.actual_qps:.1f} qps"
+                )
+                if path == "mesh":
+                    for s in sidecars:
+                        usage_rows.append(
+                            (
+                                round_no,
+                                SidecarUsage(
+                                    pod=s.pod,
+                                    agent_cpu_s=cpu_after[s.pod]["agent"]
+                                    - cpu_before[s.pod]["agent"],
+                                    envoy_cpu_s=cpu_after[s.pod]["envoy"]
+                                    - cpu_before[s.pod]["envoy"],
+                                    wall_s=wall,
+                                    actual_qps=result.actual_qps,
+                                    idle=idle_memory[s.pod],
+                                    loaded_peak=peaks.peaks[s.pod],
+                                ),
+                            )
+                        )
+                loads.append(load_average())
+        say(f"load average after: {load_average()}")
+
+    print(
+        f"\nfortio {args.qps} qps, {args.connections} connections, {args.duration:g}s per run, "
+        f"{args.payload} B payload, {args.rounds} round(s); load average (1/5/15 min) "
+        f"before/between runs/after: {' | '.join(loads)}\n"
+    )
+    print(render_latency(latency_rows))
+    print()
+    print(render_usage(usage_rows))
+    idle_text = ", ".join(
+        f"{pod} {cpu / args.settle * 1000:.1f} mCPU" for pod, cpu in idle_cpu.items()
+    )
+    print(f"\nidle sidecar CPU over {args.settle:g}s with no traffic: {idle_text}")
+    for name, added in added_latency(latency_rows).items():
+        print(f"added {name}, median of {args.rounds} round(s): {added:+.3f} ms")
+    failed = sum(r.failed for _, _, r in latency_rows)
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--qps", type=int, default=1000, help="constant request rate (default 1000)"
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=4,
+        help="client connections, as Istio's benchmark (default 4)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=30.0,
+        help="seconds per measured run (default 30, at most 600)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="direct + mesh runs, alternated (default 1, at most 10)",
+    )
+    parser.add_argument(
+        "--payload",
+        type=int,
+        default=1024,
+        help="bytes POSTed and echoed per request; 0 = GET (default 1024)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        help="seconds of discarded load before each run (default 2)",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=5.0,
+        help="seconds with no traffic before idle figures (default 5)",
+    )
+    parser.add_argument(
+        "--save-json",
+        type=Path,
+        default=None,
+        help="directory to keep every run's fortio JSON result and text summary in",
+    )
+    args = parser.parse_args(argv)
+    if not (1 <= args.qps <= 20000 and 1 <= args.connections <= 256):
+        parser.error("--qps must be 1..20000 and --connections 1..256")
+    if not (0 < args.duration <= 600 and 1 <= args.rounds <= 10 and 0 <= args.warmup <= 60):
+        parser.error("--duration must be 0..600 s, --rounds 1..10, --warmup 0..60 s")
+    if not (0 <= args.payload <= 1 << 20 and 0 < args.settle <= 120):
+        parser.error("--payload must be 0..1048576 bytes and --settle 0..120 s")
+    if os.geteuid() != 0:
+        parser.error("run as root: the pods are network namespaces")
+    return measure(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
