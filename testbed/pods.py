@@ -18,7 +18,8 @@ injector wrote it):
   so) and the image's working directory is a per-container directory, read-only when
   ``readOnlyRootFilesystem`` is set; ``/etc/hosts`` is the pod's own (its name,
   ``hostAliases``, and :attr:`Node.hosts`, the stand-in for cluster DNS). Missing mount points are created as empty directories
-  on the host and removed when the node stops: bind mounts need a directory to land on,
+  on the host and removed when the last node using them stops (in any process: see
+  :meth:`Node.ensure_mount_point`): bind mounts need a directory to land on,
   and no path inside the container's view is rewritten, so what the injected spec says is
   what the process sees;
 * ``command``/``args`` as the kubelet combines them with the image's entrypoint (an
@@ -46,6 +47,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import ctypes
+import fcntl
 import http.client
 import json
 import logging
@@ -212,7 +214,7 @@ class Node:
         # The cluster's names as pods resolve them (no DNS here): written into every
         # container's /etc/hosts, the file the kubelet manages in every container too.
         self.hosts: dict[str, str] = {}
-        self._created_dirs: list[Path] = []
+        self._mount_points: set[str] = set()  # host directories this node relies on
         self._lock = threading.Lock()
         _run("ip", "netns", "add", self.netns)
         try:
@@ -268,26 +270,76 @@ class Node:
             return address
 
     def ensure_mount_point(self, path: Path) -> None:
-        """Create ``path`` on the host if missing; :meth:`close` removes what was created."""
-        missing = []
-        probe = path
-        while not probe.exists():
-            missing.append(probe)
-            probe = probe.parent
-        for directory in reversed(missing):
-            directory.mkdir()
-            with self._lock:
-                self._created_dirs.append(directory)
+        """Create ``path`` on the host if missing, for as long as any node needs it.
+
+        Mount points are shared by every node on the machine, also of other processes
+        (another test run, a benchmark): removing a directory that is a mount point in some
+        container's mount namespace silently detaches that mount there. So who relies on a
+        created directory is kept in a registry under ``/run``; the last node to close
+        removes it (see :func:`_mount_point_registry`).
+        """
+        with _mount_point_registry() as registry:
+            missing = []
+            probe = path
+            while not probe.exists():
+                missing.append(probe)
+                probe = probe.parent
+            for directory in reversed(missing):
+                directory.mkdir()
+                registry.setdefault(str(directory), [])
+            # Ours too when another node created it: it must outlive our pods as well.
+            for directory in (path, *path.parents):
+                if str(directory) in registry and self._owner not in registry[str(directory)]:
+                    registry[str(directory)].append(self._owner)
+                    self._mount_points.add(str(directory))
+
+    @property
+    def _owner(self) -> str:
+        return f"{os.getpid()}:{self.netns}"
 
     def close(self) -> None:
         for forwarder in self._forwarders:
             forwarder.close()
         self._forwarders.clear()
         _run("ip", "netns", "del", self.netns, check=False)
-        for directory in reversed(self._created_dirs):
-            with contextlib.suppress(OSError):
-                directory.rmdir()  # only if empty: never removes anything else
-        self._created_dirs.clear()
+        if self._mount_points:
+            with _mount_point_registry() as registry:
+                for directory in sorted(registry, key=len, reverse=True):  # deepest first
+                    owners = [o for o in registry[directory] if o != self._owner and _alive(o)]
+                    registry[directory] = owners
+                    if not owners:
+                        with contextlib.suppress(OSError):
+                            Path(directory).rmdir()  # only if empty: never removes anything else
+                        del registry[directory]
+            self._mount_points.clear()
+
+
+MOUNT_POINT_REGISTRY = Path("/run/remora-testbed-mount-points.json")
+
+
+@contextlib.contextmanager
+def _mount_point_registry() -> Iterator[dict[str, list[str]]]:
+    """The machine-wide registry of created mount points: directory -> its users
+    (``<pid>:<node netns>``), read and written under an exclusive lock."""
+    with open(MOUNT_POINT_REGISTRY.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            registry: dict[str, list[str]] = json.loads(MOUNT_POINT_REGISTRY.read_text())
+        except (OSError, ValueError):
+            registry = {}
+        yield registry
+        MOUNT_POINT_REGISTRY.write_text(json.dumps(registry, indent=1, sort_keys=True))
+
+
+def _alive(owner: str) -> bool:
+    """Whether the process of a registry entry still runs (a crashed run releases its dirs)."""
+    try:
+        os.kill(int(owner.split(":", 1)[0]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # -- resolving the spec (pure) -------------------------------------------------------------
