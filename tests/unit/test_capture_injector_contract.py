@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from initcontainer.flags import build_parser, config_from_args
+from initcontainer.flags import _parse_fast, build_parser, config_from_args
 from initcontainer.plan import build_plan
 
 INJECTOR_GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "injector"
@@ -48,6 +48,9 @@ def test_the_injector_renders_init_containers() -> None:
 
 @pytest.mark.parametrize(("source", "args"), CASES, ids=[name for name, _ in CASES])
 def test_rendered_args_are_a_valid_capture_config(source: str, args: list[str]) -> None:
-    parsed = build_parser({}).parse_args(["--enable-ipv6=false", *args])
+    argv = ["--enable-ipv6=false", *args]
+    parsed = build_parser({}).parse_args(argv)
     plan = build_plan(config_from_args(parsed, {}))
     assert plan.ipv4, source
+    # Every pod start takes the fast path (argparse is only for help and errors).
+    assert vars(_parse_fast(argv, {})) == vars(parsed), source
