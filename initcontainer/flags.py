@@ -624,7 +624,7 @@ def _options() -> dict[str, Flag]:
 
 
 OPTIONS = _options()
-_HELP = ("-h", "--help")
+_FLAG_NAMES = frozenset((*OPTIONS, "-h", "--help"))  # what argparse knows
 
 
 def parse_command_line(argv: list[str], environ: Mapping[str, str] | None = None) -> Args:
@@ -693,14 +693,13 @@ def _is_option(arg: str) -> bool:
     """
     if not arg.startswith("-"):
         return False
-    known = (*OPTIONS, *_HELP)
-    if arg in known:
+    if arg in _FLAG_NAMES:
         return True
     if len(arg) == 1:
         return False
-    if "=" in arg and arg.partition("=")[0] in known:
+    if "=" in arg and arg.partition("=")[0] in _FLAG_NAMES:
         return True
-    if arg[1] != "-" and arg[:2] in known:
+    if arg[1] != "-" and arg[:2] in _FLAG_NAMES:
         return True
     return not _looks_negative(arg) and " " not in arg
 
