@@ -17,11 +17,6 @@ from __future__ import annotations
 import sys
 import time
 
-try:  # the C encoder json.dumps itself uses for ensure_ascii=True: identical output
-    from _json import encode_basestring_ascii as _json_string
-except ImportError:  # pragma: no cover - every CPython build has _json
-    from json.encoder import py_encode_basestring_ascii as _json_string
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, TextIO
@@ -112,7 +107,7 @@ def json_line(created: float, level: int, name: str, msg: str, fields: dict[str,
 def to_json(value: object) -> str:
     """``json.dumps(value, default=str, separators=(",", ":"))`` for the values we log."""
     if isinstance(value, str):
-        return str(_json_string(value))
+        return _json_string(value)
     if value is None:
         return "null"
     if value is True:
@@ -129,6 +124,17 @@ def to_json(value: object) -> str:
     if isinstance(value, dict):
         return "{" + ",".join(f"{to_json(_key(k))}:{to_json(v)}" for k, v in value.items()) + "}"
     return to_json(str(value))
+
+
+def _json_string(text: str) -> str:
+    """The C encoder ``json.dumps`` itself uses (``ensure_ascii=True``): identical output.
+
+    Imported here, not at the top: it is an extension module to load, and only JSON logs
+    (``--log_as_json``) need it.
+    """
+    from _json import encode_basestring_ascii
+
+    return str(encode_basestring_ascii(text))
 
 
 def _key(key: object) -> str:
