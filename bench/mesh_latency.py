@@ -217,10 +217,14 @@ def render_latency(rows: Sequence[tuple[int, str, LoadResult]]) -> str:
             f"| {result.p999_ms:.3f} | {result.max_ms:.2f} |"
         )
     for round_no, paths in sorted(by_round.items()):
-        if {"direct", "mesh"} <= paths.keys():
-            d, m = paths["direct"], paths["mesh"]
+        if "direct" not in paths:
+            continue
+        d = paths["direct"]
+        for path, m in paths.items():
+            if path == "direct":
+                continue
             lines.append(
-                f"| {round_no} | **added** (mesh - direct) | | | | "
+                f"| {round_no} | **added** ({path} - direct) | | | | "
                 f"| **{m.p50_ms - d.p50_ms:+.3f}** | **{m.p90_ms - d.p90_ms:+.3f}** "
                 f"| **{m.p99_ms - d.p99_ms:+.3f}** | {m.p999_ms - d.p999_ms:+.3f} "
                 f"| {m.max_ms - d.max_ms:+.2f} |"
@@ -263,6 +267,94 @@ def render_usage(rows: Sequence[tuple[int, SidecarUsage]]) -> str:
             f"| **{_mib(peak_total.rss_kib)}** ({_mib(peak_total.anon_kib)}) |"
         )
     return "\n".join(lines)
+
+
+def bare_envoy_config(
+    upstream: tuple[str, int], listen_port: int, admin_port: int
+) -> dict[str, Any]:
+    """The smallest HTTP proxy Envoy can be: one listener, the router, one static upstream.
+
+    The yardstick for one Envoy hop on this machine, without capture, TLS, Istio's filters
+    or the agent.
+    """
+    return {
+        "admin": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}
+        },
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "bare",
+                    "address": {
+                        "socket_address": {"address": "127.0.0.1", "port_value": listen_port}
+                    },
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters"
+                                        ".network.http_connection_manager.v3.HttpConnectionManager",
+                                        "stat_prefix": "bare",
+                                        "route_config": {
+                                            "virtual_hosts": [
+                                                {
+                                                    "name": "all",
+                                                    "domains": ["*"],
+                                                    "routes": [
+                                                        {
+                                                            "match": {"prefix": "/"},
+                                                            "route": {"cluster": "upstream"},
+                                                        }
+                                                    ],
+                                                }
+                                            ]
+                                        },
+                                        "http_filters": [
+                                            {
+                                                "name": "envoy.filters.http.router",
+                                                "typed_config": {
+                                                    "@type": "type.googleapis.com/envoy.extensions"
+                                                    ".filters.http.router.v3.Router"
+                                                },
+                                            }
+                                        ],
+                                    },
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [
+                {
+                    "name": "upstream",
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "load_assignment": {
+                        "cluster_name": "upstream",
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {
+                                        "endpoint": {
+                                            "address": {
+                                                "socket_address": {
+                                                    "address": upstream[0],
+                                                    "port_value": upstream[1],
+                                                }
+                                            }
+                                        }
+                                    }
+                                ]
+                            }
+                        ],
+                    },
+                }
+            ],
+        },
+    }
 
 
 def fortio_load_argv(
@@ -333,6 +425,18 @@ class SidecarProcesses:
                 f"{self.pod}: no Envoy under the istio-proxy container ({self.root})"
             )
         return roles
+
+    def describe(self) -> str:
+        """The processes measured, with Envoy's worker count: what the figures are about."""
+        parts = []
+        for role, pids in self.roles().items():
+            for pid in pids:
+                argv = _read(f"/proc/{pid}/cmdline").split("\0")
+                detail = ""
+                if role == "envoy" and "--concurrency" in argv:
+                    detail = f" --concurrency {argv[argv.index('--concurrency') + 1]}"
+                parts.append(f"{role} pid {pid} ({Path(argv[0]).name}{detail})")
+        return ", ".join(parts)
 
     def cpu_seconds(self) -> dict[str, float]:
         ticks = {}
@@ -565,8 +669,12 @@ def mesh_environment(log_dir: Path, extra_images: Mapping[str, Any]) -> Iterator
         yield BenchMesh(bed, node, namespace, images, stack)
 
 
-def service_for(bed: Any, namespace: str, server: Any) -> str:
-    """A selector-less Service and its EndpointSlice at ``server`` (as the e2e); the ClusterIP."""
+def service_for(bed: Any, namespace: str, name: str, server: Any) -> str:
+    """A selector-less Service and its EndpointSlice at ``server`` (as the e2e); the ClusterIP.
+
+    The slice names the pod, so the control plane knows whether it has a sidecar (its
+    ``security.istio.io/tlsMode`` label) and speaks mTLS to it only then.
+    """
     from kubernetes import client
 
     with bed.api_client() as api:
@@ -575,7 +683,7 @@ def service_for(bed: Any, namespace: str, server: Any) -> str:
             {
                 "apiVersion": "v1",
                 "kind": "Service",
-                "metadata": {"name": "fortio"},
+                "metadata": {"name": name},
                 "spec": {
                     "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": SERVER_PORT}]
                 },
@@ -587,8 +695,8 @@ def service_for(bed: Any, namespace: str, server: Any) -> str:
                 "apiVersion": "discovery.k8s.io/v1",
                 "kind": "EndpointSlice",
                 "metadata": {
-                    "name": "fortio-1",
-                    "labels": {"kubernetes.io/service-name": "fortio"},
+                    "name": f"{name}-1",
+                    "labels": {"kubernetes.io/service-name": name},
                 },
                 "addressType": "IPv4",
                 "ports": [{"name": "http", "port": SERVER_PORT, "protocol": "TCP"}],
@@ -602,6 +710,58 @@ def service_for(bed: Any, namespace: str, server: Any) -> str:
             },
         )
     return str(service.spec.cluster_ip)
+
+
+@contextlib.contextmanager
+def bare_envoy(pod: Any, upstream: tuple[str, int], work: Path) -> Iterator[str]:
+    """The bare Envoy (:func:`bare_envoy_config`), 2 workers, inside ``pod``'s network
+    namespace (a pod without sidecar); yields its URL there. Stopped on exit."""
+    from meshlib.envoy_binary import envoy_path
+    from testbed.pods import PodError
+
+    listen_port, admin_port = 15999, 15998
+    config = work / "bare-envoy.json"
+    config.write_text(json.dumps(bare_envoy_config(upstream, listen_port, admin_port)))
+    log_path = work / "bare-envoy.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                pod.netns,
+                str(envoy_path()),
+                "-c",
+                str(config),
+                "--concurrency",
+                "2",
+                "--disable-hot-restart",
+                "--log-level",
+                "warning",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the bare Envoy exited:\n{log_path.read_text()[-2000:]}")
+            with contextlib.suppress(OSError, PodError):
+                if pod.http_get(admin_port, "/ready").strip() == "LIVE":
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the bare Envoy is not ready:\n{log_path.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{listen_port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
 
 
 def wait_for_mtls_route(client_pod: Any, fortio: str, url: str, namespace: str) -> None:
@@ -677,7 +837,8 @@ def measure(args: argparse.Namespace) -> int:
         )
         server = mesh.start_pod(server_pod("server", inject=True))
         server_direct = mesh.start_pod(server_pod("server-direct", inject=False))
-        cluster_ip = service_for(mesh.bed, mesh.namespace, server)
+        cluster_ip = service_for(mesh.bed, mesh.namespace, "fortio", server)
+        direct_ip = service_for(mesh.bed, mesh.namespace, "fortio-direct", server_direct)
         client = mesh.start_pod(client_pod("client", inject=True))
         client_direct = mesh.start_pod(client_pod("client-direct", inject=False))
         for pod, meshed in (
@@ -696,6 +857,8 @@ def measure(args: argparse.Namespace) -> int:
             SidecarProcesses(pod.name, pod.containers["istio-proxy"].process.pid)
             for pod in (client, server)
         ]
+        for sidecar in sidecars:
+            say(f"{sidecar.pod} sidecar: {sidecar.describe()}")
         say(f"settling {args.settle:g}s with no traffic, then idle memory")
         before_idle = {s.pod: s.cpu_seconds() for s in sidecars}
         time.sleep(args.settle)
@@ -711,6 +874,16 @@ def measure(args: argparse.Namespace) -> int:
             "direct": (client_direct, f"{direct_url}/echo"),
             "mesh": (client, f"{mesh_url}/echo"),
         }
+        if args.breakdown:
+            # One sidecar at a time: the server's inbound only (plaintext, permissive), and
+            # the client's outbound only (to a pod without sidecar: plaintext).
+            paths["server-sidecar"] = (client_direct, f"http://{server.ip}:{SERVER_PORT}/echo")
+            paths["client-sidecar"] = (client, f"http://{direct_ip}:{SERVICE_PORT}/echo")
+            # One bare Envoy hop, in the direct client's pod: what any Envoy costs here.
+            floor = stack.enter_context(
+                bare_envoy(client_direct, (server_direct.ip, SERVER_PORT), work)
+            )
+            paths["bare-envoy"] = (client_direct, f"{floor}/echo")
         for round_no in range(1, args.rounds + 1):
             for path, (pod, url) in paths.items():
                 if args.warmup:
@@ -813,6 +986,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=float,
         default=5.0,
         help="seconds with no traffic before idle figures (default 5)",
+    )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also measure each sidecar alone (server inbound only, client outbound only) "
+        "and one bare Envoy hop (minimal static config, no capture, no TLS)",
     )
     parser.add_argument(
         "--save-json",
