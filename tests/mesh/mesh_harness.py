@@ -48,6 +48,12 @@ SERVICE_PORT = 80
 CONVERGE_S = 30.0
 
 T = TypeVar("T")
+# The Envoy stats the tests read beyond the default inclusion list (Istio's annotation): the
+# inbound listener's TLS and refusal counters, the clusters' connection and TLS counters.
+STATS_ANNOTATIONS = {
+    "sidecar.istio.io/statsInclusionPrefixes": "listener.0.0.0.0_15006,cluster.outbound|,"
+    "cluster.inbound|"
+}
 
 
 def remora_image_workdir() -> str:
@@ -248,7 +254,7 @@ def server_deployment() -> dict[str, Any]:
             "replicas": 1,
             "selector": {"matchLabels": {"app": "server"}},
             "template": {
-                "metadata": {"labels": {"app": "server"}},
+                "metadata": {"labels": {"app": "server"}, "annotations": STATS_ANNOTATIONS},
                 "spec": {
                     "containers": [
                         {
@@ -276,7 +282,11 @@ def client_pod() -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": "client", "labels": {"app": "client"}},
+        "metadata": {
+            "name": "client",
+            "labels": {"app": "client"},
+            "annotations": STATS_ANNOTATIONS,
+        },
         "spec": {
             "containers": [
                 {
@@ -467,3 +477,26 @@ class TrafficLoop:
         out, err = self._process.communicate(timeout=30)
         assert out.strip(), f"the client loop printed nothing: {err}"
         return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def start_calls(client_pod: RunningPod, urls: Sequence[str]) -> list[subprocess.Popen[str]]:
+    """One GET per URL from the client app, all at once and never retried (see :func:`answers`).
+
+    With ``/delay`` URLs they overlap, so the client's Envoy must open new connections to the
+    server's: each one a fresh TLS handshake, or none with plaintext.
+    """
+    return [
+        client_pod.spawn(
+            "client", ["python3", str(APPS / "client.py"), "get", url, "--attempts", "1"]
+        )
+        for url in urls
+    ]
+
+
+def answers(calls: Sequence[subprocess.Popen[str]]) -> list[dict[str, Any]]:
+    out = []
+    for process in calls:
+        stdout, stderr = process.communicate(timeout=30)
+        assert stdout.strip(), f"the client printed nothing: {stderr}"
+        out.append(dict(json.loads(stdout)))
+    return out
