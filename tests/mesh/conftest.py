@@ -2,7 +2,8 @@
 
 See docs/e2e.md; the helpers are in ``mesh_harness.py`` (not here: two ``conftest`` modules
 in one run cannot be imported by name). A test module changes how ``remora discovery`` runs
-by overriding ``mesh_discovery_args`` (module scope).
+by overriding ``mesh_discovery_args`` and the mesh's trust domain by overriding
+``mesh_trust_domain`` (both module scope).
 """
 
 from __future__ import annotations
@@ -47,11 +48,18 @@ def mesh_discovery_args() -> tuple[str, ...]:
 
 
 @pytest.fixture(scope="module")
+def mesh_trust_domain() -> str:
+    """The mesh's trust domain: ``remora discovery --trust-domain`` and the injector's."""
+    return "cluster.local"
+
+
+@pytest.fixture(scope="module")
 def mesh(
     testbed: TestBed,
     tmp_path_factory: pytest.TempPathFactory,
     peer_authentication_kind: None,
     mesh_discovery_args: tuple[str, ...],
+    mesh_trust_domain: str,
 ) -> Iterator[Mesh]:
     """A node, the control plane, the webhook registered for a fresh injected namespace."""
     from kubernetes import client
@@ -76,7 +84,11 @@ def mesh(
         )
         ca_dir = mesh_ca(log_dir / "cacerts")
         control = Discovery(
-            testbed, mesh_namespace, ca_dir, log_dir / "discovery.log", mesh_discovery_args
+            testbed,
+            mesh_namespace,
+            ca_dir,
+            log_dir / "discovery.log",
+            (f"--trust-domain={mesh_trust_domain}", *mesh_discovery_args),
         )
         stack.callback(control.stop)
         control.start()
@@ -92,7 +104,12 @@ def mesh(
             default_config(),
             ca_address=ca_address,
             mesh_namespace=mesh_namespace,
-            mesh=parse_mesh_config({"defaultConfig": {"discoveryAddress": discovery_address}}),
+            mesh=parse_mesh_config(
+                {
+                    "trustDomain": mesh_trust_domain,
+                    "defaultConfig": {"discoveryAddress": discovery_address},
+                }
+            ),
         )
         webhook = stack.enter_context(WebhookServer(config))
         admission = client.AdmissionregistrationV1Api(api)

@@ -3,7 +3,7 @@
 The same real parts as ``test_mesh_e2e.py`` (API server, injector, ``remora discovery`` with
 its CA over TLS, ``remora init``, ``remora proxy sidecar``, Envoy), in a mesh whose CA signs
 workload certificates for 8 s only (``--max-workload-cert-ttl``), so every sidecar renews
-every ~4 s during all of these tests. A client *outside* the mesh is the node itself: a
+every ~4 s during all of these tests, and whose trust domain is not ``cluster.local``. A client *outside* the mesh is the node itself: a
 plaintext connection from the node's network namespace to the server pod's address, captured
 by the pod's rules into its Envoy like any inbound connection. Tests that stop a sidecar
 come last (the pods are shared by the module).
@@ -45,6 +45,7 @@ pytestmark = [
 ]
 
 CERT_TTL_S = 8
+TRUST_DOMAIN = "e2e.remora.test"
 ATTEMPTS = 50  # plaintext connections from outside the mesh, per assertion
 INBOUND = "listener.0.0.0.0_15006"
 ApplyPolicy = Callable[[str, str, dict[str, Any]], None]
@@ -54,6 +55,13 @@ log = logging.getLogger(__name__)  # figures for the report: pytest --log-cli-le
 @pytest.fixture(scope="module")
 def mesh_discovery_args() -> tuple[str, ...]:
     return (f"--max-workload-cert-ttl={CERT_TTL_S}s",)
+
+
+@pytest.fixture(scope="module")
+def mesh_trust_domain() -> str:
+    """Not cluster.local: the CA signs it and the listeners accept it only if ``--trust-domain``
+    reaches both (it once reached only the CA, and every mTLS handshake failed)."""
+    return TRUST_DOMAIN
 
 
 @pytest.fixture
@@ -131,7 +139,8 @@ def test_strict_namespace_policy_refuses_plaintext_from_outside_the_mesh(
     handshakes = _handshakes(mesh, pods)
     for answer in _overlapping_calls(pods):
         assert answer["status"] == 200, answer
-        assert f"URI=spiffe://cluster.local/ns/{mesh.namespace}/sa/default" in (xfcc(answer) or "")
+        identity = f"URI=spiffe://{TRUST_DOMAIN}/ns/{mesh.namespace}/sa/default"
+        assert identity in (xfcc(answer) or "")
     after = _handshakes(mesh, pods)
     assert after[0] > handshakes[0] and after[1] > handshakes[1], (handshakes, after)
 
@@ -148,7 +157,7 @@ def test_permissive_by_default_serves_plaintext_from_outside_the_mesh(
     assert seen["peer"] == "127.0.0.6", seen  # delivered by the server's sidecar
     assert "x-forwarded-client-cert" not in seen["headers"]  # no peer certificate
     # ... while sidecars still talk mTLS to it.
-    assert "URI=spiffe://" in (xfcc(call(pods.client, f"{pods.url}/mesh")) or "")
+    assert f"URI=spiffe://{TRUST_DOMAIN}/" in (xfcc(call(pods.client, f"{pods.url}/mesh")) or "")
 
 
 def test_mesh_wide_strict_applies_until_a_workload_policy_overrides_it(
