@@ -21,9 +21,10 @@ from sidecar.config import AgentConfig, AgentOptions, build_config
 
 NAMESPACE = "bench"
 
-# What ``--stats every`` removes from the product's bootstrap: the bootstrap as it was before
-# the inclusion list, where Envoy creates every stat of every resource up front.
-STATS_KEYS = ("stats_config", "deferred_stat_options")
+# What ``--bootstrap before`` removes from the product's bootstrap: the bootstrap as it was
+# before the inclusion list, where Envoy creates every stat of every resource up front and
+# every worker builds every cluster as it arrives.
+STATS_KEYS = ("stats_config", "deferred_stat_options", "cluster_manager")
 
 
 def sidecar_config(
@@ -51,8 +52,8 @@ def sidecar_config(
 
 class SidecarEnvoy:
     """Envoy with the sidecar agent's bootstrap and command line (no agent around it: the
-    bench measures Envoy and the control plane). ``every_stat`` drops the stats inclusion
-    list and deferred stats, i.e. the bootstrap before them."""
+    bench measures Envoy and the control plane). ``before`` drops the stats inclusion list,
+    deferred stats and deferred worker clusters, i.e. the bootstrap before them."""
 
     def __init__(
         self,
@@ -63,7 +64,7 @@ class SidecarEnvoy:
         *,
         delta: bool = True,
         concurrency: int = 2,
-        every_stat: bool = False,
+        before: bool = False,
     ) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="remora-bench-envoy-")
         self.config = sidecar_config(
@@ -76,7 +77,7 @@ class SidecarEnvoy:
             workdir=self._dir.name,
         )
         bootstrap = build_bootstrap(self.config)
-        if every_stat:
+        if before:
             for key in STATS_KEYS:
                 bootstrap.pop(key, None)
         self.bootstrap = bootstrap
@@ -130,6 +131,11 @@ class SidecarEnvoy:
             if name in ("Rss", "Anonymous"):
                 out[name] = int(value.split()[0]) / 1024
         return out
+
+    def cpu_seconds(self) -> float:
+        """CPU time Envoy has used so far, all threads (``/proc/<pid>/stat`` utime + stime)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stat_count(self) -> int:
         return len(self.get("/stats").text.splitlines())
@@ -193,8 +199,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def product_stats_settings() -> dict[str, Any]:
-    """The product bootstrap's stats settings (inclusion list, deferred stats), for benches
-    that start Envoy with another bootstrap (``controlplane.testing.EnvoyProcess``)."""
+    """The product bootstrap's stats settings (inclusion list, deferred stats and worker
+    clusters), for benches that start Envoy with another bootstrap
+    (``controlplane.testing.EnvoyProcess``)."""
     with tempfile.TemporaryDirectory() as workdir:
         config = sidecar_config(
             "bench-0", NAMESPACE, "10.200.0.1", 15010, delta=True, concurrency=1, workdir=workdir

@@ -4,11 +4,11 @@ The Envoy is connected and synced on an empty mesh first; the clock starts just 
 control plane publishes the full mesh (translation included) and stops when every xDS type
 of that proxy is ACKed at the published version. Each run uses a fresh control plane and
 Envoy. Envoy runs with the sidecar agent's own bootstrap and command line
-(:class:`xds_common.SidecarEnvoy`): ``--stats product`` is that bootstrap (Istio's stats
-inclusion list, deferred stats), ``--stats every`` the same without them (every stat, created
-up front: the bootstrap before the inclusion list).
+(:class:`xds_common.SidecarEnvoy`): ``--bootstrap product`` is that bootstrap (Istio's stats
+inclusion list, deferred stats and worker clusters), ``--bootstrap before`` the same without
+them (every stat created up front, every worker builds every cluster: the bootstrap before).
 
-Run: .venv/bin/python bench/xds_full_push.py [--runs 5] [--concurrency 2] [--stats product,every]
+Run: .venv/bin/python bench/xds_full_push.py [--runs 5] [--concurrency 2] [--bootstrap product,before]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -46,11 +47,17 @@ def fully_acked(conn: ProxyConnection) -> bool:
     return True
 
 
-def one_run(
-    services: int, endpoints: int, delta: bool, every_stat: bool, concurrency: int
-) -> tuple[float, float, int, dict[str, float], int]:
-    """(seconds to the last ACK, seconds to the first response on the wire, clusters in Envoy,
-    Envoy's memory after the push, stats Envoy holds)."""
+class Run(NamedTuple):
+    last_ack_s: float
+    first_response_s: float  # when the control plane's first response left
+    envoy_cpu_s: float  # Envoy's CPU time (all threads) from publish to the last ACK
+    process_cpu_s: float  # the bench process (control plane, its gRPC threads, the SDS server)
+    clusters: int
+    memory: dict[str, float]
+    stats: int
+
+
+def one_run(services: int, endpoints: int, delta: bool, before: bool, concurrency: int) -> Run:
     store = MeshStore()
     load_into(store, mesh(services, endpoints))
     snapshot = store.snapshot()
@@ -63,7 +70,7 @@ def one_run(
             cp.xds_port,
             delta=delta,
             concurrency=concurrency,
-            every_stat=every_stat,
+            before=before,
         ) as envoy:
             conn = wait_for(lambda: next(iter(cp.server.hub.connections), None), what="the proxy")
             wait_for(lambda: "virtualOutbound" in envoy.listener_names(), what="the empty mesh")
@@ -77,6 +84,7 @@ def one_run(
                     yield response
 
             conn.protocol.iter_responses = timed  # type: ignore[method-assign]
+            cpu_before = envoy.cpu_seconds(), time.process_time()
             started = time.perf_counter()
             cp.call(lambda: cp.server.hub.publish(snapshot))
             wait_for(
@@ -86,9 +94,11 @@ def one_run(
                 what="the last ACK",
             )
             elapsed = time.perf_counter() - started
-            return (
+            return Run(
                 elapsed,
                 first_send[0] - started,
+                envoy.cpu_seconds() - cpu_before[0],
+                time.process_time() - cpu_before[1],
                 envoy.active_clusters(),
                 envoy.memory(),
                 envoy.stat_count(),
@@ -110,7 +120,7 @@ def main() -> None:
         default=2,
         help="Envoy worker threads (the agent's default without a CPU limit is 2)",
     )
-    parser.add_argument("--stats", default="product,every", help="product, every, or both")
+    parser.add_argument("--bootstrap", default="product,before", help="product, before, or both")
     parser.add_argument("--modes", default="delta,sotw", help="delta, sotw, or both")
     args = parser.parse_args()
     with open("/proc/loadavg") as loadavg:
@@ -119,27 +129,32 @@ def main() -> None:
         f"full push: {args.services} services x {args.endpoints} endpoints to one Envoy "
         f"(--concurrency {args.concurrency}), {args.runs} runs each, load average {load}"
     )
-    for stats in args.stats.split(","):
+    for bootstrap in args.bootstrap.split(","):
         for mode in args.modes.split(","):
             results = [
                 one_run(
                     args.services,
                     args.endpoints,
                     mode == "delta",
-                    stats == "every",
+                    bootstrap == "before",
                     args.concurrency,
                 )
                 for _ in range(args.runs)
             ]
-            totals = [r[0] * 1000 for r in results]
-            firsts = [r[1] * 1000 for r in results]
-            memory = results[-1][3]
+            totals = [r.last_ack_s * 1000 for r in results]
+
+            def median_ms(values: list[float]) -> str:
+                return f"{statistics.median(values) * 1000:.0f} ms"
+
+            last = results[-1]
             print(
-                f"  {mode:5} stats={stats:7}: last ACK median {statistics.median(totals):.0f} ms "
+                f"  {mode:5} bootstrap={bootstrap:7}: last ACK median {median_ms([r.last_ack_s for r in results])} "
                 f"(runs {', '.join(f'{t:.0f}' for t in totals)}); first response sent after "
-                f"{statistics.median(firsts):.0f} ms; Envoy holds {results[-1][2]} clusters, "
-                f"{results[-1][4]} stats, RSS {memory['Rss']:.0f} MiB "
-                f"({memory['Anonymous']:.0f} MiB anonymous)"
+                f"{median_ms([r.first_response_s for r in results])}; Envoy CPU "
+                f"{median_ms([r.envoy_cpu_s for r in results])}, control plane process CPU "
+                f"{median_ms([r.process_cpu_s for r in results])}; Envoy holds {last.clusters} "
+                f"clusters, {last.stats} stats, RSS {last.memory['Rss']:.0f} MiB "
+                f"({last.memory['Anonymous']:.0f} MiB anonymous)"
             )
     with open("/proc/loadavg") as loadavg:
         print(f"load average after: {' '.join(loadavg.read().split()[:3])}")

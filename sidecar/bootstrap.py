@@ -16,9 +16,12 @@ What the bootstrap holds, and why:
   ``:15090/stats/prometheus`` forwarded to the admin endpoint, which stays on loopback.
 * ``stats_config``: Istio's stats inclusion list (:mod:`sidecar.stats`), and
   ``deferred_stat_options``: a cluster's traffic stats are created when it carries its first
-  request, not when it arrives. Together they are most of what a full push costs Envoy:
-  with every stat created up front, a sidecar given 1,000 services spends about twice as
-  long taking them (``docs/benchmarks.md``, "Control plane").
+  request, not when it arrives. With every stat created up front, a sidecar given 1,000
+  services holds 113k stats and takes a full push about 2.5 times as long
+  (``docs/benchmarks.md``, "Control plane").
+* ``cluster_manager.enable_deferred_cluster_creation``: each worker thread builds its copy
+  of a cluster on its first request to it. Otherwise every cluster that arrives is built
+  once per worker as well, on cores the main thread needs for the push itself.
 """
 
 from __future__ import annotations
