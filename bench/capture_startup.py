@@ -3,8 +3,9 @@
 Each figure is one whole process run (interpreter start, imports, reading the current
 rules, writing ours, exit) inside a network namespace this script creates and deletes. The
 timing loop itself runs inside that namespace, so ``ip netns exec`` is not in the figures.
-Between timed runs our rules are removed (untimed), so every run is a fresh install (the
-init container's case); the "re-run" row times a run over rules already in place.
+Before each timed run our rules are removed (untimed), so every run is a fresh install (the
+init container's case); the "re-run" row times a run over rules already in place. Cases
+are timed round robin, so that other work on the machine weighs on all of them alike.
 
 Two ways of starting are timed:
 
@@ -42,6 +43,10 @@ DEFAULT = shlex.split(
     "-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*' -d 15090,15021,15020"
 )
 
+# What each case starts from (set up untimed): the machine as it is, no rules of ours, or
+# ours installed by the same command (a re-run).
+AS_IS, FRESH, INSTALLED = "as is", "fresh", "installed"
+
 ANCHOR = "import subprocess; subprocess.run(['iptables-nft-save'], capture_output=True)"
 
 
@@ -74,41 +79,46 @@ def measure(runs: int) -> None:
     remora = [str(VENV_BIN / "remora"), "init", *DEFAULT]
     v4, dual = ["--enable-ipv6=false"], ["--dual-stack"]
     nft, legacy = ["--iptables-mode=nft"], ["--iptables-mode=legacy"]
-    cases: list[tuple[str, list[str], dict[str, str], bool]] = [
-        ("floor: python -S -c pass", [py, "-S", "-c", "pass"], image_env, False),
-        ("floor: venv python -c pass", [str(VENV_BIN / "python"), "-c", "pass"], venv_env, False),
-        ("import: python -S -c 'import initcontainer.cli'", [py, "-S", "-c", "import initcontainer.cli"], image_env, False),
-        ("floor: iptables-nft-save (one process)", ["iptables-nft-save"], image_env, False),
+    cases: list[tuple[str, list[str], dict[str, str], str]] = [
+        ("floor: python -S -c pass", [py, "-S", "-c", "pass"], image_env, AS_IS),
+        ("floor: venv python -c pass", [str(VENV_BIN / "python"), "-c", "pass"], venv_env, AS_IS),
+        ("import: python -S -c 'import initcontainer.cli'", [py, "-S", "-c", "import initcontainer.cli"], image_env, AS_IS),
+        ("floor: iptables-nft-save (one process)", ["iptables-nft-save"], image_env, AS_IS),
         # capture-notes.md: 21 ms for python + subprocess.run(iptables-nft-restore) and 9.4 ms for
         # python -c pass, on a quieter day. Yardsticks for the load when these figures are taken.
-        ("anchor: python -S + subprocess.run(iptables-nft-save)", [py, "-S", "-c", ANCHOR], image_env, False),
-        ("image  iptables-restore auto    IPv4", [*image, *v4], image_env, True),
-        ("image  iptables-restore auto    dual-stack", [*image, *dual], image_env, True),
-        ("image  iptables-restore nft     IPv4", [*image, *v4, *nft], image_env, True),
-        ("image  iptables-restore nft     dual-stack", [*image, *dual, *nft], image_env, True),
-        ("image  iptables-restore legacy  IPv4", [*image, *v4, *legacy], image_env, True),
-        ("image  iptables-restore legacy  dual-stack", [*image, *dual, *legacy], image_env, True),
-        ("image  re-run over our rules, auto IPv4", [*image, *v4], image_env, False),
-        ("image  python-iptables legacy   IPv4", [*image, *v4, "--backend=python-iptables"], iptc_env, True),
-        ("venv   python -m initcontainer, auto IPv4", [*venv, *v4], venv_env, True),
-        ("venv   remora init (console script), auto IPv4", [*remora, *v4], venv_env, True),
-        ("venv   remora init (console script), auto dual-stack", [*remora, *dual], venv_env, True),
+        ("anchor: python -S + subprocess.run(iptables-nft-save)", [py, "-S", "-c", ANCHOR], image_env, AS_IS),
+        ("image  iptables-restore auto    IPv4", [*image, *v4], image_env, FRESH),
+        ("image  iptables-restore auto    dual-stack", [*image, *dual], image_env, FRESH),
+        ("image  iptables-restore nft     IPv4", [*image, *v4, *nft], image_env, FRESH),
+        ("image  iptables-restore nft     dual-stack", [*image, *dual, *nft], image_env, FRESH),
+        ("image  iptables-restore legacy  IPv4", [*image, *v4, *legacy], image_env, FRESH),
+        ("image  iptables-restore legacy  dual-stack", [*image, *dual, *legacy], image_env, FRESH),
+        ("image  re-run over our rules, auto IPv4", [*image, *v4], image_env, INSTALLED),
+        ("image  python-iptables legacy   IPv4", [*image, *v4, "--backend=python-iptables"], iptc_env, FRESH),
+        ("venv   python -m initcontainer, auto IPv4", [*venv, *v4], venv_env, FRESH),
+        ("venv   remora init (console script), auto IPv4", [*remora, *v4], venv_env, FRESH),
+        ("venv   remora init (console script), auto dual-stack", [*remora, *dual], venv_env, FRESH),
     ]  # fmt: skip
     cleanup = [py, "-S", "-m", "initcontainer", "--cleanup-only", "--enable-ipv6=false"]
+    # Round robin (every case once, then again) so that all cases see the same mix of other
+    # work on the machine; each row is still `runs` separate processes.
+    walls: dict[str, list[float]] = {name: [] for name, *_ in cases}
+    cpus: dict[str, list[float]] = {name: [] for name, *_ in cases}
+    for _ in range(runs):
+        for name, argv, env, before in cases:
+            if before != AS_IS:
+                subprocess.run(cleanup, env=image_env, capture_output=True, check=True)
+            if before == INSTALLED:
+                subprocess.run(argv, env=env, capture_output=True, check=True)
+            wall, cpu = timed(argv, env)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
     print(f"| {'case':<54} | wall median ms | wall min | wall max | CPU median ms |")
     print(f"|{'-' * 56}|---------------:|---------:|---------:|--------------:|")
-    for name, argv, env, fresh in cases:
-        walls, cpus = [], []
-        for _ in range(runs):
-            if fresh:
-                subprocess.run(cleanup, env=image_env, capture_output=True, check=True)
-            wall, cpu = timed(argv, env)
-            walls.append(wall)
-            cpus.append(cpu)
+    for name, *_ in cases:
         print(
-            f"| {name:<54} | {statistics.median(walls):14.1f} | {min(walls):8.1f} | "
-            f"{max(walls):8.1f} | {statistics.median(cpus):13.1f} |",
-            flush=True,
+            f"| {name:<54} | {statistics.median(walls[name]):14.1f} | {min(walls[name]):8.1f} | "
+            f"{max(walls[name]):8.1f} | {statistics.median(cpus[name]):13.1f} |"
         )
 
 
