@@ -183,7 +183,7 @@ class SidecarUsage:
     agent_cpu_s: float
     envoy_cpu_s: float
     wall_s: float
-    actual_qps: float
+    requests: int  # answered in the run
     idle: dict[str, Memory]  # "agent", "envoy"
     loaded_peak: dict[str, Memory]
 
@@ -193,7 +193,8 @@ class SidecarUsage:
 
     @property
     def cores_per_krps(self) -> float:
-        return self.cores / (self.actual_qps / 1000)
+        """CPU seconds per request x 1,000: the cores that 1,000 requests/s keep busy."""
+        return (self.agent_cpu_s + self.envoy_cpu_s) / self.requests * 1000
 
 
 def _mib(kib: int) -> str:
@@ -252,8 +253,9 @@ def render_usage(rows: Sequence[tuple[int, SidecarUsage]]) -> str:
     """Markdown: CPU per 1,000 requests/s and memory of each sidecar (agent + Envoy)."""
     lines = [
         "| round | sidecar | CPU s agent + Envoy | vCPU | vCPU per 1k rps "
-        "| idle RSS MiB agent + Envoy = total (anon) | loaded peak RSS MiB total (anon) |",
-        "|---|---|---|---|---|---|---|",
+        "| idle RSS MiB agent + Envoy = total | idle anon MiB agent + Envoy = total "
+        "| loaded peak RSS MiB total (anon) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for round_no, usage in rows:
         idle_total = usage.idle["agent"] + usage.idle["envoy"]
@@ -263,7 +265,9 @@ def render_usage(rows: Sequence[tuple[int, SidecarUsage]]) -> str:
             f"| {usage.agent_cpu_s:.2f} + {usage.envoy_cpu_s:.2f} "
             f"| {usage.cores:.3f} | **{usage.cores_per_krps:.3f}** "
             f"| {_mib(usage.idle['agent'].rss_kib)} + {_mib(usage.idle['envoy'].rss_kib)} "
-            f"= **{_mib(idle_total.rss_kib)}** ({_mib(idle_total.anon_kib)}) "
+            f"= **{_mib(idle_total.rss_kib)}** "
+            f"| {_mib(usage.idle['agent'].anon_kib)} + {_mib(usage.idle['envoy'].anon_kib)} "
+            f"= **{_mib(idle_total.anon_kib)}** "
             f"| **{_mib(peak_total.rss_kib)}** ({_mib(peak_total.anon_kib)}) |"
         )
     return "\n".join(lines)
@@ -413,6 +417,7 @@ class SidecarProcesses:
 
     pod: str
     root: int
+    agent: bool = True  # False: a bare Envoy, every process of the tree must be Envoy
 
     def roles(self) -> dict[str, list[int]]:
         roles: dict[str, list[int]] = {"agent": [], "envoy": []}
@@ -420,6 +425,8 @@ class SidecarProcesses:
             with contextlib.suppress(OSError):
                 comm = _read(f"/proc/{pid}/comm").strip()
                 roles["envoy" if comm.startswith("envoy") else "agent"].append(pid)
+        if roles["agent"] and not self.agent:
+            raise RuntimeError(f"{self.pod}: processes other than Envoy: {roles['agent']}")
         if not roles["envoy"]:
             raise RuntimeError(
                 f"{self.pod}: no Envoy under the istio-proxy container ({self.root})"
@@ -713,9 +720,10 @@ def service_for(bed: Any, namespace: str, name: str, server: Any) -> str:
 
 
 @contextlib.contextmanager
-def bare_envoy(pod: Any, upstream: tuple[str, int], work: Path) -> Iterator[str]:
+def bare_envoy(pod: Any, upstream: tuple[str, int], work: Path) -> Iterator[tuple[str, int]]:
     """The bare Envoy (:func:`bare_envoy_config`), 2 workers, inside ``pod``'s network
-    namespace (a pod without sidecar); yields its URL there. Stopped on exit."""
+    namespace (a pod without sidecar); yields its URL there and its pid (``ip netns exec``
+    execs in place). Stopped on exit."""
     from meshlib.envoy_binary import envoy_path
     from testbed.pods import PodError
 
@@ -754,7 +762,7 @@ def bare_envoy(pod: Any, upstream: tuple[str, int], work: Path) -> Iterator[str]
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the bare Envoy is not ready:\n{log_path.read_text()[-2000:]}")
             time.sleep(0.1)
-        yield f"http://127.0.0.1:{listen_port}"
+        yield f"http://127.0.0.1:{listen_port}", process.pid
     finally:
         process.terminate()
         try:
@@ -857,8 +865,25 @@ def measure(args: argparse.Namespace) -> int:
             SidecarProcesses(pod.name, pod.containers["istio-proxy"].process.pid)
             for pod in (client, server)
         ]
+        paths = {
+            "direct": (client_direct, f"{direct_url}/echo"),
+            "mesh": (client, f"{mesh_url}/echo"),
+        }
+        measured = {"mesh": [s.pod for s in sidecars]}  # path -> whose CPU it is about
+        if args.breakdown:
+            # One sidecar at a time: the server's inbound only (plaintext, permissive), and
+            # the client's outbound only (to a pod without sidecar: plaintext).
+            paths["server-sidecar"] = (client_direct, f"http://{server.ip}:{SERVER_PORT}/echo")
+            paths["client-sidecar"] = (client, f"http://{direct_ip}:{SERVICE_PORT}/echo")
+            # One bare Envoy hop, in the direct client's pod: what any Envoy costs here.
+            floor, floor_pid = stack.enter_context(
+                bare_envoy(client_direct, (server_direct.ip, SERVER_PORT), work)
+            )
+            paths["bare-envoy"] = (client_direct, f"{floor}/echo")
+            sidecars.append(SidecarProcesses("bare Envoy (no agent)", floor_pid, agent=False))
+            measured["bare-envoy"] = [sidecars[-1].pod]
         for sidecar in sidecars:
-            say(f"{sidecar.pod} sidecar: {sidecar.describe()}")
+            say(f"{sidecar.pod}: {sidecar.describe()}")
         say(f"settling {args.settle:g}s with no traffic, then idle memory")
         before_idle = {s.pod: s.cpu_seconds() for s in sidecars}
         time.sleep(args.settle)
@@ -870,20 +895,6 @@ def measure(args: argparse.Namespace) -> int:
         latency_rows: list[tuple[int, str, LoadResult]] = []
         usage_rows: list[tuple[int, SidecarUsage]] = []
         loads: list[str] = [load_average()]
-        paths = {
-            "direct": (client_direct, f"{direct_url}/echo"),
-            "mesh": (client, f"{mesh_url}/echo"),
-        }
-        if args.breakdown:
-            # One sidecar at a time: the server's inbound only (plaintext, permissive), and
-            # the client's outbound only (to a pod without sidecar: plaintext).
-            paths["server-sidecar"] = (client_direct, f"http://{server.ip}:{SERVER_PORT}/echo")
-            paths["client-sidecar"] = (client, f"http://{direct_ip}:{SERVICE_PORT}/echo")
-            # One bare Envoy hop, in the direct client's pod: what any Envoy costs here.
-            floor = stack.enter_context(
-                bare_envoy(client_direct, (server_direct.ip, SERVER_PORT), work)
-            )
-            paths["bare-envoy"] = (client_direct, f"{floor}/echo")
         for round_no in range(1, args.rounds + 1):
             for path, (pod, url) in paths.items():
                 if args.warmup:
@@ -905,8 +916,8 @@ def measure(args: argparse.Namespace) -> int:
                     f"p99 {result.p99_ms:.3f} ms, {result.failed} failed, "
                     f"{result.actual_qps:.1f} qps"
                 )
-                if path == "mesh":
-                    for s in sidecars:
+                for s in sidecars:
+                    if s.pod in measured.get(path, ()):
                         usage_rows.append(
                             (
                                 round_no,
@@ -917,7 +928,7 @@ def measure(args: argparse.Namespace) -> int:
                                     envoy_cpu_s=cpu_after[s.pod]["envoy"]
                                     - cpu_before[s.pod]["envoy"],
                                     wall_s=wall,
-                                    actual_qps=result.actual_qps,
+                                    requests=result.requests,
                                     idle=idle_memory[s.pod],
                                     loaded_peak=peaks.peaks[s.pod],
                                 ),

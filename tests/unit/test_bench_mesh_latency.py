@@ -169,11 +169,12 @@ def test_cpu_per_thousand_requests_per_second() -> None:
         agent_cpu_s=0.3,
         envoy_cpu_s=5.7,
         wall_s=30.0,
-        actual_qps=500.0,
+        requests=15000,
         idle=idle,
         loaded_peak=idle,
     )
     assert usage.cores == pytest.approx(0.2)  # 6 CPU seconds over 30 s
-    assert usage.cores_per_krps == pytest.approx(0.4)  # at half of 1,000 requests/s
+    assert usage.cores_per_krps == pytest.approx(0.4)  # 0.4 ms of CPU per request
     row = bench.render_usage([(1, usage)]).splitlines()[-1]
-    assert "**0.400**" in row and "= **70.0** (30.0)" in row
+    assert "**0.400**" in row
+    assert "| 40.0 + 30.0 = **70.0** | 20.0 + 10.0 = **30.0** |" in row  # RSS, then anonymous
