@@ -1,7 +1,10 @@
 """Added latency, CPU and memory of a sidecar pair at a fixed request rate (issue #6).
 
     .venv/bin/python bench/mesh_latency.py [--qps 1000] [--connections 4] [--duration 30]
-                                           [--rounds 1] [--payload 1024] [--warmup 2]
+        [--rounds 1] [--payload 1024] [--warmup 2] [--settle 5] [--breakdown] [--save-json DIR]
+
+    # what docs/benchmarks.md "Sidecar latency" shows (about 10 minutes):
+    .venv/bin/python bench/mesh_latency.py --duration 30 --rounds 3 --breakdown
 
 Four pods on one harness node (:mod:`testbed.pods`), created through the real test-bed API
 server with Remora's injection webhook registered and ``remora discovery`` (control plane and
@@ -13,13 +16,18 @@ mesh CA) serving them, as in the mesh end-to-end tests (``tests/mesh``):
   labelled ``sidecar.istio.io/inject: "false"``. There is no kube-proxy on the harness node, so
   the direct path addresses the pod; both paths cross the same bridge and veths.
 
+``--breakdown`` adds **server-sidecar** (``client-direct`` -> ``server``'s pod IP: its inbound
+sidecar only, plaintext), **client-sidecar** (``client`` -> a Service of ``server-direct``: the
+outbound sidecar only, plaintext) and **bare-envoy**: the same Envoy binary with the smallest
+static HTTP proxy config inside ``client-direct``, the yardstick for one Envoy hop here.
+
 The load generator is fortio (``fortio load -qps Q -c C -t D``; built on first use by
 ``hack/tools/build.sh fortio``, pinned by ``hack/tools/go.mod``), run inside the client pod's
 network namespace as the app's uid (``kubectl exec``), as in Istio's own benchmark: HTTP/1.1,
 keep-alive, ``-payload-size`` bytes POSTed and echoed. Latency is what fortio measures for each
 request, in a histogram of 10 µs resolution, percentiles interpolated within buckets. Before
-each measured run a short warm-up run on the same path is discarded; rounds alternate
-direct/mesh so a change of the machine's load hits both.
+each measured run a short warm-up run on the same path is discarded; each round runs every
+path in turn, so a change of the machine's load hits all of them.
 
 CPU is ``utime + stime`` from ``/proc/<pid>/stat`` of every process of each ``istio-proxy``
 container (the agent and its Envoy), over the measured run; memory is ``VmRSS``/``RssAnon``
@@ -829,111 +837,143 @@ def stage_fortio(fortio: str, directory: Path) -> str:
     return str(staged)
 
 
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """One way from a client pod to a fortio server, and whose CPU its runs account for."""
+
+    name: str
+    client: Any  # the testbed.pods.RunningPod the load runs in
+    url: str
+    accounted: tuple[str, ...] = ()  # SidecarProcesses.pod of the proxies on the way
+
+
+def start_routes(
+    stack: contextlib.ExitStack, mesh: BenchMesh, fortio: str, work: Path, *, breakdown: bool
+) -> tuple[list[Route], list[SidecarProcesses]]:
+    """The four pods, their Services, the routes between them and the proxies to watch."""
+    server = mesh.start_pod(server_pod("server", inject=True))
+    server_direct = mesh.start_pod(server_pod("server-direct", inject=False))
+    cluster_ip = service_for(mesh.bed, mesh.namespace, "fortio", server)
+    direct_ip = service_for(mesh.bed, mesh.namespace, "fortio-direct", server_direct)
+    client = mesh.start_pod(client_pod("client", inject=True))
+    client_direct = mesh.start_pod(client_pod("client-direct", inject=False))
+    for pod, meshed in (
+        (server, True),
+        (client, True),
+        (server_direct, False),
+        (client_direct, False),
+    ):
+        if ("istio-proxy" in pod.containers) != meshed:
+            raise RuntimeError(f"{pod.name}: injected={not meshed}, expected {meshed}")
+    mesh_url = f"http://{cluster_ip}:{SERVICE_PORT}"
+    say(f"waiting for the mesh route to {mesh_url} (mTLS)")
+    wait_for_mtls_route(client, fortio, mesh_url, mesh.namespace)
+    sidecars = [
+        SidecarProcesses(pod.name, pod.containers["istio-proxy"].process.pid)
+        for pod in (client, server)
+    ]
+    routes = [
+        Route("direct", client_direct, f"http://{server_direct.ip}:{SERVER_PORT}/echo"),
+        Route("mesh", client, f"{mesh_url}/echo", accounted=("client", "server")),
+    ]
+    if breakdown:
+        # One sidecar at a time: the server's inbound only (plaintext, permissive), and the
+        # client's outbound only (to a pod without sidecar: plaintext).
+        routes.append(
+            Route("server-sidecar", client_direct, f"http://{server.ip}:{SERVER_PORT}/echo")
+        )
+        routes.append(Route("client-sidecar", client, f"http://{direct_ip}:{SERVICE_PORT}/echo"))
+        # One bare Envoy hop, in the direct client's pod: what any Envoy costs here.
+        url, pid = stack.enter_context(
+            bare_envoy(client_direct, (server_direct.ip, SERVER_PORT), work)
+        )
+        bare = SidecarProcesses("bare Envoy (no agent)", pid, agent=False)
+        sidecars.append(bare)
+        routes.append(Route("bare-envoy", client_direct, f"{url}/echo", accounted=(bare.pod,)))
+    return routes, sidecars
+
+
+def measured_run(
+    route: Route,
+    round_no: int,
+    *,
+    sidecars: Sequence[SidecarProcesses],
+    idle_memory: Mapping[str, dict[str, Memory]],
+    fortio: str,
+    args: argparse.Namespace,
+) -> tuple[LoadResult, list[SidecarUsage]]:
+    """A warm-up, then one measured fortio run on ``route`` with its proxies' CPU and memory."""
+    if args.warmup:
+        say(f"round {round_no}: {route.name} warm-up {args.warmup:g}s")
+        run_load(route.client, fortio, route.url, args, args.warmup)
+    say(
+        f"round {round_no}: {route.name} {args.qps} qps, {args.connections} connections, "
+        f"{args.duration:g}s -> {route.url} (load {load_average()})"
+    )
+    watched = [s for s in sidecars if s.pod in route.accounted]
+    cpu_before = {s.pod: s.cpu_seconds() for s in watched}
+    started = time.monotonic()
+    with PeakMemory(watched) as peaks:
+        result = run_load(route.client, fortio, route.url, args, args.duration)
+    wall = time.monotonic() - started
+    usage = []
+    for s in watched:
+        cpu = s.cpu_seconds()
+        usage.append(
+            SidecarUsage(
+                pod=s.pod,
+                agent_cpu_s=cpu["agent"] - cpu_before[s.pod]["agent"],
+                envoy_cpu_s=cpu["envoy"] - cpu_before[s.pod]["envoy"],
+                wall_s=wall,
+                requests=result.requests,
+                idle=idle_memory[s.pod],
+                loaded_peak=peaks.peaks[s.pod],
+            )
+        )
+    say(
+        f"round {round_no}: {route.name} p50 {result.p50_ms:.3f} p90 {result.p90_ms:.3f} "
+        f"p99 {result.p99_ms:.3f} ms, {result.failed} failed, {result.actual_qps:.1f} qps"
+    )
+    return result, usage
+
+
 def measure(args: argparse.Namespace) -> int:
     from testbed.pods import Image
 
     say(f"load average before: {load_average()}")
     fortio = build_fortio()
+    latency_rows: list[tuple[int, str, LoadResult]] = []
+    usage_rows: list[tuple[int, SidecarUsage]] = []
+    loads = [load_average()]
     with contextlib.ExitStack() as stack:
         work = Path(tempfile.mkdtemp(prefix="remora-bench-mesh-"))
         stack.callback(shutil.rmtree, work, ignore_errors=True)
         fortio = stage_fortio(fortio, work)
-        mesh = stack.enter_context(
-            mesh_environment(
-                work / "logs", {FORTIO_IMAGE: Image(entrypoint=(fortio,), cmd=("server",))}
-            )
-        )
-        server = mesh.start_pod(server_pod("server", inject=True))
-        server_direct = mesh.start_pod(server_pod("server-direct", inject=False))
-        cluster_ip = service_for(mesh.bed, mesh.namespace, "fortio", server)
-        direct_ip = service_for(mesh.bed, mesh.namespace, "fortio-direct", server_direct)
-        client = mesh.start_pod(client_pod("client", inject=True))
-        client_direct = mesh.start_pod(client_pod("client-direct", inject=False))
-        for pod, meshed in (
-            (server, True),
-            (client, True),
-            (server_direct, False),
-            (client_direct, False),
-        ):
-            if ("istio-proxy" in pod.containers) != meshed:
-                raise RuntimeError(f"{pod.name}: injected={not meshed}, expected {meshed}")
-        mesh_url = f"http://{cluster_ip}:{SERVICE_PORT}"
-        direct_url = f"http://{server_direct.ip}:{SERVER_PORT}"
-        say(f"waiting for the mesh route to {mesh_url} (mTLS)")
-        wait_for_mtls_route(client, fortio, mesh_url, mesh.namespace)
-        sidecars = [
-            SidecarProcesses(pod.name, pod.containers["istio-proxy"].process.pid)
-            for pod in (client, server)
-        ]
-        paths = {
-            "direct": (client_direct, f"{direct_url}/echo"),
-            "mesh": (client, f"{mesh_url}/echo"),
-        }
-        measured = {"mesh": [s.pod for s in sidecars]}  # path -> whose CPU it is about
-        if args.breakdown:
-            # One sidecar at a time: the server's inbound only (plaintext, permissive), and
-            # the client's outbound only (to a pod without sidecar: plaintext).
-            paths["server-sidecar"] = (client_direct, f"http://{server.ip}:{SERVER_PORT}/echo")
-            paths["client-sidecar"] = (client, f"http://{direct_ip}:{SERVICE_PORT}/echo")
-            # One bare Envoy hop, in the direct client's pod: what any Envoy costs here.
-            floor, floor_pid = stack.enter_context(
-                bare_envoy(client_direct, (server_direct.ip, SERVER_PORT), work)
-            )
-            paths["bare-envoy"] = (client_direct, f"{floor}/echo")
-            sidecars.append(SidecarProcesses("bare Envoy (no agent)", floor_pid, agent=False))
-            measured["bare-envoy"] = [sidecars[-1].pod]
+        fortio_image = Image(entrypoint=(fortio,), cmd=("server",))
+        mesh = stack.enter_context(mesh_environment(work / "logs", {FORTIO_IMAGE: fortio_image}))
+        routes, sidecars = start_routes(stack, mesh, fortio, work, breakdown=args.breakdown)
         for sidecar in sidecars:
             say(f"{sidecar.pod}: {sidecar.describe()}")
         say(f"settling {args.settle:g}s with no traffic, then idle memory")
-        before_idle = {s.pod: s.cpu_seconds() for s in sidecars}
+        before_idle = {s.pod: sum(s.cpu_seconds().values()) for s in sidecars}
         time.sleep(args.settle)
         idle_memory = {s.pod: s.memory() for s in sidecars}
-        idle_cpu = {
-            s.pod: sum(s.cpu_seconds().values()) - sum(before_idle[s.pod].values())
+        idle_mcpu = {
+            s.pod: (sum(s.cpu_seconds().values()) - before_idle[s.pod]) / args.settle * 1000
             for s in sidecars
         }
-        latency_rows: list[tuple[int, str, LoadResult]] = []
-        usage_rows: list[tuple[int, SidecarUsage]] = []
-        loads: list[str] = [load_average()]
         for round_no in range(1, args.rounds + 1):
-            for path, (pod, url) in paths.items():
-                if args.warmup:
-                    say(f"round {round_no}: {path} warm-up {args.warmup:g}s")
-                    run_load(pod, fortio, url, args, args.warmup)
-                say(
-                    f"round {round_no}: {path} {args.qps} qps, {args.connections} connections, "
-                    f"{args.duration:g}s -> {url} (load {load_average()})"
+            for route in routes:
+                result, usage = measured_run(
+                    route,
+                    round_no,
+                    sidecars=sidecars,
+                    idle_memory=idle_memory,
+                    fortio=fortio,
+                    args=args,
                 )
-                cpu_before = {s.pod: s.cpu_seconds() for s in sidecars}
-                started = time.monotonic()
-                with PeakMemory(sidecars) as peaks:
-                    result = run_load(pod, fortio, url, args, args.duration)
-                wall = time.monotonic() - started
-                cpu_after = {s.pod: s.cpu_seconds() for s in sidecars}
-                latency_rows.append((round_no, path, result))
-                say(
-                    f"round {round_no}: {path} p50 {result.p50_ms:.3f} p90 {result.p90_ms:.3f} "
-                    f"p99 {result.p99_ms:.3f} ms, {result.failed} failed, "
-                    f"{result.actual_qps:.1f} qps"
-                )
-                for s in sidecars:
-                    if s.pod in measured.get(path, ()):
-                        usage_rows.append(
-                            (
-                                round_no,
-                                SidecarUsage(
-                                    pod=s.pod,
-                                    agent_cpu_s=cpu_after[s.pod]["agent"]
-                                    - cpu_before[s.pod]["agent"],
-                                    envoy_cpu_s=cpu_after[s.pod]["envoy"]
-                                    - cpu_before[s.pod]["envoy"],
-                                    wall_s=wall,
-                                    requests=result.requests,
-                                    idle=idle_memory[s.pod],
-                                    loaded_peak=peaks.peaks[s.pod],
-                                ),
-                            )
-                        )
+                latency_rows.append((round_no, route.name, result))
+                usage_rows.extend((round_no, u) for u in usage)
                 loads.append(load_average())
         say(f"load average after: {load_average()}")
 
@@ -945,13 +985,13 @@ def measure(args: argparse.Namespace) -> int:
     print(render_latency(latency_rows))
     print()
     print(render_usage(usage_rows))
-    idle_text = ", ".join(
-        f"{pod} {cpu / args.settle * 1000:.1f} mCPU" for pod, cpu in idle_cpu.items()
-    )
-    print(f"\nidle sidecar CPU over {args.settle:g}s with no traffic: {idle_text}")
+    idle_text = ", ".join(f"{pod} {mcpu:.1f} mCPU" for pod, mcpu in idle_mcpu.items())
+    print(f"\nidle CPU over {args.settle:g}s with no traffic: {idle_text}")
     for name, added in added_latency(latency_rows).items():
-        print(f"added {name}, median of {args.rounds} round(s): {added:+.3f} ms")
+        print(f"added {name} (mesh - direct), median of {args.rounds} round(s): {added:+.3f} ms")
     failed = sum(r.failed for _, _, r in latency_rows)
+    if failed:
+        print(f"{failed} requests failed: the figures are not valid", file=sys.stderr)
     return 1 if failed else 0
 
 
