@@ -7,13 +7,17 @@ Before each timed run our rules are removed (untimed), so every run is a fresh i
 init container's case); the "re-run" row times a run over rules already in place. Cases
 are timed round robin, so that other work on the machine weighs on all of them alike.
 
-Two ways of starting are timed:
+How it is started matters, so three ways are timed:
 
-* ``image``: ``python -S -m initcontainer`` with the byte-compiled source on PYTHONPATH: no
-  ``site``, as with a plain install of the package;
-* ``venv``: this checkout's ``.venv/bin/remora init`` (the console script, i.e. what a pod's
-  init container runs: the image's entrypoint is ``remora``), and ``.venv/bin/python -m
-  initcontainer``. Both pay for ``site`` (~3 ms here); ``-m`` also for ``runpy``.
+* ``remora init``: this checkout's console script, i.e. what a pod's init container runs
+  (the image's entrypoint is ``remora``, a console script in a virtualenv): the interpreter
+  with ``site`` (~3 ms here; the editable install adds one path, as the image's
+  site-packages does), then ``remora.entry``, which hands ``init`` over at once. The rows
+  per backend use it.
+* ``python -S -m initcontainer`` with the byte-compiled source on PYTHONPATH: no ``site``,
+  but ``-m`` loads ``runpy`` and ``importlib.util`` (with ``contextlib``, ``collections``,
+  ``functools``), ~5-7 ms here;
+* ``.venv/bin/python -m initcontainer``: both.
 
 CPU time (user + system of the run and the iptables tools it starts) is printed beside the
 wall time: it is much less sensitive to other work on the machine than wall time is.
@@ -32,7 +36,6 @@ import shlex
 import statistics
 import subprocess
 import sys
-import sysconfig
 import time
 from pathlib import Path
 
@@ -43,9 +46,9 @@ DEFAULT = shlex.split(
     "-p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*' -d 15090,15021,15020"
 )
 
-# What each case starts from (set up untimed): the machine as it is, no rules of ours, or
-# ours installed by the same command (a re-run).
-AS_IS, FRESH, INSTALLED = "as is", "fresh", "installed"
+# What each case starts from (set up untimed): no rules of ours, or ours installed by the
+# same command (a re-run).
+FRESH, INSTALLED = "fresh", "installed"
 
 ANCHOR = "import subprocess; subprocess.run(['iptables-nft-save'], capture_output=True)"
 
@@ -68,36 +71,33 @@ def _children_cpu() -> float:
 
 def measure(runs: int) -> None:
     """The timing loop; runs inside the benchmark's network namespace."""
-    site_packages = sysconfig.get_paths()["purelib"]
-    image_env = {**os.environ, "PYTHONPATH": str(REPO)}
-    # python -S drops site-packages; python-iptables lives there, so add it for that backend.
-    iptc_env = {**os.environ, "PYTHONPATH": f"{REPO}:{site_packages}"}
+    plain_env = {**os.environ, "PYTHONPATH": str(REPO)}
     venv_env = dict(os.environ)
     py = sys.executable
-    image = [py, "-S", "-m", "initcontainer", *DEFAULT]
-    venv = [str(VENV_BIN / "python"), "-m", "initcontainer", *DEFAULT]
+    venv_py = str(VENV_BIN / "python")
     remora = [str(VENV_BIN / "remora"), "init", *DEFAULT]
+    plain_m = [py, "-S", "-m", "initcontainer", *DEFAULT]
+    venv_m = [venv_py, "-m", "initcontainer", *DEFAULT]
     v4, dual = ["--enable-ipv6=false"], ["--dual-stack"]
     nft, legacy = ["--iptables-mode=nft"], ["--iptables-mode=legacy"]
     cases: list[tuple[str, list[str], dict[str, str], str]] = [
-        ("floor: python -S -c pass", [py, "-S", "-c", "pass"], image_env, AS_IS),
-        ("floor: venv python -c pass", [str(VENV_BIN / "python"), "-c", "pass"], venv_env, AS_IS),
-        ("import: python -S -c 'import initcontainer.cli'", [py, "-S", "-c", "import initcontainer.cli"], image_env, AS_IS),
-        ("floor: iptables-nft-save (one process)", ["iptables-nft-save"], image_env, AS_IS),
+        ("floor: python -S -c pass", [py, "-S", "-c", "pass"], plain_env, FRESH),
+        ("floor: venv python -c pass (site)", [venv_py, "-c", "pass"], venv_env, FRESH),
+        ("import: venv python -c 'import initcontainer.cli'", [venv_py, "-c", "import initcontainer.cli"], venv_env, FRESH),
+        ("floor: iptables-nft-save (one process)", ["iptables-nft-save"], plain_env, FRESH),
         # capture-notes.md: 21 ms for python + subprocess.run(iptables-nft-restore) and 9.4 ms for
         # python -c pass, on a quieter day. Yardsticks for the load when these figures are taken.
-        ("anchor: python -S + subprocess.run(iptables-nft-save)", [py, "-S", "-c", ANCHOR], image_env, AS_IS),
-        ("image  iptables-restore auto    IPv4", [*image, *v4], image_env, FRESH),
-        ("image  iptables-restore auto    dual-stack", [*image, *dual], image_env, FRESH),
-        ("image  iptables-restore nft     IPv4", [*image, *v4, *nft], image_env, FRESH),
-        ("image  iptables-restore nft     dual-stack", [*image, *dual, *nft], image_env, FRESH),
-        ("image  iptables-restore legacy  IPv4", [*image, *v4, *legacy], image_env, FRESH),
-        ("image  iptables-restore legacy  dual-stack", [*image, *dual, *legacy], image_env, FRESH),
-        ("image  re-run over our rules, auto IPv4", [*image, *v4], image_env, INSTALLED),
-        ("image  python-iptables legacy   IPv4", [*image, *v4, "--backend=python-iptables"], iptc_env, FRESH),
-        ("venv   python -m initcontainer, auto IPv4", [*venv, *v4], venv_env, FRESH),
-        ("venv   remora init (console script), auto IPv4", [*remora, *v4], venv_env, FRESH),
-        ("venv   remora init (console script), auto dual-stack", [*remora, *dual], venv_env, FRESH),
+        ("anchor: python -S + subprocess.run(iptables-nft-save)", [py, "-S", "-c", ANCHOR], plain_env, FRESH),
+        ("remora init  auto    IPv4", [*remora, *v4], venv_env, FRESH),
+        ("remora init  auto    dual-stack", [*remora, *dual], venv_env, FRESH),
+        ("remora init  nft     IPv4", [*remora, *v4, *nft], venv_env, FRESH),
+        ("remora init  nft     dual-stack", [*remora, *dual, *nft], venv_env, FRESH),
+        ("remora init  legacy  IPv4", [*remora, *v4, *legacy], venv_env, FRESH),
+        ("remora init  legacy  dual-stack", [*remora, *dual, *legacy], venv_env, FRESH),
+        ("remora init  re-run over our rules, auto IPv4", [*remora, *v4], venv_env, INSTALLED),
+        ("remora init  python-iptables (legacy), IPv4", [*remora, *v4, "--backend=python-iptables"], venv_env, FRESH),
+        ("python -S -m initcontainer, auto IPv4", [*plain_m, *v4], plain_env, FRESH),
+        ("venv python -m initcontainer, auto IPv4", [*venv_m, *v4], venv_env, FRESH),
     ]  # fmt: skip
     cleanup = [py, "-S", "-m", "initcontainer", "--cleanup-only", "--enable-ipv6=false"]
     # Round robin (every case once, then again) so that all cases see the same mix of other
@@ -106,8 +106,7 @@ def measure(runs: int) -> None:
     cpus: dict[str, list[float]] = {name: [] for name, *_ in cases}
     for _ in range(runs):
         for name, argv, env, before in cases:
-            if before != AS_IS:
-                subprocess.run(cleanup, env=image_env, capture_output=True, check=True)
+            subprocess.run(cleanup, env=plain_env, capture_output=True, check=True)
             if before == INSTALLED:
                 subprocess.run(argv, env=env, capture_output=True, check=True)
             wall, cpu = timed(argv, env)
@@ -133,7 +132,7 @@ def main() -> int:
 
     # Byte-compile first, as a package install does: this machine sets PYTHONDONTWRITEBYTECODE,
     # and compiling the sources on every start would be timed otherwise.
-    sources = [str(REPO / "initcontainer"), str(REPO / "meshlib")]
+    sources = [str(REPO / "initcontainer"), str(REPO / "meshlib"), str(REPO / "remora")]
     subprocess.run([sys.executable, "-m", "compileall", "-q", *sources], check=True)
     with open("/proc/loadavg", encoding="ascii") as loadavg:
         load = " ".join(loadavg.read().split()[:3])
