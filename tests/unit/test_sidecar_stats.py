@@ -3,10 +3,13 @@ entries) and what a real Envoy with the sidecar bootstrap then creates."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -114,12 +117,10 @@ def _wait(url: str, timeout_s: float = 15.0) -> httpx.Response:
             time.sleep(0.05)
 
 
-@pytest.mark.envoy
-def test_envoy_creates_only_the_included_stats(tmp_path: Path) -> None:
-    """The sidecar bootstrap (without its xDS part, so Envoy starts at once): a request through
-    the Prometheus listener to the ``prometheus_stats`` cluster creates that cluster's request
-    counters, and nothing else of any cluster but ``xds-grpc`` exists; the stats readiness,
-    the drain and the tests read are there."""
+@contextlib.contextmanager
+def sidecar_envoy(tmp_path: Path, **static: list[dict[str, Any]]) -> Iterator[dict[str, int]]:
+    """Envoy with the sidecar bootstrap, its xDS part removed so that it starts at once, plus
+    ``static`` listeners/clusters; yields the ports."""
     ports = {name: free_port() for name in ("admin", "status", "health", "prometheus")}
     config = build_config(
         {"POD_NAME": "web-0", "POD_NAMESPACE": "shop", "INSTANCE_IP": "127.0.0.1"},
@@ -130,13 +131,15 @@ def test_envoy_creates_only_the_included_stats(tmp_path: Path) -> None:
             health_port=ports["health"],
             prometheus_port=ports["prometheus"],
             bind_address="127.0.0.1",
-            concurrency=1,
+            concurrency=2,
             config_dir=str(tmp_path),
         ),
         host_cpus=2,
     )
     bootstrap = build_bootstrap(config)
     del bootstrap["dynamic_resources"]
+    for kind, resources in static.items():
+        bootstrap["static_resources"][kind].extend(resources)
     path = tmp_path / "envoy-rev.json"
     path.write_text(json.dumps(bootstrap))
     envoy = subprocess.Popen(
@@ -145,6 +148,19 @@ def test_envoy_creates_only_the_included_stats(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
+        _wait(f"http://127.0.0.1:{ports['admin']}/ready")
+        yield ports
+    finally:
+        envoy.terminate()
+        envoy.wait(10)
+
+
+@pytest.mark.envoy
+def test_envoy_creates_only_the_included_stats(tmp_path: Path) -> None:
+    """A request through the Prometheus listener to the ``prometheus_stats`` cluster creates
+    that cluster's request counters, and nothing else of any cluster but ``xds-grpc`` exists;
+    the stats readiness, the drain and the tests read are there."""
+    with sidecar_envoy(tmp_path) as ports:
         scrape = _wait(f"http://127.0.0.1:{ports['prometheus']}/stats/prometheus")
         assert scrape.status_code == 200
         stats = httpx.get(f"http://127.0.0.1:{ports['admin']}/stats", timeout=5).text
@@ -164,6 +180,58 @@ def test_envoy_creates_only_the_included_stats(tmp_path: Path) -> None:
         }
         assert not any(n.startswith("cluster.agent.") for n in names)
         assert len(names) < 150, f"{len(names)} stats: the inclusion list is not applied"
-    finally:
-        envoy.terminate()
-        envoy.wait(10)
+
+
+@pytest.mark.envoy
+def test_deferred_worker_clusters_carry_original_destination_traffic(tmp_path: Path) -> None:
+    """Workers build clusters on first use (``enable_deferred_cluster_creation``); the
+    product's inbound and headless clusters are ORIGINAL_DST, so one must still carry traffic
+    (here the destination comes from a header instead of a captured connection)."""
+    listener_port = free_port()
+    cluster = {
+        "name": "inbound|8080||",
+        "type": "ORIGINAL_DST",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "connect_timeout": "1s",
+        "original_dst_lb_config": {"use_http_header": True},
+    }
+    router = {
+        "name": "envoy.filters.http.router",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+        },
+    }
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "inbound_8080",
+        "route_config": {
+            "virtual_hosts": [
+                {
+                    "name": "inbound",
+                    "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster["name"]}}],
+                }
+            ]
+        },
+        "http_filters": [router],
+    }
+    listener = {
+        "name": "virtualInbound",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener_port}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                ]
+            }
+        ],
+    }
+    with sidecar_envoy(tmp_path, clusters=[cluster], listeners=[listener]) as ports:
+        answer = httpx.get(
+            f"http://127.0.0.1:{listener_port}/ready",
+            headers={"x-envoy-original-dst-host": f"127.0.0.1:{ports['admin']}"},
+            timeout=5,
+        )
+        assert answer.status_code == 200 and answer.text.strip() == "LIVE"
+        stats = httpx.get(f"http://127.0.0.1:{ports['admin']}/stats", timeout=5).text
+        assert "cluster.inbound|8080||.upstream_rq_total: 1" in stats
