@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -178,3 +179,23 @@ def test_cpu_per_thousand_requests_per_second() -> None:
     row = bench.render_usage([(1, usage)]).splitlines()[-1]
     assert "**0.400**" in row
     assert "| 40.0 + 30.0 = **70.0** | 20.0 + 10.0 = **30.0** |" in row  # RSS, then anonymous
+
+
+@pytest.mark.envoy
+def test_bare_envoy_config_is_accepted_by_envoy(tmp_path: Path) -> None:
+    from meshlib.envoy_binary import envoy_path
+
+    config = bench.bare_envoy_config(("10.77.0.3", 8080), listen_port=15999, admin_port=15998)
+    path = tmp_path / "bare.json"
+    path.write_text(json.dumps(config))
+    checked = subprocess.run(
+        [str(envoy_path()), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    cluster = config["static_resources"]["clusters"][0]
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {"address": "10.77.0.3", "port_value": 8080}
