@@ -53,6 +53,7 @@ from prometheus_client import (
 from injector.admission import Outcome, PatchCache, review
 from injector.config import ConfigError, InjectorConfig, default_config, load_config
 from meshlib import certs
+from meshlib.ports import tcp_server_socket
 
 log = logging.getLogger("remora.injector")
 
@@ -361,16 +362,8 @@ async def _serve_async(
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening socket for uvicorn (bound here so that workers can share it and port 0 works).
-
-    The protocol must be given as IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections
-    only when their ``proto`` says TCP, and without it every answer (headers and body are two
-    writes) waits for the client's delayed ACK: ~40 ms per request instead of ~1 ms.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    """A listening socket for uvicorn (bound here so that workers can share it and port 0 works)."""
+    sock = tcp_server_socket(host, port)
     sock.listen(1024)
     sock.set_inheritable(True)
     return sock

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -30,6 +29,7 @@ import grpc
 import httpx
 import uvicorn
 
+from meshlib.ports import tcp_server_socket
 from sidecar.bootstrap import HEALTH_LISTENER, PROMETHEUS_LISTENER, build_bootstrap, envoy_args
 from sidecar.config import AgentConfig
 from sidecar.envoy import EnvoyAdmin, EnvoyProcess, write_atomically
@@ -212,13 +212,9 @@ class Agent:
             scrape_client=scrape,
         )
         # Bind here, not in uvicorn: a busy port must become our error, not uvicorn's exit.
-        family = socket.AF_INET6 if ":" in cfg.bind_address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((cfg.bind_address, cfg.ports.status))
+            sock = tcp_server_socket(cfg.bind_address, cfg.ports.status)
         except OSError as exc:
-            sock.close()
             raise AgentError(
                 f"the status server could not listen on {cfg.bind_address}:{cfg.ports.status} "
                 f"({exc.strerror}); is another agent running? (pick another port with "
