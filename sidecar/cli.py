@@ -191,10 +191,12 @@ def proxy() -> None:
 )
 @click.option(
     "--cert-ttl",
+    envvar="SECRET_TTL",
     type=DURATION,
     default="24h",
     show_default=True,
-    help="Lifetime of locally signed certificates.",
+    help="Lifetime asked for the workload certificate, from the mesh CA or the local signer "
+    "(Istio's SECRET_TTL, e.g. set per pod through proxyMetadata; the CA may cap it).",
 )
 @click.option(
     "--pod-info-dir",

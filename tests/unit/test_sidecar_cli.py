@@ -71,6 +71,7 @@ def test_dry_run_prints_bootstrap_and_command_line(tmp_path: Path) -> None:
         (("--discovery-address", "cp:15012"), POD, "needs the mesh root at"),
         (("--xds-plaintext", "--ca-dir", "/nonexistent"), POD, "point --ca-dir at"),
         (("--minimum-drain-duration", "soon"), POD, "is not a duration"),
+        ((), {**POD, "SECRET_TTL": "a day"}, "'--cert-ttl': 'a day' is not a duration"),
         (
             ("--xds-plaintext", "--ca-root-cert", "/nonexistent/ca-root.pem"),
             {**POD, "CA_ADDR": "istiod.istio-system.svc:15012"},
