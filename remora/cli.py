@@ -101,10 +101,25 @@ class LazyGroup(click.Group):
             formatter.write_dl(sorted(rows))
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    # A callback, not click.version_option(remora_version()): reading the installed version
+    # imports importlib.metadata (and email), ~2.6 MiB that every sidecar agent would carry.
+    if value and not ctx.resilient_parsing:
+        click.echo(f"remora, version {remora_version()}")
+        ctx.exit()
+
+
 @click.group(
     cls=LazyGroup, help=MAIN_HELP, context_settings={"help_option_names": ["-h", "--help"]}
 )
-@click.version_option(remora_version(), "--version", prog_name="remora")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
 def cli() -> None:
     pass
 
