@@ -9,11 +9,17 @@ inclusion list, deferred stats and worker clusters), ``--bootstrap before`` the 
 them (every stat created up front, every worker builds every cluster: the bootstrap before).
 
 Run: .venv/bin/python bench/xds_full_push.py [--runs 5] [--concurrency 2] [--bootstrap product,before]
+     [--modes delta,sotw] [--timeline]
+
+``--timeline`` prints, for the median run, when the control plane got each request (ACKs,
+subscriptions) and built each response, in ms since publish: the gaps between a response
+and the next request are Envoy's.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import time
@@ -26,11 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from xds_common import SidecarEnvoy, mesh
 
 from controlplane.app import DiscoveryOptions
-from controlplane.resources import PUSH_ORDER, ProxyResources
+from controlplane.resources import PUSH_ORDER, SHORT_NAMES, ProxyResources
 from controlplane.sources.files import load_into
 from controlplane.store import MeshStore
 from controlplane.testing import ControlPlaneThread, wait_for
-from controlplane.xds.protocol import Response
+from controlplane.xds.protocol import Event, Request, Response
 from controlplane.xds.server import ProxyConnection
 
 
@@ -50,6 +56,8 @@ def fully_acked(conn: ProxyConnection) -> bool:
 class Run(NamedTuple):
     last_ack_s: float
     first_response_s: float  # when the control plane's first response left
+    publish_s: float  # how long publish() (computing the proxy's config, clusters lazy) took
+    timeline: list[tuple[float, str]]  # (ms since publish, what the control plane saw or sent)
     envoy_cpu_s: float  # Envoy's CPU time (all threads) from publish to the last ACK
     process_cpu_s: float  # the bench process (control plane, its gRPC threads, the SDS server)
     clusters: int
@@ -75,18 +83,52 @@ def one_run(services: int, endpoints: int, delta: bool, before: bool, concurrenc
             conn = wait_for(lambda: next(iter(cp.server.hub.connections), None), what="the proxy")
             wait_for(lambda: "virtualOutbound" in envoy.listener_names(), what="the empty mesh")
             first_send: list[float] = []
+            events: list[tuple[float, str]] = []
             original = conn.protocol.iter_responses
+            original_on_request = conn.protocol.on_request
 
             def timed(desired: ProxyResources | None) -> Iterator[Response]:
+                building = time.perf_counter()
                 for response in original(desired):
+                    now = time.perf_counter()
                     if not first_send:
-                        first_send.append(time.perf_counter())
+                        first_send.append(now)
+                    short = SHORT_NAMES[response.type_url]
+                    events.append((building, f"{short} building"))
+                    events.append((now, f"{short} response built ({len(response.resources)})"))
                     yield response
+                    building = time.perf_counter()
+
+            def on_request(request: Request, now: float) -> list[Event]:
+                arrived = time.perf_counter()
+                handled = original_on_request(request, now)
+                kinds = ",".join(e.kind for e in handled) or "request"
+                events.append((arrived, f"{SHORT_NAMES[request.type_url]} {kinds}"))
+                return handled
+
+            gc_started: list[float] = []
+
+            def gc_timer(phase: str, info: dict[str, int]) -> None:
+                if phase == "start":
+                    gc_started[:] = [time.perf_counter()]
+                elif gc_started:
+                    took = (time.perf_counter() - gc_started[0]) * 1000
+                    if took >= 0.5:
+                        events.append((gc_started[0], f"gc gen{info['generation']} {took:.1f} ms"))
 
             conn.protocol.iter_responses = timed  # type: ignore[method-assign]
+            conn.protocol.on_request = on_request  # type: ignore[method-assign]
+            gc.callbacks.append(gc_timer)
             cpu_before = envoy.cpu_seconds(), time.process_time()
+            published: list[float] = []
+
+            def publish() -> None:
+                published.append(time.perf_counter())
+                cp.server.hub.publish(snapshot)
+                published.append(time.perf_counter())
+
             started = time.perf_counter()
-            cp.call(lambda: cp.server.hub.publish(snapshot))
+            cp.call(publish)
             wait_for(
                 lambda: cp.call(lambda: fully_acked(conn)),
                 timeout=30,
@@ -94,9 +136,12 @@ def one_run(services: int, endpoints: int, delta: bool, before: bool, concurrenc
                 what="the last ACK",
             )
             elapsed = time.perf_counter() - started
+            gc.callbacks.remove(gc_timer)
             return Run(
                 elapsed,
                 first_send[0] - started,
+                published[1] - published[0],
+                [(round((t - started) * 1000, 1), what) for t, what in sorted(events)],
                 envoy.cpu_seconds() - cpu_before[0],
                 time.process_time() - cpu_before[1],
                 envoy.active_clusters(),
@@ -122,6 +167,11 @@ def main() -> None:
     )
     parser.add_argument("--bootstrap", default="product,before", help="product, before, or both")
     parser.add_argument("--modes", default="delta,sotw", help="delta, sotw, or both")
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="print what the control plane received and sent during the median run",
+    )
     args = parser.parse_args()
     with open("/proc/loadavg") as loadavg:
         load = " ".join(loadavg.read().split()[:3])
@@ -150,12 +200,18 @@ def main() -> None:
             print(
                 f"  {mode:5} bootstrap={bootstrap:7}: last ACK median {median_ms([r.last_ack_s for r in results])} "
                 f"(runs {', '.join(f'{t:.0f}' for t in totals)}); first response sent after "
-                f"{median_ms([r.first_response_s for r in results])}; Envoy CPU "
+                f"{median_ms([r.first_response_s for r in results])} (publish "
+                f"{median_ms([r.publish_s for r in results])}); Envoy CPU "
                 f"{median_ms([r.envoy_cpu_s for r in results])}, control plane process CPU "
                 f"{median_ms([r.process_cpu_s for r in results])}; Envoy holds {last.clusters} "
                 f"clusters, {last.stats} stats, RSS {last.memory['Rss']:.0f} MiB "
                 f"({last.memory['Anonymous']:.0f} MiB anonymous)"
             )
+            if args.timeline:
+                run = sorted(results, key=lambda r: r.last_ack_s)[len(results) // 2]
+                print(f"    timeline of the median run ({run.last_ack_s * 1000:.0f} ms), ms:")
+                for at, what in run.timeline:
+                    print(f"      {at:7.1f}  {what}")
     with open("/proc/loadavg") as loadavg:
         print(f"load average after: {' '.join(loadavg.read().split()[:3])}")
 

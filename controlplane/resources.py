@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
@@ -46,12 +47,19 @@ def content_version(*chunks: bytes) -> str:
 
 @dataclass(frozen=True, eq=False, slots=True)
 class Resource:
-    """One named Envoy resource, packed and versioned."""
+    """One named Envoy resource, packed and versioned.
+
+    ``wrapped`` is the delta protocol's envelope (name, version, the packed resource) and
+    ``packed`` the ``Any`` inside it (state of the world): both are built once, with the
+    resource, so a response is only a list of prebuilt messages (a full push of 1,000
+    clusters otherwise builds 1,000 envelopes per proxy before the first byte leaves).
+    """
 
     name: str
     message: Message
     packed: any_pb2.Any
     version: str
+    wrapped: discovery_pb2.Resource
 
     @property
     def type_url(self) -> str:
@@ -60,8 +68,12 @@ class Resource:
 
 def make_resource(name: str, message: Message) -> Resource:
     body = message.SerializeToString(deterministic=True)
-    packed = any_pb2.Any(type_url=TYPE_PREFIX + message.DESCRIPTOR.full_name, value=body)
-    return Resource(name=name, message=message, packed=packed, version=content_version(body))
+    version = content_version(body)
+    wrapped = discovery_pb2.Resource(name=name, version=version)
+    packed = wrapped.resource
+    packed.type_url = TYPE_PREFIX + message.DESCRIPTOR.full_name
+    packed.value = body
+    return Resource(name=name, message=message, packed=packed, version=version, wrapped=wrapped)
 
 
 @dataclass(frozen=True, eq=False)

@@ -27,34 +27,49 @@ class ServiceMtls:
     all_mtls_ports: frozenset[str]
 
 
+_PLAINTEXT = ServiceMtls(endpoints=frozenset(), peer_ids=(), all_mtls_ports=frozenset())
+
+
 def service_mtls(
     snapshot: MeshSnapshot,
     service: Service,
     slices: tuple[EndpointSlice, ...],
     policies: PolicyIndex,
 ) -> ServiceMtls:
+    if not snapshot.workloads:
+        # No pod known, so no sidecar anywhere: every endpoint is plaintext (a full push
+        # asks this of every service before the first cluster can leave).
+        return _PLAINTEXT
     trust_domain = snapshot.mesh.trust_domain
     accepting: set[tuple[str, int]] = set()
     peers: set[str] = set()
     # Per service port name: has an endpoint, has one that is plaintext only.
     served: set[str] = set()
     plaintext: set[str] = set()
+    # Every endpoint of every service is looked at on a full push: the per-slice facts
+    # (whether it serves, whether it has a plaintext endpoint) are gathered once per slice.
     for eps in slices:
+        has_served = has_plaintext = False
         for endpoint in eps.endpoints:
             if endpoint_health(endpoint) is None:
                 continue
-            served.update(name for name, _ in eps.ports)
+            has_served = True
             workload = snapshot.workload_of(service.namespace, endpoint)
             if workload is None or not workload.meshed:
-                plaintext.update(name for name, _ in eps.ports)
+                has_plaintext = True
                 continue  # no sidecar there (or no pod known)
             modes = policies.for_labels(workload.namespace, workload.labels)
+            peer = spiffe_id(trust_domain, workload.namespace, workload.service_account)
             for name, number in eps.ports:
                 if modes.for_port(number) is MtlsMode.DISABLE:
                     plaintext.add(name)
                     continue
                 accepting.add((endpoint.address, number))
-                peers.add(spiffe_id(trust_domain, workload.namespace, workload.service_account))
+                peers.add(peer)
+        if has_served:
+            served.update(name for name, _ in eps.ports)
+        if has_plaintext:
+            plaintext.update(name for name, _ in eps.ports)
     return ServiceMtls(
         endpoints=frozenset(accepting),
         peer_ids=tuple(sorted(peers)),

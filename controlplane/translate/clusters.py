@@ -42,13 +42,26 @@ def _template() -> cluster_pb2.Cluster:
     return cluster
 
 
-_TEMPLATE = _template()
-
-
-def _base(name: str) -> cluster_pb2.Cluster:
-    # Copying a prebuilt message is several times faster than building it field by field.
+def _eds_template() -> cluster_pb2.Cluster:
     cluster = cluster_pb2.Cluster()
     cluster.CopyFrom(_TEMPLATE)
+    cluster.type = cluster_pb2.Cluster.EDS
+    cluster.eds_cluster_config.eds_config.CopyFrom(ads())
+    cluster.lb_policy = cluster_pb2.Cluster.LEAST_REQUEST
+    return cluster
+
+
+_TEMPLATE = _template()
+# Most clusters of a mesh are EDS clusters that differ only by name (and protocol, mTLS):
+# a full push builds a thousand of them before anything leaves, so they start from a
+# prebuilt message too (building the config source alone was half the cost).
+_EDS_TEMPLATE = _eds_template()
+
+
+def _base(name: str, template: cluster_pb2.Cluster = _TEMPLATE) -> cluster_pb2.Cluster:
+    # Copying a prebuilt message is several times faster than building it field by field.
+    cluster = cluster_pb2.Cluster()
+    cluster.CopyFrom(template)
     cluster.name = name
     return cluster
 
@@ -118,7 +131,7 @@ def outbound_cluster(
     """
     fqdn = service.fqdn(domain_suffix)
     name = names.outbound_cluster(port.port, fqdn)
-    cluster = _base(name)
+    cluster = _base(name, _EDS_TEMPLATE if uses_eds(service) else _TEMPLATE)
     if service.kind is ServiceKind.HEADLESS:
         # Clients pick a pod themselves (DNS returns pod IPs): keep their choice.
         _original_destination(cluster)
@@ -142,10 +155,6 @@ def outbound_cluster(
                 ],
             )
         )
-    else:
-        cluster.type = cluster_pb2.Cluster.EDS
-        cluster.eds_cluster_config.eds_config.CopyFrom(ads())
-        cluster.lb_policy = cluster_pb2.Cluster.LEAST_REQUEST
     _set_upstream_protocol(cluster, port.protocol)
     if (
         mtls is not None

@@ -192,8 +192,10 @@ class ConfigGenerator:
         self._service_mtls: _Memo[_MtlsEntry] = _Memo()
         self._policies: _Memo[PolicyIndex] = _Memo()
         self._by_shape: dict[ProxyShape, ProxyResources] = {}
-        # Auto-mTLS of each service for the current snapshot (shared by every shape).
+        # Auto-mTLS of each service for the current snapshot (shared by every shape), and the
+        # snapshot's policy index (looked up once per service on a full push).
         self._mtls_now: dict[tuple[str, str], _MtlsEntry] = {}
+        self._policies_now: PolicyIndex | None = None
         # The generation at which a pod behind each service last changed, so a pod change
         # recomputes the auto-mTLS of the services it is behind, not of every service.
         self._pod_stamps: dict[tuple[str, str], int] = {}
@@ -216,6 +218,7 @@ class ConfigGenerator:
             ):
                 memo.rotate()
             self._mtls_now = {}
+            self._policies_now = None
             self._stamp_pod_changes(snapshot)
         shape = proxy_shape(snapshot, proxy, self._policy_index(snapshot))
         found = self._by_shape.get(shape)
@@ -224,11 +227,16 @@ class ConfigGenerator:
         return found
 
     def _policy_index(self, snapshot: MeshSnapshot) -> PolicyIndex:
+        if self._policies_now is not None and snapshot is self._snapshot:
+            return self._policies_now
         key = (
             snapshot.revisions.get("PeerAuthentication", 0),
             snapshot.revisions.get("ConfigMap", 0),
         )
-        return self._policies.get(key, None, partial(policy_index, snapshot))
+        found = self._policies.get(key, None, partial(policy_index, snapshot))
+        if snapshot is self._snapshot:
+            self._policies_now = found
+        return found
 
     def _stamp_pod_changes(self, snapshot: MeshSnapshot) -> None:
         """Note which services have a pod that changed since the last snapshot seen.
@@ -282,9 +290,11 @@ class ConfigGenerator:
         suffix = snapshot.domain_suffix
         services = visible_services(snapshot, shape.scope)
         auto_mtls = snapshot.mesh.enable_auto_mtls
+        # With no pod known there is no sidecar to upgrade to: skip asking every service.
+        any_mtls = auto_mtls and bool(snapshot.workloads)
 
         def mtls_of(service: Service) -> clusters.UpstreamMtls | None:
-            if not auto_mtls or service.kind is ServiceKind.EXTERNAL_NAME:
+            if not any_mtls or service.kind is ServiceKind.EXTERNAL_NAME:
                 return None
             return self._mtls_of(snapshot, service)[1]
 
@@ -319,7 +329,7 @@ class ConfigGenerator:
                     continue
                 slices = snapshot.slices_for(service)
                 mtls_endpoints = (
-                    self._mtls_of(snapshot, service)[0].endpoints if auto_mtls else frozenset()
+                    self._mtls_of(snapshot, service)[0].endpoints if any_mtls else frozenset()
                 )
                 built.extend(
                     self._assignments.get(

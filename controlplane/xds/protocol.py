@@ -339,10 +339,7 @@ class DeltaProtocol(StreamProtocol):
             system_version_info=desired.version,
             type_url=state.type_url,
             nonce=nonce,
-            resources=[
-                discovery_pb2.Resource(name=r.name, version=r.version, resource=r.packed)
-                for r in updates
-            ],
+            resources=[r.wrapped for r in updates],
             removed_resources=removed,
         )
 
