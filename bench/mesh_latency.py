@@ -52,7 +52,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -621,110 +620,33 @@ class BenchMesh:
 def mesh_environment(log_dir: Path, extra_images: Mapping[str, Any]) -> Iterator[BenchMesh]:
     """Test bed, node, control plane + CA, injector, an injected namespace; torn down after.
 
-    The same wiring as the ``mesh`` fixture of tests/mesh/conftest.py.
+    The wiring is the ``mesh`` fixture's of tests/mesh (``mesh_harness.open_mesh``).
     """
-    from kubernetes import client
-
-    from injector.config import default_config
-    from injector.registration import wait_until_injecting, webhook_configuration
-    from injector.server import WebhookServer
-    from meshlib.meshconfig import parse_mesh_config
     from testbed.binaries import Binaries
     from testbed.launcher import TestBed
-    from testbed.pods import Node
 
     harness = _import_mesh_harness()
     log_dir.mkdir(parents=True, exist_ok=True)
-    run = uuid.uuid4().hex[:8]
-    namespace = f"bench-{run}"
     with contextlib.ExitStack() as stack:
         say("starting the test bed (etcd, kube-apiserver, controllers)")
         bed = TestBed.start(binaries=Binaries.locate())
         stack.callback(bed.stop)
-        node = stack.enter_context(Node())
-        api = stack.enter_context(bed.api_client())
-        core = client.CoreV1Api(api)
-        mesh_namespace = f"bench-system-{run}"
-        bed.create_namespace(mesh_namespace)
-        say("starting remora discovery (control plane and mesh CA)")
-        ca_dir = harness.mesh_ca(log_dir / "cacerts")
-        xds_port, ca_port = stack.enter_context(
-            harness.discovery(bed, mesh_namespace, ca_dir, log_dir / "discovery.log")
-        )
-        discovery_address = node.forward(harness.XDS_PORT_ON_NODE, ("127.0.0.1", xds_port))
-        ca_host = f"istiod.{mesh_namespace}.svc"
-        node.add_host(
-            ca_host,
-            node.forward(harness.SECURE_PORT_ON_NODE, ("127.0.0.1", ca_port)).split(":")[0],
-        )
-        config = dataclasses.replace(
-            default_config(),
-            ca_address=f"{ca_host}:{harness.SECURE_PORT_ON_NODE}",
-            mesh_namespace=mesh_namespace,
-            mesh=parse_mesh_config({"defaultConfig": {"discoveryAddress": discovery_address}}),
-        )
-        say("starting the injection webhook")
-        webhook = stack.enter_context(WebhookServer(config))
-        admission = client.AdmissionregistrationV1Api(api)
-        name = f"remora-mesh-bench-{run}"
-        admission.create_mutating_webhook_configuration(
-            webhook_configuration(
-                name,
-                webhook.url,
-                webhook.ca_bundle or "",
-                namespace_labels={harness.RUN_LABEL: run},
-            )
-        )
-        stack.callback(admission.delete_mutating_webhook_configuration, name)
-        bed.create_namespace(
-            namespace, labels={"istio-injection": "enabled", harness.RUN_LABEL: run}
-        )
-        wait_until_injecting(core, namespace)
-        images = {**harness.images(f"{config.proxy.hub}/{config.proxy.image}"), **extra_images}
-        yield BenchMesh(bed, node, namespace, images, stack)
+        say("starting remora discovery (control plane and mesh CA) and the injection webhook")
+        mesh = stack.enter_context(harness.open_mesh(bed, log_dir, prefix="bench"))
+        images = {**mesh.images, **extra_images}
+        yield BenchMesh(bed, mesh.node, mesh.namespace, images, stack)
 
 
 def service_for(bed: Any, namespace: str, name: str, server: Any) -> str:
-    """A selector-less Service and its EndpointSlice at ``server`` (as the e2e); the ClusterIP.
-
-    The slice names the pod, so the control plane knows whether it has a sidecar (its
-    ``security.istio.io/tlsMode`` label) and speaks mTLS to it only then.
-    """
+    """A selector-less Service ``name`` and its EndpointSlice at ``server``; the ClusterIP."""
     from kubernetes import client
 
     with bed.api_client() as api:
-        service = client.CoreV1Api(api).create_namespaced_service(
-            namespace,
-            {
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": {"name": name},
-                "spec": {
-                    "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": SERVER_PORT}]
-                },
-            },
+        return str(
+            _import_mesh_harness().service_and_slice(
+                client.CoreV1Api(api), client.DiscoveryV1Api(api), namespace, server, name
+            )
         )
-        client.DiscoveryV1Api(api).create_namespaced_endpoint_slice(
-            namespace,
-            {
-                "apiVersion": "discovery.k8s.io/v1",
-                "kind": "EndpointSlice",
-                "metadata": {
-                    "name": f"{name}-1",
-                    "labels": {"kubernetes.io/service-name": name},
-                },
-                "addressType": "IPv4",
-                "ports": [{"name": "http", "port": SERVER_PORT, "protocol": "TCP"}],
-                "endpoints": [
-                    {
-                        "addresses": [server.ip],
-                        "conditions": {"ready": True},
-                        "targetRef": {"kind": "Pod", "name": server.name, "namespace": namespace},
-                    }
-                ],
-            },
-        )
-    return str(service.spec.cluster_ip)
 
 
 @contextlib.contextmanager

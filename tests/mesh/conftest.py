@@ -8,30 +8,12 @@ by overriding ``mesh_discovery_args`` and the mesh's trust domain by overriding
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import uuid
 from collections.abc import Iterator
 
 import pytest
-from mesh_harness import (
-    RUN_LABEL,
-    SECURE_PORT_ON_NODE,
-    XDS_PORT_ON_NODE,
-    Discovery,
-    Mesh,
-    Pods,
-    mesh_ca,
-    peer_authentication_crd,
-    server_and_client,
-)
+from mesh_harness import Mesh, Pods, open_mesh, peer_authentication_crd, server_and_client
 
-from injector.config import default_config
-from injector.registration import wait_until_injecting, webhook_configuration
-from injector.server import WebhookServer
-from meshlib.meshconfig import parse_mesh_config
 from testbed.launcher import TestBed
-from testbed.pods import Node
 
 
 @pytest.fixture(scope="session")
@@ -62,76 +44,11 @@ def mesh(
     mesh_trust_domain: str,
 ) -> Iterator[Mesh]:
     """A node, the control plane, the webhook registered for a fresh injected namespace."""
-    from kubernetes import client
-
-    run = uuid.uuid4().hex[:8]
-    namespace = f"mesh-{run}"
     log_dir = tmp_path_factory.mktemp("mesh")
-    with contextlib.ExitStack() as stack:
-        node = stack.enter_context(Node())
-        api = stack.enter_context(testbed.api_client())
-        core = client.CoreV1Api(api)
-        mesh_namespace = f"mesh-system-{run}"
-        testbed.create_namespace(mesh_namespace)
-        stack.callback(core.delete_namespace, mesh_namespace)
-        # This run's mesh config: its own root namespace, so a mesh-wide policy stays ours.
-        core.create_namespaced_config_map(
-            mesh_namespace,
-            {
-                "metadata": {"name": "istio"},
-                "data": {"mesh": f"rootNamespace: {mesh_namespace}\n"},
-            },
-        )
-        ca_dir = mesh_ca(log_dir / "cacerts")
-        control = Discovery(
-            testbed,
-            mesh_namespace,
-            ca_dir,
-            log_dir / "discovery.log",
-            (f"--trust-domain={mesh_trust_domain}", *mesh_discovery_args),
-        )
-        stack.callback(control.stop)
-        control.start()
-        discovery_address = node.forward(XDS_PORT_ON_NODE, ("127.0.0.1", control.xds_port))
-        # Pods reach the CA by the name in its serving certificate, as in a cluster.
-        ca_host = f"istiod.{mesh_namespace}.svc"
-        node.add_host(
-            ca_host,
-            node.forward(SECURE_PORT_ON_NODE, ("127.0.0.1", control.ca_port)).split(":")[0],
-        )
-        ca_address = f"{ca_host}:{SECURE_PORT_ON_NODE}"
-        config = dataclasses.replace(
-            default_config(),
-            ca_address=ca_address,
-            mesh_namespace=mesh_namespace,
-            mesh=parse_mesh_config(
-                {
-                    "trustDomain": mesh_trust_domain,
-                    "defaultConfig": {"discoveryAddress": discovery_address},
-                }
-            ),
-        )
-        webhook = stack.enter_context(WebhookServer(config))
-        admission = client.AdmissionregistrationV1Api(api)
-        name = f"remora-mesh-e2e-{run}"
-        admission.create_mutating_webhook_configuration(
-            webhook_configuration(
-                name, webhook.url, webhook.ca_bundle or "", namespace_labels={RUN_LABEL: run}
-            )
-        )
-        stack.callback(admission.delete_mutating_webhook_configuration, name)
-        testbed.create_namespace(namespace, labels={"istio-injection": "enabled", RUN_LABEL: run})
-        stack.callback(core.delete_namespace, namespace)
-        wait_until_injecting(core, namespace)
-        yield Mesh(
-            testbed,
-            node,
-            namespace,
-            config,
-            log_dir / "discovery.log",
-            control,
-            mesh_namespace,
-        )
+    with open_mesh(
+        testbed, log_dir, discovery_args=mesh_discovery_args, trust_domain=mesh_trust_domain
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

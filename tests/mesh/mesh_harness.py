@@ -205,23 +205,6 @@ class Discovery:
 
 
 @contextlib.contextmanager
-def discovery(
-    bed: TestBed,
-    mesh_namespace: str,
-    ca_dir: Path,
-    log_path: Path,
-    extra_args: Sequence[str] = (),
-) -> Iterator[tuple[int, int]]:
-    """A started :class:`Discovery`; (xDS, CA) ports once ``/ready``; stopped on exit."""
-    server = Discovery(bed, mesh_namespace, ca_dir, log_path, extra_args)
-    try:
-        server.start()
-        yield server.xds_port, server.ca_port
-    finally:
-        server.stop()
-
-
-@contextlib.contextmanager
 def peer_authentication_crd(bed: TestBed) -> Iterator[None]:
     """The chart's PeerAuthentication CRD, installed and Established; removed after, if we
     installed it (it is cluster-wide). Install it before ``remora discovery`` starts: a
@@ -235,6 +218,89 @@ def peer_authentication_crd(bed: TestBed) -> Iterator[None]:
     finally:
         if not had:
             bed.kubectl("delete", "crd", PA_CRD, "--ignore-not-found", check=False)
+
+
+@contextlib.contextmanager
+def open_mesh(
+    bed: TestBed,
+    log_dir: Path,
+    *,
+    prefix: str = "mesh",
+    discovery_args: Sequence[str] = (),
+    trust_domain: str = "cluster.local",
+) -> Iterator[Mesh]:
+    """A node, the control plane + CA, the webhook registered for a fresh injected namespace.
+
+    The ``mesh`` fixture and ``bench/mesh_latency.py`` both stand on this. Names start with
+    ``prefix`` and a random run id; everything is removed on exit, also after a failure.
+    """
+    import uuid
+
+    from kubernetes import client
+
+    from injector.config import default_config
+    from injector.registration import wait_until_injecting, webhook_configuration
+    from injector.server import WebhookServer
+    from meshlib.meshconfig import parse_mesh_config
+
+    run = uuid.uuid4().hex[:8]
+    namespace = f"{prefix}-{run}"
+    with contextlib.ExitStack() as stack:
+        node = stack.enter_context(Node())
+        api = stack.enter_context(bed.api_client())
+        core = client.CoreV1Api(api)
+        mesh_namespace = f"{prefix}-system-{run}"
+        bed.create_namespace(mesh_namespace)
+        stack.callback(core.delete_namespace, mesh_namespace)
+        # This run's mesh config: its own root namespace, so a mesh-wide policy stays ours.
+        core.create_namespaced_config_map(
+            mesh_namespace,
+            {
+                "metadata": {"name": "istio"},
+                "data": {"mesh": f"rootNamespace: {mesh_namespace}\n"},
+            },
+        )
+        ca_dir = mesh_ca(log_dir / "cacerts")
+        control = Discovery(
+            bed,
+            mesh_namespace,
+            ca_dir,
+            log_dir / "discovery.log",
+            (f"--trust-domain={trust_domain}", *discovery_args),
+        )
+        stack.callback(control.stop)
+        control.start()
+        discovery_address = node.forward(XDS_PORT_ON_NODE, ("127.0.0.1", control.xds_port))
+        # Pods reach the CA by the name in its serving certificate, as in a cluster.
+        ca_host = f"istiod.{mesh_namespace}.svc"
+        node.add_host(
+            ca_host,
+            node.forward(SECURE_PORT_ON_NODE, ("127.0.0.1", control.ca_port)).split(":")[0],
+        )
+        config = dataclasses.replace(
+            default_config(),
+            ca_address=f"{ca_host}:{SECURE_PORT_ON_NODE}",
+            mesh_namespace=mesh_namespace,
+            mesh=parse_mesh_config(
+                {
+                    "trustDomain": trust_domain,
+                    "defaultConfig": {"discoveryAddress": discovery_address},
+                }
+            ),
+        )
+        webhook = stack.enter_context(WebhookServer(config))
+        admission = client.AdmissionregistrationV1Api(api)
+        name = f"remora-{prefix}-{run}"
+        admission.create_mutating_webhook_configuration(
+            webhook_configuration(
+                name, webhook.url, webhook.ca_bundle or "", namespace_labels={RUN_LABEL: run}
+            )
+        )
+        stack.callback(admission.delete_mutating_webhook_configuration, name)
+        bed.create_namespace(namespace, labels={"istio-injection": "enabled", RUN_LABEL: run})
+        stack.callback(core.delete_namespace, namespace)
+        wait_until_injecting(core, namespace)
+        yield Mesh(bed, node, namespace, config, log_dir / "discovery.log", control, mesh_namespace)
 
 
 # -- the workloads ---------------------------------------------------------------------------
@@ -310,14 +376,20 @@ def wait_for_pod(core: Any, namespace: str, selector: str, timeout: float = 45.0
         time.sleep(0.1)
 
 
-def service_and_slice(core: Any, discovery_api: Any, namespace: str, server: RunningPod) -> str:
-    """A Service without selector and its EndpointSlice at the server pod; the ClusterIP."""
+def service_and_slice(
+    core: Any, discovery_api: Any, namespace: str, server: RunningPod, name: str = "server"
+) -> str:
+    """A Service without selector and its EndpointSlice at the server pod; the ClusterIP.
+
+    The slice names the pod, so the control plane knows whether it has a sidecar (its
+    ``security.istio.io/tlsMode`` label) and speaks mTLS to it only then.
+    """
     service = core.create_namespaced_service(
         namespace,
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {"name": "server"},
+            "metadata": {"name": name},
             "spec": {"ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": SERVER_PORT}]},
         },
     )
@@ -326,7 +398,7 @@ def service_and_slice(core: Any, discovery_api: Any, namespace: str, server: Run
         {
             "apiVersion": "discovery.k8s.io/v1",
             "kind": "EndpointSlice",
-            "metadata": {"name": "server-1", "labels": {"kubernetes.io/service-name": "server"}},
+            "metadata": {"name": f"{name}-1", "labels": {"kubernetes.io/service-name": name}},
             "addressType": "IPv4",
             "ports": [{"name": "http", "port": SERVER_PORT, "protocol": "TCP"}],
             "endpoints": [
