@@ -523,57 +523,44 @@ def _app_security() -> dict[str, Any]:
     return {"runAsUser": APP_UID, "runAsGroup": APP_UID, "allowPrivilegeEscalation": False}
 
 
-def server_pod(name: str, *, inject: bool) -> dict[str, Any]:
+def _pod(name: str, container: dict[str, Any], *, inject: bool) -> dict[str, Any]:
+    """A bare Pod of one container as the app's user; opted out of injection when asked."""
     labels = {"app": name}
     if not inject:
         labels["sidecar.istio.io/inject"] = "false"
+    container = {**container, "securityContext": _app_security()}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "containers": [
-                {
-                    "name": "fortio",
-                    "image": f"{FORTIO_IMAGE}:1",
-                    "args": [
-                        "server",
-                        "-http-port",
-                        str(SERVER_PORT),
-                        "-grpc-port",
-                        "disabled",
-                        "-redirect-port",
-                        "disabled",
-                        "-tcp-port",
-                        "disabled",
-                        "-udp-port",
-                        "disabled",
-                        "-loglevel",
-                        "Warning",
-                    ],
-                    "ports": [{"name": "http", "containerPort": SERVER_PORT}],
-                    "readinessProbe": {"httpGet": {"path": "/", "port": SERVER_PORT}},
-                    "securityContext": _app_security(),
-                }
-            ]
-        },
+        "spec": {"containers": [container]},
     }
+
+
+def server_pod(name: str, *, inject: bool) -> dict[str, Any]:
+    disabled = ("-grpc-port", "-redirect-port", "-tcp-port", "-udp-port")
+    return _pod(
+        name,
+        {
+            "name": "fortio",
+            "image": f"{FORTIO_IMAGE}:1",
+            "args": [
+                "server",
+                "-http-port",
+                str(SERVER_PORT),
+                *(arg for flag in disabled for arg in (flag, "disabled")),
+                "-loglevel",
+                "Warning",
+            ],
+            "ports": [{"name": "http", "containerPort": SERVER_PORT}],
+            "readinessProbe": {"httpGet": {"path": "/", "port": SERVER_PORT}},
+        },
+        inject=inject,
+    )
 
 
 def client_pod(name: str, *, inject: bool) -> dict[str, Any]:
-    labels = {"app": name}
-    if not inject:
-        labels["sidecar.istio.io/inject"] = "false"
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "containers": [
-                {"name": "client", "image": CLIENT_IMAGE, "securityContext": _app_security()}
-            ]
-        },
-    }
+    return _pod(name, {"name": "client", "image": CLIENT_IMAGE}, inject=inject)
 
 
 def _import_mesh_harness() -> Any:
