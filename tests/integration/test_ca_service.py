@@ -4,17 +4,19 @@ Each test runs a real ``grpc.aio`` server with :class:`CertificateService` on lo
 calls it over the wire, either with a raw gRPC stub (to see the status codes) or with the
 agent's own :class:`GrpcCAProvider`.
 
-Expired tokens: the TokenRequest API will not mint a token shorter than 10 minutes, so an
-expired *signed* token cannot be obtained in a fast test. What is tested instead, with real
-apiserver answers: a token bound to a Secret that was then deleted, and a token whose
-ServiceAccount was deleted, are both refused UNAUTHENTICATED with the apiserver's reason;
-the expiry check on the token's ``exp`` claim is tested in ``tests/unit/test_ca_authn.py``.
+Expired tokens: the TokenRequest API will not mint a token shorter than 10 minutes, so the
+expired token is a real one re-signed with the test bed's own service-account signing key and
+its times moved into the past; the apiserver itself is shown to accept the re-signed token
+with its original times and to refuse the expired one. Tokens that were valid once are
+refused too: one bound to a Secret that was then deleted, one whose ServiceAccount was deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
+import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -23,6 +25,9 @@ from typing import Any
 import grpc
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from kubernetes import client
 
 from controlplane.ca.authn import TokenReviewAuthenticator
@@ -183,6 +188,56 @@ def test_refusals_say_what_was_wrong(testbed: Any, namespace: str, material: CAM
             "no_token": 1,
             "invalid_token": 1,
         }
+
+    asyncio.run(with_server(testbed, material, body))
+
+
+def resign(testbed: Any, token: str, **claims: Any) -> str:
+    """``token`` with ``claims`` changed, signed again with the test bed's service-account key."""
+    header, payload, _ = token.split(".")
+
+    def decode(part: str) -> Any:
+        return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+    def encode(data: Any) -> str:
+        raw = json.dumps(data, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    assert decode(header)["alg"] == "ES256"  # the test bed's key is EC P-256
+    key = serialization.load_pem_private_key(
+        (Path(testbed.state.workdir) / "pki" / "sa.key").read_bytes(), password=None
+    )
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    signed = f"{header}.{encode({**decode(payload), **claims})}"
+    r, s = decode_dss_signature(key.sign(signed.encode(), ec.ECDSA(hashes.SHA256())))
+    signature = base64.urlsafe_b64encode(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+    return f"{signed}.{signature.rstrip(b'=').decode()}"
+
+
+def token_review(testbed: Any, token: str) -> Any:
+    review = client.V1TokenReview(
+        spec=client.V1TokenReviewSpec(token=token, audiences=["istio-ca"])
+    )
+    return client.AuthenticationV1Api(testbed.api_client()).create_token_review(review).status
+
+
+def test_an_expired_token_is_refused(testbed: Any, namespace: str, material: CAMaterial) -> None:
+    real = request_token(testbed, namespace, "alpha")
+    # The re-signing is sound: the apiserver accepts a re-signed copy with the same times ...
+    assert token_review(testbed, resign(testbed, real)).authenticated is True
+    now = int(time.time())
+    expired = resign(testbed, real, iat=now - 3600, nbf=now - 3600, exp=now - 1200)
+    # ... and refuses it once expired (beyond any clock-skew leeway).
+    status = token_review(testbed, expired)
+    assert status.authenticated is not True and "expired" in (status.error or "")
+    _, csr = make_csr(spiffe(namespace, "alpha"))
+
+    async def body(address: str, service: CertificateService) -> None:
+        error = await refused(address, expired, csr)
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "token expired" in (error.details() or ""), error.details()
+        assert "read the token file again" in (error.details() or "")
+        assert (await call(address, real, csr)).cert_chain  # the same caller, unexpired: signed
 
     asyncio.run(with_server(testbed, material, body))
 
