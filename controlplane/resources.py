@@ -53,27 +53,85 @@ class Resource:
     ``packed`` the ``Any`` inside it (state of the world): both are built once, with the
     resource, so a response is only a list of prebuilt messages (a full push of 1,000
     clusters otherwise builds 1,000 envelopes per proxy before the first byte leaves).
+    ``message`` is the resource as a protobuf message; one made from bytes
+    (:class:`NameOnlyVariants`) parses them only when asked (debug views, validation).
     """
 
     name: str
-    message: Message
     packed: any_pb2.Any
     version: str
     wrapped: discovery_pb2.Resource
+    _message: list[Message]  # the message, once built or parsed
+    _message_type: type[Message]
+
+    @property
+    def message(self) -> Message:
+        if not self._message:
+            self._message.append(self._message_type.FromString(self.packed.value))
+        return self._message[0]
 
     @property
     def type_url(self) -> str:
         return self.packed.type_url
 
 
-def make_resource(name: str, message: Message) -> Resource:
-    body = message.SerializeToString(deterministic=True)
+def _resource(
+    name: str, type_url: str, body: bytes, message: Message | None, message_type: type[Message]
+) -> Resource:
     version = content_version(body)
     wrapped = discovery_pb2.Resource(name=name, version=version)
     packed = wrapped.resource
-    packed.type_url = TYPE_PREFIX + message.DESCRIPTOR.full_name
+    packed.type_url = type_url
     packed.value = body
-    return Resource(name=name, message=message, packed=packed, version=version, wrapped=wrapped)
+    return Resource(
+        name, packed, version, wrapped, [] if message is None else [message], message_type
+    )
+
+
+def make_resource(name: str, message: Message) -> Resource:
+    body = message.SerializeToString(deterministic=True)
+    return _resource(name, TYPE_PREFIX + message.DESCRIPTOR.full_name, body, message, type(message))
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+class NameOnlyVariants:
+    """Resources that are one prototype message but for their ``name`` (field 1).
+
+    Most clusters of a mesh are like that (an EDS cluster per service port, plaintext, same
+    protocol). Deterministic serialization writes fields in field-number order, so such a
+    resource's bytes are its encoded name followed by the prototype's bytes without a name:
+    a full push then costs a byte concatenation per cluster instead of building and
+    serializing a message (and the bytes, hence the versions, are the same). The message
+    is parsed back from the bytes only if something asks for it.
+    """
+
+    _NAME_TAG = b"\x0a"  # field 1, length-delimited
+
+    def __init__(self, prototype: Message) -> None:
+        name = prototype.DESCRIPTOR.fields_by_number.get(1)
+        if name is None or name.name != "name" or name.type != name.TYPE_STRING:
+            raise ValueError(f"{prototype.DESCRIPTOR.full_name} has no string name as field 1")
+        nameless = type(prototype)()
+        nameless.CopyFrom(prototype)
+        nameless.ClearField("name")
+        self._tail = nameless.SerializeToString(deterministic=True)
+        self._type = type(prototype)
+        self._type_url = TYPE_PREFIX + prototype.DESCRIPTOR.full_name
+
+    def make(self, name: str) -> Resource:
+        encoded = name.encode()
+        if not encoded:
+            raise ValueError("a name-only variant needs a name")
+        body = b"".join((self._NAME_TAG, _varint(len(encoded)), encoded, self._tail))
+        return _resource(name, self._type_url, body, None, self._type)
 
 
 @dataclass(frozen=True, eq=False)

@@ -165,6 +165,17 @@ def outbound_cluster(
     return cluster
 
 
+def same_but_for_name(service: Service, mtls: UpstreamMtls | None) -> bool:
+    """Whether each cluster of ``service`` is, but for its name, the cluster of any other
+    such service port with the same protocol: plaintext EDS clusters (the bulk of a mesh).
+
+    The generator then serializes them from one prototype per protocol (a full push builds
+    a thousand before anything leaves). Keep this true: a field that depends on the
+    service (metadata, stats names, SNI) must make this return False for that service.
+    """
+    return mtls is None and uses_eds(service)
+
+
 def uses_eds(service: Service) -> bool:
     """Whether the service's clusters get their endpoints over EDS."""
     return service.kind is ServiceKind.CLUSTER_IP

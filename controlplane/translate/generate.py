@@ -37,6 +37,7 @@ from controlplane.resources import (
     ENDPOINT,
     LISTENER,
     ROUTE,
+    NameOnlyVariants,
     ProxyResources,
     Resource,
     ResourceSet,
@@ -133,13 +134,27 @@ def upstream_mtls(service: Service, view: ServiceMtls) -> clusters.UpstreamMtls 
 
 
 def _service_clusters(
-    service: Service, domain_suffix: str, mtls: clusters.UpstreamMtls | None
+    service: Service,
+    domain_suffix: str,
+    mtls: clusters.UpstreamMtls | None,
+    prototypes: dict[Protocol, NameOnlyVariants],
 ) -> tuple[Resource, ...]:
+    """The service's clusters; those that differ from others only by name are made from
+    ``prototypes`` (one per protocol, seeded with the first such cluster built)."""
     out = []
+    shared = clusters.same_but_for_name(service, mtls)
     for port in service.ports:
         if port.protocol is Protocol.UDP:
             continue
+        variants = prototypes.get(port.protocol) if shared else None
+        if variants is not None:
+            out.append(
+                variants.make(names.outbound_cluster(port.port, service.fqdn(domain_suffix)))
+            )
+            continue
         cluster = clusters.outbound_cluster(service, port, domain_suffix, mtls)
+        if shared:
+            prototypes[port.protocol] = NameOnlyVariants(cluster)
         out.append(make_resource(cluster.name, cluster))
     return tuple(out)
 
@@ -191,6 +206,8 @@ class ConfigGenerator:
         self._sets: _Memo[ResourceSet] = _Memo()
         self._service_mtls: _Memo[_MtlsEntry] = _Memo()
         self._policies: _Memo[PolicyIndex] = _Memo()
+        # Plaintext EDS clusters by protocol, minus their names (see _service_clusters).
+        self._cluster_prototypes: dict[Protocol, NameOnlyVariants] = {}
         self._by_shape: dict[ProxyShape, ProxyResources] = {}
         # Auto-mTLS of each service for the current snapshot (shared by every shape), and the
         # snapshot's policy index (looked up once per service on a full push).
@@ -317,7 +334,7 @@ class ConfigGenerator:
                     self._clusters.get(
                         (id(service), suffix, mtls),
                         service,
-                        partial(_service_clusters, service, suffix, mtls),
+                        partial(_service_clusters, service, suffix, mtls, self._cluster_prototypes),
                     )
                 )
             return ResourceSet.of(CLUSTER, built)

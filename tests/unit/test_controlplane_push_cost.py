@@ -17,7 +17,14 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane.model import Protocol, Service, ServiceKind, ServicePort
 from controlplane.proxy import parse_proxy_identity
-from controlplane.resources import CLUSTER, ENDPOINT, ProxyResources, ResourceSet, make_resource
+from controlplane.resources import (
+    CLUSTER,
+    ENDPOINT,
+    NameOnlyVariants,
+    ProxyResources,
+    ResourceSet,
+    make_resource,
+)
 from controlplane.sources.files import load_into
 from controlplane.store import MeshStore
 from controlplane.translate import auto_mtls, clusters
@@ -181,3 +188,63 @@ def test_a_meshed_pod_still_turns_auto_mtls_on() -> None:
         "tlsMode-disabled",
     ]
     assert not plain.transport_socket_matches
+
+
+def test_name_only_variants_are_byte_for_byte_the_message_with_that_name() -> None:
+    prototype = _eds_cluster_the_long_way("first")
+    variants = NameOnlyVariants(prototype)
+    for name in ("b", "outbound|80||" + "x" * 200 + ".svc.cluster.local"):  # 1- and 2-byte lengths
+        expected = _eds_cluster_the_long_way(name)
+        made = variants.make(name)
+        assert made.packed.value == expected.SerializeToString(deterministic=True)
+        assert made.version == make_resource(name, expected).version
+        assert made.wrapped.name == name and made.wrapped.version == made.version
+        assert made.message == expected  # parsed back when asked
+        assert made.type_url == make_resource(name, expected).type_url
+    with pytest.raises(ValueError, match="name"):
+        variants.make("")
+    with pytest.raises(ValueError, match="field 1"):
+        NameOnlyVariants(discovery_pb2.DiscoveryResponse())
+
+
+def test_clusters_made_from_a_prototype_equal_the_translated_ones() -> None:
+    objects = mesh(4, 2)
+    # Other protocols get their own prototype; a pod with a sidecar turns its service's
+    # cluster into an mTLS one, which is built in full.
+    objects[1]["spec"]["ports"] = [
+        {"name": "http", "port": 80},
+        {"name": "grpc", "port": 9090},
+        {"name": "tcp", "port": 5432},
+    ]
+    objects[3]["spec"]["ports"] = [{"name": "grpc-api", "port": 9091}]
+    objects.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "svc-2-pod",
+                "namespace": "bench",
+                "labels": {"security.istio.io/tlsMode": "istio"},
+            },
+            "spec": {"containers": [{"name": "app"}]},
+            "status": {"podIP": "10.100.2.1"},
+        }
+    )
+    snapshot = _snapshot(objects)
+    resources = ConfigGenerator().generate(snapshot, PROXY).build_all()
+    checked = meshed = 0
+    for service in snapshot.services.values():
+        mtls = generate_module.upstream_mtls(
+            service,
+            auto_mtls.service_mtls(
+                snapshot, service, snapshot.slices_for(service), policy_index(snapshot)
+            ),
+        )
+        for port in service.ports:
+            expected = clusters.outbound_cluster(service, port, "cluster.local", mtls)
+            got = resources[CLUSTER].by_name[expected.name]
+            assert got.packed.value == expected.SerializeToString(deterministic=True)
+            assert got.message == expected
+            checked += 1
+            meshed += bool(expected.transport_socket_matches)
+    assert (checked, meshed) == (6, 1)
