@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
 import sys
 import time
@@ -152,6 +153,14 @@ def one_run(services: int, endpoints: int, delta: bool, before: bool, concurrenc
         cp.stop()
 
 
+def steal_seconds() -> float:
+    """CPU time the hypervisor gave to others (``/proc/stat`` steal, all CPUs): on a shared
+    host, a session with steal measures the neighbours as much as the code."""
+    with open("/proc/stat") as stat:
+        fields = stat.readline().split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -173,6 +182,7 @@ def main() -> None:
         help="print what the control plane received and sent during the median run",
     )
     args = parser.parse_args()
+    steal_before = steal_seconds()
     with open("/proc/loadavg") as loadavg:
         load = " ".join(loadavg.read().split()[:3])
     print(
@@ -213,7 +223,10 @@ def main() -> None:
                 for at, what in run.timeline:
                     print(f"      {at:7.1f}  {what}")
     with open("/proc/loadavg") as loadavg:
-        print(f"load average after: {' '.join(loadavg.read().split()[:3])}")
+        print(
+            f"load average after: {' '.join(loadavg.read().split()[:3])}; CPU steal during "
+            f"the runs: {steal_seconds() - steal_before:.2f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Endpoint-change convergence to 50 connected Envoys, and control plane memory, at 1,000 services.
 
 Runs ``remora discovery --config-dir`` as its own process (so its RSS is its own), writes a
-mesh of 1,000 services x 10 endpoints, connects 50 real Envoys (delta ADS, Istio-like
-stats inclusion list), then changes one service's endpoints ``--changes`` times.
+mesh of 1,000 services x 10 endpoints, connects 50 real Envoys (delta ADS, with the
+sidecar bootstrap's stats settings: Istio's inclusion list, deferred stats and deferred
+worker clusters), then changes one service's endpoints ``--changes`` times.
 
 Convergence, as Istio's ``pilot_proxy_convergence_time`` defines it: from the config change
 reaching the control plane (the store event) to a proxy ACKing everything, debounce
