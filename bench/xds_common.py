@@ -180,13 +180,32 @@ def endpoint_slice(i: int, endpoints: int, generation: int = 0) -> dict[str, Any
     }
 
 
-def mesh(services: int, endpoints: int) -> list[dict[str, Any]]:
+def sidecar_pod(i: int, j: int) -> dict[str, Any]:
+    """Endpoint ``j`` of service ``i`` as a pod with a sidecar (the injector's label), running
+    as the service's own account: clients then speak mTLS to it (auto-mTLS)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"svc-{i}-{j}",
+            "namespace": NAMESPACE,
+            "labels": {"app": f"svc-{i}", "security.istio.io/tlsMode": "istio"},
+        },
+        "spec": {"serviceAccountName": f"svc-{i}", "containers": [{"name": "app"}]},
+        "status": {"podIP": endpoint_ip(i, j)},
+    }
+
+
+def mesh(services: int, endpoints: int, *, pods: bool = False) -> list[dict[str, Any]]:
+    """The mesh as Kubernetes objects; with ``pods``, every endpoint is a pod with a sidecar."""
     objects: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
     ]
     for i in range(services):
         objects.append(service(i))
         objects.append(endpoint_slice(i, endpoints))
+        if pods:
+            objects.extend(sidecar_pod(i, j) for j in range(endpoints))
     return objects
 
 

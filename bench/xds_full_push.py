@@ -9,7 +9,11 @@ inclusion list, deferred stats and worker clusters), ``--bootstrap before`` the 
 them (every stat created up front, every worker builds every cluster: the bootstrap before).
 
 Run: .venv/bin/python bench/xds_full_push.py [--runs 5] [--concurrency 2] [--bootstrap product,before]
-     [--modes delta,sotw] [--timeline]
+     [--modes delta,sotw] [--pods] [--timeline]
+
+``--pods`` adds a pod with a sidecar behind every endpoint (10,000 by default): every cluster
+then carries the mTLS transport socket matches and every endpoint its ``tlsMode`` metadata,
+as in a real mesh (the default mesh has no pods, hence no mTLS).
 
 ``--timeline`` prints, for the median run, when the control plane got each request (ACKs,
 subscriptions) and built each response, in ms since publish: the gaps between a response
@@ -66,9 +70,11 @@ class Run(NamedTuple):
     stats: int
 
 
-def one_run(services: int, endpoints: int, delta: bool, before: bool, concurrency: int) -> Run:
+def one_run(
+    services: int, endpoints: int, delta: bool, before: bool, concurrency: int, *, pods: bool
+) -> Run:
     store = MeshStore()
-    load_into(store, mesh(services, endpoints))
+    load_into(store, mesh(services, endpoints, pods=pods))
     snapshot = store.snapshot()
     cp = ControlPlaneThread(DiscoveryOptions(xds_address="127.0.0.1:0", monitoring_address=None))
     try:
@@ -177,6 +183,11 @@ def main() -> None:
     parser.add_argument("--bootstrap", default="product,before", help="product, before, or both")
     parser.add_argument("--modes", default="delta,sotw", help="delta, sotw, or both")
     parser.add_argument(
+        "--pods",
+        action="store_true",
+        help="every endpoint is a pod with a sidecar: clusters and endpoints carry auto-mTLS",
+    )
+    parser.add_argument(
         "--timeline",
         action="store_true",
         help="print what the control plane received and sent during the median run",
@@ -187,7 +198,8 @@ def main() -> None:
         load = " ".join(loadavg.read().split()[:3])
     print(
         f"full push: {args.services} services x {args.endpoints} endpoints to one Envoy "
-        f"(--concurrency {args.concurrency}), {args.runs} runs each, load average {load}"
+        f"(--concurrency {args.concurrency}){', every endpoint a meshed pod' if args.pods else ''}, "
+        f"{args.runs} runs each, load average {load}"
     )
     for bootstrap in args.bootstrap.split(","):
         for mode in args.modes.split(","):
@@ -198,6 +210,7 @@ def main() -> None:
                     mode == "delta",
                     bootstrap == "before",
                     args.concurrency,
+                    pods=args.pods,
                 )
                 for _ in range(args.runs)
             ]

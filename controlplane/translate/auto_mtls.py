@@ -47,19 +47,26 @@ def service_mtls(
     served: set[str] = set()
     plaintext: set[str] = set()
     # Every endpoint of every service is looked at on a full push: the per-slice facts
-    # (whether it serves, whether it has a plaintext endpoint) are gathered once per slice.
+    # (whether it serves, whether it has a plaintext endpoint) are gathered once per slice,
+    # and each identity is spelled once per service account.
+    workload_of, for_labels = snapshot.workload_of, policies.for_labels
+    namespace = service.namespace
+    identities: dict[tuple[str, str], str] = {}
     for eps in slices:
         has_served = has_plaintext = False
         for endpoint in eps.endpoints:
             if endpoint_health(endpoint) is None:
                 continue
             has_served = True
-            workload = snapshot.workload_of(service.namespace, endpoint)
+            workload = workload_of(namespace, endpoint)
             if workload is None or not workload.meshed:
                 has_plaintext = True
                 continue  # no sidecar there (or no pod known)
-            modes = policies.for_labels(workload.namespace, workload.labels)
-            peer = spiffe_id(trust_domain, workload.namespace, workload.service_account)
+            modes = for_labels(workload.namespace, workload.labels)
+            account = (workload.namespace, workload.service_account)
+            peer = identities.get(account)
+            if peer is None:
+                peer = identities[account] = spiffe_id(trust_domain, *account)
             for name, number in eps.ports:
                 if modes.for_port(number) is MtlsMode.DISABLE:
                     plaintext.add(name)

@@ -52,6 +52,7 @@ def _eds_template() -> cluster_pb2.Cluster:
 
 
 _TEMPLATE = _template()
+_PLAINTEXT_SOCKET = tls.plaintext()  # copied into every mTLS cluster's fallback match
 # Most clusters of a mesh are EDS clusters that differ only by name (and protocol, mTLS):
 # a full push builds a thousand of them before anything leaves, so they start from a
 # prebuilt message too (building the config source alone was half the cost).
@@ -118,7 +119,7 @@ def _set_mtls(
     istio.transport_socket.CopyFrom(socket)
     # The last match has no criteria: every other endpoint (no sidecar) gets plaintext.
     plain = cluster.transport_socket_matches.add(name=f"{tls.TLS_MODE_KEY}-disabled")
-    plain.transport_socket.CopyFrom(tls.plaintext())
+    plain.transport_socket.CopyFrom(_PLAINTEXT_SOCKET)
 
 
 def outbound_cluster(
