@@ -206,7 +206,8 @@ class ConfigGenerator:
         self._sets: _Memo[ResourceSet] = _Memo()
         self._service_mtls: _Memo[_MtlsEntry] = _Memo()
         self._policies: _Memo[PolicyIndex] = _Memo()
-        # Plaintext EDS clusters by protocol, minus their names (see _service_clusters).
+        # Plaintext EDS clusters by protocol, minus their names (see _service_clusters); new
+        # for each snapshot, so nothing a snapshot decides can outlive it in a prototype.
         self._cluster_prototypes: dict[Protocol, NameOnlyVariants] = {}
         self._by_shape: dict[ProxyShape, ProxyResources] = {}
         # Auto-mTLS of each service for the current snapshot (shared by every shape), and the
@@ -236,6 +237,7 @@ class ConfigGenerator:
                 memo.rotate()
             self._mtls_now = {}
             self._policies_now = None
+            self._cluster_prototypes = {}
             self._stamp_pod_changes(snapshot)
         shape = proxy_shape(snapshot, proxy, self._policy_index(snapshot))
         found = self._by_shape.get(shape)
