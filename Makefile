@@ -38,7 +38,11 @@ IMAGE ?= $(IMAGE_HUB)/remora:$(REMORA_VERSION)
 # Debian 12, as the test bed and CI; when no registry serves it, `make images` builds the same
 # base from Debian's own packages with debootstrap.
 BASE_IMAGE ?= debian:bookworm-slim
-KIND ?= kind
+# kind and kubectl: pinned builds from Go modules unless given (KIND=kind KUBECTL=kubectl to use
+# your own). kind is built on first use by `make kind-up` (hack/tools/build.sh kind, ~1 min
+# cold); kubectl is the test bed's (same Kubernetes line as the kind node image).
+KIND ?= $(shell hack/tools/build.sh --print kind)
+KUBECTL ?= $(shell hack/testbed/build.sh --print 2>/dev/null)/kubectl
 KIND_CLUSTER ?= remora
 MESH_NAMESPACE ?= istio-system
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
@@ -83,17 +87,18 @@ chart-test: ## Render/schema tests and the install into the test bed
 	$(PY) -m pytest -q tests/unit/test_chart_render.py tests/integration/test_chart_install.py tests/integration/test_chart_image.py
 
 kind-up: images ## Create the kind cluster, load the image, install the chart, deploy the sample app
-	@command -v $(KIND) >/dev/null || { echo "kind-up: kind is not installed" >&2; exit 1; }
+	@command -v $(KIND) >/dev/null || hack/tools/build.sh kind >/dev/null
+	@test -x "$(KUBECTL)" || command -v $(KUBECTL) >/dev/null || { echo "kind-up: kubectl is missing: run hack/testbed/build.sh (or pass KUBECTL=kubectl)" >&2; exit 1; }
 	@test -x "$(HELM)" || { echo "kind-up: helm is missing: run hack/testbed/build.sh" >&2; exit 1; }
 	$(KIND) get clusters | grep -qx $(KIND_CLUSTER) || $(KIND) create cluster --name $(KIND_CLUSTER) --config kind-config.yaml --wait 120s
 	$(KIND) load docker-image --name $(KIND_CLUSTER) $(IMAGE)
 	$(HELM) upgrade --install remora charts/remora -n $(MESH_NAMESPACE) --create-namespace --kube-context kind-$(KIND_CLUSTER) \
 	  --set image.hub=$(IMAGE_HUB) --set image.tag=$(REMORA_VERSION) --wait --timeout 5m
-	sed 's|REMORA_IMAGE|$(IMAGE)|g' tests/e2e/manifests/demo.yaml | kubectl --context kind-$(KIND_CLUSTER) apply -f -
-	kubectl --context kind-$(KIND_CLUSTER) -n remora-demo rollout status deploy/server deploy/client deploy/legacy-client --timeout 180s
+	sed 's|REMORA_IMAGE|$(IMAGE)|g' tests/e2e/manifests/demo.yaml | $(KUBECTL) --context kind-$(KIND_CLUSTER) apply -f -
+	$(KUBECTL) --context kind-$(KIND_CLUSTER) -n remora-demo rollout status deploy/server deploy/client deploy/legacy-client --timeout 180s
 
 kind-test: ## The kind suite (tests/e2e) against the cluster kind-up made
-	KIND=$(KIND) KIND_CLUSTER=$(KIND_CLUSTER) MESH_NAMESPACE=$(MESH_NAMESPACE) REMORA_IMAGE=$(IMAGE) $(PY) -m pytest -q -rs -m e2e tests/e2e
+	KIND=$(KIND) KUBECTL=$(KUBECTL) KIND_CLUSTER=$(KIND_CLUSTER) MESH_NAMESPACE=$(MESH_NAMESPACE) REMORA_IMAGE=$(IMAGE) $(PY) -m pytest -q -rs -m e2e tests/e2e
 
 kind-down: ## Delete the kind cluster
 	$(KIND) delete cluster --name $(KIND_CLUSTER)

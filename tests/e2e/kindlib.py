@@ -22,8 +22,27 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = os.environ.get("KIND_CLUSTER", "remora")
-KIND = os.environ.get("KIND", "kind")
-KUBECTL = os.environ.get("KUBECTL", "kubectl")
+
+
+def _pinned(tool_path: list[str], fallback: str) -> str:
+    """The project's pinned build of a tool if it is there (``--print`` builds nothing)."""
+    try:
+        out = subprocess.run(tool_path, capture_output=True, text=True, timeout=30, check=False)
+    except OSError:
+        return fallback
+    path = out.stdout.strip().splitlines()[-1:] if out.returncode == 0 else []
+    return path[0] if path and os.access(path[0], os.X_OK) else fallback
+
+
+# `make kind-up` builds kind from hack/tools/kind/go.mod; kubectl is the test bed's.
+KIND = os.environ.get("KIND") or _pinned(
+    [str(ROOT / "hack" / "tools" / "build.sh"), "--print", "kind"], "kind"
+)
+_TESTBED_BIN = _pinned([str(ROOT / "hack" / "testbed" / "build.sh"), "--print"], "")
+KUBECTL = os.environ.get("KUBECTL") or (
+    f"{_TESTBED_BIN}/kubectl" if _TESTBED_BIN and os.access(f"{_TESTBED_BIN}/kubectl", os.X_OK)
+    else "kubectl"
+)  # fmt: skip
 MESH_NAMESPACE = os.environ.get("MESH_NAMESPACE", "istio-system")
 DEMO = "remora-demo"
 _VERSION = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
@@ -72,7 +91,7 @@ def missing_prerequisites() -> str | None:
             if not ok:
                 problems.append(f"kind's node image cannot be pulled: {said}")
     if shutil.which(KIND) is None:
-        problems.append(f"kind is not installed ({KIND} not on PATH)")
+        problems.append(f"kind is not installed ({KIND} not on PATH; make kind-up builds it)")
     else:
         ok, said = _try(KIND, "get", "clusters")
         if not ok or CLUSTER not in said.split():

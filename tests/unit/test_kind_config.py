@@ -128,3 +128,14 @@ def test_one_control_plane_two_workers_on_a_pinned_image_of_the_test_beds_minor(
         match = re.fullmatch(r"kindest/node:(v\d+\.\d+)\.\d+@sha256:[0-9a-f]{64}", node["image"])
         assert match, f"node image must be pinned by digest: {node['image']}"
         assert match.group(1) == minor
+
+
+def test_the_kind_we_build_is_the_release_the_config_and_schema_are_for() -> None:
+    """`make kind-up` builds kind from hack/tools/kind/go.mod: the release that published the
+    pinned node image, whose config types the schema above transcribes."""
+    go_mod = (ROOT / "hack" / "tools" / "kind" / "go.mod").read_text()
+    assert re.search(r"^tool sigs\.k8s\.io/kind$", go_mod, re.M)
+    pinned = re.search(r"^\s*sigs\.k8s\.io/kind (v\S+)", go_mod, re.M)
+    assert pinned, "hack/tools/kind/go.mod must require sigs.k8s.io/kind"
+    assert f"kind {pinned.group(1)}" in (ROOT / "kind-config.yaml").read_text()
+    assert f"sigs.k8s.io/kind@{pinned.group(1)}" in (__doc__ or "")
