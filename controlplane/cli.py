@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from controlplane.ca.discovery import ca_options, check_ca_flags, start_mesh_ca
+from controlplane.ca.discovery import (
+    ca_options,
+    check_ca_flags,
+    read_mesh_trust_domain,
+    start_mesh_ca,
+)
 from meshlib.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -188,7 +193,8 @@ async def _serve(  # noqa: PLR0917
     from controlplane.store import MeshStore
 
     # One trust domain for the CA and the translation: the listeners accept the SPIFFE ids
-    # of --trust-domain, the ones the CA signs (whatever the mesh ConfigMap says).
+    # the CA signs. --trust-domain overrides the mesh config; without it, the cluster's mesh
+    # ConfigMap decides (read once here, below, so that the CA starts with it).
     store = MeshStore(domain_suffix=domain_suffix, trust_domain=ca_flags["trust_domain"])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -216,6 +222,10 @@ async def _serve(  # noqa: PLR0917
     from meshlib.kube import api_client
 
     api = api_client(kubeconfig)
+    if ca_flags["trust_domain"] is None and (ca_flags["secure_xds_port"] or ca_flags["ca_port"]):
+        trust_domain = read_mesh_trust_domain(api, mesh_namespace)
+        ca_flags = {**ca_flags, "trust_domain": trust_domain}
+        store = MeshStore(domain_suffix=domain_suffix, trust_domain=trust_domain)
     server = DiscoveryServer(store, options, source_name="kubernetes")
     await server.start()
     kube = KubeSource(api, store, server.metrics, mesh_namespace, on_synced=server.mark_synced)

@@ -45,9 +45,9 @@ _OPTIONS = [
     ),
     click.option(
         "--trust-domain",
-        default="cluster.local",
-        show_default=True,
-        help="Trust domain of the SPIFFE IDs the CA signs.",
+        default=None,
+        help="Trust domain of the mesh: the SPIFFE IDs the CA signs and the listeners accept. "
+        "[default: the mesh ConfigMap's trustDomain when discovery starts, else cluster.local]",
     ),
     click.option(
         "--workload-cert-ttl",
@@ -59,8 +59,9 @@ _OPTIONS = [
         "--max-workload-cert-ttl",
         default="2160h",
         show_default=True,
-        help="Longest lifetime signed, whatever the request asks (Istio's "
-        "MAX_WORKLOAD_CERT_TTL); e.g. 1h to force frequent rotation.",
+        help="Longest lifetime signed (Istio's MAX_WORKLOAD_CERT_TTL). A longer request is "
+        "signed for this long, where Istio refuses it: a mesh-wide cap then shortens every "
+        "pod's certificates without touching the pods (e.g. 1h to force frequent rotation).",
     ),
     click.option(
         "--token-audience",
@@ -114,6 +115,36 @@ def _ttl_flag(flags: dict[str, Any], name: str) -> dt.timedelta:
     return dt.timedelta(seconds=seconds)
 
 
+def read_mesh_trust_domain(api: client.ApiClient, namespace: str) -> str:
+    """The trust domain of the mesh ConfigMap (``istio`` in ``namespace``), for the CA.
+
+    Read once, when discovery starts: the CA's identities and the listeners must agree, and a
+    changed ``trustDomain`` then takes a restart (the store logs a warning when the ConfigMap
+    later says otherwise). No ConfigMap: Istio's default, ``cluster.local``.
+    """
+    from kubernetes import client as k8s
+    from kubernetes.client.exceptions import ApiException
+
+    from controlplane.convert import MESH_CONFIGMAP_NAME, ObjectError, mesh_config_from_configmap
+    from meshlib.meshconfig import MeshConfig
+
+    try:
+        found = k8s.CoreV1Api(api).read_namespaced_config_map(MESH_CONFIGMAP_NAME, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return MeshConfig().trust_domain
+        raise click.ClickException(
+            f"cannot read the mesh ConfigMap {namespace}/{MESH_CONFIGMAP_NAME} for the trust "
+            f"domain ({exc.status} {exc.reason}): grant get on configmaps in {namespace}, or "
+            "pass --trust-domain"
+        ) from exc
+    try:
+        mesh = mesh_config_from_configmap(api.sanitize_for_serialization(found))
+    except ObjectError as exc:
+        raise click.ClickException(f"{exc}; fix it, or pass --trust-domain") from exc
+    return mesh.trust_domain
+
+
 async def start_mesh_ca(
     flags: dict[str, Any],
     *,
@@ -136,6 +167,12 @@ async def start_mesh_ca(
 
     ttl = _ttl_flag(flags, "workload_cert_ttl")
     max_ttl = _ttl_flag(flags, "max_workload_cert_ttl")
+    if ttl > max_ttl:
+        raise click.UsageError(
+            f"--workload-cert-ttl {flags['workload_cert_ttl']} is longer than "
+            f"--max-workload-cert-ttl {flags['max_workload_cert_ttl']}: lower the first or "
+            "raise the second"
+        )
     config = MeshCAConfig(
         secure_address=f"{listen_address}:{flags['secure_xds_port']}"
         if flags.get("secure_xds_port")

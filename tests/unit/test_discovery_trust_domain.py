@@ -8,6 +8,7 @@ example.org`` every sidecar refused every other sidecar's certificate. Also: the
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
-from controlplane.ca.discovery import _ttl_flag
+from controlplane.ca.discovery import _ttl_flag, start_mesh_ca
 from controlplane.ca.service import CAOptions, requested_ttl
 from controlplane.cli import discovery
 from controlplane.proxy import parse_proxy_identity
@@ -87,6 +88,8 @@ def test_the_flag_wins_over_the_configmap_because_the_ca_signs_with_it() -> None
 
 
 def test_without_the_flag_the_configmap_decides() -> None:
+    """The store's side (a discovery without CA follows the ConfigMap as it changes; with the
+    CA on, discovery reads it at start: tests/integration/test_ca_discovery.py)."""
     store = MeshStore()
     store.upsert(
         Kind.MESH_CONFIG,
@@ -151,3 +154,32 @@ def test_bad_ttl_flags_name_the_flag(value: str, message: str) -> None:
 def test_help_teaches_the_ttl_cap() -> None:
     out = CliRunner().invoke(discovery, ["--help"]).output
     assert "--max-workload-cert-ttl" in out and "MAX_WORKLOAD_CERT_TTL" in out
+
+
+def test_a_default_lifetime_over_the_maximum_is_refused_at_start() -> None:
+    flags = {
+        "secure_xds_port": 0,
+        "ca_port": 15099,
+        "ca_dir": None,
+        "trust_domain": "cluster.local",
+        "workload_cert_ttl": "48h",
+        "max_workload_cert_ttl": "24h",
+        "token_audience": "istio-ca",
+    }
+    with pytest.raises(click.UsageError, match="--workload-cert-ttl 48h is longer than"):
+        asyncio.run(
+            start_mesh_ca(
+                flags,
+                api=None,
+                listen_address="127.0.0.1",
+                namespace="istio-system",
+                domain_suffix="cluster.local",
+                hub=None,
+                registry=None,
+            )
+        )
+
+
+def test_help_says_where_the_trust_domain_comes_from() -> None:
+    out = CliRunner().invoke(discovery, ["--help"]).output
+    assert "the mesh ConfigMap's trustDomain" in " ".join(out.split())
