@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -23,26 +24,37 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 class Duration(click.ParamType):
-    """``45s``, ``1m30s``, ``500ms`` or a plain number of seconds."""
+    """``45s``, ``1m30s``, ``500ms`` or a plain number of seconds, finite and ≥ ``minimum``."""
 
     name = "duration"
+
+    def __init__(self, minimum: float = 0.0) -> None:
+        self.minimum = minimum
 
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> float:
+        seconds: float | None
         if isinstance(value, float | int):
-            return float(value)
-        try:
-            return float(value)  # plain seconds
-        except ValueError:
-            pass
-        try:
-            return parse_duration(value, "duration")
-        except MeshConfigError:
+            seconds = float(value)
+        else:
+            try:
+                seconds = float(value)  # plain seconds
+            except ValueError:
+                try:
+                    seconds = parse_duration(value, "duration")
+                except MeshConfigError:
+                    seconds = None
+        if seconds is None or not math.isfinite(seconds):
             self.fail(f"{value!r} is not a duration (use e.g. 5s, 1m30s or 500ms)", param, ctx)
+        if seconds < self.minimum:
+            self.fail(f"{value!r} is shorter than {self.minimum:g}s", param, ctx)
+        return seconds
 
 
 DURATION = Duration()
+# A certificate lifetime: whole seconds on the wire, and one under a second cannot be renewed.
+CERT_TTL = Duration(minimum=1.0)
 
 
 def _agent_log_level(value: str) -> str:
@@ -192,7 +204,7 @@ def proxy() -> None:
 @click.option(
     "--cert-ttl",
     envvar="SECRET_TTL",
-    type=DURATION,
+    type=CERT_TTL,
     default="24h",
     show_default=True,
     help="Lifetime asked for the workload certificate, from the mesh CA or the local signer "

@@ -72,6 +72,11 @@ def test_dry_run_prints_bootstrap_and_command_line(tmp_path: Path) -> None:
         (("--xds-plaintext", "--ca-dir", "/nonexistent"), POD, "point --ca-dir at"),
         (("--minimum-drain-duration", "soon"), POD, "is not a duration"),
         ((), {**POD, "SECRET_TTL": "a day"}, "'--cert-ttl': 'a day' is not a duration"),
+        ((), {**POD, "SECRET_TTL": "nan"}, "'--cert-ttl': 'nan' is not a duration"),
+        ((), {**POD, "SECRET_TTL": "inf"}, "'--cert-ttl': 'inf' is not a duration"),
+        ((), {**POD, "SECRET_TTL": "-5"}, "'--cert-ttl': '-5' is shorter than 1s"),
+        ((), {**POD, "SECRET_TTL": "500ms"}, "'--cert-ttl': '500ms' is shorter than 1s"),
+        (("--minimum-drain-duration", "-1s"), POD, "'-1s' is not a duration"),
         (
             ("--xds-plaintext", "--ca-root-cert", "/nonexistent/ca-root.pem"),
             {**POD, "CA_ADDR": "istiod.istio-system.svc:15012"},
