@@ -23,7 +23,8 @@ static HTTP proxy config inside ``client-direct``, the yardstick for one Envoy h
 
 The load generator is fortio (``fortio load -qps Q -c C -t D``; built on first use by
 ``hack/tools/build.sh fortio``, pinned by ``hack/tools/go.mod``), run inside the client pod's
-network namespace as the app's uid (``kubectl exec``), as in Istio's own benchmark: HTTP/1.1,
+network namespace as the app's uid (the pod runner's ``exec``: ``ip netns exec`` + ``setpriv``,
+as ``kubectl exec`` would in a cluster), as in Istio's own benchmark: HTTP/1.1,
 keep-alive, ``-payload-size`` bytes POSTed and echoed. Latency is what fortio measures for each
 request, in a histogram of 10 µs resolution, percentiles interpolated within buckets. Before
 each measured run a short warm-up run on the same path is discarded; each round runs every
