@@ -41,8 +41,13 @@ BASE_IMAGE ?= debian:bookworm-slim
 # kind and kubectl: pinned builds from Go modules unless given (KIND=kind KUBECTL=kubectl to use
 # your own). kind is built on first use by `make kind-up` (hack/tools/build.sh kind, ~1 min
 # cold); kubectl is the test bed's (same Kubernetes line as the kind node image).
-KIND ?= $(shell hack/tools/build.sh --print kind)
-KUBECTL ?= $(shell hack/testbed/build.sh --print 2>/dev/null)/kubectl
+ifeq ($(origin KIND),undefined)
+KIND := $(shell hack/tools/build.sh --print kind)
+KIND_PINNED := yes
+endif
+ifeq ($(origin KUBECTL),undefined)
+KUBECTL := $(shell hack/testbed/build.sh --print 2>/dev/null)/kubectl
+endif
 KIND_CLUSTER ?= remora
 MESH_NAMESPACE ?= istio-system
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
@@ -87,7 +92,8 @@ chart-test: ## Render/schema tests and the install into the test bed
 	$(PY) -m pytest -q tests/unit/test_chart_render.py tests/integration/test_chart_install.py tests/integration/test_chart_image.py
 
 kind-up: images ## Create the kind cluster, load the image, install the chart, deploy the sample app
-	@command -v $(KIND) >/dev/null || hack/tools/build.sh kind >/dev/null
+	@if [ -n "$(KIND_PINNED)" ]; then hack/tools/build.sh kind >/dev/null; \
+	  else command -v $(KIND) >/dev/null || { echo "kind-up: $(KIND) not found (unset KIND to build the pinned kind)" >&2; exit 1; }; fi
 	@test -x "$(KUBECTL)" || command -v $(KUBECTL) >/dev/null || { echo "kind-up: kubectl is missing: run hack/testbed/build.sh (or pass KUBECTL=kubectl)" >&2; exit 1; }
 	@test -x "$(HELM)" || { echo "kind-up: helm is missing: run hack/testbed/build.sh" >&2; exit 1; }
 	$(KIND) get clusters | grep -qx $(KIND_CLUSTER) || $(KIND) create cluster --name $(KIND_CLUSTER) --config kind-config.yaml --wait 120s

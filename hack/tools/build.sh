@@ -20,7 +20,8 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+# -mod=readonly: the pins in go.mod/go.sum are what gets built, never rewritten by a build.
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
 cache_root="${REMORA_CACHE:-$HOME/.cache/remora}"
 
 usage() { sed -n '2,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
@@ -68,7 +69,12 @@ command -v go >/dev/null || { echo "tools: 'go' not found; install Go >= 1.24 to
 t0=$(date +%s)
 echo "tools: building $tool $version from $package (about a minute on a fresh machine)..." >&2
 mkdir -p "$dest"
-(cd "$moddir" && go build -trimpath -ldflags "-s -w" -o "$dest/$tool.tmp" "$package") >&2
-mv "$dest/$tool.tmp" "$dest/$tool"
+# A temporary name of its own, then an atomic rename: two builds at once (a benchmark and
+# `make kind-up`) never see or leave a half-written binary.
+tmp="$(mktemp "$dest/.$tool.XXXXXX")"
+trap 'rm -f "$tmp"' EXIT
+(cd "$moddir" && go build -trimpath -ldflags "-s -w" -o "$tmp" "$package") >&2
+chmod 0755 "$tmp"
+mv -f "$tmp" "$dest/$tool"
 echo "tools: built $tool in $(( $(date +%s) - t0 ))s" >&2
 echo "$dest/$tool"

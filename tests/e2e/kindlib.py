@@ -24,25 +24,34 @@ ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = os.environ.get("KIND_CLUSTER", "remora")
 
 
-def _pinned(tool_path: list[str], fallback: str) -> str:
-    """The project's pinned build of a tool if it is there (``--print`` builds nothing)."""
+def _pinned(tool_path: list[str]) -> str | None:
+    """Where the project's pinned build of a tool is, if it is built (``--print`` builds nothing)."""
     try:
         out = subprocess.run(tool_path, capture_output=True, text=True, timeout=30, check=False)
-    except OSError:
-        return fallback
-    path = out.stdout.strip().splitlines()[-1:] if out.returncode == 0 else []
-    return path[0] if path and os.access(path[0], os.X_OK) else fallback
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = out.stdout.strip().splitlines() if out.returncode == 0 else []
+    return lines[-1] if lines and os.access(lines[-1], os.X_OK) else None
 
 
-# `make kind-up` builds kind from hack/tools/kind/go.mod; kubectl is the test bed's.
-KIND = os.environ.get("KIND") or _pinned(
-    [str(ROOT / "hack" / "tools" / "build.sh"), "--print", "kind"], "kind"
-)
-_TESTBED_BIN = _pinned([str(ROOT / "hack" / "testbed" / "build.sh"), "--print"], "")
-KUBECTL = os.environ.get("KUBECTL") or (
-    f"{_TESTBED_BIN}/kubectl" if _TESTBED_BIN and os.access(f"{_TESTBED_BIN}/kubectl", os.X_OK)
-    else "kubectl"
-)  # fmt: skip
+@functools.cache
+def kind_binary() -> str:
+    """$KIND, else the kind `make kind-up` builds (hack/tools/kind/go.mod), else ``kind``."""
+    if os.environ.get("KIND"):
+        return os.environ["KIND"]
+    return _pinned([str(ROOT / "hack" / "tools" / "build.sh"), "--print", "kind"]) or "kind"
+
+
+@functools.cache
+def kubectl_binary() -> str:
+    """$KUBECTL, else the test bed's kubectl (the Kubernetes line of the node image)."""
+    if os.environ.get("KUBECTL"):
+        return os.environ["KUBECTL"]
+    directory = _pinned([str(ROOT / "hack" / "testbed" / "build.sh"), "--print"])
+    pinned = f"{directory}/kubectl" if directory else ""
+    return pinned if pinned and os.access(pinned, os.X_OK) else "kubectl"
+
+
 MESH_NAMESPACE = os.environ.get("MESH_NAMESPACE", "istio-system")
 DEMO = "remora-demo"
 _VERSION = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
@@ -90,16 +99,17 @@ def missing_prerequisites() -> str | None:
             ok, said = _try("docker", "pull", node, timeout=300)
             if not ok:
                 problems.append(f"kind's node image cannot be pulled: {said}")
-    if shutil.which(KIND) is None:
-        problems.append(f"kind is not installed ({KIND} not on PATH; make kind-up builds it)")
+    kind, kubectl = kind_binary(), kubectl_binary()
+    if shutil.which(kind) is None:
+        problems.append(f"kind is not installed ({kind} not on PATH; make kind-up builds it)")
     else:
-        ok, said = _try(KIND, "get", "clusters")
+        ok, said = _try(kind, "get", "clusters")
         if not ok or CLUSTER not in said.split():
             problems.append(f"no kind cluster named {CLUSTER!r} (make kind-up): {said}")
-    if shutil.which(KUBECTL) is None:
-        problems.append(f"kubectl is not installed ({KUBECTL} not on PATH)")
+    if shutil.which(kubectl) is None:
+        problems.append(f"kubectl is not installed ({kubectl} not on PATH)")
     elif not problems:
-        ok, said = _try(KUBECTL, "--context", f"kind-{CLUSTER}", "get", "ns", DEMO)
+        ok, said = _try(kubectl, "--context", f"kind-{CLUSTER}", "get", "ns", DEMO)
         if not ok:
             problems.append(f"the demo app is not deployed (make kind-up): {said}")
     return "; ".join(problems) or None
@@ -113,7 +123,7 @@ class Kind:
         self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
         out = subprocess.run(
-            [KUBECTL, "--context", self.context, *args],
+            [kubectl_binary(), "--context", self.context, *args],
             capture_output=True, text=True, input=input, timeout=timeout, check=False,
         )  # fmt: skip
         if check and out.returncode != 0:
