@@ -41,14 +41,17 @@ class _Saved(NamedTuple):
     error: str
 
 
+_INSTALL_HINT = (
+    "install the iptables package (1.8 or later) in the init container image: it provides "
+    "iptables and ip6tables, in both flavours (nft and legacy)"
+)
+
+
 def _run(argv: list[str], stdin: str | None = None) -> process.Result:
     try:
         return process.run(argv, stdin)
-    except FileNotFoundError:
-        raise CaptureError(
-            f"{argv[0]} is not installed",
-            "install the iptables package (1.8 or later) in the init container image",
-        ) from None
+    except OSError as error:
+        raise process.failure(argv[0], error, _INSTALL_HINT) from None
 
 
 class RestoreBackend:
@@ -64,23 +67,40 @@ class RestoreBackend:
     # --- reading -------------------------------------------------------------------------
 
     def _read_all(self, modes: tuple[Mode, ...]) -> None:
-        """Run every ``*-save`` we need at once: they are independent and each costs ~2 ms."""
+        """Run every ``*-save`` we need at once: they are independent and each costs ~2 ms.
+
+        A missing tool only makes its backend unavailable; one that cannot be run for
+        another reason (not executable, wrong architecture, out of descriptors) is an
+        error, raised once the tools already started are stopped and reaped.
+        """
         started: list[tuple[Family, Mode, process.Process | None]] = []
-        for mode in modes:
-            for family in FAMILIES:
+        try:
+            for mode in modes:
+                for family in FAMILIES:
+                    name = tool(family, mode, "save")
+                    try:
+                        proc: process.Process | None = process.Process([name])
+                    except FileNotFoundError:
+                        proc = None
+                    except OSError as error:
+                        raise process.failure(name, error, _INSTALL_HINT) from None
+                    started.append((family, mode, proc))
+            for family, mode, proc in started:
+                name = tool(family, mode, "save")
+                if proc is None:
+                    self._saved[family, mode] = _Saved("", False, f"{name} not found")
+                    continue
                 try:
-                    proc: process.Process | None = process.Process([tool(family, mode, "save")])
-                except FileNotFoundError:
-                    proc = None
-                started.append((family, mode, proc))
-        for family, mode, proc in started:
-            if proc is None:
+                    result = proc.communicate()
+                except OSError as error:
+                    raise process.failure(name, error, _INSTALL_HINT) from None
                 self._saved[family, mode] = _Saved(
-                    "", False, f"{tool(family, mode, 'save')} not found"
+                    result.stdout, result.returncode == 0, result.stderr
                 )
-                continue
-            result = proc.communicate()
-            self._saved[family, mode] = _Saved(result.stdout, result.returncode == 0, result.stderr)
+        finally:  # a no-op for the tools that were communicated with
+            for _family, _mode, proc in started:
+                if proc is not None:
+                    proc.kill()
 
     def _reread(self, family: Family, mode: Mode) -> SavedState:
         result = _run([tool(family, mode, "save")])

@@ -22,10 +22,8 @@ def _ip(*args: str, check: bool = True) -> None:
     argv = ["ip", *args]
     try:
         result = process.run(argv)
-    except FileNotFoundError:
-        raise CaptureError(
-            "the ip command is not installed", "install iproute2 in the init container image"
-        ) from None
+    except OSError as error:
+        raise process.failure("ip", error, "install iproute2 in the init container image") from None
     if check and result.returncode != 0:
         raise CaptureError(
             f"'{' '.join(argv)}' failed: {result.stderr.strip()}", hint_for(result.stderr)

@@ -1,12 +1,20 @@
-"""The pure parts of the backends: legacy-vs-nft choice, save parsing, error mapping."""
+"""The backends: legacy-vs-nft choice, save parsing, error mapping, tools that cannot run."""
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+from pathlib import Path
+
 import pytest
 
-from initcontainer.backend_restore import _failed_line
+from initcontainer import hostnet
+from initcontainer.backend_restore import RestoreBackend, _failed_line
 from initcontainer.errors import CAPABILITY_HINT, CaptureError, hint_for
+from initcontainer.flags import build_parser, config_from_args
 from initcontainer.iptables_mode import ModeProbe, choose_mode
+from initcontainer.plan import build_plan
 from initcontainer.restore import SavedRule, count_rules, parse_save
 
 # iptables-legacy-save in a namespace where something merely *listed* the nat table:
@@ -136,3 +144,152 @@ def test_unreadable_nft_means_missing_capabilities_not_legacy() -> None:
     with pytest.raises(CaptureError) as error:
         choose_mode(None, denied, legacy())
     assert error.value.hint == CAPABILITY_HINT
+
+
+# --- tools that cannot be run: a CaptureError, with nothing left running or open ---------
+
+SAVE_TOOLS = (
+    "iptables-nft-save",
+    "ip6tables-nft-save",
+    "iptables-legacy-save",
+    "ip6tables-legacy-save",
+)
+# A *-save that takes a while, so that it is still running when a later one fails to start.
+SAVE_STUB = f"#!/bin/sh\n{shutil.which('sleep')} 0.3\nprintf '*nat\\nCOMMIT\\n'\n"
+# kind -> (file content, mode, the errno text in the message, a word of the hint)
+UNRUNNABLE = {
+    "not executable": (b"#!/bin/sh\n", 0o644, "Permission denied (EACCES)", "executable"),
+    "wrong format": (b"\x7fELF, not really", 0o755, "Exec format error (ENOEXEC)", "architecture"),
+}
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def _children() -> list[int]:
+    """Our child processes, running or zombie: /proc's view, which waitpid cannot hide."""
+    me = str(os.getpid())
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()  # after "pid (comm)"
+        except OSError:  # exited while we looked
+            continue
+        if fields[1] == me:  # state, ppid, ...
+            children.append(int(entry))
+    return children
+
+
+def _tools(directory: Path, working: tuple[str, ...], broken: dict[str, str]) -> None:
+    """Put stub tools in ``directory`` and make it the whole of $PATH (caller monkeypatches)."""
+    for name in working:
+        (directory / name).write_text(SAVE_STUB)
+        (directory / name).chmod(0o755)
+    for name, kind in broken.items():
+        content, mode, _, _ = UNRUNNABLE[kind]
+        (directory / name).write_bytes(content)
+        (directory / name).chmod(mode)
+
+
+@pytest.mark.parametrize("kind", sorted(UNRUNNABLE))
+@pytest.mark.parametrize(
+    ("broken", "missing"),
+    [
+        ("iptables-legacy-save", ()),  # the third started: two are running
+        ("ip6tables-legacy-save", ("iptables-legacy-save",)),  # the fourth; the third absent
+    ],
+)
+def test_a_save_tool_that_cannot_run_stops_the_others_and_says_what_to_do(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    broken: str,
+    missing: tuple[str, ...],
+) -> None:
+    working = tuple(t for t in SAVE_TOOLS if t != broken and t not in missing)
+    _tools(tmp_path, working, {broken: kind})
+    monkeypatch.setenv("PATH", str(tmp_path))
+    before = _open_fds()
+    with pytest.raises(CaptureError) as error:
+        RestoreBackend().select_mode()
+    _, _, reason, hint_word = UNRUNNABLE[kind]
+    assert error.value.message == f"could not run {broken}: {reason}"
+    assert hint_word in error.value.hint
+    assert "iptables and ip6tables" in error.value.hint and "nft and legacy" in error.value.hint
+    assert _open_fds() == before
+    assert _children() == []
+
+
+def test_a_missing_save_tool_only_makes_its_backend_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The contrast to the test above: FileNotFoundError is a probe result, not an error.
+    _tools(tmp_path, SAVE_TOOLS[:2], {})
+    monkeypatch.setenv("PATH", str(tmp_path))
+    before = _open_fds()
+    assert RestoreBackend().select_mode().mode == "nft"
+    assert _open_fds() == before
+    assert _children() == []
+
+
+def test_a_restore_tool_that_cannot_run_is_a_capture_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _tools(tmp_path, SAVE_TOOLS[:2], {"iptables-nft-restore": "not executable"})
+    monkeypatch.setenv("PATH", str(tmp_path))
+    args = build_parser({}).parse_args(["--enable-ipv6=false", "-p", "15001", "-u", "1337"])
+    plan = build_plan(config_from_args(args, {}))
+    before = _open_fds()
+    with pytest.raises(CaptureError) as error:
+        RestoreBackend().install(plan)
+    assert error.value.message == "could not run iptables-nft-restore: Permission denied (EACCES)"
+    assert "is the iptables-nft-restore binary executable" in error.value.hint
+    assert _open_fds() == before
+    assert _children() == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "message", "hint"),
+    [
+        (None, "ip is not installed", "install iproute2"),
+        ("not executable", "could not run ip: Permission denied (EACCES)", "executable"),
+    ],
+)
+def test_an_ip_command_that_cannot_run_is_a_capture_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str | None, message: str, hint: str
+) -> None:
+    _tools(tmp_path, (), {"ip": kind} if kind else {})
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing else: no real ip can run
+    with pytest.raises(CaptureError) as error:
+        hostnet._ip("-4", "route", "show")
+    assert error.value.message == message
+    assert hint in error.value.hint and "iproute2" in error.value.hint
+    assert _children() == []
+
+
+def test_running_out_of_descriptors_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _tools(tmp_path, SAVE_TOOLS, {})
+    monkeypatch.setenv("PATH", str(tmp_path))
+    real_pipe, calls = os.pipe, []
+
+    def pipe() -> tuple[int, int]:
+        calls.append(1)
+        if len(calls) == 6:  # the third tool's second pipe
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        return real_pipe()
+
+    monkeypatch.setattr(os, "pipe", pipe)
+    before = _open_fds()
+    with pytest.raises(CaptureError) as error:
+        RestoreBackend().select_mode()
+    monkeypatch.undo()
+    assert error.value.message == "could not run iptables-legacy-save: Too many open files (EMFILE)"
+    assert "ulimit -n" in error.value.hint
+    assert _open_fds() == before
+    assert _children() == []

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,3 +60,123 @@ def test_stdin_is_inherited_when_no_input_is_given() -> None:
     # iptables-save gets the init container's stdin, as with subprocess defaults.
     result = process.run(["sh", "-c", "readlink /proc/self/fd/0"])
     assert result.stdout.strip() == os.readlink("/proc/self/fd/0")
+
+
+# --- error paths: every descriptor closed, every child reaped -----------------------------
+
+
+def _children() -> list[int]:
+    """Our child processes, running or zombie: /proc's view, which waitpid cannot hide."""
+    me = str(os.getpid())
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()  # after "pid (comm)"
+        except OSError:  # exited while we looked
+            continue
+        if fields[1] == me:  # state, ppid, ...
+            children.append(int(entry))
+    return children
+
+
+def _fail_on_call(real: Any, failing_call: int, error: BaseException) -> Any:
+    calls = []
+
+    def fake(*args: Any) -> Any:
+        calls.append(args)
+        if len(calls) == failing_call:
+            raise error
+        return real(*args)
+
+    fake.calls = calls  # type: ignore[attr-defined]
+    return fake
+
+
+@pytest.mark.parametrize(
+    ("with_stdin", "failing_call"),
+    [(False, 1), (False, 2), (True, 1), (True, 2), (True, 3)],
+)
+def test_a_pipe_that_cannot_be_made_leaks_no_end_of_the_others(
+    monkeypatch: pytest.MonkeyPatch, with_stdin: bool, failing_call: int
+) -> None:
+    before = _open_fds()
+    emfile = OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+    fake_pipe = _fail_on_call(os.pipe, failing_call, emfile)
+    monkeypatch.setattr(os, "pipe", fake_pipe)
+    with pytest.raises(OSError) as error:
+        process.Process(["true"], with_stdin=with_stdin)
+    monkeypatch.undo()
+    assert error.value.errno == errno.EMFILE
+    assert len(fake_pipe.calls) == failing_call  # it failed where we meant it to
+    assert _open_fds() == before
+    assert _children() == []
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "expected"),
+    [
+        (b"#!/bin/sh\necho hi\n", 0o644, errno.EACCES),  # not executable (root too)
+        (b"\x7fELF, but not really", 0o755, errno.ENOEXEC),  # not a program for this CPU
+    ],
+)
+def test_a_tool_that_cannot_be_executed_leaks_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes, mode: int, expected: int
+) -> None:
+    tool = tmp_path / "remora-broken-tool"
+    tool.write_bytes(content)
+    tool.chmod(mode)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    before = _open_fds()
+    with pytest.raises(OSError) as error:
+        process.Process([tool.name], with_stdin=True)
+    assert error.value.errno == expected
+    assert _open_fds() == before
+    assert _children() == []
+
+
+def test_a_failed_write_kills_and_reaps_the_tool_and_closes_every_pipe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    before = _open_fds()
+    proc = process.Process(["sleep", "30"], with_stdin=True)
+    assert _children() == [proc.pid]
+    monkeypatch.setattr(os, "write", _fail_on_call(os.write, 1, OSError(errno.EIO, "I/O")))
+    started = time.monotonic()
+    with pytest.raises(OSError, match="I/O"):
+        proc.communicate("*nat\nCOMMIT\n")
+    monkeypatch.undo()
+    assert time.monotonic() - started < 5  # killed, not waited for
+    assert _open_fds() == before
+    assert _children() == []
+    with pytest.raises(ChildProcessError):
+        os.waitpid(proc.pid, os.WNOHANG)  # already reaped
+
+
+def test_an_interrupt_while_reading_kills_and_reaps_the_tool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    before = _open_fds()
+    proc = process.Process(["sh", "-c", "echo started; exec sleep 30"])
+    monkeypatch.setattr(os, "read", _fail_on_call(os.read, 1, KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        proc.communicate()
+    monkeypatch.undo()
+    assert _open_fds() == before
+    assert _children() == []
+
+
+def test_a_started_tool_that_is_not_needed_can_be_killed_twice() -> None:
+    # What a caller does with the tools it started when starting the next one failed.
+    before = _open_fds()
+    proc = process.Process(["sleep", "30"], with_stdin=True)
+    proc.kill()
+    proc.kill()
+    assert _open_fds() == before
+    assert _children() == []
+    finished = process.Process(["true"])
+    assert finished.communicate().returncode == 0
+    finished.kill()  # after communicate: nothing left to do, and no error
+    assert _children() == []
