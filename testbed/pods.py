@@ -155,6 +155,29 @@ def in_netns(name: str) -> Iterator[None]:
                 raise OSError(ctypes.get_errno(), "setns back to the test's namespace")
 
 
+def http_in_netns(
+    netns: str, method: str, host: str, port: int, path: str, *, timeout: float = 3.0
+) -> tuple[int, str]:
+    """One HTTP request from inside network namespace ``netns``: status and body (undecodable
+    bytes replaced, so a binary answer is still an answer).
+
+    Only the connect happens in the namespace (the socket stays in it afterwards). Raises
+    OSError when the connection fails, or ConnectionError when it closes before a complete
+    answer; the socket is closed in every case.
+    """
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        with in_netns(netns):
+            connection.connect()
+        connection.request(method, path)
+        response = connection.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    except http.client.HTTPException as exc:  # e.g. closed before any answer
+        raise ConnectionError(f"{method} {host}:{port}{path} in {netns}: {exc!r}") from exc
+    finally:
+        connection.close()
+
+
 class _Forwarder:
     """Accepts TCP in the node's namespace and relays each connection to the root loopback."""
 
@@ -249,17 +272,7 @@ class Node:
     ) -> tuple[int, str]:
         """An HTTP request from the node itself (as the kubelet probes, or a client outside
         the mesh); status and body. Raises OSError when the connection fails or is closed."""
-        with in_netns(self.netns):
-            connection = http.client.HTTPConnection(address, port, timeout=timeout)
-            connection.connect()
-        try:
-            connection.request(method, path)
-            response = connection.getresponse()
-            return response.status, response.read().decode(errors="replace")
-        except http.client.HTTPException as exc:  # e.g. closed before any answer
-            raise ConnectionError(f"{method} {address}:{port}{path}: {exc!r}") from exc
-        finally:
-            connection.close()
+        return http_in_netns(self.netns, method, address, port, path, timeout=timeout)
 
     def allocate_address(self) -> str:
         with self._lock:
@@ -286,7 +299,10 @@ class Node:
                 probe = probe.parent
             for directory in reversed(missing):
                 directory.mkdir()
+                # Recorded as it is made: if a deeper mkdir fails, close() still removes it.
                 registry.setdefault(str(directory), [])
+                registry[str(directory)].append(self._owner)
+                self._mount_points.add(str(directory))
             # Ours too when another node created it: it must outlive our pods as well.
             for directory in (path, *path.parents):
                 if str(directory) in registry and self._owner not in registry[str(directory)]:
@@ -320,15 +336,42 @@ MOUNT_POINT_REGISTRY = Path("/run/remora-testbed-mount-points.json")
 @contextlib.contextmanager
 def _mount_point_registry() -> Iterator[dict[str, list[str]]]:
     """The machine-wide registry of created mount points: directory -> its users
-    (``<pid>:<node netns>``), read and written under an exclusive lock."""
+    (``<pid>:<node netns>``), read and written under an exclusive lock.
+
+    Written also when the block fails (what it did before failing, e.g. directories it made,
+    must be known), and atomically: a crash mid-write leaves the previous registry, not a
+    truncated one that would forget every entry.
+    """
     with open(MOUNT_POINT_REGISTRY.with_suffix(".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             registry: dict[str, list[str]] = json.loads(MOUNT_POINT_REGISTRY.read_text())
         except (OSError, ValueError):
             registry = {}
-        yield registry
-        MOUNT_POINT_REGISTRY.write_text(json.dumps(registry, indent=1, sort_keys=True))
+        try:
+            yield registry
+        finally:
+            _replace_file(MOUNT_POINT_REGISTRY, json.dumps(registry, indent=1, sort_keys=True))
+
+
+def _replace_file(path: Path, text: str) -> None:
+    """Write ``path`` atomically: a temporary file in the same directory (same filesystem),
+    synced, then renamed over it; a failure before the rename leaves ``path`` as it was."""
+    temporary: Path | None = None
+    try:
+        with tempfile.NamedTemporaryFile(
+            "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+        ) as handle:
+            temporary = Path(handle.name)
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+        raise
 
 
 def _alive(owner: str) -> bool:
@@ -621,16 +664,9 @@ class RunningPod:
         host: str = "127.0.0.1",
         timeout: float = 3.0,
     ) -> tuple[int, str]:
-        """An HTTP request inside the pod's network (e.g. to a loopback-only port); status, body."""
-        with in_netns(self.netns):
-            connection = http.client.HTTPConnection(host, port, timeout=timeout)
-            connection.connect()
-        try:
-            connection.request(method, path)
-            response = connection.getresponse()
-            return response.status, response.read().decode()
-        finally:
-            connection.close()
+        """An HTTP request inside the pod's network (e.g. to a loopback-only port); status and
+        body. Raises OSError when the connection fails or is closed."""
+        return http_in_netns(self.netns, method, host, port, path, timeout=timeout)
 
     def http_get(self, port: int, path: str, host: str = "127.0.0.1", timeout: float = 3.0) -> str:
         """GET inside the pod's network (e.g. Envoy's loopback-only admin); the body."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import json
 import os
 import re
@@ -466,12 +467,55 @@ def xfcc(answer: dict[str, Any]) -> str | None:
     return headers.get("x-forwarded-client-cert")
 
 
-def stat(pod: RunningPod, name: str) -> int:
-    """A counter or gauge from the pod's Envoy admin (loopback-only: asked inside the pod)."""
+class MissingStat(AssertionError):
+    """An Envoy stat a test reads does not exist in the pod's Envoy."""
+
+
+def stat(pod: RunningPod, name: str, *, missing_ok: bool = False) -> int:
+    """A counter or gauge from the pod's Envoy admin (loopback-only: asked inside the pod).
+
+    A stat that does not exist raises :class:`MissingStat`: with the stats inclusion list
+    (:data:`STATS_ANNOTATIONS`) a misspelled or filtered-out name would otherwise read 0
+    forever, and an assertion that nothing changed would pass without measuring anything.
+    ``missing_ok=True`` reads absence as 0, and is right only where absence means zero:
+    a cluster's traffic stats (``upstream_rq_*``, ``upstream_cx_*``) are created on its first
+    request (``enable_deferred_creation_stats`` in :mod:`sidecar.bootstrap`), so before
+    traffic they are legitimately missing.
+    """
     exact = urllib.parse.quote(f"^{re.escape(name)}$")
     stats = json.loads(pod.http_get(15000, f"/stats?format=json&filter={exact}"))
     values = [int(s.get("value", 0)) for s in stats.get("stats", []) if s.get("name") == name]
-    return values[0] if values else 0
+    if values:
+        return values[0]
+    if missing_ok:
+        return 0
+    raise MissingStat(_missing_stat_message(pod, name))
+
+
+def stat_names(pod: RunningPod, prefix: str) -> list[str]:
+    """The names of the counters and gauges of the pod's Envoy that begin with ``prefix``."""
+    starts = urllib.parse.quote(f"^{re.escape(prefix)}")
+    stats = json.loads(pod.http_get(15000, f"/stats?format=json&filter={starts}"))
+    return sorted(s["name"] for s in stats.get("stats", []) if "name" in s)
+
+
+def _missing_stat_message(pod: RunningPod, name: str) -> str:
+    """Why ``name`` may be missing, and the names that exist near it (spelling, family)."""
+    every = [
+        s["name"]
+        for s in json.loads(pod.http_get(15000, "/stats?format=json")).get("stats", [])
+        if "name" in s
+    ]
+    similar = difflib.get_close_matches(name, every, n=8, cutoff=0.6)
+    family = name.rsplit(".", 1)[0] + "."
+    similar += [n for n in every if n.startswith(family) and n not in similar][:12]
+    return (
+        f"Envoy stat {name!r} does not exist in {pod.name}'s Envoy: misspelled, left out by "
+        f"the stats inclusion list (add its prefix to STATS_ANNOTATIONS), or a cluster "
+        f"traffic stat created only on the cluster's first request (then pass "
+        f"missing_ok=True where that means 0). Similar names: "
+        f"{', '.join(similar) if similar else f'none among {len(every)} stats'}"
+    )
 
 
 def served_serials(pod: RunningPod) -> set[str]:
@@ -531,15 +575,22 @@ class TrafficLoop:
             ],
         )
 
-    def served(self) -> int:
-        """Requests the server's sidecar has delivered so far (all sources)."""
-        return stat(self.pods.server, self._inbound)
+    def served(self, *, missing_ok: bool = False) -> int:
+        """Requests the server's sidecar has delivered so far (all sources).
+
+        ``missing_ok`` before the first request: the counter is created by it (deferred).
+        """
+        return stat(self.pods.server, self._inbound, missing_ok=missing_ok)
 
     def wait_flowing(self, requests: int = 10) -> None:
-        start = self.served()
+        # The first looped request may not have arrived yet (the counter does not exist
+        # then); the wait cannot pass on a missing counter, which reads 0 < start + requests.
+        start = self.served(missing_ok=True)
         wait_until(
             f"{requests} looped requests reach the server",
-            lambda: self._process.poll() is None and self.served() >= start + requests,
+            lambda: (
+                self._process.poll() is None and self.served(missing_ok=True) >= start + requests
+            ),
         )
 
     def stop(self) -> dict[str, Any]:
