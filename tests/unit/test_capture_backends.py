@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from leaks import child_pids, open_fds
 
 from initcontainer import hostnet
 from initcontainer.backend_restore import RestoreBackend, _failed_line
@@ -163,27 +164,6 @@ UNRUNNABLE = {
 }
 
 
-def _open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
-def _children() -> list[int]:
-    """Our child processes, running or zombie: /proc's view, which waitpid cannot hide."""
-    me = str(os.getpid())
-    children = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()  # after "pid (comm)"
-        except OSError:  # exited while we looked
-            continue
-        if fields[1] == me:  # state, ppid, ...
-            children.append(int(entry))
-    return children
-
-
 def _tools(directory: Path, working: tuple[str, ...], broken: dict[str, str]) -> None:
     """Put stub tools in ``directory`` and make it the whole of $PATH (caller monkeypatches)."""
     for name in working:
@@ -213,15 +193,15 @@ def test_a_save_tool_that_cannot_run_stops_the_others_and_says_what_to_do(
     working = tuple(t for t in SAVE_TOOLS if t != broken and t not in missing)
     _tools(tmp_path, working, {broken: kind})
     monkeypatch.setenv("PATH", str(tmp_path))
-    before = _open_fds()
+    before = open_fds()
     with pytest.raises(CaptureError) as error:
         RestoreBackend().select_mode()
     _, _, reason, hint_word = UNRUNNABLE[kind]
     assert error.value.message == f"could not run {broken}: {reason}"
     assert hint_word in error.value.hint
     assert "iptables and ip6tables" in error.value.hint and "nft and legacy" in error.value.hint
-    assert _open_fds() == before
-    assert _children() == []
+    assert open_fds() == before
+    assert child_pids() == []
 
 
 def test_a_missing_save_tool_only_makes_its_backend_unavailable(
@@ -230,10 +210,10 @@ def test_a_missing_save_tool_only_makes_its_backend_unavailable(
     # The contrast to the test above: FileNotFoundError is a probe result, not an error.
     _tools(tmp_path, SAVE_TOOLS[:2], {})
     monkeypatch.setenv("PATH", str(tmp_path))
-    before = _open_fds()
+    before = open_fds()
     assert RestoreBackend().select_mode().mode == "nft"
-    assert _open_fds() == before
-    assert _children() == []
+    assert open_fds() == before
+    assert child_pids() == []
 
 
 def test_a_restore_tool_that_cannot_run_is_a_capture_error(
@@ -243,13 +223,13 @@ def test_a_restore_tool_that_cannot_run_is_a_capture_error(
     monkeypatch.setenv("PATH", str(tmp_path))
     args = build_parser({}).parse_args(["--enable-ipv6=false", "-p", "15001", "-u", "1337"])
     plan = build_plan(config_from_args(args, {}))
-    before = _open_fds()
+    before = open_fds()
     with pytest.raises(CaptureError) as error:
         RestoreBackend().install(plan)
     assert error.value.message == "could not run iptables-nft-restore: Permission denied (EACCES)"
     assert "is the iptables-nft-restore binary executable" in error.value.hint
-    assert _open_fds() == before
-    assert _children() == []
+    assert open_fds() == before
+    assert child_pids() == []
 
 
 @pytest.mark.parametrize(
@@ -268,7 +248,7 @@ def test_an_ip_command_that_cannot_run_is_a_capture_error(
         hostnet._ip("-4", "route", "show")
     assert error.value.message == message
     assert hint in error.value.hint and "iproute2" in error.value.hint
-    assert _children() == []
+    assert child_pids() == []
 
 
 def test_running_out_of_descriptors_says_so(
@@ -285,11 +265,11 @@ def test_running_out_of_descriptors_says_so(
         return real_pipe()
 
     monkeypatch.setattr(os, "pipe", pipe)
-    before = _open_fds()
+    before = open_fds()
     with pytest.raises(CaptureError) as error:
         RestoreBackend().select_mode()
     monkeypatch.undo()
     assert error.value.message == "could not run iptables-legacy-save: Too many open files (EMFILE)"
     assert "ulimit -n" in error.value.hint
-    assert _open_fds() == before
-    assert _children() == []
+    assert open_fds() == before
+    assert child_pids() == []

@@ -9,12 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from leaks import child_pids, open_fds
 
 from initcontainer import process
-
-
-def _open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
 
 
 def test_exit_code_stdout_and_stderr_are_kept_apart() -> None:
@@ -42,18 +39,18 @@ def test_a_killed_tool_reports_the_signal_like_subprocess() -> None:
 
 
 def test_tools_run_concurrently_and_leave_no_descriptor_behind() -> None:
-    before = _open_fds()
+    before = open_fds()
     started = [process.Process(["sh", "-c", f"sleep 0.2; echo {i}"]) for i in range(4)]
     results = [p.communicate() for p in started]
     assert [r.stdout for r in results] == ["0\n", "1\n", "2\n", "3\n"]
-    assert _open_fds() == before
+    assert open_fds() == before
 
 
 def test_a_missing_tool_is_file_not_found_and_leaks_nothing() -> None:
-    before = _open_fds()
+    before = open_fds()
     with pytest.raises(FileNotFoundError):
         process.Process(["remora-no-such-tool"], with_stdin=True)
-    assert _open_fds() == before
+    assert open_fds() == before
 
 
 def test_stdin_is_inherited_when_no_input_is_given() -> None:
@@ -63,23 +60,6 @@ def test_stdin_is_inherited_when_no_input_is_given() -> None:
 
 
 # --- error paths: every descriptor closed, every child reaped -----------------------------
-
-
-def _children() -> list[int]:
-    """Our child processes, running or zombie: /proc's view, which waitpid cannot hide."""
-    me = str(os.getpid())
-    children = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()  # after "pid (comm)"
-        except OSError:  # exited while we looked
-            continue
-        if fields[1] == me:  # state, ppid, ...
-            children.append(int(entry))
-    return children
 
 
 def _fail_on_call(real: Any, failing_call: int, error: BaseException) -> Any:
@@ -102,7 +82,7 @@ def _fail_on_call(real: Any, failing_call: int, error: BaseException) -> Any:
 def test_a_pipe_that_cannot_be_made_leaks_no_end_of_the_others(
     monkeypatch: pytest.MonkeyPatch, with_stdin: bool, failing_call: int
 ) -> None:
-    before = _open_fds()
+    before = open_fds()
     emfile = OSError(errno.EMFILE, os.strerror(errno.EMFILE))
     fake_pipe = _fail_on_call(os.pipe, failing_call, emfile)
     monkeypatch.setattr(os, "pipe", fake_pipe)
@@ -111,8 +91,8 @@ def test_a_pipe_that_cannot_be_made_leaks_no_end_of_the_others(
     monkeypatch.undo()
     assert error.value.errno == errno.EMFILE
     assert len(fake_pipe.calls) == failing_call  # it failed where we meant it to
-    assert _open_fds() == before
-    assert _children() == []
+    assert open_fds() == before
+    assert child_pids() == []
 
 
 @pytest.mark.parametrize(
@@ -129,28 +109,28 @@ def test_a_tool_that_cannot_be_executed_leaks_nothing(
     tool.write_bytes(content)
     tool.chmod(mode)
     monkeypatch.setenv("PATH", str(tmp_path))
-    before = _open_fds()
+    before = open_fds()
     with pytest.raises(OSError) as error:
         process.Process([tool.name], with_stdin=True)
     assert error.value.errno == expected
-    assert _open_fds() == before
-    assert _children() == []
+    assert open_fds() == before
+    assert child_pids() == []
 
 
 def test_a_failed_write_kills_and_reaps_the_tool_and_closes_every_pipe(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    before = _open_fds()
+    before = open_fds()
     proc = process.Process(["sleep", "30"], with_stdin=True)
-    assert _children() == [proc.pid]
+    assert child_pids() == [proc.pid]
     monkeypatch.setattr(os, "write", _fail_on_call(os.write, 1, OSError(errno.EIO, "I/O")))
     started = time.monotonic()
     with pytest.raises(OSError, match="I/O"):
         proc.communicate("*nat\nCOMMIT\n")
     monkeypatch.undo()
     assert time.monotonic() - started < 5  # killed, not waited for
-    assert _open_fds() == before
-    assert _children() == []
+    assert open_fds() == before
+    assert child_pids() == []
     with pytest.raises(ChildProcessError):
         os.waitpid(proc.pid, os.WNOHANG)  # already reaped
 
@@ -158,25 +138,25 @@ def test_a_failed_write_kills_and_reaps_the_tool_and_closes_every_pipe(
 def test_an_interrupt_while_reading_kills_and_reaps_the_tool(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    before = _open_fds()
+    before = open_fds()
     proc = process.Process(["sh", "-c", "echo started; exec sleep 30"])
     monkeypatch.setattr(os, "read", _fail_on_call(os.read, 1, KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         proc.communicate()
     monkeypatch.undo()
-    assert _open_fds() == before
-    assert _children() == []
+    assert open_fds() == before
+    assert child_pids() == []
 
 
 def test_a_started_tool_that_is_not_needed_can_be_killed_twice() -> None:
     # What a caller does with the tools it started when starting the next one failed.
-    before = _open_fds()
+    before = open_fds()
     proc = process.Process(["sleep", "30"], with_stdin=True)
     proc.kill()
     proc.kill()
-    assert _open_fds() == before
-    assert _children() == []
+    assert open_fds() == before
+    assert child_pids() == []
     finished = process.Process(["true"])
     assert finished.communicate().returncode == 0
     finished.kill()  # after communicate: nothing left to do, and no error
-    assert _children() == []
+    assert child_pids() == []

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 
 import pytest
+from leaks import open_fds
 
 from meshlib.ports import free_port, tcp_server_socket
 
@@ -42,16 +42,12 @@ def test_accepted_connections_get_tcp_nodelay(host: str) -> None:
     assert asyncio.run(scenario()) == 1
 
 
-def _open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
 def test_a_taken_port_raises_and_closes_the_socket() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        before = _open_fds()
+        before = open_fds()
         with pytest.raises(OSError):
             tcp_server_socket("127.0.0.1", port)
-        assert _open_fds() == before
+        assert open_fds() == before
