@@ -1,7 +1,9 @@
 """What a failed operation may leave behind in this process: open descriptors and children.
 
 Shared by the unit tests of error paths (the capture init container's tool spawning, the
-server sockets): take a reading before, provoke the failure, and compare.
+server sockets): take a reading before, provoke the failure, and compare. Compare children
+with :func:`new_children`: in a whole run the session's test bed (etcd, kube-apiserver, ...)
+are children of this process too.
 """
 
 from __future__ import annotations
@@ -29,3 +31,8 @@ def child_pids() -> list[int]:
         if fields[1] == me:  # state, ppid, ...
             children.append(int(entry))
     return children
+
+
+def new_children(before: set[int]) -> list[int]:
+    """Children that were not there ``before`` (a :func:`child_pids` reading)."""
+    return sorted(set(child_pids()) - before)

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from leaks import child_pids, open_fds
+from leaks import child_pids, new_children, open_fds
 
 from initcontainer import hostnet
 from initcontainer.backend_restore import RestoreBackend, _failed_line
@@ -190,6 +190,7 @@ def test_a_save_tool_that_cannot_run_stops_the_others_and_says_what_to_do(
     broken: str,
     missing: tuple[str, ...],
 ) -> None:
+    children = set(child_pids())
     working = tuple(t for t in SAVE_TOOLS if t != broken and t not in missing)
     _tools(tmp_path, working, {broken: kind})
     monkeypatch.setenv("PATH", str(tmp_path))
@@ -201,24 +202,26 @@ def test_a_save_tool_that_cannot_run_stops_the_others_and_says_what_to_do(
     assert hint_word in error.value.hint
     assert "iptables and ip6tables" in error.value.hint and "nft and legacy" in error.value.hint
     assert open_fds() == before
-    assert child_pids() == []
+    assert new_children(children) == []
 
 
 def test_a_missing_save_tool_only_makes_its_backend_unavailable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    children = set(child_pids())
     # The contrast to the test above: FileNotFoundError is a probe result, not an error.
     _tools(tmp_path, SAVE_TOOLS[:2], {})
     monkeypatch.setenv("PATH", str(tmp_path))
     before = open_fds()
     assert RestoreBackend().select_mode().mode == "nft"
     assert open_fds() == before
-    assert child_pids() == []
+    assert new_children(children) == []
 
 
 def test_a_restore_tool_that_cannot_run_is_a_capture_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    children = set(child_pids())
     _tools(tmp_path, SAVE_TOOLS[:2], {"iptables-nft-restore": "not executable"})
     monkeypatch.setenv("PATH", str(tmp_path))
     args = build_parser({}).parse_args(["--enable-ipv6=false", "-p", "15001", "-u", "1337"])
@@ -229,7 +232,7 @@ def test_a_restore_tool_that_cannot_run_is_a_capture_error(
     assert error.value.message == "could not run iptables-nft-restore: Permission denied (EACCES)"
     assert "is the iptables-nft-restore binary executable" in error.value.hint
     assert open_fds() == before
-    assert child_pids() == []
+    assert new_children(children) == []
 
 
 @pytest.mark.parametrize(
@@ -242,18 +245,20 @@ def test_a_restore_tool_that_cannot_run_is_a_capture_error(
 def test_an_ip_command_that_cannot_run_is_a_capture_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str | None, message: str, hint: str
 ) -> None:
+    children = set(child_pids())
     _tools(tmp_path, (), {"ip": kind} if kind else {})
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing else: no real ip can run
     with pytest.raises(CaptureError) as error:
         hostnet._ip("-4", "route", "show")
     assert error.value.message == message
     assert hint in error.value.hint and "iproute2" in error.value.hint
-    assert child_pids() == []
+    assert new_children(children) == []
 
 
 def test_running_out_of_descriptors_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    children = set(child_pids())
     _tools(tmp_path, SAVE_TOOLS, {})
     monkeypatch.setenv("PATH", str(tmp_path))
     real_pipe, calls = os.pipe, []
@@ -272,4 +277,4 @@ def test_running_out_of_descriptors_says_so(
     assert error.value.message == "could not run iptables-legacy-save: Too many open files (EMFILE)"
     assert "ulimit -n" in error.value.hint
     assert open_fds() == before
-    assert child_pids() == []
+    assert new_children(children) == []

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from leaks import child_pids, open_fds
+from leaks import child_pids, new_children, open_fds
 
 from initcontainer import process
 
@@ -82,6 +82,7 @@ def _fail_on_call(real: Any, failing_call: int, error: BaseException) -> Any:
 def test_a_pipe_that_cannot_be_made_leaks_no_end_of_the_others(
     monkeypatch: pytest.MonkeyPatch, with_stdin: bool, failing_call: int
 ) -> None:
+    children = set(child_pids())
     before = open_fds()
     emfile = OSError(errno.EMFILE, os.strerror(errno.EMFILE))
     fake_pipe = _fail_on_call(os.pipe, failing_call, emfile)
@@ -92,7 +93,7 @@ def test_a_pipe_that_cannot_be_made_leaks_no_end_of_the_others(
     assert error.value.errno == errno.EMFILE
     assert len(fake_pipe.calls) == failing_call  # it failed where we meant it to
     assert open_fds() == before
-    assert child_pids() == []
+    assert new_children(children) == []
 
 
 @pytest.mark.parametrize(
@@ -105,6 +106,7 @@ def test_a_pipe_that_cannot_be_made_leaks_no_end_of_the_others(
 def test_a_tool_that_cannot_be_executed_leaks_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes, mode: int, expected: int
 ) -> None:
+    children = set(child_pids())
     tool = tmp_path / "remora-broken-tool"
     tool.write_bytes(content)
     tool.chmod(mode)
@@ -114,15 +116,16 @@ def test_a_tool_that_cannot_be_executed_leaks_nothing(
         process.Process([tool.name], with_stdin=True)
     assert error.value.errno == expected
     assert open_fds() == before
-    assert child_pids() == []
+    assert new_children(children) == []
 
 
 def test_a_failed_write_kills_and_reaps_the_tool_and_closes_every_pipe(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    children = set(child_pids())
     before = open_fds()
     proc = process.Process(["sleep", "30"], with_stdin=True)
-    assert child_pids() == [proc.pid]
+    assert new_children(children) == [proc.pid]
     monkeypatch.setattr(os, "write", _fail_on_call(os.write, 1, OSError(errno.EIO, "I/O")))
     started = time.monotonic()
     with pytest.raises(OSError, match="I/O"):
@@ -130,7 +133,7 @@ def test_a_failed_write_kills_and_reaps_the_tool_and_closes_every_pipe(
     monkeypatch.undo()
     assert time.monotonic() - started < 5  # killed, not waited for
     assert open_fds() == before
-    assert child_pids() == []
+    assert new_children(children) == []
     with pytest.raises(ChildProcessError):
         os.waitpid(proc.pid, os.WNOHANG)  # already reaped
 
@@ -138,6 +141,7 @@ def test_a_failed_write_kills_and_reaps_the_tool_and_closes_every_pipe(
 def test_an_interrupt_while_reading_kills_and_reaps_the_tool(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    children = set(child_pids())
     before = open_fds()
     proc = process.Process(["sh", "-c", "echo started; exec sleep 30"])
     monkeypatch.setattr(os, "read", _fail_on_call(os.read, 1, KeyboardInterrupt()))
@@ -145,18 +149,19 @@ def test_an_interrupt_while_reading_kills_and_reaps_the_tool(
         proc.communicate()
     monkeypatch.undo()
     assert open_fds() == before
-    assert child_pids() == []
+    assert new_children(children) == []
 
 
 def test_a_started_tool_that_is_not_needed_can_be_killed_twice() -> None:
+    children = set(child_pids())
     # What a caller does with the tools it started when starting the next one failed.
     before = open_fds()
     proc = process.Process(["sleep", "30"], with_stdin=True)
     proc.kill()
     proc.kill()
     assert open_fds() == before
-    assert child_pids() == []
+    assert new_children(children) == []
     finished = process.Process(["true"])
     assert finished.communicate().returncode == 0
     finished.kill()  # after communicate: nothing left to do, and no error
-    assert child_pids() == []
+    assert new_children(children) == []
