@@ -7,7 +7,8 @@ from kindlib import CLUSTER, Kind, missing_prerequisites
 
 
 @pytest.fixture(scope="session")
-def kind() -> Kind:
+def kind(docker_engine: str | None) -> Kind:
+    # docker_engine starts dockerd when it can, so the reason below is the real blocker.
     reason = missing_prerequisites()
     if reason:
         pytest.skip(f"kind suite cannot run here: {reason}")

@@ -5,8 +5,8 @@ the default user 1337 (the sidecar), the installed distributions equal the lock 
 iptables backends and Envoy are there, and the capture init container works as root with
 NET_ADMIN and NET_RAW only (and fails without them).
 
-Needs a Docker engine: the running one, or a ``dockerd`` this module starts and stops; when
-neither works the module skips with what Docker said. The image is
+Needs a Docker engine: the running one, or the ``dockerd`` the suite's ``docker_engine``
+fixture starts; when neither works the module skips with what Docker said. The image is
 built when missing or built from another uv.lock (minutes the first time).
 """
 
@@ -17,8 +17,6 @@ import json
 import re
 import shutil
 import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,47 +32,10 @@ IMAGE = f"docker.io/remora/remora:{VERSION}"
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
-def _engine_error() -> str | None:
-    info = subprocess.run(["docker", "info"], capture_output=True, text=True, check=False)
-    return None if info.returncode == 0 else info.stderr.strip()[-300:]
-
-
 @pytest.fixture(scope="module")
-def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A reachable Docker engine: the running one, or a dockerd started here (and stopped
-    after the module). Skips with what Docker said when neither works."""
-    if shutil.which("docker") is None:
-        pytest.skip("docker is not installed (apt-get install docker.io)")
-    if _engine_error() is None:
-        yield
-        return
-    if shutil.which("dockerd") is None:
-        pytest.skip(
-            f"the Docker engine is not reachable ({_engine_error()}) and dockerd is not installed"
-        )
-    log = tmp_path_factory.mktemp("dockerd") / "dockerd.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            ["dockerd"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while _engine_error() is not None:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.skip(f"dockerd could not start: {log.read_text()[-500:]}")
-            time.sleep(0.5)
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture(scope="module")
-def image(docker_engine: None) -> str:
+def image(docker_engine: str | None) -> str:
+    if docker_engine:
+        pytest.skip(docker_engine)
     # Built from the current lock? (the label records uv.lock's hash); else rebuild.
     label = subprocess.run(
         ["docker", "image", "inspect", "-f", '{{index .Config.Labels "io.remora.uv-lock-sha256"}}', IMAGE],
