@@ -643,6 +643,7 @@ def bare_envoy(pod: Any, upstream: tuple[str, int], work: Path) -> Iterator[tupl
     namespace (a pod without sidecar); yields its URL there and its pid (``ip netns exec``
     execs in place). Stopped on exit."""
     from meshlib.envoy_binary import envoy_path
+    from meshlib.processes import stop_process
     from testbed.pods import PodError
 
     listen_port, admin_port = 15999, 15998
@@ -682,12 +683,7 @@ def bare_envoy(pod: Any, upstream: tuple[str, int], work: Path) -> Iterator[tupl
             time.sleep(0.1)
         yield f"http://127.0.0.1:{listen_port}", process.pid
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process)
 
 
 def wait_for_mtls_route(client_pod: Any, fortio: str, url: str, namespace: str) -> None:

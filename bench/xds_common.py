@@ -16,6 +16,7 @@ import httpx
 from controlplane.testing_sds import shared_sds
 from meshlib.envoy_binary import envoy_path
 from meshlib.ports import free_port
+from meshlib.processes import stop_process
 from sidecar.bootstrap import build_bootstrap, envoy_args
 from sidecar.config import AgentConfig, AgentOptions, build_config
 
@@ -97,13 +98,7 @@ class SidecarEnvoy:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
         self.admin.close()
         self._dir.cleanup()
 

@@ -30,6 +30,7 @@ from controlplane.store import MeshStore
 from controlplane.testing_sds import shared_sds
 from meshlib.envoy_binary import envoy_path
 from meshlib.ports import free_port
+from meshlib.processes import stop_process
 
 T = TypeVar("T")
 
@@ -185,13 +186,7 @@ class EnvoyProcess:
         self.stop()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
         self.admin.close()
         self._dir.cleanup()
 

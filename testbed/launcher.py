@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from meshlib.ports import free_port
+from meshlib.processes import stop_process
 from testbed import pki as pki_mod
 from testbed.binaries import Binaries, cache_root
 from testbed.versions import KUBERNETES_VERSION
@@ -300,7 +301,7 @@ class TestBed:
         for comp in reversed(self.state.components):
             proc = self._processes.get(comp.name)
             if proc is not None:
-                _terminate_popen(proc, timeout)
+                stop_process(proc, timeout)
             else:
                 _terminate_pid(comp.pid, comp.argv[0], timeout)
         self.state.components.clear()
@@ -440,16 +441,6 @@ def _tail(path: str, lines: int = 30) -> str:
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return f"(no log at {path})"
-
-
-def _terminate_popen(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _pid_runs(pid: int, executable: str) -> bool:

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from meshlib.processes import stop_process
 from testbed.binaries import Binaries, BinariesMissing
 from testbed.launcher import TestBed
 
@@ -81,9 +82,4 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | No
             time.sleep(0.5)
         yield None
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, grace=30)
