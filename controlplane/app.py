@@ -24,6 +24,7 @@ from controlplane.debug import create_debug_app
 from controlplane.metrics import ControlPlaneMetrics
 from controlplane.store import Kind, MeshStore
 from controlplane.xds.server import PushHub, start_xds_server
+from meshlib.ports import tcp_server_socket
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +42,14 @@ def settle_garbage_collector() -> None:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
-        sock.listen(128)
+        sock = tcp_server_socket(host, port)
     except OSError as exc:
-        sock.close()
         raise OSError(
             f"cannot listen for monitoring on {host}:{port}: {exc.strerror}; "
             "choose another with --monitoring-port (0 disables it)"
         ) from exc
+    sock.listen(128)
     sock.setblocking(False)
     return sock
 
