@@ -22,7 +22,6 @@ import base64
 import datetime as dt
 import ipaddress
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 from cryptography import x509
 
 from meshlib import certs
+from meshlib.files import write_atomically
 
 log = logging.getLogger("remora.injector.certs")
 
@@ -139,15 +139,6 @@ def _encode(material: Material) -> dict[str, str]:
     return {key: base64.b64encode(value).decode() for key, value in raw.items()}
 
 
-def _write_atomically(path: str, data: bytes, mode: int) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.chmod(mode)
-    os.replace(tmp, target)
-
-
 class RuntimeCertificates:
     """Keeps the Secret, the files and the caBundle in step (see the module docstring)."""
 
@@ -222,8 +213,8 @@ class RuntimeCertificates:
         if current.exists() and current.read_bytes() == material.serving.cert_pem:
             return
         # Key first: the server reloads only a pair that loads together.
-        _write_atomically(self.options.key_file, material.serving.key_pem, 0o600)
-        _write_atomically(self.options.cert_file, material.serving.cert_pem, 0o644)
+        write_atomically(self.options.key_file, material.serving.key_pem, 0o600)
+        write_atomically(self.options.cert_file, material.serving.cert_pem, 0o644)
 
     def _patch_ca_bundle(self, ca_pem: bytes) -> None:
         name = self.options.webhook_configuration

@@ -53,6 +53,7 @@ from prometheus_client import (
 from injector.admission import Outcome, PatchCache, review
 from injector.config import ConfigError, InjectorConfig, default_config, load_config
 from meshlib import certs
+from meshlib.files import write_atomically
 from meshlib.ports import tcp_server_socket
 
 log = logging.getLogger("remora.injector")
@@ -466,10 +467,7 @@ def write_self_signed(
     )
     paths = {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem, "ca.crt": ca.cert_pem}
     for name, data in paths.items():
-        path = directory / name
-        path.write_bytes(data)
-        if name.endswith(".key"):
-            path.chmod(0o600)
+        write_atomically(directory / name, data, 0o600 if name.endswith(".key") else 0o644)
     return SelfSigned(
         str(directory / "tls.crt"),
         str(directory / "tls.key"),

@@ -29,10 +29,11 @@ import grpc
 import httpx
 import uvicorn
 
+from meshlib.files import write_atomically
 from meshlib.ports import tcp_server_socket
 from sidecar.bootstrap import HEALTH_LISTENER, PROMETHEUS_LISTENER, build_bootstrap, envoy_args
 from sidecar.config import AgentConfig
-from sidecar.envoy import EnvoyAdmin, EnvoyProcess, write_atomically
+from sidecar.envoy import EnvoyAdmin, EnvoyProcess
 from sidecar.identity import CertificateManager, CertificateProvider, WorkloadCertificate
 from sidecar.metrics import AgentMetrics
 from sidecar.prober import Prober

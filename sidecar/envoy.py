@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 import signal
 from collections.abc import Sequence
@@ -129,13 +128,3 @@ class EnvoyProcess:
                     proc.kill()
                 await proc.wait()
         return await self.wait()
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    """Write ``path`` via a temporary file and rename, so Envoy never reads half a bootstrap."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
