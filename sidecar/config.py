@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from meshlib.meshconfig import MeshConfigError, ProxyConfig, parse_duration, parse_proxy_config
+from meshlib.spiffe import WorkloadIdentity
 from sidecar.node import NodeMetadataError, metadata_from_env, node_id, service_cluster
 from sidecar.probes import PROBERS_ENV, AppProbe, ProbeConfigError, parse_app_probers
 from sidecar.promtext import AppScrape, ScrapeConfigError, parse_scrape_annotations
@@ -120,7 +121,7 @@ class AgentConfig:
 
     @property
     def spiffe_id(self) -> str:
-        return f"spiffe://{self.trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
+        return WorkloadIdentity(self.namespace, self.service_account).spiffe_id(self.trust_domain)
 
     @property
     def ipv6(self) -> bool:

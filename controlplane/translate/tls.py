@@ -23,6 +23,7 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tl
 from envoy.type.matcher.v3 import string_pb2
 
 from controlplane.translate.common import duration, packed
+from meshlib.spiffe import WorkloadIdentity
 
 SDS_CLUSTER = "sds-grpc"
 WORKLOAD_SECRET = "default"
@@ -44,7 +45,8 @@ MESH_ALPN_TOKENS = ("istio-peer-exchange", "istio", "istio-http/1.0", "istio-htt
 
 
 def spiffe_id(trust_domain: str, namespace: str, service_account: str) -> str:
-    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
+    """The peer identity to verify: meshlib.spiffe's form, the one the mesh CA signs."""
+    return WorkloadIdentity(namespace, service_account).spiffe_id(trust_domain)
 
 
 def upstream_sni(port: int, fqdn: str) -> str:
