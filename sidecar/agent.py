@@ -233,6 +233,12 @@ class Agent:
         task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
         while not server.started and not task.done():
             await asyncio.sleep(0.005)
+        if not server.started:  # serve() ended before listening: say why, do not run blind
+            error = task.exception() if not task.cancelled() else None
+            raise AgentError(
+                f"the status server on {cfg.bind_address}:{cfg.ports.status} did not start"
+                + (f": {error}" if error else "")
+            )
         self._status_task = task
         return server
 

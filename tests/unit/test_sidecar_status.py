@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -123,3 +124,36 @@ def test_scrape_survives_missing_sources() -> None:
             assert failures == 1, source
 
     run(scenario, client_ip="10.1.2.3")
+
+
+def test_a_status_server_that_dies_before_listening_stops_the_agent(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    """The agent must not run without its readiness port: the kubelet would never see it ready."""
+    import pytest
+
+    from meshlib.ports import free_port
+    from sidecar import agent as agent_module
+    from sidecar.config import AgentOptions, build_config
+
+    options = AgentOptions(
+        status_port=free_port(), bind_address="127.0.0.1", config_dir=str(tmp_path)
+    )
+    config = build_config(
+        {"POD_NAME": "web-0", "POD_NAMESPACE": "shop", "INSTANCE_IP": "10.0.0.9"},
+        options,
+        host_cpus=1,
+    )
+    agent = agent_module.Agent(config, envoy_binary="/bin/false", provider=None)
+
+    async def broken_serve(self: Any, sockets: Any = None) -> None:
+        raise RuntimeError("uvicorn could not start")
+
+    monkeypatch.setattr(agent_module._StatusServer, "serve", broken_serve)
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient() as scrape:
+            await agent._start_status_server(Prober(config.probe_host), scrape)
+
+    with pytest.raises(agent_module.AgentError, match="did not start: uvicorn could not start"):
+        asyncio.run(scenario())
