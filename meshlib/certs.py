@@ -124,7 +124,7 @@ def issue(
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + lifetime)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_leaf_key_usage(isinstance(key, rsa.RSAPrivateKey)), critical=True)
+        .add_extension(leaf_key_usage(isinstance(key, rsa.RSAPrivateKey)), critical=True)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
             critical=False,
@@ -141,7 +141,7 @@ def issue(
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), key_to_pem(key))
 
 
-def _leaf_key_usage(key_encipherment: bool) -> x509.KeyUsage:
+def leaf_key_usage(key_encipherment: bool) -> x509.KeyUsage:
     """Key usage of a leaf (not a CA): signing, and key encipherment when asked."""
     return x509.KeyUsage(
         digital_signature=True,
@@ -186,7 +186,7 @@ def workload_certificate(
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_leaf_key_usage(key_encipherment=True), critical=True)
+        .add_extension(leaf_key_usage(key_encipherment=True), critical=True)
         .add_extension(
             x509.ExtendedKeyUsage(
                 [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from meshlib import certs
-from meshlib.certs import KeyPair, new_ca
+from meshlib.certs import KeyPair, key_to_pem, leaf_key_usage, new_ca
 from meshlib.spiffe import WorkloadIdentity
 
 CA_CERT = "ca-cert.pem"
@@ -134,11 +134,7 @@ class CAMaterial:
 
     def to_files(self) -> dict[str, bytes]:
         """Istio's ``cacerts`` file names → PEM bytes (for a Secret or a directory)."""
-        key_pem = self.key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        key_pem = key_to_pem(self.key)
         return {
             CA_CERT: _pem(self.signer).encode(),
             CA_KEY: key_pem,
@@ -160,20 +156,6 @@ class CAMaterial:
                     f"signed by {parent.subject.rfc4514_string() or 'the next one'} "
                     f"({ROOT_CERT}/{CERT_CHAIN} do not belong to {CA_CERT}): {exc}"
                 ) from exc
-
-
-def _usage(*, ca: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=not ca,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
-    )
 
 
 def sign_workload(
@@ -224,7 +206,7 @@ def issue_serving(
         .not_valid_before(now - BACKDATE)
         .not_valid_after(now + ttl)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_usage(ca=False), critical=True)
+        .add_extension(leaf_key_usage(key_encipherment=True), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
             x509.SubjectAlternativeName([x509.DNSName(d) for d in dns_names]), critical=False
@@ -232,7 +214,4 @@ def issue_serving(
         .sign(material.key, hashes.SHA256())
     )
     chain = _pem(cert) + "".join(_pem(c) for c in material.chain)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return KeyPair(chain.encode(), key_pem), material.root_pem.encode()
+    return KeyPair(chain.encode(), key_to_pem(key)), material.root_pem.encode()
