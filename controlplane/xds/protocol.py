@@ -223,7 +223,8 @@ class SotwProtocol(StreamProtocol):
 
     def _response_for(self, state: TypeState, resources: ProxyResources) -> Response | None:
         desired = resources[state.type_url]
-        names = frozenset(state.names) if not state.wildcard else None
+        sent_names = frozenset(state.names)
+        names = sent_names if not state.wildcard else None
         if not state.force and state.diffed is desired and state.diffed_names == names:
             return None
         state.diffed, state.diffed_names = desired, names
@@ -232,7 +233,6 @@ class SotwProtocol(StreamProtocol):
             version = desired.version
         else:
             version = content_version(*(f"{r.name}={r.version};".encode() for r in chosen))
-        sent_names = frozenset(state.names)
         unchanged = version == state.sent_version and (
             state.wildcard or sent_names == state.sent_names
         )
