@@ -27,6 +27,7 @@ from typing import NamedTuple
 from initcontainer.config import CaptureConfig, ConfigError
 from initcontainer.errors import CaptureError
 from initcontainer.log import getLogger
+from meshlib.hostport import host_port
 
 log = getLogger("initcontainer.probe")
 
@@ -138,7 +139,7 @@ def run_probe(target: ProbeTarget, timeout: float) -> None:
                         "pass --probe-address with an address the pod routes to (inside -i)",
                     ) from None
                 raise ValidationFailed(
-                    f"probe connection to {_fmt(target.dial)} was not captured "
+                    f"probe connection to {host_port(*target.dial)} was not captured "
                     f"({error.strerror or error})",
                     "the rules are not redirecting traffic: check for a second iptables "
                     "backend holding rules (iptables-legacy-save / iptables-nft-save) and for "
@@ -149,7 +150,7 @@ def run_probe(target: ProbeTarget, timeout: float) -> None:
                 conn, _ = listener.accept()
             except TimeoutError:
                 raise ValidationFailed(
-                    f"probe connection to {_fmt(target.dial)} connected somewhere else: it "
+                    f"probe connection to {host_port(*target.dial)} connected somewhere else: it "
                     f"never reached port {target.listen_port}",
                     "traffic bypasses the sidecar: inspect the nat table with iptables-save",
                 ) from None
@@ -161,15 +162,10 @@ def run_probe(target: ProbeTarget, timeout: float) -> None:
     ):
         raise ValidationFailed(
             f"a connection reached port {target.listen_port}, but its original destination "
-            f"was {_fmt(seen)}, not the probe's {_fmt(target.dial)}",
+            f"was {host_port(*seen)}, not the probe's {host_port(*target.dial)}",
             "another process is connecting to the capture port; retry",
         )
     log.info(
         "capture validated",
-        extra={"dialled": _fmt(target.dial), "arrived_on": target.listen_port},
+        extra={"dialled": host_port(*target.dial), "arrived_on": target.listen_port},
     )
-
-
-def _fmt(address: tuple[str, int]) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

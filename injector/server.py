@@ -54,6 +54,7 @@ from injector.admission import Outcome, PatchCache, review
 from injector.config import ConfigError, InjectorConfig, default_config, load_config
 from meshlib import certs
 from meshlib.files import write_atomically
+from meshlib.hostport import host_port
 from meshlib.ports import tcp_server_socket
 
 log = logging.getLogger("remora.injector")
@@ -531,8 +532,7 @@ class WebhookServer:
 
     @property
     def base_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"https://{host}:{self.port}"
+        return f"https://{host_port(self.host, self.port)}"
 
     @property
     def url(self) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from meshlib.hostport import host_port
 from meshlib.logs import setup_logging
 from meshlib.meshconfig import MeshConfigError, parse_duration
 
@@ -64,7 +65,7 @@ def _agent_log_level(value: str) -> str:
 
 
 def _http_url(host: str, port: int, path: str) -> str:
-    return f"http://[{host}]:{port}{path}" if ":" in host else f"http://{host}:{port}{path}"
+    return f"http://{host_port(host, port)}{path}"
 
 
 def _load_override(path: str) -> dict[str, Any]:

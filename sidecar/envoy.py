@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import httpx
 
+from meshlib.hostport import host_port
 from sidecar.readiness import (
     ACTIVE_CONNECTIONS_FILTER,
     READINESS_STATS_FILTER,
@@ -32,7 +33,7 @@ class EnvoyAdmin:
     def __init__(self, port: int, host: str = "127.0.0.1", timeout_s: float = 2.0) -> None:
         # Plain HTTP on loopback: ``verify=False`` only skips loading a CA bundle it never uses.
         self._client = httpx.AsyncClient(
-            base_url=f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}",
+            base_url=f"http://{host_port(host, port)}",
             timeout=timeout_s,
             verify=False,
         )

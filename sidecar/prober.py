@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from meshlib.hostport import host_port
 from sidecar.probes import AppProbe, GrpcProbe, HttpProbe, TcpProbe
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,6 @@ def _source_for(host: str) -> str | None:
         extra={"source": source, "hint": "add it to lo (ip addr add ::6/128 dev lo)"},
     )
     return None
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 def _encode_health_request(service: str) -> bytes:
@@ -132,7 +129,7 @@ class Prober:
 
     async def _http_probe(self, action: HttpProbe, timeout_s: float) -> ProbeResult:
         host = action.host or self.default_host
-        url = f"{action.scheme.lower()}://{_url_host(host)}:{action.port}{action.path}"
+        url = f"{action.scheme.lower()}://{host_port(host, action.port)}{action.path}"
         headers = {"User-Agent": "kube-probe/remora"}
         headers.update(dict(action.headers))
         response = await self._client_for(host).get(url, headers=headers, timeout=timeout_s)
@@ -162,7 +159,7 @@ class Prober:
         host = self.default_host
         body = _encode_health_request(action.service)
         response = await self._client_for(host, http2=True).post(
-            f"http://{_url_host(host)}:{action.port}{_GRPC_HEALTH_CHECK}",
+            f"http://{host_port(host, action.port)}{_GRPC_HEALTH_CHECK}",
             content=b"\x00" + len(body).to_bytes(4, "big") + body,
             headers={"content-type": "application/grpc", "te": "trailers"},
             timeout=timeout_s,

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from meshlib.hostport import host_port
 from sidecar.envoy import EnvoyAdmin
 from sidecar.metrics import AgentMetrics
 from sidecar.prober import Prober
@@ -90,9 +91,8 @@ def build_status_app(
 
     async def scrape_app() -> str:
         assert app_scrape is not None
-        host = f"[{app_host}]" if ":" in app_host else app_host
         response = await scrape_client.get(
-            f"http://{host}:{app_scrape.port}{app_scrape.path}",
+            f"http://{host_port(app_host, app_scrape.port)}{app_scrape.path}",
             headers={"Accept": "text/plain;version=0.0.4;q=1,*/*;q=0.1"},
         )
         response.raise_for_status()

@@ -6,6 +6,8 @@ depend on what they name, and a name must never be reused for something differen
 
 from __future__ import annotations
 
+from meshlib import hostport
+
 OUTBOUND_LISTENER = "virtualOutbound"
 INBOUND_LISTENER = "virtualInbound"
 OUTBOUND_CAPTURE_PORT = 15001
@@ -42,4 +44,4 @@ def virtual_host(fqdn: str, port: int) -> str:
 
 def host_port(host: str, port: int) -> str:
     """``host:port`` with IPv6 literals bracketed, as they appear in a Host header."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return hostport.host_port(host, port)

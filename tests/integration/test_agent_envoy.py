@@ -42,6 +42,7 @@ from google.protobuf import any_pb2, json_format
 from prometheus_client.parser import text_string_to_metric_families
 
 from meshlib.certs import KeyPair, issue, new_ca
+from meshlib.hostport import host_port
 from meshlib.ports import free_port
 
 pytestmark = [pytest.mark.envoy, pytest.mark.timeout(90)]
@@ -293,8 +294,7 @@ class AgentUnderTest:
     host: str = "127.0.0.1"
 
     def url(self, port: int, path: str) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{port}{path}"
+        return f"http://{host_port(self.host, port)}{path}"
 
     def get(self, port: int, path: str, timeout: float = 3.0) -> httpx.Response:
         return httpx.get(self.url(port, path), timeout=timeout)
