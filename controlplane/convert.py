@@ -28,14 +28,11 @@ from controlplane.model import (
     infer_protocol,
 )
 from meshlib.meshconfig import MeshConfig, parse_mesh_config
+from meshlib.pod_markers import SIDECAR_STATUS_ANNOTATION, TLS_MODE_ISTIO, TLS_MODE_LABEL
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MESH_CONFIGMAP_NAME = "istio"
 MESH_CONFIGMAP_KEY = "mesh"
-# Set by the injector on every pod it gives a sidecar (Istio's markers of a meshed pod).
-SIDECAR_STATUS_ANNOTATION = "sidecar.istio.io/status"
-TLS_MODE_LABEL = "security.istio.io/tlsMode"
-TLS_MODE_ISTIO = "istio"
 
 Object = Mapping[str, Any]
 

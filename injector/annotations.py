@@ -25,7 +25,6 @@ from meshlib.meshconfig import MeshConfigError, ProxyConfig, parse_proxy_config
 
 # -- names -----------------------------------------------------------------------------------
 INJECT = "sidecar.istio.io/inject"  # label (current) and annotation (deprecated)
-STATUS = "sidecar.istio.io/status"
 INTERCEPTION_MODE = "sidecar.istio.io/interceptionMode"
 INCLUDE_OUTBOUND_IP_RANGES = "traffic.sidecar.istio.io/includeOutboundIPRanges"
 EXCLUDE_OUTBOUND_IP_RANGES = "traffic.sidecar.istio.io/excludeOutboundIPRanges"
@@ -61,7 +60,6 @@ REVISION = "istio.io/rev"
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
 DEFAULT_LOGS_CONTAINER = "kubectl.kubernetes.io/default-logs-container"
 
-TLS_MODE_LABEL = "security.istio.io/tlsMode"
 CANONICAL_NAME_LABEL = "service.istio.io/canonical-name"
 CANONICAL_REVISION_LABEL = "service.istio.io/canonical-revision"
 NAMESPACE_INJECTION_LABEL = "istio-injection"

@@ -11,6 +11,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from meshlib.pod_markers import SIDECAR_STATUS_ANNOTATION
+
 PROBE_POD: dict[str, Any] = {
     "apiVersion": "v1",
     "kind": "Pod",
@@ -73,7 +75,7 @@ def wait_until_injecting(core: Any, namespace: str, timeout: float = 30.0) -> No
     deadline = time.monotonic() + timeout
     while True:
         made = core.create_namespaced_pod(namespace, PROBE_POD, dry_run="All")
-        if (made.metadata.annotations or {}).get("sidecar.istio.io/status"):
+        if (made.metadata.annotations or {}).get(SIDECAR_STATUS_ANNOTATION):
             return
         if time.monotonic() > deadline:
             raise TimeoutError(

@@ -29,6 +29,7 @@ from injector.annotations import PodSettings, exclude_inbound_port, pod_settings
 from injector.config import InjectorConfig
 from injector.probes import PROBERS_ENV, probers_env_value, restore_probes, rewrite_probes
 from meshlib.meshconfig import ProxyConfig
+from meshlib.pod_markers import SIDECAR_STATUS_ANNOTATION, TLS_MODE_ISTIO, TLS_MODE_LABEL
 
 PROMETHEUS_ENV = "ISTIO_PROMETHEUS_ANNOTATIONS"
 PROMETHEUS_PATH = "/stats/prometheus"
@@ -144,7 +145,7 @@ def inject_in_place(
         first = str(app_containers[0].get("name"))
         annotations.setdefault(A.DEFAULT_LOGS_CONTAINER, first)
         annotations.setdefault(A.DEFAULT_CONTAINER, first)
-    annotations[A.STATUS] = injection_status(
+    annotations[SIDECAR_STATUS_ANNOTATION] = injection_status(
         injected_inits, injected_containers, added_volumes, added_secrets, config.revision_name
     )
     annotations.update(config.injected_annotations)
@@ -234,7 +235,7 @@ def workload_of(pod: Mapping[str, Any]) -> Workload:
 
 
 def _set_labels(labels: dict[str, str], workload: Workload, config: InjectorConfig) -> None:
-    labels.setdefault(A.TLS_MODE_LABEL, "istio")
+    labels.setdefault(TLS_MODE_LABEL, TLS_MODE_ISTIO)
     name = (
         labels.get(A.CANONICAL_NAME_LABEL)
         or labels.get("app.kubernetes.io/name")
@@ -277,7 +278,7 @@ def _strip_previous_injection(
         except (ValueError, AttributeError):
             pass
 
-    raw_status = annotations.pop(A.STATUS, None)
+    raw_status = annotations.pop(SIDECAR_STATUS_ANNOTATION, None)
     if raw_status is None:
         for key in ("containers", "initContainers"):
             kept = []

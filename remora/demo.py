@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import click
 import yaml
 
+from meshlib.pod_markers import SIDECAR_STATUS_ANNOTATION
+
 if TYPE_CHECKING:
     from injector.server import WebhookServer
     from testbed.launcher import TestBed
@@ -138,7 +140,7 @@ def _run(
         for pod in pods:
             click.echo(describe_pod(pod))
         injected = [
-            p for p in pods if "sidecar.istio.io/status" in (p["metadata"].get("annotations") or {})
+            p for p in pods if SIDECAR_STATUS_ANNOTATION in (p["metadata"].get("annotations") or {})
         ]
         click.echo(
             f"\n{len(injected)} of {len(pods)} pods injected "

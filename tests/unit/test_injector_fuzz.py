@@ -16,6 +16,7 @@ from injector.annotations import AnnotationError
 from injector.config import default_config, parse_config
 from injector.patch import apply_patch, create_patch
 from injector.render import PodError, inject
+from meshlib.pod_markers import SIDECAR_STATUS_ANNOTATION
 
 # More with REMORA_FUZZ_EXAMPLES=5000 for a deeper run than CI's.
 EXAMPLES = int(os.environ.get("REMORA_FUZZ_EXAMPLES", "300"))
@@ -100,7 +101,12 @@ ANNOTATION_VALUES = {
         "proxyMetadata: {A: b}",
     ],
     A.INJECT: ["true", "false", "x"],
-    A.STATUS: ['{"containers":["istio-proxy"]}', "not json", "null", '{"containers": 3}'],
+    SIDECAR_STATUS_ANNOTATION: [
+        '{"containers":["istio-proxy"]}',
+        "not json",
+        "null",
+        '{"containers": 3}',
+    ],
     A.OVERRIDES: [
         '{"containers":[{"name":"istio-proxy","env":[{"name":"A","value":"1"}]}]}',
         "[]",
