@@ -18,6 +18,7 @@ from controlplane.ca.discovery import (
     read_mesh_trust_domain,
     start_mesh_ca,
 )
+from meshlib.clitypes import DURATION
 from meshlib.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -26,15 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("controlplane")
 
 DEFAULT_MONITORING = "http://127.0.0.1:15014"
-
-
-def _duration(value: str) -> float:
-    from meshlib.meshconfig import MeshConfigError, parse_duration
-
-    try:
-        return parse_duration(value, "duration")
-    except MeshConfigError as exc:
-        raise click.BadParameter(str(exc)) from exc
 
 
 @click.command(
@@ -65,6 +57,7 @@ Examples:
 )
 @click.option(
     "--poll-interval",
+    type=DURATION,
     default="500ms",
     show_default=True,
     help="With --config-dir: how often to check the directory for changes.",
@@ -95,12 +88,14 @@ Examples:
 )
 @click.option(
     "--debounce-after",
+    type=DURATION,
     default="100ms",
     show_default=True,
     help="Push once no change arrived for this long.",
 )
 @click.option(
     "--debounce-max",
+    type=DURATION,
     default="1s",
     show_default=True,
     help="...but never later than this after the first change.",
@@ -121,13 +116,13 @@ Examples:
 def discovery(  # noqa: PLR0917 - one parameter per click option
     kubeconfig: str | None,
     config_dir: Path | None,
-    poll_interval: str,
+    poll_interval: float,
     xds_port: int,
     monitoring_port: int,
     listen_address: str,
     mesh_namespace: str,
-    debounce_after: str,
-    debounce_max: str,
+    debounce_after: float,
+    debounce_max: float,
     domain_suffix: str,
     log_level: str,
     log_format: str,
@@ -148,16 +143,16 @@ def discovery(  # noqa: PLR0917 - one parameter per click option
             "choose one source: --kubeconfig (a cluster) or --config-dir (YAML files)"
         )
     check_ca_flags(ca_flags, has_cluster=config_dir is None)
-    quiet, most = _duration(debounce_after), _duration(debounce_max)
-    if most < quiet:
+    if debounce_max < debounce_after:
         raise click.BadParameter(
-            f"--debounce-max ({debounce_max}) must be at least --debounce-after ({debounce_after})"
+            f"--debounce-max ({debounce_max:g}s) must be at least "
+            f"--debounce-after ({debounce_after:g}s)"
         )
     options = DiscoveryOptions(
         xds_address=f"{listen_address}:{xds_port}",
         monitoring_address=(listen_address, monitoring_port) if monitoring_port else None,
-        debounce_quiet=quiet,
-        debounce_max=most,
+        debounce_quiet=debounce_after,
+        debounce_max=debounce_max,
     )
     try:
         asyncio.run(
@@ -165,7 +160,7 @@ def discovery(  # noqa: PLR0917 - one parameter per click option
                 options,
                 kubeconfig,
                 config_dir,
-                _duration(poll_interval),
+                poll_interval,
                 mesh_namespace,
                 domain_suffix,
                 ca_flags,

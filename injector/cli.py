@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from injector.config import ConfigError, InjectorConfig, load_config, parse_kubernetes_version
+from meshlib.clitypes import DURATION
 
 
 def _kubernetes_version_option(value: str | None) -> tuple[int, int] | None:
@@ -115,9 +116,19 @@ Examples:
     "--webhook-configuration",
     help="Runtime certificates: write the CA into this MutatingWebhookConfiguration's caBundle.",
 )
-@click.option("--cert-validity", default="2160h", show_default=True, help="Runtime certificates.")
 @click.option(
-    "--cert-renew-before", default="720h", show_default=True, help="Runtime certificates."
+    "--cert-validity",
+    type=DURATION,
+    default="2160h",
+    show_default=True,
+    help="Runtime certificates.",
+)
+@click.option(
+    "--cert-renew-before",
+    type=DURATION,
+    default="720h",
+    show_default=True,
+    help="Runtime certificates.",
 )
 @click.option(
     "--namespace",
@@ -143,8 +154,8 @@ def webhook(  # noqa: PLR0917 - click passes every option
     kubeconfig: str | None,
     cert_secret: str | None,
     webhook_configuration: str | None,
-    cert_validity: str,
-    cert_renew_before: str,
+    cert_validity: float,
+    cert_renew_before: float,
     namespace: str | None,
     workers: int,
     reload_interval: float,
@@ -219,8 +230,8 @@ def _runtime_certificates(  # noqa: PLR0917 - the CLI's options, passed on
     cert_file: str,
     key_file: str,
     sans: tuple[str, ...],
-    validity: str,
-    renew_before: str,
+    validity: float,
+    renew_before: float,
     kubeconfig: str | None,
 ) -> Any:
     """Set up runtime certificates before serving; the returned manager keeps them current."""
@@ -228,15 +239,11 @@ def _runtime_certificates(  # noqa: PLR0917 - the CLI's options, passed on
 
     from injector.runtime_certs import RuntimeCertError, RuntimeCertificates, RuntimeCertOptions
     from meshlib.kube import api_client
-    from meshlib.meshconfig import MeshConfigError, parse_duration
 
     if not namespace:
         raise click.UsageError("--cert-secret needs --namespace (or $POD_NAMESPACE)")
-    try:
-        lifetime = dt.timedelta(seconds=parse_duration(validity, "--cert-validity"))
-        renew = dt.timedelta(seconds=parse_duration(renew_before, "--cert-renew-before"))
-    except MeshConfigError as exc:
-        raise click.BadParameter(str(exc)) from None
+    lifetime = dt.timedelta(seconds=validity)
+    renew = dt.timedelta(seconds=renew_before)
     if renew >= lifetime:
         raise click.BadParameter("--cert-renew-before must be shorter than --cert-validity")
     options = RuntimeCertOptions(

@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -15,45 +14,15 @@ from typing import Any
 
 import click
 
+from meshlib.clitypes import DURATION, Duration
 from meshlib.hostport import host_port
 from meshlib.logs import setup_logging
-from meshlib.meshconfig import MeshConfigError, parse_duration
 
 log = logging.getLogger("sidecar")
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-class Duration(click.ParamType):
-    """``45s``, ``1m30s``, ``500ms`` or a plain number of seconds, finite and ≥ ``minimum``."""
-
-    name = "duration"
-
-    def __init__(self, minimum: float = 0.0) -> None:
-        self.minimum = minimum
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        seconds: float | None
-        if isinstance(value, float | int):
-            seconds = float(value)
-        else:
-            try:
-                seconds = float(value)  # plain seconds
-            except ValueError:
-                try:
-                    seconds = parse_duration(value, "duration")
-                except MeshConfigError:
-                    seconds = None
-        if seconds is None or not math.isfinite(seconds):
-            self.fail(f"{value!r} is not a duration (use e.g. 5s, 1m30s or 500ms)", param, ctx)
-        if seconds < self.minimum:
-            self.fail(f"{value!r} is shorter than {self.minimum:g}s", param, ctx)
-        return seconds
-
-
-DURATION = Duration()
 # A certificate lifetime: whole seconds on the wire, and one under a second cannot be renewed.
 CERT_TTL = Duration(minimum=1.0)
 

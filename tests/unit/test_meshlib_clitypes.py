@@ -1,0 +1,56 @@
+"""meshlib.clitypes: one duration syntax for every ``remora`` subcommand's flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from controlplane.cli import discovery
+from injector.cli import webhook
+from meshlib.clitypes import DURATION, Duration
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("45s", 45.0), ("1m30s", 90.0), ("500ms", 0.5), ("2160h", 7_776_000.0), ("5", 5.0), (2, 2.0)],
+)
+def test_duration_takes_istio_durations_and_plain_seconds(value: object, seconds: float) -> None:
+    assert DURATION.convert(value, None, None) == seconds
+
+
+@pytest.mark.parametrize("value", ["soon", "5 minutes", "nan", "inf", "-1s", "1e999"])
+def test_duration_refuses_what_is_not_a_finite_duration(value: str) -> None:
+    with pytest.raises(click.BadParameter, match="is not a duration"):
+        DURATION.convert(value, None, None)
+
+
+def test_duration_refuses_less_than_its_minimum() -> None:
+    with pytest.raises(click.BadParameter, match="'500ms' is shorter than 1s"):
+        Duration(minimum=1.0).convert("500ms", None, None)
+    assert Duration(minimum=1.0).convert("1s", None, None) == 1.0
+
+
+@pytest.mark.parametrize("flag", ["--poll-interval", "--debounce-after", "--debounce-max"])
+def test_discovery_names_the_flag_with_a_bad_duration(flag: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(discovery, ["--config-dir", str(tmp_path), flag, "soon"])
+    assert result.exit_code == 2
+    assert f"Invalid value for '{flag}': 'soon' is not a duration" in result.output
+
+
+def test_discovery_refuses_a_debounce_max_below_debounce_after(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        discovery,
+        ["--config-dir", str(tmp_path), "--debounce-after", "1m", "--debounce-max", "500ms"],
+    )
+    assert result.exit_code == 2
+    assert "--debounce-max (0.5s) must be at least --debounce-after (60s)" in result.output
+
+
+@pytest.mark.parametrize("flag", ["--cert-validity", "--cert-renew-before"])
+def test_webhook_names_the_flag_with_a_bad_duration(flag: str) -> None:
+    result = CliRunner().invoke(webhook, [flag, "90 days"])
+    assert result.exit_code == 2
+    assert f"Invalid value for '{flag}': '90 days' is not a duration" in result.output
