@@ -63,15 +63,14 @@ class PatchCache:
         self.hits = 0
 
     @staticmethod
-    def key(pod: dict[str, Any], namespace: str) -> tuple[bytes, str | None]:
-        """The cache key, and the generated volume name it abstracts from (if any)."""
-        text = json.dumps(pod, separators=(",", ":"))
-        generated = set(_SA_TOKEN_VOLUME.findall(text))
+    def key(pod_json: str, namespace: str) -> tuple[bytes, str | None]:
+        """The cache key of a pod given as JSON text, and the generated volume name it hides."""
+        generated = set(_SA_TOKEN_VOLUME.findall(pod_json))
         name = generated.pop() if len(generated) == 1 else None
         if name is not None:
-            text = text.replace(name, "kube-api-access-*****")
+            pod_json = pod_json.replace(name, "kube-api-access-*****")
         digest = hashlib.blake2b(namespace.encode(), digest_size=32)
-        digest.update(b"\0" + text.encode())
+        digest.update(b"\0" + pod_json.encode())
         return digest.digest(), name
 
     def get(self, key: bytes, config: InjectorConfig) -> str | None:
@@ -197,7 +196,10 @@ def _review_request(
 
     if isinstance(pod.get("metadata"), dict):
         pod["metadata"].pop("managedFields", None)
-    key, generated_name = PatchCache.key(pod, namespace) if cache is not None else (b"", None)
+    # Serialized once: the text is the cache key and, on a miss, the source of the private
+    # copy that injection edits (a JSON round trip is faster than copy.deepcopy).
+    pod_json = json.dumps(pod, separators=(",", ":"))
+    key, generated_name = PatchCache.key(pod_json, namespace) if cache is not None else (b"", None)
     cached = cache.get(key, config) if cache is not None else None
     if cached is not None:
         out = build_response(api_version, uid, patch=cached)
@@ -206,7 +208,7 @@ def _review_request(
         )
 
     original = pod
-    injected = json.loads(json.dumps(pod))  # a private copy; faster than copy.deepcopy
+    injected = json.loads(pod_json)
     try:
         inject_in_place(injected, config, namespace=namespace)
     except AnnotationError as exc:

@@ -22,7 +22,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from injector.admission import review
+from injector.admission import PatchCache, review
 from injector.config import InjectorConfig, default_config, load_config
 from injector.kube_inject import kube_inject_text, load_documents
 from injector.patch import apply_patch, decode_patch
@@ -89,6 +89,13 @@ def _check_webhook_agrees(before: dict, after: dict, config: InjectorConfig) -> 
     body = json.dumps(request).encode()
     outcome = review(body, "application/json", config)
     assert outcome.status_code == 200
+    # The served path goes through the patch cache: a miss and then a hit answer byte for byte
+    # what the uncached review does.
+    cache = PatchCache()
+    missed = review(body, "application/json", config, cache)
+    hit = review(body, "application/json", config, cache)
+    assert (missed.cached, hit.cached) == (False, outcome.result == "injected")
+    assert (missed.body, hit.body) == (outcome.body, outcome.body)
     response = json.loads(outcome.body)
     assert response["response"]["uid"] == "0a6c4e2e-golden"
     assert response["response"]["allowed"] is True
