@@ -72,6 +72,17 @@ def _chain_destination(chain: Mapping[str, Any]) -> tuple[str, str]:
     return shown or "ALL", str(match.get("destinationPort", "ALL"))
 
 
+def _chain_protocols(chain: Mapping[str, Any]) -> str:
+    """What a chain requires of a connection beyond its address, as istioctl shows it."""
+    match = chain.get("filterChainMatch", {})
+    parts = []
+    if "transportProtocol" in match:
+        parts.append(f"Trans: {match['transportProtocol']}")
+    if match.get("applicationProtocols"):
+        parts.append(f"App: {','.join(match['applicationProtocols'])}")
+    return "; ".join(parts) or "ALL"
+
+
 def _chain_target(chain: Mapping[str, Any]) -> str:
     for network_filter in chain.get("filters", []):
         config = network_filter.get("typedConfig", {})
@@ -89,10 +100,10 @@ def _listener_rows(listener: Mapping[str, Any]) -> list[list[str]]:
     rows = []
     for chain in listener.get("filterChains", []):
         ip, port = _chain_destination(chain)
-        rows.append([name, ip, port, _chain_target(chain)])
+        rows.append([name, ip, port, _chain_protocols(chain), _chain_target(chain)])
     default = listener.get("defaultFilterChain")
     if default:
-        rows.append([name, "ALL", "ALL", f"{_chain_target(default)} (no match)"])
+        rows.append([name, "ALL", "ALL", "ALL", f"{_chain_target(default)} (no match)"])
     return rows
 
 
@@ -145,7 +156,7 @@ def format_resources(kind: str, resources: Sequence[Mapping[str, Any]]) -> str:
         )
     if kind == "listeners":
         return table(
-            ["LISTENER", "DESTINATION", "PORT", "TARGET"],
+            ["LISTENER", "DESTINATION", "PORT", "MATCH", "TARGET"],
             [row for r in resources for row in _listener_rows(r)],
         )
     if kind == "routes":

@@ -40,6 +40,11 @@ class MeshConfig:
     inbound_traffic_policy: str = "PASSTHROUGH"  # or LOCALHOST
     enable_prometheus_merge: bool = True
     enable_auto_mtls: bool = True
+    # ``protocolDetectionTimeout``: how long a sidecar's inspectors wait for a client's first
+    # bytes. None (unset) keeps Envoy's 15 s; 0 waits for ever (Istio's default). Unset is
+    # Remora's default on purpose: a server-first protocol on an inspected port then
+    # connects after 15 s instead of hanging.
+    protocol_detection_timeout_s: float | None = None
     default_config: ProxyConfig = field(default_factory=ProxyConfig)
     # Remora extension (YAML ``egressNamespaces``): None = every sidecar gets every service;
     # a tuple = each sidecar gets its own namespace's services plus these namespaces'.
@@ -165,6 +170,13 @@ def parse_mesh_config(raw: Mapping[str, Any] | None) -> MeshConfig:
             changes["enable_prometheus_merge"] = _as_bool(value, key)
         elif key == "enableAutoMtls":
             changes["enable_auto_mtls"] = _as_bool(value, key)
+        elif key == "protocolDetectionTimeout":
+            seconds = parse_duration(value, key)
+            if seconds < 0 or 0 < seconds < 0.001:
+                raise MeshConfigError(
+                    f"protocolDetectionTimeout: {value!r} must be 0s (no timeout) or at least 1ms"
+                )
+            changes["protocol_detection_timeout_s"] = seconds
         elif key == "egressNamespaces":
             if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
                 raise MeshConfigError("egressNamespaces must be a list of namespace names")

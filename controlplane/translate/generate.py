@@ -176,6 +176,14 @@ def _service_load_assignments(
     return tuple(out)
 
 
+def _matched_by_endpoint_ip(service: Service) -> bool:
+    """Whether the outbound listener names this service's endpoint IPs, and so changes with
+    its endpoints: a headless service's TCP ports (HTTP ports are matched by port alone)."""
+    return service.kind is ServiceKind.HEADLESS and any(
+        not port.protocol.is_http and port.protocol is not Protocol.UDP for port in service.ports
+    )
+
+
 def _fixed_clusters(shape: ProxyShape) -> list[Resource]:
     built = [
         clusters.passthrough_cluster(),
@@ -318,6 +326,7 @@ class ConfigGenerator:
             return self._mtls_of(snapshot, service)[1]
 
         allow_any = snapshot.mesh.outbound_traffic_policy != "REGISTRY_ONLY"
+        detection_timeout = snapshot.mesh.protocol_detection_timeout_s
         # Listeners and routes change only with services, the mesh config or the shape.
         services_rev = (
             snapshot.revisions.get("Service", 0),
@@ -360,7 +369,7 @@ class ConfigGenerator:
             return ResourceSet.of(ENDPOINT, built)
 
         def build_listeners() -> ResourceSet:
-            headless = [snapshot.slices_for(s) for s in services if s.kind is ServiceKind.HEADLESS]
+            headless = [snapshot.slices_for(s) for s in services if _matched_by_endpoint_ip(s)]
             outbound_key = (
                 "outbound",
                 services_rev,
@@ -371,13 +380,22 @@ class ConfigGenerator:
 
             def outbound() -> Resource:
                 listener = listeners.outbound_listener(
-                    services, snapshot.slices_for, suffix, allow_any, shape.ipv6
+                    services,
+                    snapshot.slices_for,
+                    suffix,
+                    allow_any,
+                    shape.ipv6,
+                    detection_timeout_s=detection_timeout,
                 )
                 return make_resource(listener.name, listener)
 
             def inbound() -> Resource:
                 listener = listeners.inbound_listener(
-                    shape.inbound, shape.ipv6, shape.mtls, shape.trust_domain
+                    shape.inbound,
+                    shape.ipv6,
+                    shape.mtls,
+                    shape.trust_domain,
+                    detection_timeout_s=detection_timeout,
                 )
                 return make_resource(listener.name, listener)
 
@@ -386,7 +404,14 @@ class ConfigGenerator:
                 [
                     self._listeners.get(outbound_key, headless, outbound),
                     self._listeners.get(
-                        ("inbound", shape.inbound, shape.ipv6, shape.mtls, shape.trust_domain),
+                        (
+                            "inbound",
+                            shape.inbound,
+                            shape.ipv6,
+                            shape.mtls,
+                            shape.trust_domain,
+                            detection_timeout,
+                        ),
                         None,
                         inbound,
                     ),
@@ -407,7 +432,7 @@ class ConfigGenerator:
         # leaves the cluster, listener and route sets the very same objects, which the
         # streams recognise in O(1).
         slices_rev = snapshot.revisions.get("EndpointSlice", 0)
-        has_headless = any(s.kind is ServiceKind.HEADLESS for s in services)
+        has_headless = any(_matched_by_endpoint_ip(s) for s in services)
         # Clusters depend on auto-mTLS only through each service's value (peer identities,
         # all-meshed): compared by value, so an endpoint change that moves no identity keeps
         # the very same cluster set.

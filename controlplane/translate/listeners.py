@@ -4,13 +4,18 @@ The capture rules redirect every connection to one of these ports; the ``origina
 listener filter restores where the connection was going, and filter chains match on that
 destination:
 
-* outbound: HTTP service ports share one chain per port (matching all of their virtual
-  IPs) that parses HTTP and routes by Host over RDS (route configuration ``<port>``);
-  each TCP service port gets a chain on its ``VIP:port`` that proxies bytes to its
-  cluster. Headless services match on their endpoints' IPs at the service port, as
-  Istio does; ExternalName services, having no IP, match the whole port. Anything else
-  falls to the default chain: ``PassthroughCluster`` (ALLOW_ANY) or ``BlackHoleCluster``
-  (REGISTRY_ONLY).
+* outbound: each TCP service port gets a chain on its ``VIP:port`` that proxies bytes to
+  its cluster (headless services: their endpoints' IPs, as Istio does). A port with an
+  HTTP service gets one chain for the whole port, as Istio's ``0.0.0.0_<port>``: an
+  ``http_inspector`` (run only for such ports) recognises HTTP/1.x and h2c, which is
+  parsed and routed by Host over RDS (route configuration ``<port>``, whose ``*``
+  virtual host takes unknown hosts). The chain names no IP on purpose: Envoy builds a
+  trie of a chain's prefixes on every listener update (~40 ms for 1,000 virtual IPs,
+  most of a full push's listener time), and a chain whose IP list changes is replaced,
+  draining every connection on it; routing by Host needs neither. A more specific TCP
+  chain (``VIP:port``) still wins for its VIP. Anything else, including non-HTTP bytes
+  to an unknown address on an HTTP port, falls to the default chain:
+  ``PassthroughCluster`` (ALLOW_ANY) or ``BlackHoleCluster`` (REGISTRY_ONLY).
 * inbound: one chain per port the workload serves, delivering to ``inbound|<port>||``;
   other ports pass through to the application unchanged. What each port accepts follows
   the workload's ``PeerAuthentication`` mode for it: STRICT only mTLS, PERMISSIVE mTLS,
@@ -29,12 +34,14 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.type.v3 import range_pb2
 
 from controlplane.model import EndpointSlice, MtlsMode, Protocol, Service, ServiceKind
 from controlplane.translate import names, tls
@@ -47,6 +54,9 @@ TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 ROUTER_FILTER = "envoy.filters.http.router"
 ORIGINAL_DST_FILTER = "envoy.filters.listener.original_dst"
 TLS_INSPECTOR_FILTER = "envoy.filters.listener.tls_inspector"
+HTTP_INSPECTOR_FILTER = "envoy.filters.listener.http_inspector"
+# What the http_inspector reports for plaintext HTTP (Istio matches the same three).
+PLAINTEXT_HTTP_PROTOCOLS = ("http/1.0", "http/1.1", "h2c")
 TRANSPORT_TLS = "tls"
 TRANSPORT_PLAINTEXT = "raw_buffer"
 MTLS_CHAIN_SUFFIX = "-mtls"
@@ -119,14 +129,18 @@ def outbound_listener(
     domain_suffix: str,
     allow_any: bool,
     ipv6: bool = False,
+    *,
+    detection_timeout_s: float | None = None,
 ) -> listener_pb2.Listener:
     """The outbound capture listener for a proxy that may reach ``services``.
 
     A destination (IP or whole port) belongs to the first service, in namespace/name
     order, that claims it; Envoy rejects two chains with the same match.
+    ``detection_timeout_s`` is how long the http_inspector waits for a client's first bytes
+    (:func:`set_detection_timeout`).
     """
     claimed: set[tuple[str | None, int]] = set()
-    http_ips: dict[int, set[str | None]] = {}
+    http_ports: set[int] = set()
     tcp_chains: list[listener_components_pb2.FilterChain] = []
     for service in services:
         if service.kind is ServiceKind.CLUSTER_IP:
@@ -143,32 +157,77 @@ def outbound_listener(
                 continue
             claimed.update((ip, port.port) for ip in free)
             if port.protocol.is_http:
-                http_ips.setdefault(port.port, set()).update(free)
+                http_ports.add(port.port)
                 continue
             cluster = names.outbound_cluster(port.port, service.fqdn(domain_suffix))
             tcp_chains.append(
                 _chain(cluster, port.port, [ip for ip in free if ip], _tcp_proxy(cluster))
             )
     chains = list(tcp_chains)
-    for number, owners in http_ips.items():
+    for number in http_ports:
         hcm = hcm_pb2.HttpConnectionManager(
             stat_prefix=f"outbound_0.0.0.0_{number}",
             rds=hcm_pb2.Rds(config_source=ads(), route_config_name=names.outbound_route(number)),
         )
-        # A port claimed as a whole (ExternalName) needs no IP list: any destination matches.
-        ips_to_match = [] if None in owners else [ip for ip in owners if ip]
-        chains.append(_chain(f"0.0.0.0_{number}", number, ips_to_match, _http(hcm)))
+        chain = _chain(f"0.0.0.0_{number}", number, (), _http(hcm))
+        chain.filter_chain_match.application_protocols.extend(PLAINTEXT_HTTP_PROTOCOLS)
+        chains.append(chain)
     chains.sort(key=lambda c: (c.filter_chain_match.destination_port.value, c.name))
 
     listener = _listener(
         names.OUTBOUND_LISTENER, names.OUTBOUND_CAPTURE_PORT, ipv6, base_pb2.OUTBOUND
     )
+    if http_ports:
+        listener.listener_filters.append(_http_inspector(sorted(http_ports)))
+        set_detection_timeout(listener, detection_timeout_s)
     listener.filter_chains.extend(chains)
     fallback = names.PASSTHROUGH_CLUSTER if allow_any else names.BLACKHOLE_CLUSTER
     listener.default_filter_chain.CopyFrom(
         listener_components_pb2.FilterChain(name=fallback, filters=[_tcp_proxy(fallback)])
     )
     return listener
+
+
+def _http_inspector(ports: list[int]) -> listener_components_pb2.ListenerFilter:
+    """An http_inspector that runs only for connections to ``ports``: the others need no
+    detection, and a server-first protocol on them must not wait for bytes that never come."""
+    predicate = listener_components_pb2.ListenerFilterChainMatchPredicate
+    ranges = [
+        predicate(destination_port_range=range_pb2.Int32Range(start=first, end=last + 1))
+        for first, last in _runs(ports)
+    ]
+    enabled = (
+        ranges[0] if len(ranges) == 1 else predicate(or_match=predicate.MatchSet(rules=ranges))
+    )
+    return listener_components_pb2.ListenerFilter(
+        name=HTTP_INSPECTOR_FILTER,
+        typed_config=packed(http_inspector_pb2.HttpInspector()),
+        filter_disabled=predicate(not_match=enabled),
+    )
+
+
+def _runs(ports: list[int]) -> list[tuple[int, int]]:
+    """Sorted ports as inclusive runs of consecutive numbers: [80, 81, 90] -> (80, 81), (90, 90)."""
+    runs: list[tuple[int, int]] = []
+    for port in ports:
+        if runs and runs[-1][1] == port - 1:
+            runs[-1] = (runs[-1][0], port)
+        else:
+            runs.append((port, port))
+    return runs
+
+
+def set_detection_timeout(listener: listener_pb2.Listener, seconds: float | None) -> None:
+    """How long the listener's inspectors wait for a client's first bytes, then go on
+    without knowing the protocol (the connection takes the chain for unknown traffic).
+
+    ``None`` keeps Envoy's default (15 s); ``0`` waits for ever, as Istio's default
+    ``protocolDetectionTimeout: 0s`` does: server-first protocols (MySQL) then hang on a
+    port that is inspected unless declared.
+    """
+    if seconds is not None:
+        listener.listener_filters_timeout.CopyFrom(duration(seconds))
+    listener.continue_on_listener_filters_timeout = True
 
 
 def _inbound_route(port: int) -> route_pb2.RouteConfiguration:
@@ -249,6 +308,8 @@ def inbound_listener(
     ipv6: bool = False,
     mtls: WorkloadMtls | None = None,
     trust_domain: str = "cluster.local",
+    *,
+    detection_timeout_s: float | None = None,
 ) -> listener_pb2.Listener:
     """The inbound capture listener of a workload serving ``ports`` under ``mtls``.
 
@@ -286,7 +347,7 @@ def inbound_listener(
     )
     # Server-first protocols (MySQL) send nothing for the inspector to read: give up
     # waiting and treat the connection as plaintext rather than dropping it.
-    listener.continue_on_listener_filters_timeout = True
+    set_detection_timeout(listener, detection_timeout_s)
     listener.filter_chains.extend(
         _accepting_chains(
             names.INBOUND_PASSTHROUGH_CLUSTER,

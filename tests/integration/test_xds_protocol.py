@@ -9,6 +9,7 @@ path a captured one would: filter chain -> HCM -> RDS route -> EDS cluster -> ba
 from __future__ import annotations
 
 import http.server
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -333,3 +334,77 @@ def test_reconnect_after_control_plane_restart_keeps_config_and_versions(
             second.stop()
     finally:
         envoy.stop()
+
+
+def _raw_exchange(ip: str, data: bytes, timeout: float = 3.0) -> tuple[bytes, float]:
+    """Connect to ``ip``:15001, send ``data`` (maybe nothing), and read until the other side
+    closes or resets: what came back, and how long the connection lived."""
+    started = time.monotonic()
+    received = b""
+    with socket.create_connection((ip, 15001), timeout=timeout) as conn:
+        if data:
+            conn.sendall(data)
+        try:
+            while chunk := conn.recv(4096):
+                received += chunk
+        except ConnectionResetError:
+            pass  # closed with our bytes unread: still an answer of nothing
+    return received, time.monotonic() - started
+
+
+def test_http_ports_are_matched_by_port_and_detected_protocol(backend: int) -> None:
+    """An HTTP port's chain names no IP: HTTP to any address on it is routed by Host, a TCP
+    service's VIP on the same port keeps its own chain, and what is not HTTP (or says nothing
+    within ``protocolDetectionTimeout``) takes the default chain. REGISTRY_ONLY keeps every
+    path on loopback: unknown hosts get a 502, unknown bytes the black hole."""
+    mesh = "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\nprotocolDetectionTimeout: 300ms\n"
+    cp = ControlPlaneThread(
+        DiscoveryOptions(xds_address="127.0.0.1:0", monitoring_address=None, debounce_quiet=0.05)
+    )
+    try:
+
+        def apply() -> None:
+            cp.store.upsert(
+                Kind.MESH_CONFIG,
+                {
+                    "metadata": {"name": "istio", "namespace": "istio-system"},
+                    "data": {"mesh": mesh},
+                },
+            )
+            # Neither VIP is 127.0.0.1, where the requests go.
+            cp.store.upsert(Kind.SERVICE, service("web", "10.96.0.30", 15001, "http"))
+            cp.store.upsert(
+                Kind.ENDPOINT_SLICE, endpoint_slice("web", "http", backend, "127.0.0.1")
+            )
+            cp.store.upsert(Kind.SERVICE, service("raw", "127.0.0.2", 15001, "tcp"))
+            cp.store.upsert(Kind.ENDPOINT_SLICE, endpoint_slice("raw", "tcp", backend, "127.0.0.1"))
+
+        cp.call(apply)
+        with EnvoyProcess("client-1", "shop", "10.1.0.50", cp.xds_port, delta=True):
+            wait_for(lambda: synced(cp), what="every type ACKed")
+            web = wait_for(
+                lambda: httpx.get(
+                    "http://127.0.0.1:15001/", headers={"host": "web.shop"}, timeout=2.0
+                ),
+                what="HTTP routed by Host",
+            )
+            assert web.status_code == 200 and web.text == f"backend {backend}\n"
+            assert "x-envoy-upstream-service-time" in web.headers  # through the HCM
+
+            unknown = httpx.get("http://127.0.0.1:15001/", headers={"host": "elsewhere.example"})
+            assert unknown.status_code == 502  # block_all: the HTTP chain took it
+
+            # The TCP service's VIP wins over the port-wide HTTP chain: bytes pass untouched.
+            raw, _ = _raw_exchange("127.0.0.2", b"GET / HTTP/1.0\r\nhost: x\r\n\r\n")
+            assert raw.startswith(b"HTTP/1.0 200") and b"x-envoy" not in raw
+
+            # Not HTTP: the default chain (the black hole closes it; the HCM would answer 400).
+            garbage, _ = _raw_exchange("127.0.0.1", b"\x00\x01binary protocol\r\n\r\n")
+            assert garbage == b""
+
+            # A server-first client says nothing: after the detection timeout it goes on to
+            # the default chain instead of waiting for ever.
+            silent, lived = _raw_exchange("127.0.0.1", b"")
+            assert silent == b"" and 0.25 <= lived < 2.5
+    finally:
+        cp.stop()

@@ -50,13 +50,19 @@ def test_cluster_listener_route_and_endpoint_tables() -> None:
                     "prefixRanges": [{"addressPrefix": f"10.96.0.{i}"} for i in range(5)],
                 },
                 "filters": [{"typedConfig": {"rds": {"routeConfigName": "80"}}}],
-            }
+            },
+            {
+                "filterChainMatch": {"destinationPort": 8080, "applicationProtocols": ["h2c"]},
+                "filters": [{"typedConfig": {"rds": {"routeConfigName": "8080"}}}],
+            },
         ],
         "defaultFilterChain": {"filters": [{"typedConfig": {"cluster": "PassthroughCluster"}}]},
     }
     rows = format_resources("listeners", [listener]).splitlines()
-    assert "10.96.0.0, 10.96.0.1, 10.96.0.2 (+2)" in rows[1] and rows[1].endswith("Route: 80")
-    assert rows[2].endswith("Cluster: PassthroughCluster (no match)")
+    assert "10.96.0.0, 10.96.0.1, 10.96.0.2 (+2)" in rows[1]
+    assert rows[1].split()[-3:] == ["ALL", "Route:", "80"]
+    assert rows[2].split() == ["virtualOutbound", "ALL", "8080", "App:", "h2c", "Route:", "8080"]
+    assert rows[3].endswith("Cluster: PassthroughCluster (no match)")
 
     route = {
         "name": "80",

@@ -1,0 +1,98 @@
+"""The outbound listener's HTTP detection: which ports inspect, and how long they wait.
+
+The golden files show whole listeners; these pin the pieces a golden case cannot vary
+cheaply (port runs, the timeout's three settings) and the property the port-only HTTP
+chain exists for: the listener does not change when HTTP services come and go.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from controlplane.convert import service_from_object
+from controlplane.model import Service
+from controlplane.translate import listeners
+from meshlib.meshconfig import MeshConfigError, parse_mesh_config
+
+
+def _service(name: str, ip: str, *ports: tuple[str, int]) -> Service:
+    obj: dict[str, Any] = {
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {"clusterIP": ip, "ports": [{"name": n, "port": p} for n, p in ports]},
+    }
+    return service_from_object(obj)
+
+
+def _outbound(*services: Service, timeout: float | None = None) -> Any:
+    return listeners.outbound_listener(
+        services, lambda _s: (), "cluster.local", True, detection_timeout_s=timeout
+    )
+
+
+def _inspector(listener: Any) -> Any:
+    found = [f for f in listener.listener_filters if f.name == listeners.HTTP_INSPECTOR_FILTER]
+    return found[0] if found else None
+
+
+def test_only_ports_with_an_http_service_are_inspected_in_runs() -> None:
+    listener = _outbound(
+        _service("a", "10.96.0.1", ("http", 80), ("http-b", 81), ("tcp-db", 5432)),
+        _service("b", "10.96.0.2", ("grpc", 9090)),
+    )
+    disabled = _inspector(listener).filter_disabled.not_match.or_match.rules
+    assert [(r.destination_port_range.start, r.destination_port_range.end) for r in disabled] == [
+        (80, 82),
+        (9090, 9091),
+    ]
+    http_chains = [c for c in listener.filter_chains if c.filter_chain_match.application_protocols]
+    assert {c.filter_chain_match.destination_port.value for c in http_chains} == {80, 81, 9090}
+    assert all(not c.filter_chain_match.prefix_ranges for c in http_chains)
+    tcp = [c for c in listener.filter_chains if c.filter_chain_match.destination_port.value == 5432]
+    assert [r.address_prefix for r in tcp[0].filter_chain_match.prefix_ranges] == ["10.96.0.1"]
+
+
+def test_a_mesh_without_http_ports_runs_no_inspector() -> None:
+    listener = _outbound(_service("db", "10.96.0.3", ("tcp", 5432)))
+    assert _inspector(listener) is None
+    assert not listener.HasField("listener_filters_timeout")
+
+
+@pytest.mark.parametrize(("timeout", "expected"), [(None, None), (0.0, 0), (0.25, 250_000_000)])
+def test_the_detection_timeout_is_envoys_default_none_or_the_mesh_setting(
+    timeout: float | None, expected: int | None
+) -> None:
+    listener = _outbound(_service("web", "10.96.0.4", ("http", 80)), timeout=timeout)
+    assert listener.continue_on_listener_filters_timeout
+    if expected is None:
+        assert not listener.HasField("listener_filters_timeout")
+    else:
+        assert listener.listener_filters_timeout.ToNanoseconds() == expected
+
+
+def test_new_http_services_leave_the_outbound_listener_unchanged() -> None:
+    """Envoy replaces a chain whose match changes and drains its connections: a new HTTP
+    service on a port already served must not touch the listener (only its route)."""
+    one = _outbound(_service("a", "10.96.0.1", ("http", 80)))
+    two = _outbound(
+        _service("a", "10.96.0.1", ("http", 80)), _service("b", "10.96.0.9", ("http", 80))
+    )
+    assert one.SerializeToString(deterministic=True) == two.SerializeToString(deterministic=True)
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"), [("300ms", 0.3), ("0s", 0.0), ("5s", 5.0), ("1m", 60.0)]
+)
+def test_protocol_detection_timeout_is_read_from_the_mesh_config(raw: str, seconds: float) -> None:
+    assert parse_mesh_config({"protocolDetectionTimeout": raw}).protocol_detection_timeout_s == (
+        pytest.approx(seconds)
+    )
+    assert parse_mesh_config({}).protocol_detection_timeout_s is None
+
+
+@pytest.mark.parametrize("raw", ["-1s", "500us", "soon"])
+def test_a_bad_protocol_detection_timeout_names_the_field_and_value(raw: str) -> None:
+    with pytest.raises(MeshConfigError, match=rf"protocolDetectionTimeout: '{raw}'"):
+        parse_mesh_config({"protocolDetectionTimeout": raw})
