@@ -4,8 +4,8 @@ Envoy creates ~100 stats per cluster and more per listener, route and virtual ho
 never read, yet each costs memory and CPU when the resource arrives: with every stat, a sidecar
 given 1,000 services spends most of a full push creating stats. Istio's bootstrap therefore
 ships a ``stats_config.stats_matcher`` inclusion list, and only the stats it names are
-created; the others are no-ops inside Envoy. We build the same list, the same way
-(``pkg/bootstrap/config.go``):
+created; the others are no-ops inside Envoy. We build the list the way Istio does
+(``pkg/bootstrap/config.go``), with one difference that matters for speed:
 
 * the pod's additions: the annotations ``sidecar.istio.io/statsInclusionPrefixes``,
   ``statsInclusionSuffixes`` and ``statsInclusionRegexps`` (comma lists), or, when an
@@ -13,17 +13,29 @@ created; the others are no-ops inside Envoy. We build the same list, the same wa
   ``inclusionSuffixes`` / ``inclusionRegexps`` (the annotation replaces, not merges, as in
   Istio); ``{pod_ip}`` in an entry becomes one entry per pod IP (``http.{pod_ip}_`` keeps the
   inbound HCM stats; an IPv6 address with Envoy's ``_`` for ``:``);
-* Istio's required entries: the prefixes readiness and the dashboards read
-  (``cluster_manager``, ``listener_manager``, ``server``, ``cluster.xds-grpc``, ``wasm``,
-  ``reporter=``, ``component``, ``istio``), the RBAC suffixes, ``downstream_cx_active`` when
-  the drain waits for connections to close (``EXIT_ON_ZERO_ACTIVE_CONNECTIONS``), and
-  route stats (``vhost.<vh>.route.<route>.*``, for routes with a ``stat_prefix``);
-* Remora's own: ``control_plane`` (xDS connection state, which ``remora proxy-status`` users
-  and the integration tests read), and the per-cluster request counters (``upstream_rq_total``
-  and the 2xx/4xx/5xx classes): Remora has no Istio telemetry filter (``reporter=`` stats), so
-  without them a mesh would have no request metrics at all. Envoy creates these counters when
-  a cluster carries its first request (deferred creation, see :mod:`sidecar.bootstrap`), so
-  an idle cluster costs nothing for them.
+* the stats readiness, the dashboards and Remora's tools read, each as a prefix ending in
+  ``.``: ``cluster_manager.``, ``listener_manager.``, ``server.``, ``cluster.xds-grpc.`` and
+  ``wasm.`` (Istio's required prefixes), ``control_plane.`` (xDS connection state, for
+  ``remora proxy-status``), ``http.`` (every HTTP connection manager's request counters and
+  response classes: Remora's request metrics, per direction and port, inbound
+  ``http.inbound_0.0.0.0_<port>.downstream_rq_2xx``) and ``listener.`` when the drain waits
+  for connections to close (``EXIT_ON_ZERO_ACTIVE_CONNECTIONS`` counts
+  ``listener.*.downstream_cx_active``).
+
+Why only ``.``-ended prefixes by default: Envoy turns those into a check on the stat's encoded
+name, and when *every* entry is one it rejects the others at once. A single suffix, regular
+expression or other prefix makes it convert every stat name it creates to a string, match it,
+and remember the rejection (``source/common/stats/stats_matcher_impl.cc``): at 1,000 services
+that was 20-25 % of Envoy's CPU for a full push (``bench/xds_full_push.py``, measured against
+``reject_all``, which the ``.``-ended list matches). So Istio's other required entries are
+left out, each for a filter Remora does not run, whose stats would not exist: the telemetry
+filter's ``reporter=``, ``component`` and ``istio``, the RBAC filter's ``rbac.allowed`` /
+``rbac.denied`` / ``shadow_*`` suffixes (an HTTP RBAC filter's land under ``http.`` anyway),
+and route ``stat_prefix`` stats (``vhost.*.route.*``; Remora sets none). Per-destination
+counters (``cluster.outbound|…``) are not created by default either, as in Istio; a pod asks
+for them with ``sidecar.istio.io/statsInclusionPrefixes: cluster.outbound|,cluster.inbound|``
+(and pays the slower path). Envoy creates a cluster's traffic counters only when it carries
+its first request (deferred creation, see :mod:`sidecar.bootstrap`).
 """
 
 from __future__ import annotations
@@ -37,24 +49,18 @@ PREFIXES_ANNOTATION = "sidecar.istio.io/statsInclusionPrefixes"
 SUFFIXES_ANNOTATION = "sidecar.istio.io/statsInclusionSuffixes"
 REGEXPS_ANNOTATION = "sidecar.istio.io/statsInclusionRegexps"
 
-# Istio's required entries, in Istio's order ("reporter=" first, "component,istio" last).
+# Istio's required prefixes (its bootstrap lists them without the final ".", which costs
+# Envoy's fast rejection; every stat they are meant for has one).
 ISTIO_PREFIXES = (
-    "cluster_manager",
-    "listener_manager",
-    "server",
-    "cluster.xds-grpc",
-    "wasm",
+    "cluster_manager.",
+    "listener_manager.",
+    "server.",
+    "cluster.xds-grpc.",
+    "wasm.",
 )
-ISTIO_V2_PREFIXES = ("reporter=",)
-ISTIO_V2_SUFFIX_PREFIXES = ("component", "istio")
-RBAC_SUFFIXES = ("rbac.allowed", "rbac.denied", "shadow_allowed", "shadow_denied")
-DRAIN_SUFFIXES = ("downstream_cx_active",)
-ROUTE_REGEXPS = (r"vhost\..*\.route\..*",)
-
 # Remora's own needs (see the module docstring).
-REMORA_PREFIXES = ("control_plane",)
-REQUEST_SUFFIXES = ("upstream_rq_total", "upstream_rq_2xx", "upstream_rq_4xx", "upstream_rq_5xx")
-
+REMORA_PREFIXES = ("control_plane.", "http.")
+DRAIN_PREFIXES = ("listener.",)
 POD_IP_VARIABLE = "{pod_ip}"
 
 
@@ -153,27 +159,16 @@ def stats_inclusion(
         prefixes=_unique(
             _with_pod_ips(
                 [
-                    *ISTIO_V2_PREFIXES,
                     *prefixes,
                     *ISTIO_PREFIXES,
-                    *ISTIO_V2_SUFFIX_PREFIXES,
                     *REMORA_PREFIXES,
+                    *(DRAIN_PREFIXES if drain_on_zero_connections else ()),
                 ],
                 pod_ips,
             )
         ),
-        suffixes=_unique(
-            _with_pod_ips(
-                [
-                    *suffixes,
-                    *RBAC_SUFFIXES,
-                    *(DRAIN_SUFFIXES if drain_on_zero_connections else ()),
-                    *REQUEST_SUFFIXES,
-                ],
-                pod_ips,
-            )
-        ),
-        regexps=_unique(_with_pod_ips([*regexps, *ROUTE_REGEXPS], pod_ips)),
+        suffixes=_unique(_with_pod_ips(suffixes, pod_ips)),
+        regexps=_unique(_with_pod_ips(regexps, pod_ips)),
     )
 
 

@@ -78,6 +78,10 @@ def test_client_calls_server_cluster_ip_through_both_sidecars(mesh: Mesh, pods: 
     inbound = f"cluster.inbound|{SERVER_PORT}||.upstream_rq_total"
     # Missing before the clusters' first requests (deferred creation): zero so far.
     before = (stat(client_pod, outbound, missing_ok=True), stat(server, inbound, missing_ok=True))
+    # The request metrics every pod has by default (the HTTP connection managers').
+    sent = f"http.outbound_0.0.0.0_{SERVICE_PORT}.downstream_rq_2xx"
+    served = f"http.inbound_0.0.0.0_{SERVER_PORT}.downstream_rq_2xx"
+    before_default = (stat(client_pod, sent), stat(server, served))
 
     answer = call(client_pod, f"http://{cluster_ip}:{SERVICE_PORT}/hello")
 
@@ -90,6 +94,8 @@ def test_client_calls_server_cluster_ip_through_both_sidecars(mesh: Mesh, pods: 
     after = (stat(client_pod, outbound), stat(server, inbound))
     assert after[0] > before[0], f"client Envoy {outbound}: {before[0]} -> {after[0]}"
     assert after[1] > before[1], f"server Envoy {inbound}: {before[1]} -> {after[1]}"
+    assert stat(client_pod, sent) > before_default[0]
+    assert stat(server, served) > before_default[1]
 
 
 def test_mtls_carries_the_client_identity(mesh: Mesh, pods: Pods) -> None:
