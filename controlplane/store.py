@@ -3,7 +3,9 @@
 Sources call :meth:`MeshStore.upsert`, :meth:`MeshStore.delete` and, after a (re-)list,
 :meth:`MeshStore.replace`, which swaps a whole kind in one step so that a re-list after
 ``410 Gone`` never exposes a half-updated view. Each object is converted once, when its
-event arrives; a snapshot is a cheap copy of the per-kind maps, made only when asked for.
+event arrives; a snapshot is made only when asked for, and shares with the previous one
+the frozen map of every kind (and index) that has not changed since, so an endpoint change
+copies the slices and their indexes, not the ten thousand pods.
 """
 
 from __future__ import annotations
@@ -86,6 +88,9 @@ class MeshStore:
         # its slices changes.
         self._service_slices: dict[Key, tuple[EndpointSlice, ...]] = {}
         self._service_slice_keys: dict[Key, set[Key]] = {}
+        # Read-only copies handed to snapshots, per kind or index, with the revision they
+        # copy: reused while that revision stands.
+        self._frozen: dict[str, tuple[int, MappingProxyType[Any, Any]]] = {}
 
     def set_listener(self, on_change: Callable[[Kind], None]) -> None:
         self._on_change = on_change
@@ -155,27 +160,42 @@ class MeshStore:
             if source is not self._mesh_source:
                 self._mesh_source = source
                 self._mesh = self._effective_mesh(source or MeshConfig())
+            slices = Kind.ENDPOINT_SLICE
             self._snapshot = MeshSnapshot(
                 mesh=self._mesh,
-                services=MappingProxyType(dict(self._objects[Kind.SERVICE])),
-                endpoint_slices=MappingProxyType(dict(self._objects[Kind.ENDPOINT_SLICE])),
-                workloads=MappingProxyType(dict(self._objects[Kind.POD])),
-                namespaces=MappingProxyType(
-                    {k[1]: v for k, v in self._objects[Kind.NAMESPACE].items()}
+                services=self._freeze("services", Kind.SERVICE, self._objects[Kind.SERVICE]),
+                endpoint_slices=self._freeze("slices", slices, self._objects[slices]),
+                workloads=self._freeze("pods", Kind.POD, self._objects[Kind.POD]),
+                namespaces=self._freeze(
+                    "namespaces",
+                    Kind.NAMESPACE,
+                    {k[1]: v for k, v in self._objects[Kind.NAMESPACE].items()},
                 ),
-                peer_authentications=MappingProxyType(
-                    dict(self._objects[Kind.PEER_AUTHENTICATION])
+                peer_authentications=self._freeze(
+                    "policies",
+                    Kind.PEER_AUTHENTICATION,
+                    self._objects[Kind.PEER_AUTHENTICATION],
                 ),
                 domain_suffix=self._domain_suffix,
                 generation=self._generation,
                 revisions=MappingProxyType(dict(self._revisions)),
-                endpoint_index=MappingProxyType(dict(self._address_services)),
-                slice_index=MappingProxyType(dict(self._service_slices)),
+                endpoint_index=self._freeze("endpoint_index", slices, self._address_services),
+                slice_index=self._freeze("slice_index", slices, self._service_slices),
             )
             if self._previous is not None:
                 self._snapshot.inherit_indexes(self._previous)
             self._previous = self._snapshot
         return self._snapshot
+
+    def _freeze(self, name: str, kind: Kind, current: dict[Any, Any]) -> MappingProxyType[Any, Any]:
+        """A read-only copy of ``current``, the previous one while ``kind`` has not changed."""
+        revision = self._revisions[kind.value]
+        cached = self._frozen.get(name)
+        if cached is not None and cached[0] == revision:
+            return cached[1]
+        frozen = MappingProxyType(dict(current))
+        self._frozen[name] = (revision, frozen)
+        return frozen
 
     def _effective_mesh(self, mesh: MeshConfig) -> MeshConfig:
         if self._trust_domain is None or mesh.trust_domain == self._trust_domain:

@@ -294,3 +294,21 @@ def test_relist_keeps_unchanged_objects_and_indexes_identical() -> None:
     assert after.slices_for(s1) is not before.slices_for(s1)
     assert after.services_by_endpoint_address["10.1.0.3"] == frozenset({("n", "s1")})
     assert "10.1.0.2" not in after.services_by_endpoint_address
+
+
+def test_a_snapshot_shares_the_maps_of_unchanged_kinds_with_the_previous_one() -> None:
+    store = MeshStore()
+    store.upsert(Kind.SERVICE, _svc("s0", "n", "10.0.0.1"))
+    store.upsert(Kind.ENDPOINT_SLICE, _slice("s0", "n", "10.1.0.1"))
+    before = store.snapshot()
+    store.upsert(Kind.ENDPOINT_SLICE, _slice("s0", "n", "10.1.0.2"))
+    after = store.snapshot()
+    # An endpoint change copies the slices and their indexes only.
+    assert after.services is before.services and after.workloads is before.workloads
+    assert after.endpoint_slices is not before.endpoint_slices
+    assert after.endpoint_index is not before.endpoint_index
+    assert dict(after.endpoint_index) == {"10.1.0.2": frozenset({("n", "s0")})}
+    # And a snapshot never sees later changes to the store (copies, not views).
+    store.upsert(Kind.SERVICE, _svc("s1", "n", "10.0.0.2"))
+    assert list(after.services) == [("n", "s0")]
+    assert list(store.snapshot().services) == [("n", "s0"), ("n", "s1")]
