@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import procfs
 
 from controlplane.testing_sds import shared_sds
 from meshlib.envoy_binary import envoy_path
@@ -120,17 +121,12 @@ class SidecarEnvoy:
 
     def memory(self) -> dict[str, float]:
         """MiB from ``/proc/<pid>/smaps_rollup``: Rss, Anonymous."""
-        out = {}
-        for line in Path(f"/proc/{self.process.pid}/smaps_rollup").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name in ("Rss", "Anonymous"):
-                out[name] = int(value.split()[0]) / 1024
-        return out
+        rollup = procfs.smaps_rollup_kib(self.process.pid)
+        return {name: rollup[name] / 1024 for name in ("Rss", "Anonymous") if name in rollup}
 
     def cpu_seconds(self) -> float:
         """CPU time Envoy has used so far, all threads (``/proc/<pid>/stat`` utime + stime)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return procfs.read_stat(self.process.pid).cpu_seconds
 
     def stat_count(self) -> int:
         return len(self.get("/stats").text.splitlines())
@@ -202,14 +198,6 @@ def mesh(services: int, endpoints: int, *, pods: bool = False) -> list[dict[str,
         if pods:
             objects.extend(sidecar_pod(i, j) for j in range(endpoints))
     return objects
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def product_stats_settings() -> dict[str, Any]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import procfs
 from xds_common import SidecarEnvoy, mesh
 
 from controlplane.app import DiscoveryOptions
@@ -162,9 +162,7 @@ def one_run(
 def steal_seconds() -> float:
     """CPU time the hypervisor gave to others (``/proc/stat`` steal, all CPUs): on a shared
     host, a session with steal measures the neighbours as much as the code."""
-    with open("/proc/stat") as stat:
-        fields = stat.readline().split()
-    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    return procfs.read_system_cpu().steal / procfs.CLK_TCK
 
 
 def main() -> None:
@@ -194,8 +192,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     steal_before = steal_seconds()
-    with open("/proc/loadavg") as loadavg:
-        load = " ".join(loadavg.read().split()[:3])
+    load = procfs.load_average()
     print(
         f"full push: {args.services} services x {args.endpoints} endpoints to one Envoy "
         f"(--concurrency {args.concurrency}){', every endpoint a meshed pod' if args.pods else ''}, "
@@ -235,11 +232,10 @@ def main() -> None:
                 print(f"    timeline of the median run ({run.last_ack_s * 1000:.0f} ms), ms:")
                 for at, what in run.timeline:
                     print(f"      {at:7.1f}  {what}")
-    with open("/proc/loadavg") as loadavg:
-        print(
-            f"load average after: {' '.join(loadavg.read().split()[:3])}; CPU steal during "
-            f"the runs: {steal_seconds() - steal_before:.2f} s"
-        )
+    print(
+        f"load average after: {procfs.load_average()}; CPU steal during "
+        f"the runs: {steal_seconds() - steal_before:.2f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from xds_common import ISTIO_LIKE_STATS, NAMESPACE, endpoint_slice, percentile, service
+import procfs
+from percentiles import percentile
+from xds_common import ISTIO_LIKE_STATS, NAMESPACE, endpoint_slice, service
 
 from controlplane.testing import EnvoyProcess, free_port, wait_for
 
@@ -38,10 +40,9 @@ CHANGING = 10
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """``field`` of ``/proc/<pid>/status`` in MiB (printed as "MB"); NaN if it has none."""
+    kib = procfs.status_kib(pid).get(field)
+    return float("nan") if kib is None else kib / 1024
 
 
 def write_mesh(directory: Path, services: int, endpoints: int) -> None:
