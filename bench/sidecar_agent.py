@@ -47,6 +47,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noq
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2, json_format
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import procfs
+
 from meshlib.certs import new_ca
 from meshlib.ports import free_port
 
@@ -149,11 +153,7 @@ class Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
 def memory(pid: int) -> dict[str, float]:
     """MiB: ``rss``, ``pss``, ``anon`` (what each pod pays for itself) and ``file`` (binary
     and shared-library pages, shared by every pod using the same image)."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if value.strip().endswith("kB"):
-            fields[name] = int(value.split()[0]) / 1024
+    fields = {name: kib / 1024 for name, kib in procfs.smaps_rollup_kib(pid).items()}
     rss, anon = fields["Rss"], fields["Anonymous"]
     return {"rss": rss, "pss": fields["Pss"], "anon": anon, "file": rss - anon}
 
@@ -166,9 +166,9 @@ def tmpfs_mib(directory: Path) -> float:
 def envoy_child(pid: int) -> int:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-            if "envoy" in Path(f"/proc/{child}/cmdline").read_text(errors="replace"):
-                return int(child)
+        for child in procfs.children(pid):
+            if any("envoy" in arg for arg in procfs.cmdline(child)):
+                return child
         time.sleep(0.01)
     raise RuntimeError("Envoy did not start")
 
@@ -315,8 +315,7 @@ def main() -> None:
         f"sidecar agent, {args.runs} runs, {os.cpu_count()} CPUs, Envoy --concurrency 2, "
         f"{packages} dev-only packages"
     )
-    with open("/proc/loadavg") as loadavg:
-        print(f"load average {' '.join(loadavg.read().split()[:3])}")
+    print(f"load average {procfs.load_average()}")
     print(f"{'metric':<52} {'median':>9} {'min':>9} {'max':>9}")
     labels = {
         "ready_s": "start -> ready (s)",
