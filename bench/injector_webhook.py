@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -34,7 +35,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import procfs
 from injector_pods import admission_review_body
+from percentiles import percentile
 
 from meshlib.ports import free_port
 
@@ -189,19 +192,14 @@ async def closed_loop(
 
 
 def _summary(latencies: list[float], elapsed: float) -> dict[str, float]:
-    ordered = sorted(latencies)
-
-    def pct(p: float) -> float:
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
-
     return {
-        "requests": len(ordered),
-        "rate": len(ordered) / elapsed,
-        "p50_ms": pct(50),
-        "p90_ms": pct(90),
-        "p99_ms": pct(99),
-        "max_ms": ordered[-1] * 1000,
-        "mean_ms": statistics.fmean(ordered) * 1000,
+        "requests": len(latencies),
+        "rate": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p90_ms": percentile(latencies, 90) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "max_ms": max(latencies) * 1000,
+        "mean_ms": statistics.fmean(latencies) * 1000,
     }
 
 
@@ -231,19 +229,17 @@ def in_process(profile: bool) -> dict[str, float]:
 
 
 def server_cpu_seconds(pid: int) -> float:
-    """CPU time of the webhook process and its workers (user + system), from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
+    """CPU time of the webhook process and its workers (user + system), from /proc.
+
+    Processes gone by the time they are read count nothing.
+    """
     pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
+    with contextlib.suppress(OSError):
+        pids += procfs.children(pid)
     total = 0.0
     for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        with contextlib.suppress(OSError):
+            total += procfs.read_stat(p).cpu_seconds
     return total
 
 
