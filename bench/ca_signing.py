@@ -21,10 +21,15 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
 from kubernetes import client
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from percentiles import percentile
 
 from controlplane.ca.authn import TokenReviewAuthenticator
 from controlplane.ca.authority import CAMaterial, sign_workload
@@ -42,11 +47,6 @@ TD = "cluster.local"
 class FixedCaller:
     async def authenticate(self, token: str) -> WorkloadIdentity:
         return ID
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
 
 
 def import_cost() -> float:
@@ -141,7 +141,7 @@ def main() -> None:
                 service = CertificateService(material, authn)
                 rate, lat = asyncio.run(load(service, token, args.requests, c))
                 print(
-                    f"| {label} | {c} | {args.requests} | {rate:.0f} | {pct(lat, 0.5) * 1000:.1f} | {pct(lat, 0.99) * 1000:.1f} |"
+                    f"| {label} | {c} | {args.requests} | {rate:.0f} | {percentile(lat, 50) * 1000:.1f} | {percentile(lat, 99) * 1000:.1f} |"
                 )
     finally:
         bed.stop()
