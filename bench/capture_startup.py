@@ -39,6 +39,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import procfs
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"
 # The args the injector renders for a default pod.
@@ -134,8 +138,7 @@ def main() -> int:
     # and compiling the sources on every start would be timed otherwise.
     sources = [str(REPO / "initcontainer"), str(REPO / "meshlib"), str(REPO / "remora")]
     subprocess.run([sys.executable, "-m", "compileall", "-q", *sources], check=True)
-    with open("/proc/loadavg", encoding="ascii") as loadavg:
-        load = " ".join(loadavg.read().split()[:3])
+    load = procfs.load_average()
     print(
         f"# {platform.machine()}, {os.cpu_count()} cores, kernel {platform.release()}, "
         f"Python {platform.python_version()}, runs={args.runs}, load average {load}"
