@@ -57,6 +57,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import procfs
+
 REPO = Path(__file__).resolve().parents[1]
 FORTIO_IMAGE = "remora-bench/fortio"
 CLIENT_IMAGE = "remora-e2e/client:1"  # the mesh tests' idle client: fortio is exec'd into it
@@ -65,7 +69,6 @@ SERVER_PORT = 8080
 SERVICE_PORT = 80
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 HISTOGRAM_RESOLUTION_S = 0.00001  # fortio's -r: 10 µs buckets below 0.2 ms, ~10-20 % above
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 _RUNS = itertools.count(1)  # numbers the saved fortio outputs
 
 
@@ -144,22 +147,6 @@ def parse_fortio_json(text: str) -> LoadResult:
     )
 
 
-def cpu_ticks(stat: str) -> int:
-    """``utime + stime`` (clock ticks) from one ``/proc/<pid>/stat`` line.
-
-    The command name (field 2) is in parentheses and may hold spaces and ``)``: the fields
-    are counted from the last ``)``.
-    """
-    after_comm = stat[stat.rindex(")") + 2 :].split()
-    # after_comm[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return int(after_comm[11]) + int(after_comm[12])
-
-
-def parent_pid(stat: str) -> int:
-    """Field 4 (ppid) of a ``/proc/<pid>/stat`` line."""
-    return int(stat[stat.rindex(")") + 2 :].split()[1])
-
-
 @dataclasses.dataclass(frozen=True)
 class Memory:
     """Resident memory in KiB: all of it, and the anonymous part (the process's own)."""
@@ -171,13 +158,8 @@ class Memory:
         return Memory(self.rss_kib + other.rss_kib, self.anon_kib + other.anon_kib)
 
 
-def memory_of(status: str) -> Memory:
-    """``VmRSS`` and ``RssAnon`` from ``/proc/<pid>/status``."""
-    fields = {}
-    for line in status.splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "RssAnon"):
-            fields[key] = int(value.split()[0])  # "12345 kB"
+def memory_of(fields: Mapping[str, int]) -> Memory:
+    """``VmRSS`` and ``RssAnon`` of ``/proc/<pid>/status`` (``procfs.status_kib``)."""
     if "VmRSS" not in fields:
         raise ValueError("no VmRSS in /proc/<pid>/status: the process has exited")
     return Memory(fields["VmRSS"], fields.get("RssAnon", 0))
@@ -399,18 +381,12 @@ def fortio_load_argv(
 # -- edges: processes ------------------------------------------------------------------------
 
 
-def _read(path: str) -> str:
-    with open(path) as handle:
-        return handle.read()
-
-
 def process_tree(root: int) -> list[int]:
     """``root`` and all its live descendants (from ``/proc/*/stat``)."""
     children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, ValueError):
-                children.setdefault(parent_pid(_read(f"/proc/{entry}/stat")), []).append(int(entry))
+    for pid in procfs.pids():
+        with contextlib.suppress(OSError, ValueError):
+            children.setdefault(procfs.read_stat(pid).ppid, []).append(pid)
     tree, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -431,7 +407,7 @@ class SidecarProcesses:
         roles: dict[str, list[int]] = {"agent": [], "envoy": []}
         for pid in process_tree(self.root):
             with contextlib.suppress(OSError):
-                comm = _read(f"/proc/{pid}/comm").strip()
+                comm = procfs.comm(pid)
                 roles["envoy" if comm.startswith("envoy") else "agent"].append(pid)
         if roles["agent"] and not self.agent:
             raise RuntimeError(f"{self.pod}: processes other than Envoy: {roles['agent']}")
@@ -446,7 +422,7 @@ class SidecarProcesses:
         parts = []
         for role, pids in self.roles().items():
             for pid in pids:
-                argv = _read(f"/proc/{pid}/cmdline").split("\0")
+                argv = procfs.cmdline(pid) or [""]  # [] once the process is a zombie
                 detail = ""
                 if role == "envoy" and "--concurrency" in argv:
                     detail = f" --concurrency {argv[argv.index('--concurrency') + 1]}"
@@ -456,15 +432,15 @@ class SidecarProcesses:
     def cpu_seconds(self) -> dict[str, float]:
         ticks = {}
         for role, pids in self.roles().items():
-            ticks[role] = sum(cpu_ticks(_read(f"/proc/{pid}/stat")) for pid in pids)
-        return {role: t / CLK_TCK for role, t in ticks.items()}
+            ticks[role] = sum(procfs.read_stat(pid).cpu_ticks for pid in pids)
+        return {role: t / procfs.CLK_TCK for role, t in ticks.items()}
 
     def memory(self) -> dict[str, Memory]:
         usage = {}
         for role, pids in self.roles().items():
             total = Memory(0, 0)
             for pid in pids:
-                total = total + memory_of(_read(f"/proc/{pid}/status"))
+                total = total + memory_of(procfs.status_kib(pid))
             usage[role] = total
         return usage
 
@@ -502,10 +478,6 @@ class PeakMemory:
         self._stop.set()
         self._thread.join(timeout=5)
         self._sample()
-
-
-def load_average() -> str:
-    return " ".join(_read("/proc/loadavg").split()[:3])
 
 
 def build_fortio() -> str:
@@ -814,7 +786,7 @@ def measured_run(
         run_load(route.client, fortio, route.url, args, args.warmup)
     say(
         f"round {round_no}: {route.name} {args.qps} qps, {args.connections} connections, "
-        f"{args.duration:g}s -> {route.url} (load {load_average()})"
+        f"{args.duration:g}s -> {route.url} (load {procfs.load_average()})"
     )
     watched = [s for s in sidecars if s.pod in route.accounted]
     cpu_before = {s.pod: s.cpu_seconds() for s in watched}
@@ -846,11 +818,11 @@ def measured_run(
 def measure(args: argparse.Namespace) -> int:
     from testbed.pods import Image
 
-    say(f"load average before: {load_average()}")
+    say(f"load average before: {procfs.load_average()}")
     fortio = build_fortio()
     latency_rows: list[tuple[int, str, LoadResult]] = []
     usage_rows: list[tuple[int, SidecarUsage]] = []
-    loads = [load_average()]
+    loads = [procfs.load_average()]
     with contextlib.ExitStack() as stack:
         work = Path(tempfile.mkdtemp(prefix="remora-bench-mesh-"))
         stack.callback(shutil.rmtree, work, ignore_errors=True)
@@ -880,8 +852,8 @@ def measure(args: argparse.Namespace) -> int:
                 )
                 latency_rows.append((round_no, route.name, result))
                 usage_rows.extend((round_no, u) for u in usage)
-                loads.append(load_average())
-        say(f"load average after: {load_average()}")
+                loads.append(procfs.load_average())
+        say(f"load average after: {procfs.load_average()}")
 
     print(
         f"\nfortio {args.qps} qps, {args.connections} connections, {args.duration:g}s per run, "

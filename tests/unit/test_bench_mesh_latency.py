@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -132,22 +133,56 @@ def test_load_command_asks_fortio_for_what_the_parser_reads() -> None:
     assert "-payload-size" not in get and "1.5s" in get
 
 
-def test_proc_stat_fields_are_counted_after_the_command_name() -> None:
-    # A command name with a space and a parenthesis, as /proc shows it; then fields 3..
-    stat = (
-        "4242 (envoy: main) 1) S 4200 4242 4200 0 -1 4194560 1234 0 0 0 "
-        "1500 250 7 3 20 0 3 0 99 123456789 4321 18446744073709551615 0\n"
-    )
-    assert bench.cpu_ticks(stat) == 1500 + 250  # utime + stime, not the children's 7 + 3
-    assert bench.parent_pid(stat) == 4200
-
-
 def test_memory_reads_rss_and_anonymous_pages() -> None:
+    # /proc/<pid>/stat parsing (CPU ticks, parent pid) is bench/procfs.py's: test_bench_procfs.py.
     status = "Name:\tenvoy\nVmHWM:\t  70000 kB\nVmRSS:\t   66560 kB\nRssAnon:\t   15360 kB\n"
-    assert bench.memory_of(status) == bench.Memory(rss_kib=66560, anon_kib=15360)
+    fields = bench.procfs.parse_kib_fields(status)
+    assert bench.memory_of(fields) == bench.Memory(rss_kib=66560, anon_kib=15360)
     assert bench.Memory(1, 2) + bench.Memory(10, 20) == bench.Memory(11, 22)
+    zombie = bench.procfs.parse_kib_fields("Name:\tzombie\nState:\tZ (zombie)\n")
     with pytest.raises(ValueError, match="exited"):
-        bench.memory_of("Name:\tzombie\nState:\tZ (zombie)\n")
+        bench.memory_of(zombie)
+
+
+FAKE_ENVOY = """
+import time
+with open("/proc/self/comm", "w") as comm:
+    comm.write("envoy-fake")  # what the bench tells Envoy by
+end = time.process_time() + 0.3
+while time.process_time() < end:
+    pass
+time.sleep(30)
+"""
+
+
+def test_a_live_process_tree_is_found_and_measured() -> None:
+    # This test process as the "agent" and a child named like Envoy: the tree, the roles,
+    # CPU and memory, read from /proc as the bench reads a pod's istio-proxy container.
+    child = subprocess.Popen([sys.executable, "-c", FAKE_ENVOY, "--concurrency", "2"])
+    try:
+        deadline = time.monotonic() + 10
+        while bench.procfs.comm(child.pid) != "envoy-fake" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert child.pid in bench.process_tree(os.getpid())
+        assert bench.process_tree(child.pid) == [child.pid]
+        pod = bench.SidecarProcesses("pod", os.getpid())
+        roles = pod.roles()
+        assert roles["envoy"] == [child.pid] and os.getpid() in roles["agent"]
+        with pytest.raises(RuntimeError, match="processes other than Envoy"):
+            bench.SidecarProcesses("bare", os.getpid(), agent=False).roles()
+        bare = bench.SidecarProcesses("bare", child.pid, agent=False)
+        assert f"envoy pid {child.pid} (" in bare.describe()
+        assert bare.describe().endswith(" --concurrency 2)")
+        while bare.cpu_seconds()["envoy"] < 0.2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cpu = bare.cpu_seconds()
+        assert cpu["agent"] == 0 and 0.2 <= cpu["envoy"] < 5
+        memory = pod.memory()
+        assert memory["envoy"].rss_kib >= memory["envoy"].anon_kib > 0
+        assert memory["agent"].rss_kib > memory["envoy"].rss_kib  # pytest holds more
+    finally:
+        child.kill()
+        child.wait(timeout=10)
 
 
 def test_added_latency_is_mesh_minus_direct_per_round() -> None:
