@@ -375,6 +375,8 @@ class ConfigGenerator:
                 services_rev,
                 shape.scope,
                 shape.ipv6,
+                allow_any,
+                detection_timeout,
                 *(id(e) for h in headless for e in h),
             )
 

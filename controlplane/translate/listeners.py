@@ -12,10 +12,15 @@ destination:
   virtual host takes unknown hosts). The chain names no IP on purpose: Envoy builds a
   trie of a chain's prefixes on every listener update (~40 ms for 1,000 virtual IPs,
   most of a full push's listener time), and a chain whose IP list changes is replaced,
-  draining every connection on it; routing by Host needs neither. A more specific TCP
-  chain (``VIP:port``) still wins for its VIP. Anything else, including non-HTTP bytes
-  to an unknown address on an HTTP port, falls to the default chain:
-  ``PassthroughCluster`` (ALLOW_ANY) or ``BlackHoleCluster`` (REGISTRY_ONLY).
+  draining every connection on it; routing by Host needs neither. So a new HTTP service
+  on a port already served leaves the listener as it was. (A new HTTP port *number*
+  changes the inspector's port list, and Envoy replaces a listener whose non-chain parts
+  change, draining its connections gracefully: rare, and Istio's sniffing does the same.)
+  A more specific TCP chain (``VIP:port``) still wins for its VIP. Anything else,
+  including non-HTTP bytes to an unknown address on an HTTP port, falls to the default
+  chain: ``PassthroughCluster`` (ALLOW_ANY) or ``BlackHoleCluster`` (REGISTRY_ONLY).
+  HTTP connection managers, outbound and inbound, let WebSocket upgrades through, as
+  Istio's do.
 * inbound: one chain per port the workload serves, delivering to ``inbound|<port>||``;
   other ports pass through to the application unchanged. What each port accepts follows
   the workload's ``PeerAuthentication`` mode for it: STRICT only mTLS, PERMISSIVE mTLS,
@@ -48,6 +53,7 @@ from controlplane.translate import names, tls
 from controlplane.translate.common import ads, duration, host_cidr, packed, socket_address
 from controlplane.translate.endpoints import endpoint_health
 from controlplane.translate.peer_authentication import WorkloadMtls
+from controlplane.translate.routes import routed_by_host
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
@@ -87,6 +93,8 @@ def _tcp_proxy(cluster: str) -> listener_components_pb2.Filter:
 
 
 def _http(hcm: hcm_pb2.HttpConnectionManager) -> listener_components_pb2.Filter:
+    # Without it Envoy answers 403 to an Upgrade: websocket request.
+    hcm.upgrade_configs.add(upgrade_type="websocket")
     hcm.http_filters.append(_router())
     return listener_components_pb2.Filter(name=HCM_FILTER, typed_config=packed(hcm))
 
@@ -134,31 +142,35 @@ def outbound_listener(
 ) -> listener_pb2.Listener:
     """The outbound capture listener for a proxy that may reach ``services``.
 
-    A destination (IP or whole port) belongs to the first service, in namespace/name
-    order, that claims it; Envoy rejects two chains with the same match.
-    ``detection_timeout_s`` is how long the http_inspector waits for a client's first bytes
-    (:func:`set_detection_timeout`).
+    A port with a virtual host (:func:`routes.routed_by_host`) gets the port-wide HTTP chain,
+    whatever the service's endpoints. A TCP destination (IP or whole port) belongs to the
+    first service, in namespace/name order, that claims it; Envoy rejects two chains with
+    the same match. ``detection_timeout_s`` is how long the http_inspector waits for a
+    client's first bytes (:func:`set_detection_timeout`).
     """
     claimed: set[tuple[str | None, int]] = set()
     http_ports: set[int] = set()
     tcp_chains: list[listener_components_pb2.FilterChain] = []
     for service in services:
+        tcp_ports = []
+        for port in service.ports:
+            if routed_by_host(service, port):
+                http_ports.add(port.port)
+            elif not port.protocol.is_http and port.protocol is not Protocol.UDP:
+                tcp_ports.append(port)
+        if not tcp_ports:
+            continue
         if service.kind is ServiceKind.CLUSTER_IP:
             ips: list[str | None] = list(service.cluster_ips)
         elif service.kind is ServiceKind.HEADLESS:
             ips = list(_headless_ips(slices_for(service)))
         else:
             ips = [None]  # ExternalName: no IP to match, so the whole port
-        for port in service.ports:
-            if port.protocol is Protocol.UDP:
-                continue
+        for port in tcp_ports:
             free = [ip for ip in ips if (ip, port.port) not in claimed]
             if not free:
                 continue
             claimed.update((ip, port.port) for ip in free)
-            if port.protocol.is_http:
-                http_ports.add(port.port)
-                continue
             cluster = names.outbound_cluster(port.port, service.fqdn(domain_suffix))
             tcp_chains.append(
                 _chain(cluster, port.port, [ip for ip in free if ip], _tcp_proxy(cluster))
@@ -179,7 +191,9 @@ def outbound_listener(
     )
     if http_ports:
         listener.listener_filters.append(_http_inspector(sorted(http_ports)))
-        set_detection_timeout(listener, detection_timeout_s)
+    # Set whether or not an inspector runs yet, so that the first HTTP port changes only the
+    # inspector (any change outside the chains replaces the whole listener, see the module).
+    set_detection_timeout(listener, detection_timeout_s)
     listener.filter_chains.extend(chains)
     fallback = names.PASSTHROUGH_CLUSTER if allow_any else names.BLACKHOLE_CLUSTER
     listener.default_filter_chain.CopyFrom(

@@ -96,14 +96,20 @@ def fallback_virtual_host(allow_any: bool) -> route_components_pb2.VirtualHost:
     )
 
 
+def routed_by_host(service: Service, port: ServicePort) -> bool:
+    """Whether the port gets a virtual host (and so the outbound listener's port-wide HTTP
+    chain): an HTTP port of a service a client can reach, by VIP or by DNS name."""
+    return port.protocol.is_http and (
+        service.kind is not ServiceKind.CLUSTER_IP or bool(service.cluster_ips)
+    )
+
+
 def http_ports(services: Iterable[Service]) -> dict[int, list[tuple[Service, ServicePort]]]:
     """Every HTTP service port that gets a virtual host, grouped by port number."""
     grouped: dict[int, list[tuple[Service, ServicePort]]] = {}
     for service in services:
         for port in service.ports:
-            if port.protocol.is_http and (
-                service.kind is not ServiceKind.CLUSTER_IP or service.cluster_ips
-            ):
+            if routed_by_host(service, port):
                 grouped.setdefault(port.port, []).append((service, port))
     return grouped
 

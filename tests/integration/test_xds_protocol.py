@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.server
 import socket
+import socketserver
 import threading
 import time
 from collections.abc import Iterator
@@ -408,3 +409,63 @@ def test_http_ports_are_matched_by_port_and_detected_protocol(backend: int) -> N
             assert silent == b"" and 0.25 <= lived < 2.5
     finally:
         cp.stop()
+
+
+class _UpgradeEcho(socketserver.StreamRequestHandler):
+    """Answers a WebSocket upgrade with 101, then echoes raw bytes (no frames needed: after
+    the 101 both proxies only copy bytes)."""
+
+    def handle(self) -> None:
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            byte = self.rfile.read(1)
+            if not byte:
+                return
+            head += byte
+        if b"upgrade: websocket" not in head.lower():
+            self.wfile.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+            return
+        self.wfile.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"
+        )
+        self.wfile.flush()
+        while data := self.request.recv(4096):
+            self.request.sendall(data)
+
+
+def test_websocket_upgrades_pass_through_the_http_chain() -> None:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _UpgradeEcho)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    cp = ControlPlaneThread(
+        DiscoveryOptions(xds_address="127.0.0.1:0", monitoring_address=None, debounce_quiet=0.05)
+    )
+    try:
+
+        def apply() -> None:
+            cp.store.upsert(Kind.SERVICE, service("chat", "10.96.0.40", 15001, "http"))
+            cp.store.upsert(Kind.ENDPOINT_SLICE, endpoint_slice("chat", "http", port, "127.0.0.1"))
+
+        cp.call(apply)
+        with EnvoyProcess("client-1", "shop", "10.1.0.50", cp.xds_port, delta=True):
+            wait_for(lambda: synced(cp), what="every type ACKed")
+            with socket.create_connection(("127.0.0.1", 15001), timeout=5) as conn:
+                conn.sendall(
+                    b"GET /chat HTTP/1.1\r\nhost: chat.shop\r\nupgrade: websocket\r\n"
+                    b"connection: upgrade\r\nsec-websocket-version: 13\r\n"
+                    b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+                )
+                answer = b""
+                while b"\r\n\r\n" not in answer:
+                    answer += conn.recv(4096)
+                assert answer.startswith(b"HTTP/1.1 101"), answer  # Envoy says 403 without it
+                conn.sendall(b"\x81\x04ping")
+                echoed = b""
+                while len(echoed) < 6:
+                    echoed += conn.recv(4096)
+                assert echoed == b"\x81\x04ping"
+    finally:
+        cp.stop()
+        server.shutdown()
+        server.server_close()

@@ -141,6 +141,7 @@ def test_a_large_mixed_mesh_passes_envoy_validate() -> None:
         (
             m.destination_port.value,
             tuple((r.address_prefix, r.prefix_len.value) for r in m.prefix_ranges),
+            tuple(m.application_protocols),
         )
         for m in (c.filter_chain_match for c in outbound.filter_chains)
     ]

@@ -13,17 +13,24 @@ import pytest
 
 from controlplane.convert import service_from_object
 from controlplane.model import Service
+from controlplane.proxy import parse_proxy_identity
+from controlplane.resources import TYPE_BY_SHORT_NAME
+from controlplane.store import Kind, MeshStore
 from controlplane.translate import listeners
+from controlplane.translate.generate import ConfigGenerator
 from meshlib.meshconfig import MeshConfigError, parse_mesh_config
 
 
-def _service(name: str, ip: str, *ports: tuple[str, int]) -> Service:
-    obj: dict[str, Any] = {
+def _service_object(name: str, ip: str, *ports: tuple[str, int]) -> dict[str, Any]:
+    return {
         "kind": "Service",
         "metadata": {"name": name, "namespace": "shop"},
         "spec": {"clusterIP": ip, "ports": [{"name": n, "port": p} for n, p in ports]},
     }
-    return service_from_object(obj)
+
+
+def _service(name: str, ip: str, *ports: tuple[str, int]) -> Service:
+    return service_from_object(_service_object(name, ip, *ports))
 
 
 def _outbound(*services: Service, timeout: float | None = None) -> Any:
@@ -96,3 +103,43 @@ def test_protocol_detection_timeout_is_read_from_the_mesh_config(raw: str, secon
 def test_a_bad_protocol_detection_timeout_names_the_field_and_value(raw: str) -> None:
     with pytest.raises(MeshConfigError, match=rf"protocolDetectionTimeout: '{raw}'"):
         parse_mesh_config({"protocolDetectionTimeout": raw})
+
+
+def test_a_headless_http_port_gets_its_chain_before_any_endpoint_is_ready() -> None:
+    """Its route exists from the start; without the chain its traffic would bypass the
+    route (passthrough, or the black hole under REGISTRY_ONLY) until some later change."""
+    listener = _outbound(_service("kafka", "None", ("http-admin", 8080), ("tcp-broker", 9092)))
+    by_port = {c.filter_chain_match.destination_port.value: c for c in listener.filter_chains}
+    assert list(by_port[8080].filter_chain_match.application_protocols) == [
+        "http/1.0",
+        "http/1.1",
+        "h2c",
+    ]
+    assert 9092 not in by_port  # a TCP port has no IP to match until an endpoint is ready
+
+
+def test_endpoints_of_a_headless_http_service_leave_the_listener_alone() -> None:
+    store = MeshStore()
+    store.upsert(Kind.SERVICE, _service_object("kafka", "None", ("http-admin", 8080)))
+    generator = ConfigGenerator()
+    proxy = parse_proxy_identity("sidecar~10.1.0.9~client.shop~shop.svc.cluster.local", {})
+    listeners_type = TYPE_BY_SHORT_NAME["listeners"]
+    before = generator.generate(store.snapshot(), proxy)[listeners_type]
+    store.upsert(
+        Kind.ENDPOINT_SLICE,
+        {
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "kafka-1",
+                "namespace": "shop",
+                "labels": {"kubernetes.io/service-name": "kafka"},
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "http-admin", "port": 8080}],
+            "endpoints": [{"addresses": ["10.1.3.1"], "conditions": {"ready": True}}],
+        },
+    )
+    after = generator.generate(store.snapshot(), proxy)[listeners_type]
+    outbound = after.by_name["virtualOutbound"]
+    assert outbound.version == before.by_name["virtualOutbound"].version
+    assert [c.name for c in outbound.message.filter_chains] == ["0.0.0.0_8080"]
