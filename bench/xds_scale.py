@@ -2,7 +2,7 @@
 
 Runs ``remora discovery --config-dir`` as its own process (so its RSS is its own), writes a
 mesh of 1,000 services x 10 endpoints, connects 50 real Envoys (delta ADS, with the
-sidecar bootstrap's stats settings: Istio's inclusion list, deferred stats and deferred
+sidecar bootstrap's stats settings: the stats inclusion list, deferred stats and deferred
 worker clusters), then changes one service's endpoints ``--changes`` times.
 
 Convergence, as Istio's ``pilot_proxy_convergence_time`` defines it: from the config change

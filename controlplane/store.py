@@ -169,7 +169,8 @@ class MeshStore:
                 namespaces=self._freeze(
                     "namespaces",
                     Kind.NAMESPACE,
-                    {k[1]: v for k, v in self._objects[Kind.NAMESPACE].items()},
+                    self._objects[Kind.NAMESPACE],
+                    key=lambda k: k[1],  # cluster-scoped: by name alone
                 ),
                 peer_authentications=self._freeze(
                     "policies",
@@ -187,13 +188,21 @@ class MeshStore:
             self._previous = self._snapshot
         return self._snapshot
 
-    def _freeze(self, name: str, kind: Kind, current: dict[Any, Any]) -> MappingProxyType[Any, Any]:
-        """A read-only copy of ``current``, the previous one while ``kind`` has not changed."""
+    def _freeze(
+        self,
+        name: str,
+        kind: Kind,
+        current: dict[Any, Any],
+        key: Callable[[Any], Any] | None = None,
+    ) -> MappingProxyType[Any, Any]:
+        """A read-only copy of ``current`` (its keys mapped by ``key``), the previous copy
+        while ``kind`` has not changed."""
         revision = self._revisions[kind.value]
         cached = self._frozen.get(name)
         if cached is not None and cached[0] == revision:
             return cached[1]
-        frozen = MappingProxyType(dict(current))
+        copy = dict(current) if key is None else {key(k): v for k, v in current.items()}
+        frozen = MappingProxyType(copy)
         self._frozen[name] = (revision, frozen)
         return frozen
 

@@ -14,7 +14,7 @@ What the bootstrap holds, and why:
 * two static listeners kubelet and Prometheus use: ``:15021/healthz/ready`` forwarded to the
   agent (so the probe fails if Envoy is down, not only if the agent is), and
   ``:15090/stats/prometheus`` forwarded to the admin endpoint, which stays on loopback.
-* ``stats_config``: Istio's stats inclusion list (:mod:`sidecar.stats`), and
+* ``stats_config``: the stats inclusion list (:mod:`sidecar.stats`), and
   ``deferred_stat_options``: a cluster's traffic stats are created when it carries its first
   request, not when it arrives. With every stat created up front, a sidecar given 1,000
   services holds 113k stats and takes a full push about 2.5 times as long

@@ -1,4 +1,4 @@
-"""Which Envoy stats exist: Istio's inclusion list, the pod's additions, and Remora's own needs.
+"""Which Envoy stats exist: the inclusion list built as Istio builds it, the pod's additions first.
 
 Envoy creates ~100 stats per cluster and more per listener, route and virtual host. Most are
 never read, yet each costs memory and CPU when the resource arrives: with every stat, a sidecar
