@@ -6,6 +6,10 @@ starts Envoy with a sidecar-like bootstrap (Istio's node id shape and the node m
 keys the control plane reads, see :mod:`controlplane.proxy`), ADS to the control plane,
 and admin on a free loopback port. Always stop what you start (use them as context
 managers): an Envoy left behind keeps its ports.
+
+:func:`service_object` and :func:`endpoint_slice_object` build the Kubernetes objects the
+sources feed the store, as plain dicts in the API's shape, so that tests and benches write
+only what their case is about.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
@@ -343,3 +347,107 @@ def envoys(
     finally:
         for envoy in started:
             envoy.stop()
+
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+"""The label that ties an EndpointSlice to its Service."""
+
+
+def service_object(
+    name: str,
+    namespace: str,
+    cluster_ip: str | None,
+    ports: Mapping[str, int],
+    *,
+    target_ports: Mapping[str, int] | None = None,
+    selector: Mapping[str, str] | None = None,
+    external_name: str | None = None,
+    with_api_version: bool = False,
+) -> dict[str, Any]:
+    """A Service as the API returns it: ``ports`` maps each port's name to its number.
+
+    The builder writes only what it is given, so an object is exactly what the test asked
+    for: ``cluster_ip`` ``None`` leaves ``clusterIP`` out (``"None"`` is headless);
+    ``target_ports`` sets ``targetPort`` on the ports it names; ``external_name`` makes an
+    ExternalName service; ``with_api_version`` adds ``apiVersion``, which files read by the
+    file source and objects sent to the API server need and the store does not.
+    """
+    spec: dict[str, Any] = {}
+    if cluster_ip is not None:
+        spec["clusterIP"] = cluster_ip
+    if selector is not None:
+        spec["selector"] = dict(selector)
+    if external_name is not None:
+        spec.update(type="ExternalName", externalName=external_name)
+    targets = target_ports or {}
+    spec["ports"] = [
+        {
+            "name": port_name,
+            "port": port,
+            **({"targetPort": targets[port_name]} if port_name in targets else {}),
+        }
+        for port_name, port in ports.items()
+    ]
+    return {
+        **({"apiVersion": "v1"} if with_api_version else {}),
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def endpoint_slice_object(
+    service: str,
+    namespace: str,
+    ports: Mapping[str, int],
+    addresses: Sequence[str],
+    *,
+    name: str | None = None,
+    ready: bool | None = None,
+    address_type: str | None = None,
+    protocol: str | None = None,
+    zones: Mapping[str, str] | None = None,
+    pods: Mapping[str, str] | None = None,
+    with_api_version: bool = False,
+) -> dict[str, Any]:
+    """An EndpointSlice of ``service``: one endpoint per address, ``ports`` name -> number.
+
+    Like :func:`service_object` it writes only what it is given, and what it leaves out
+    Kubernetes (and :mod:`controlplane.convert`) reads by its default: ``name`` defaults to
+    the service's name; ``ready`` ``None`` writes no ``conditions`` (read as ready, serving,
+    not terminating); ``address_type`` ``None`` writes no ``addressType`` (read as IPv4);
+    ``protocol`` sets every port's protocol. ``zones`` and ``pods`` map an address to its
+    endpoint's ``zone`` and to the Pod its ``targetRef`` names. Endpoints in other states
+    than ready or not are a case for a literal the test spells out.
+    """
+    zone_of, pod_of = zones or {}, pods or {}
+
+    def endpoint(address: str) -> dict[str, Any]:
+        built: dict[str, Any] = {"addresses": [address]}
+        if ready is not None:
+            built["conditions"] = {"ready": ready}
+        if address in zone_of:
+            built["zone"] = zone_of[address]
+        if address in pod_of:
+            built["targetRef"] = {"kind": "Pod", "name": pod_of[address]}
+        return built
+
+    return {
+        **({"apiVersion": "discovery.k8s.io/v1"} if with_api_version else {}),
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": service if name is None else name,
+            "namespace": namespace,
+            "labels": {SERVICE_NAME_LABEL: service},
+        },
+        **({"addressType": address_type} if address_type is not None else {}),
+        "ports": [
+            {
+                "name": port_name,
+                "port": port,
+                **({"protocol": protocol} if protocol is not None else {}),
+            }
+            for port_name, port in ports.items()
+        ],
+        "endpoints": [endpoint(address) for address in addresses],
+    }
