@@ -24,7 +24,14 @@ from controlplane.model import MeshSnapshot
 from controlplane.proxy import ProxyIdentity
 from controlplane.resources import CLUSTER, ProxyResources, ResourceSet, make_resource
 from controlplane.store import Kind
-from controlplane.testing import ControlPlaneThread, EnvoyProcess, free_port, wait_for
+from controlplane.testing import (
+    ControlPlaneThread,
+    EnvoyProcess,
+    endpoint_slice_object,
+    free_port,
+    service_object,
+    wait_for,
+)
 from controlplane.translate.common import duration
 from controlplane.translate.generate import ConfigGenerator
 
@@ -56,35 +63,26 @@ def backend() -> Iterator[int]:
     server.server_close()
 
 
-def service(name: str, ip: str, port: int, port_name: str) -> dict[str, Any]:
-    return {
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": "shop"},
-        "spec": {"clusterIP": ip, "ports": [{"name": port_name, "port": port}]},
-    }
-
-
-def endpoint_slice(service_name: str, port_name: str, port: int, *addresses: str) -> dict[str, Any]:
-    return {
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": f"{service_name}-1",
-            "namespace": "shop",
-            "labels": {"kubernetes.io/service-name": service_name},
-        },
-        "addressType": "IPv4",
-        "ports": [{"name": port_name, "port": port}],
-        "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in addresses],
-    }
+def endpoint_slice(service: str, port_name: str, port: int, *addresses: str) -> dict[str, Any]:
+    """A slice of ready IPv4 endpoints in ``shop``, as the endpoint controller writes one."""
+    return endpoint_slice_object(
+        service,
+        "shop",
+        {port_name: port},
+        addresses,
+        name=f"{service}-1",
+        ready=True,
+        address_type="IPv4",
+    )
 
 
 def seed(cp: ControlPlaneThread, backend_port: int) -> None:
     def apply() -> None:
-        cp.store.upsert(Kind.SERVICE, service("web", "127.0.0.1", 15001, "http"))
+        cp.store.upsert(Kind.SERVICE, service_object("web", "shop", "127.0.0.1", {"http": 15001}))
         cp.store.upsert(
             Kind.ENDPOINT_SLICE, endpoint_slice("web", "http", backend_port, "127.0.0.1")
         )
-        cp.store.upsert(Kind.SERVICE, service("db", "10.96.0.20", 5432, "tcp"))
+        cp.store.upsert(Kind.SERVICE, service_object("db", "shop", "10.96.0.20", {"tcp": 5432}))
         cp.store.upsert(
             Kind.ENDPOINT_SLICE, endpoint_slice("db", "tcp", 5432, "10.1.0.1", "10.1.0.2")
         )
@@ -248,7 +246,7 @@ def test_a_modified_cluster_does_not_stall_in_warming(
         wait_for(lambda: synced(control_plane), what="initial sync")
         started = time.monotonic()
         # appProtocol grpc makes the cluster HTTP/2: a modified cluster, unchanged endpoints.
-        grpc_db = service("db", "10.96.0.20", 5432, "tcp")
+        grpc_db = service_object("db", "shop", "10.96.0.20", {"tcp": 5432})
         grpc_db["spec"]["ports"][0]["appProtocol"] = "grpc"
         control_plane.call(lambda: control_plane.store.upsert(Kind.SERVICE, grpc_db))
 
@@ -373,11 +371,15 @@ def test_http_ports_are_matched_by_port_and_detected_protocol(backend: int) -> N
                 },
             )
             # Neither VIP is 127.0.0.1, where the requests go.
-            cp.store.upsert(Kind.SERVICE, service("web", "10.96.0.30", 15001, "http"))
+            cp.store.upsert(
+                Kind.SERVICE, service_object("web", "shop", "10.96.0.30", {"http": 15001})
+            )
             cp.store.upsert(
                 Kind.ENDPOINT_SLICE, endpoint_slice("web", "http", backend, "127.0.0.1")
             )
-            cp.store.upsert(Kind.SERVICE, service("raw", "127.0.0.2", 15001, "tcp"))
+            cp.store.upsert(
+                Kind.SERVICE, service_object("raw", "shop", "127.0.0.2", {"tcp": 15001})
+            )
             cp.store.upsert(Kind.ENDPOINT_SLICE, endpoint_slice("raw", "tcp", backend, "127.0.0.1"))
 
         cp.call(apply)
@@ -444,7 +446,9 @@ def test_websocket_upgrades_pass_through_the_http_chain() -> None:
     try:
 
         def apply() -> None:
-            cp.store.upsert(Kind.SERVICE, service("chat", "10.96.0.40", 15001, "http"))
+            cp.store.upsert(
+                Kind.SERVICE, service_object("chat", "shop", "10.96.0.40", {"http": 15001})
+            )
             cp.store.upsert(Kind.ENDPOINT_SLICE, endpoint_slice("chat", "http", port, "127.0.0.1"))
 
         cp.call(apply)
