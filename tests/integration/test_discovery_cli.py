@@ -16,34 +16,31 @@ import yaml
 from click.testing import CliRunner
 
 from controlplane.cli import proxy_config, proxy_status
-from controlplane.testing import EnvoyProcess, free_port, wait_for
+from controlplane.testing import (
+    EnvoyProcess,
+    endpoint_slice_object,
+    free_port,
+    service_object,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.envoy]
 
-SERVICE = {
-    "apiVersion": "v1",
-    "kind": "Service",
-    "metadata": {"name": "web", "namespace": "shop"},
-    "spec": {
-        "clusterIP": "10.96.0.10",
-        "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
-    },
-}
+SERVICE = service_object(
+    "web", "shop", "10.96.0.10", {"http": 80}, target_ports={"http": 8080}, with_api_version=True
+)
 
 
 def slice_with(*addresses: str) -> dict[str, object]:
-    return {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": "web-1",
-            "namespace": "shop",
-            "labels": {"kubernetes.io/service-name": "web"},
-        },
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": 8080}],
-        "endpoints": [{"addresses": [a]} for a in addresses],
-    }
+    return endpoint_slice_object(
+        "web",
+        "shop",
+        {"http": 8080},
+        addresses,
+        name="web-1",
+        address_type="IPv4",
+        with_api_version=True,
+    )
 
 
 @pytest.fixture

@@ -18,24 +18,30 @@ from kubernetes import client
 
 from controlplane.app import DiscoveryOptions
 from controlplane.sources.kube import KubeSource
-from controlplane.testing import ControlPlaneThread, EnvoyProcess, free_port, wait_for
+from controlplane.testing import (
+    ControlPlaneThread,
+    EnvoyProcess,
+    endpoint_slice_object,
+    free_port,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.testbed, pytest.mark.envoy]
 
 
-def endpoint_slice(namespace: str, service: str, *addresses: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": f"{service}-manual",
-            "namespace": namespace,
-            "labels": {"kubernetes.io/service-name": service},
-        },
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-        "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in addresses],
-    }
+def endpoint_slice(namespace: str, *addresses: str) -> dict[str, Any]:
+    """The hand-made slice of service ``web``: ready IPv4 endpoints on port 8080."""
+    return endpoint_slice_object(
+        "web",
+        namespace,
+        {"http": 8080},
+        addresses,
+        name="web-manual",
+        ready=True,
+        address_type="IPv4",
+        protocol="TCP",
+        with_api_version=True,
+    )
 
 
 @pytest.fixture
@@ -75,7 +81,7 @@ def test_services_and_endpoint_slices_reach_envoy_and_deletions_remove_them(
                 },
             )
             discovery.create_namespaced_endpoint_slice(
-                namespace, endpoint_slice(namespace, "web", "10.244.0.5")
+                namespace, endpoint_slice(namespace, "10.244.0.5")
             )
             wait_for(
                 lambda: envoy.endpoints().get(cluster) == ["10.244.0.5:8080 (HEALTHY)"],
@@ -96,7 +102,7 @@ def test_services_and_endpoint_slices_reach_envoy_and_deletions_remove_them(
             discovery.replace_namespaced_endpoint_slice(
                 "web-manual",
                 namespace,
-                endpoint_slice(namespace, "web", "10.244.0.5", "10.244.0.6"),
+                endpoint_slice(namespace, "10.244.0.5", "10.244.0.6"),
             )
             wait_for(
                 lambda: (
