@@ -16,6 +16,7 @@ from controlplane.proxy import ProxyIdentityError, parse_proxy_identity
 from controlplane.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from controlplane.sources.files import FileSource, parse_objects
 from controlplane.store import Kind, MeshStore
+from controlplane.testing import endpoint_slice_object, service_object
 from controlplane.translate.generate import ConfigGenerator
 
 
@@ -122,20 +123,11 @@ def test_proxy_identity_from_metadata_or_node_id() -> None:
 
 
 def _svc(name: str, ns: str, ip: str) -> dict[str, Any]:
-    return {
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80}]},
-    }
+    return service_object(name, ns, ip, {"http": 80})
 
 
 def _slice(name: str, ns: str, *ips: str) -> dict[str, Any]:
-    return {
-        "kind": "EndpointSlice",
-        "metadata": {"name": name, "namespace": ns, "labels": {"kubernetes.io/service-name": name}},
-        "ports": [{"name": "http", "port": 8080}],
-        "endpoints": [{"addresses": [ip]} for ip in ips],
-    }
+    return endpoint_slice_object(name, ns, {"http": 8080}, ips)
 
 
 def test_store_counts_only_effective_changes_and_replace_is_atomic() -> None:

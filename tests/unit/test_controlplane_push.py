@@ -16,25 +16,9 @@ from controlplane.proxy import parse_proxy_identity
 from controlplane.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from controlplane.sources.kube import KubeSource
 from controlplane.store import Kind, MeshStore
+from controlplane.testing import endpoint_slice_object, service_object
 from controlplane.xds.protocol import DeltaProtocol, Response
 from controlplane.xds.server import ProxyConnection, PushHub
-
-
-def service(name: str, ns: str, ip: str) -> dict[str, Any]:
-    return {
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80}]},
-    }
-
-
-def endpoints(name: str, ns: str, *ips: str) -> dict[str, Any]:
-    return {
-        "kind": "EndpointSlice",
-        "metadata": {"name": name, "namespace": ns, "labels": {"kubernetes.io/service-name": name}},
-        "ports": [{"name": "http", "port": 8080}],
-        "endpoints": [{"addresses": [ip]} for ip in ips],
-    }
 
 
 def connect(hub: PushHub, pod: str, ns: str, ip: str) -> ProxyConnection:
@@ -92,17 +76,24 @@ def test_only_proxies_whose_config_changed_are_pushed() -> None:
             "data": {"mesh": "egressNamespaces: []"},
         },
     )
-    store.upsert(Kind.SERVICE, service("a", "team-a", "10.96.0.1"))
-    store.upsert(Kind.ENDPOINT_SLICE, endpoints("a", "team-a", "10.1.0.1"))
-    store.upsert(Kind.SERVICE, service("b", "team-b", "10.96.0.2"))
-    store.upsert(Kind.ENDPOINT_SLICE, endpoints("b", "team-b", "10.1.0.2"))
+    store.upsert(Kind.SERVICE, service_object("a", "team-a", "10.96.0.1", {"http": 80}))
+    store.upsert(
+        Kind.ENDPOINT_SLICE, endpoint_slice_object("a", "team-a", {"http": 8080}, ["10.1.0.1"])
+    )
+    store.upsert(Kind.SERVICE, service_object("b", "team-b", "10.96.0.2", {"http": 80}))
+    store.upsert(
+        Kind.ENDPOINT_SLICE, endpoint_slice_object("b", "team-b", {"http": 8080}, ["10.1.0.2"])
+    )
     hub = PushHub(ControlPlaneMetrics())
     hub.publish(store.snapshot())
     proxy_a = connect(hub, "pa", "team-a", "10.2.0.1")
     proxy_b = connect(hub, "pb", "team-b", "10.2.0.2")
     assert sync(proxy_a) and sync(proxy_b)
 
-    store.upsert(Kind.ENDPOINT_SLICE, endpoints("a", "team-a", "10.1.0.1", "10.1.0.9"))
+    store.upsert(
+        Kind.ENDPOINT_SLICE,
+        endpoint_slice_object("a", "team-a", {"http": 8080}, ["10.1.0.1", "10.1.0.9"]),
+    )
     hub.publish(store.snapshot())
     pushed_a = proxy_a.protocol.responses(proxy_a.desired)
     assert [(r.type_url, [x.name for x in r.resources]) for r in pushed_a] == [
