@@ -21,6 +21,7 @@ from controlplane.proxy import parse_proxy_identity
 from controlplane.resources import TYPE_BY_SHORT_NAME, ProxyResources
 from controlplane.sources.files import load_into
 from controlplane.store import MeshStore
+from controlplane.testing import endpoint_slice_object, service_object
 from controlplane.translate.generate import translate
 from controlplane.validate import validate_with_envoy
 
@@ -96,36 +97,22 @@ def _mixed_mesh(count: int) -> list[dict[str, Any]]:
     for i in range(count):
         ns = f"ns{i % 3}"
         kind = i % 4
-        spec: dict[str, Any] = {
-            "ports": [{"name": "http", "port": 80}, {"name": "tcp-db", "port": 5432}]
-        }
+        ports = {"http": 80, "tcp-db": 5432}
         if kind == 0:
-            spec["clusterIP"] = f"10.96.{i // 250}.{i % 250 + 1}"
+            service = service_object(f"s{i}", ns, f"10.96.{i // 250}.{i % 250 + 1}", ports)
         elif kind == 1:
-            spec["clusterIP"] = "None"
+            service = service_object(f"s{i}", ns, "None", ports)
         elif kind == 2:
-            spec.update(type="ExternalName", externalName=f"svc{i}.example.com")
+            service = service_object(f"s{i}", ns, None, ports, external_name=f"svc{i}.example.com")
         else:
-            spec["clusterIP"] = f"10.97.{i // 250}.{i % 250 + 1}"
-            spec["ports"] = [{"name": "grpc", "port": 9000}]
-        objects.append(
-            {"kind": "Service", "metadata": {"name": f"s{i}", "namespace": ns}, "spec": spec}
-        )
+            ports = {"grpc": 9000}
+            service = service_object(f"s{i}", ns, f"10.97.{i // 250}.{i % 250 + 1}", ports)
+        objects.append(service)
         if kind in (0, 1, 3):
+            # Headless services share pod IPs on purpose: destinations must be claimed once.
+            zones = {f"10.1.{j}.{i % 7}": f"z{j % 2}" for j in range(3)}
             objects.append(
-                {
-                    "kind": "EndpointSlice",
-                    "metadata": {
-                        "name": f"s{i}-x",
-                        "namespace": ns,
-                        "labels": {"kubernetes.io/service-name": f"s{i}"},
-                    },
-                    "ports": [{"name": p["name"], "port": p["port"]} for p in spec["ports"]],
-                    # Headless services share pod IPs on purpose: destinations must be claimed once.
-                    "endpoints": [
-                        {"addresses": [f"10.1.{j}.{i % 7}"], "zone": f"z{j % 2}"} for j in range(3)
-                    ],
-                }
+                endpoint_slice_object(f"s{i}", ns, ports, list(zones), name=f"s{i}-x", zones=zones)
             )
     return objects
 

@@ -16,17 +16,14 @@ from controlplane.model import Service
 from controlplane.proxy import parse_proxy_identity
 from controlplane.resources import TYPE_BY_SHORT_NAME
 from controlplane.store import Kind, MeshStore
+from controlplane.testing import endpoint_slice_object, service_object
 from controlplane.translate import listeners
 from controlplane.translate.generate import ConfigGenerator
 from meshlib.meshconfig import MeshConfigError, parse_mesh_config
 
 
 def _service_object(name: str, ip: str, *ports: tuple[str, int]) -> dict[str, Any]:
-    return {
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": "shop"},
-        "spec": {"clusterIP": ip, "ports": [{"name": n, "port": p} for n, p in ports]},
-    }
+    return service_object(name, "shop", ip, dict(ports))
 
 
 def _service(name: str, ip: str, *ports: tuple[str, int]) -> Service:
@@ -127,17 +124,15 @@ def test_endpoints_of_a_headless_http_service_leave_the_listener_alone() -> None
     before = generator.generate(store.snapshot(), proxy)[listeners_type]
     store.upsert(
         Kind.ENDPOINT_SLICE,
-        {
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "kafka-1",
-                "namespace": "shop",
-                "labels": {"kubernetes.io/service-name": "kafka"},
-            },
-            "addressType": "IPv4",
-            "ports": [{"name": "http-admin", "port": 8080}],
-            "endpoints": [{"addresses": ["10.1.3.1"], "conditions": {"ready": True}}],
-        },
+        endpoint_slice_object(
+            "kafka",
+            "shop",
+            {"http-admin": 8080},
+            ["10.1.3.1"],
+            name="kafka-1",
+            ready=True,
+            address_type="IPv4",
+        ),
     )
     after = generator.generate(store.snapshot(), proxy)[listeners_type]
     outbound = after.by_name["virtualOutbound"]

@@ -25,6 +25,7 @@ from controlplane.resources import CLUSTER, ENDPOINT, LISTENER, ProxyResources
 from controlplane.sources.files import load_into
 from controlplane.sources.kube import KubeSource, _Resource
 from controlplane.store import Kind, MeshStore
+from controlplane.testing import endpoint_slice_object, service_object
 from controlplane.translate import listeners, tls
 from controlplane.translate.auto_mtls import service_mtls
 from controlplane.translate.generate import ConfigGenerator, policy_index, translate
@@ -209,33 +210,17 @@ def mesh_objects(*, meshed: bool, policies: list[dict[str, Any]] | None = None) 
     pod_meta: dict[str, Any] = {"name": "db-0", "namespace": "data", "labels": {"app": "db"}}
     if meshed:
         pod_meta["annotations"] = {"sidecar.istio.io/status": "{}"}
+    ports = {"tcp": 5432, "http-admin": 8080}
     return [
-        {
-            "kind": "Service",
-            "metadata": {"name": "db", "namespace": "data"},
-            "spec": {
-                "clusterIP": "10.96.0.5",
-                "selector": {"app": "db"},
-                "ports": [{"name": "tcp", "port": 5432}, {"name": "http-admin", "port": 8080}],
-            },
-        },
+        service_object("db", "data", "10.96.0.5", ports, selector={"app": "db"}),
         {
             "kind": "Pod",
             "metadata": pod_meta,
             "spec": {"serviceAccountName": "db-sa", "containers": [{"name": "db"}]},
             "status": {"podIP": "10.1.0.5"},
         },
-        {
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "db-x",
-                "namespace": "data",
-                "labels": {"kubernetes.io/service-name": "db"},
-            },
-            # No targetRef: the endpoint is resolved to its pod by IP.
-            "ports": [{"name": "tcp", "port": 5432}, {"name": "http-admin", "port": 8080}],
-            "endpoints": [{"addresses": ["10.1.0.5"]}, {"addresses": ["10.1.0.6"]}],
-        },
+        # No targetRef: the endpoint is resolved to its pod by IP.
+        endpoint_slice_object("db", "data", ports, ["10.1.0.5", "10.1.0.6"], name="db-x"),
         *(policies or []),
     ]
 

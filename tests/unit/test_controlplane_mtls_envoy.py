@@ -25,7 +25,13 @@ from controlplane.proxy import parse_proxy_identity
 from controlplane.resources import CLUSTER, ENDPOINT, LISTENER
 from controlplane.sources.files import load_into
 from controlplane.store import MeshStore
-from controlplane.testing import EnvoyProcess, free_port, wait_for
+from controlplane.testing import (
+    EnvoyProcess,
+    endpoint_slice_object,
+    free_port,
+    service_object,
+    wait_for,
+)
 from controlplane.testing_sds import shared_sds
 from controlplane.translate import listeners
 from controlplane.translate.generate import translate
@@ -66,15 +72,14 @@ def _mesh(server_port: int, server_account: str, mode: str) -> list[dict[str, An
             "metadata": {"name": "default", "namespace": "shop"},
             "spec": {"mtls": {"mode": mode}},
         },
-        {
-            "kind": "Service",
-            "metadata": {"name": "web", "namespace": "shop"},
-            "spec": {
-                "clusterIP": "10.96.0.10",
-                "selector": {"app": "web"},
-                "ports": [{"name": "http", "port": 80, "targetPort": server_port}],
-            },
-        },
+        service_object(
+            "web",
+            "shop",
+            "10.96.0.10",
+            {"http": 80},
+            target_ports={"http": server_port},
+            selector={"app": "web"},
+        ),
         {
             "kind": "Pod",
             "metadata": {
@@ -88,19 +93,15 @@ def _mesh(server_port: int, server_account: str, mode: str) -> list[dict[str, An
             },
             "status": {"podIP": "127.0.0.1"},
         },
-        {
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "web-x",
-                "namespace": "shop",
-                "labels": {"kubernetes.io/service-name": "web"},
-            },
-            # The endpoint is the server Envoy's listener (no capture redirects here).
-            "ports": [{"name": "http", "port": server_port}],
-            "endpoints": [
-                {"addresses": ["127.0.0.1"], "targetRef": {"kind": "Pod", "name": "web-1"}}
-            ],
-        },
+        # The endpoint is the server Envoy's listener (no capture redirects here).
+        endpoint_slice_object(
+            "web",
+            "shop",
+            {"http": server_port},
+            ["127.0.0.1"],
+            name="web-x",
+            pods={"127.0.0.1": "web-1"},
+        ),
     ]
 
 

@@ -27,6 +27,7 @@ from controlplane.resources import (
 )
 from controlplane.sources.files import load_into
 from controlplane.store import MeshStore
+from controlplane.testing import endpoint_slice_object, service_object
 from controlplane.translate import auto_mtls, clusters
 from controlplane.translate import generate as generate_module
 from controlplane.translate.common import ads
@@ -40,30 +41,22 @@ def mesh(services: int, endpoints: int) -> list[dict[str, Any]]:
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}
     ]
     for i in range(services):
+        name = f"svc-{i}"
         objects.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": {"name": f"svc-{i}", "namespace": "bench"},
-                "spec": {"clusterIP": f"10.96.0.{i + 1}", "ports": [{"name": "http", "port": 80}]},
-            }
+            service_object(name, "bench", f"10.96.0.{i + 1}", {"http": 80}, with_api_version=True)
         )
         objects.append(
-            {
-                "apiVersion": "discovery.k8s.io/v1",
-                "kind": "EndpointSlice",
-                "metadata": {
-                    "name": f"svc-{i}-abcde",
-                    "namespace": "bench",
-                    "labels": {"kubernetes.io/service-name": f"svc-{i}"},
-                },
-                "addressType": "IPv4",
-                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-                "endpoints": [
-                    {"addresses": [f"10.100.{i}.{j + 1}"], "conditions": {"ready": True}}
-                    for j in range(endpoints)
-                ],
-            }
+            endpoint_slice_object(
+                name,
+                "bench",
+                {"http": 8080},
+                [f"10.100.{i}.{j + 1}" for j in range(endpoints)],
+                name=f"{name}-abcde",
+                ready=True,
+                address_type="IPv4",
+                protocol="TCP",
+                with_api_version=True,
+            )
         )
     return objects
 

@@ -24,6 +24,7 @@ from controlplane.proxy import parse_proxy_identity
 from controlplane.resources import CLUSTER, LISTENER
 from controlplane.sources.files import load_into
 from controlplane.store import Kind, MeshStore
+from controlplane.testing import endpoint_slice_object, service_object
 from controlplane.translate.generate import translate
 
 MESH_CONFIGMAP = {
@@ -36,15 +37,14 @@ MESH_CONFIGMAP = {
 def _objects() -> list[dict[str, Any]]:
     meta = {"name": "db-0", "namespace": "data", "labels": {"app": "db"}}
     return [
-        {
-            "kind": "Service",
-            "metadata": {"name": "db", "namespace": "data"},
-            "spec": {
-                "clusterIP": "10.96.0.5",
-                "selector": {"app": "db"},
-                "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
-            },
-        },
+        service_object(
+            "db",
+            "data",
+            "10.96.0.5",
+            {"http": 80},
+            target_ports={"http": 8080},
+            selector={"app": "db"},
+        ),
         {
             "kind": "Pod",
             "metadata": {**meta, "annotations": {"sidecar.istio.io/status": "{}"}},
@@ -54,18 +54,9 @@ def _objects() -> list[dict[str, Any]]:
             },
             "status": {"podIP": "10.1.0.5"},
         },
-        {
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "db-x",
-                "namespace": "data",
-                "labels": {"kubernetes.io/service-name": "db"},
-            },
-            "ports": [{"name": "http", "port": 8080}],
-            "endpoints": [
-                {"addresses": ["10.1.0.5"], "targetRef": {"kind": "Pod", "name": "db-0"}}
-            ],
-        },
+        endpoint_slice_object(
+            "db", "data", {"http": 8080}, ["10.1.0.5"], name="db-x", pods={"10.1.0.5": "db-0"}
+        ),
     ]
 
 
