@@ -454,7 +454,12 @@ def test_websocket_upgrades_pass_through_the_http_chain() -> None:
         cp.call(apply)
         with EnvoyProcess("client-1", "shop", "10.1.0.50", cp.xds_port, delta=True):
             wait_for(lambda: synced(cp), what="every type ACKed")
-            with socket.create_connection(("127.0.0.1", 15001), timeout=5) as conn:
+            # An ACKed listener may still be binding on the workers: retry the connect.
+            connect = wait_for(
+                lambda: socket.create_connection(("127.0.0.1", 15001), timeout=5),
+                what="Envoy's outbound listener",
+            )
+            with connect as conn:
                 conn.sendall(
                     b"GET /chat HTTP/1.1\r\nhost: chat.shop\r\nupgrade: websocket\r\n"
                     b"connection: upgrade\r\nsec-websocket-version: 13\r\n"
