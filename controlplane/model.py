@@ -276,6 +276,10 @@ class MeshSnapshot:
     # Service -> its EndpointSlices, also maintained by the store: an unchanged service
     # keeps the very same tuple from snapshot to snapshot, which makes reuse cheap.
     slice_index: Mapping[tuple[str, str], tuple[EndpointSlice, ...]] | None = None
+    # Service -> the generation at which a pod behind it (by endpoint address) last changed,
+    # kept by the store as pod events arrive: a pod change then redoes the auto-mTLS of the
+    # services it is behind, found without comparing every pod of two snapshots.
+    pod_changes: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
     # Derived indexes (cached properties) and the kind each one depends on.
     _DERIVED: ClassVar[Mapping[str, str]] = {

@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from controlplane import convert
-from controlplane.model import EndpointSlice, MeshSnapshot
+from controlplane.model import EndpointSlice, MeshSnapshot, Workload
 from meshlib.meshconfig import MeshConfig
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,8 @@ class MeshStore:
         # its slices changes.
         self._service_slices: dict[Key, tuple[EndpointSlice, ...]] = {}
         self._service_slice_keys: dict[Key, set[Key]] = {}
+        # Service -> generation at which a pod behind it last changed (MeshSnapshot.pod_changes).
+        self._pod_changes: dict[Key, int] = {}
         # Read-only copies handed to snapshots, per kind or index, with the revision they
         # copy: reused while that revision stands.
         self._frozen: dict[str, tuple[int, MappingProxyType[Any, Any]]] = {}
@@ -107,7 +109,7 @@ class MeshStore:
         self._objects[kind][key] = value
         if kind is Kind.ENDPOINT_SLICE:
             self._index_slice(key, old, value)
-        self._changed(kind)
+        self._changed(kind, pods=[(old, value)] if kind is Kind.POD else ())
         return True
 
     def delete(self, kind: Kind, namespace: str, name: str) -> bool:
@@ -117,7 +119,7 @@ class MeshStore:
             return False
         if kind is Kind.ENDPOINT_SLICE:
             self._index_slice(key, old, None)
-        self._changed(kind)
+        self._changed(kind, pods=[(old, None)] if kind is Kind.POD else ())
         return True
 
     def replace(self, kind: Kind, objs: Iterable[convert.Object]) -> bool:
@@ -134,6 +136,12 @@ class MeshStore:
         if fresh.keys() == current.keys() and all(fresh[k] is current[k] for k in fresh):
             return False
         self._objects[kind] = fresh
+        changed_pods = (
+            [(old, fresh.get(k)) for k, old in current.items() if fresh.get(k) is not old]
+            + [(None, new) for k, new in fresh.items() if k not in current]
+            if kind is Kind.POD
+            else []
+        )
         if kind is Kind.ENDPOINT_SLICE:
             before = self._service_slices
             self._address_slices, self._address_services = {}, {}
@@ -149,7 +157,7 @@ class MeshStore:
                     and all(a is b for a, b in zip(old_slices, slices, strict=True))
                 ):
                     self._service_slices[service] = old_slices
-        self._changed(kind)
+        self._changed(kind, pods=changed_pods)
         return True
 
     def snapshot(self) -> MeshSnapshot:
@@ -182,6 +190,7 @@ class MeshStore:
                 revisions=MappingProxyType(dict(self._revisions)),
                 endpoint_index=self._freeze("endpoint_index", slices, self._address_services),
                 slice_index=self._freeze("slice_index", slices, self._service_slices),
+                pod_changes=self._freeze("pod_changes", Kind.POD, self._pod_changes),
             )
             if self._previous is not None:
                 self._snapshot.inherit_indexes(self._previous)
@@ -247,6 +256,14 @@ class MeshStore:
                 self._address_slices.pop(address, None)
                 self._address_services.pop(address, None)
 
+    def _stamp_pod_change(self, old: Workload | None, new: Workload | None) -> None:
+        """Note, at this generation, the services a changed pod is behind: those whose
+        endpoints carry one of its addresses, before or after the change."""
+        for workload in (old, new):
+            for ip in workload.ips if workload is not None else ():
+                for service in self._address_services.get(ip, ()):
+                    self._pod_changes[service] = self._generation
+
     def counts(self) -> dict[str, int]:
         return {kind.value: len(objs) for kind, objs in self._objects.items()}
 
@@ -260,9 +277,15 @@ class MeshStore:
             )
             return None
 
-    def _changed(self, kind: Kind) -> None:
+    def _changed(
+        self, kind: Kind, pods: Iterable[tuple[Workload | None, Workload | None]] = ()
+    ) -> None:
+        """Record a change of ``kind`` (with the pods that changed, old and new), then tell
+        the listener: everything a snapshot reads is in place before anyone can take one."""
         self._generation += 1
         self._revisions[kind.value] = self._generation
+        for old, new in pods:
+            self._stamp_pod_change(old, new)
         self._snapshot = None
         if self._on_change is not None:
             self._on_change(kind)

@@ -13,12 +13,13 @@ computes the same thing for a running control plane, reusing work:
   packed once;
 * auto-mTLS (which endpoints take mTLS, whose identities to expect) is computed per
   service from its endpoints, pods and policies, and clusters and load assignments are
-  cached by that value, so a pod change rebuilds only the services it is behind.
+  cached by that value, so a pod change rebuilds only the services it is behind (the
+  store notes which, ``MeshSnapshot.pod_changes``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from functools import partial
 from typing import Generic, TypeVar
@@ -29,7 +30,6 @@ from controlplane.model import (
     Protocol,
     Service,
     ServiceKind,
-    Workload,
 )
 from controlplane.proxy import ProxyIdentity
 from controlplane.resources import (
@@ -222,11 +222,6 @@ class ConfigGenerator:
         # snapshot's policy index (looked up once per service on a full push).
         self._mtls_now: dict[tuple[str, str], _MtlsEntry] = {}
         self._policies_now: PolicyIndex | None = None
-        # The generation at which a pod behind each service last changed, so a pod change
-        # recomputes the auto-mTLS of the services it is behind, not of every service.
-        self._pod_stamps: dict[tuple[str, str], int] = {}
-        self._pods_seen: Mapping[tuple[str, str], Workload] | None = None
-        self._pods_revision = -1
 
     def generate(self, snapshot: MeshSnapshot, proxy: ProxyIdentity) -> ProxyResources:
         if snapshot is not self._snapshot:
@@ -246,7 +241,6 @@ class ConfigGenerator:
             self._mtls_now = {}
             self._policies_now = None
             self._cluster_prototypes = {}
-            self._stamp_pod_changes(snapshot)
         shape = proxy_shape(snapshot, proxy, self._policy_index(snapshot))
         found = self._by_shape.get(shape)
         if found is None:
@@ -265,30 +259,6 @@ class ConfigGenerator:
             self._policies_now = found
         return found
 
-    def _stamp_pod_changes(self, snapshot: MeshSnapshot) -> None:
-        """Note which services have a pod that changed since the last snapshot seen.
-
-        The store keeps unchanged pods identical, so finding the changed ones is an identity
-        comparison; a changed pod's old and new IPs lead to its services (an endpoint's
-        address is its pod's IP) through the store's endpoint index.
-        """
-        revision = snapshot.revisions.get("Pod", 0)
-        if revision == self._pods_revision:
-            return
-        self._pods_revision = revision
-        current, previous = snapshot.workloads, self._pods_seen
-        self._pods_seen = current
-        if previous is None:
-            return  # nothing computed yet, nothing to invalidate
-        changed = [w for key, w in current.items() if previous.get(key) is not w]
-        changed.extend(w for key, w in previous.items() if key not in current)
-        changed.extend(previous[w.key] for w in list(changed) if w.key in previous)
-        by_address = snapshot.services_by_endpoint_address
-        for workload in changed:
-            for ip in workload.ips:
-                for service in by_address.get(ip, ()):
-                    self._pod_stamps[service] = snapshot.generation
-
     def _mtls_of(self, snapshot: MeshSnapshot, service: Service) -> _MtlsEntry:
         """The service's auto-mTLS view and cluster setting, recomputed only when needed."""
         found = self._mtls_now.get(service.key)
@@ -301,7 +271,8 @@ class ConfigGenerator:
             id(slices),
             id(policies),
             snapshot.mesh.trust_domain,
-            self._pod_stamps.get(service.key, 0),
+            # A pod behind the service changed (the store notes which): its mTLS may have.
+            snapshot.pod_changes.get(service.key, 0),
         )
 
         def compute() -> _MtlsEntry:

@@ -304,3 +304,39 @@ def test_a_snapshot_shares_the_maps_of_unchanged_kinds_with_the_previous_one() -
     store.upsert(Kind.SERVICE, _svc("s1", "n", "10.0.0.2"))
     assert list(after.services) == [("n", "s0")]
     assert list(store.snapshot().services) == [("n", "s0"), ("n", "s1")]
+
+
+def _pod(name: str, ns: str, ip: str, sa: str = "default") -> dict[str, Any]:
+    return {
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"serviceAccountName": sa},
+        "status": {"podIP": ip},
+    }
+
+
+def test_the_store_notes_which_services_a_changed_pod_is_behind() -> None:
+    store = MeshStore()
+    store.upsert(Kind.SERVICE, _svc("a", "n", "10.0.0.1"))
+    store.upsert(Kind.SERVICE, _svc("b", "n", "10.0.0.2"))
+    store.upsert(Kind.ENDPOINT_SLICE, _slice("a", "n", "10.1.0.1"))
+    store.upsert(Kind.ENDPOINT_SLICE, _slice("b", "n", "10.1.0.2"))
+    store.replace(Kind.POD, [_pod("a-0", "n", "10.1.0.1"), _pod("b-0", "n", "10.1.0.2")])
+    first = store.snapshot()
+    assert set(first.pod_changes) == {("n", "a"), ("n", "b")}
+
+    # A re-list in which only b-0 changed (new service account) stamps b alone.
+    store.replace(Kind.POD, [_pod("a-0", "n", "10.1.0.1"), _pod("b-0", "n", "10.1.0.2", "x")])
+    second = store.snapshot()
+    assert second.pod_changes[("n", "a")] == first.pod_changes[("n", "a")]
+    assert second.pod_changes[("n", "b")] == second.generation
+
+    # A pod moving to an address behind a stamps a (its new address) and b (its old one).
+    store.upsert(Kind.POD, _pod("b-0", "n", "10.1.0.1", "x"))
+    third = store.snapshot()
+    assert third.pod_changes[("n", "a")] == third.pod_changes[("n", "b")] == third.generation
+    # A pod behind no service stamps nothing; an endpoint change leaves the stamps shared.
+    store.upsert(Kind.POD, _pod("lone", "n", "10.9.9.9"))
+    store.upsert(Kind.ENDPOINT_SLICE, _slice("a", "n", "10.1.0.1", "10.1.0.3"))
+    fourth = store.snapshot()
+    assert dict(fourth.pod_changes) == dict(third.pod_changes)
