@@ -8,6 +8,7 @@ path a captured one would: filter chain -> HCM -> RDS route -> EDS cluster -> ba
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import socket
 import socketserver
@@ -351,66 +352,65 @@ def _raw_exchange(ip: str, data: bytes, timeout: float = 3.0) -> tuple[bytes, fl
     return received, time.monotonic() - started
 
 
-def test_http_ports_are_matched_by_port_and_detected_protocol(backend: int) -> None:
+@contextlib.contextmanager
+def synced_envoy(
+    cp: ControlPlaneThread, *objects: tuple[Kind, dict[str, Any]]
+) -> Iterator[EnvoyProcess]:
+    """``objects`` in the control plane's store, then an Envoy connected and fully ACKed."""
+
+    def apply() -> None:
+        for kind, obj in objects:
+            cp.store.upsert(kind, obj)
+
+    cp.call(apply)
+    with EnvoyProcess("client-1", "shop", "10.1.0.50", cp.xds_port, delta=True) as envoy:
+        wait_for(lambda: synced(cp), what="every type ACKed")
+        yield envoy
+
+
+def test_http_ports_are_matched_by_port_and_detected_protocol(
+    control_plane: ControlPlaneThread, backend: int
+) -> None:
     """An HTTP port's chain names no IP: HTTP to any address on it is routed by Host, a TCP
     service's VIP on the same port keeps its own chain, and what is not HTTP (or says nothing
     within ``protocolDetectionTimeout``) takes the default chain. REGISTRY_ONLY keeps every
     path on loopback: unknown hosts get a 502, unknown bytes the black hole."""
     mesh = "outboundTrafficPolicy:\n  mode: REGISTRY_ONLY\nprotocolDetectionTimeout: 300ms\n"
-    cp = ControlPlaneThread(
-        DiscoveryOptions(xds_address="127.0.0.1:0", monitoring_address=None, debounce_quiet=0.05)
-    )
-    try:
+    meshconfig = {
+        "metadata": {"name": "istio", "namespace": "istio-system"},
+        "data": {"mesh": mesh},
+    }
+    with synced_envoy(
+        control_plane,
+        (Kind.MESH_CONFIG, meshconfig),
+        # Neither VIP is 127.0.0.1, where the requests go.
+        (Kind.SERVICE, service_object("web", "shop", "10.96.0.30", {"http": 15001})),
+        (Kind.ENDPOINT_SLICE, endpoint_slice("web", "http", backend, "127.0.0.1")),
+        (Kind.SERVICE, service_object("raw", "shop", "127.0.0.2", {"tcp": 15001})),
+        (Kind.ENDPOINT_SLICE, endpoint_slice("raw", "tcp", backend, "127.0.0.1")),
+    ):
+        web = wait_for(
+            lambda: httpx.get("http://127.0.0.1:15001/", headers={"host": "web.shop"}, timeout=2.0),
+            what="HTTP routed by Host",
+        )
+        assert web.status_code == 200 and web.text == f"backend {backend}\n"
+        assert "x-envoy-upstream-service-time" in web.headers  # through the HCM
 
-        def apply() -> None:
-            cp.store.upsert(
-                Kind.MESH_CONFIG,
-                {
-                    "metadata": {"name": "istio", "namespace": "istio-system"},
-                    "data": {"mesh": mesh},
-                },
-            )
-            # Neither VIP is 127.0.0.1, where the requests go.
-            cp.store.upsert(
-                Kind.SERVICE, service_object("web", "shop", "10.96.0.30", {"http": 15001})
-            )
-            cp.store.upsert(
-                Kind.ENDPOINT_SLICE, endpoint_slice("web", "http", backend, "127.0.0.1")
-            )
-            cp.store.upsert(
-                Kind.SERVICE, service_object("raw", "shop", "127.0.0.2", {"tcp": 15001})
-            )
-            cp.store.upsert(Kind.ENDPOINT_SLICE, endpoint_slice("raw", "tcp", backend, "127.0.0.1"))
+        unknown = httpx.get("http://127.0.0.1:15001/", headers={"host": "elsewhere.example"})
+        assert unknown.status_code == 502  # block_all: the HTTP chain took it
 
-        cp.call(apply)
-        with EnvoyProcess("client-1", "shop", "10.1.0.50", cp.xds_port, delta=True):
-            wait_for(lambda: synced(cp), what="every type ACKed")
-            web = wait_for(
-                lambda: httpx.get(
-                    "http://127.0.0.1:15001/", headers={"host": "web.shop"}, timeout=2.0
-                ),
-                what="HTTP routed by Host",
-            )
-            assert web.status_code == 200 and web.text == f"backend {backend}\n"
-            assert "x-envoy-upstream-service-time" in web.headers  # through the HCM
+        # The TCP service's VIP wins over the port-wide HTTP chain: bytes pass untouched.
+        raw, _ = _raw_exchange("127.0.0.2", b"GET / HTTP/1.0\r\nhost: x\r\n\r\n")
+        assert raw.startswith(b"HTTP/1.0 200") and b"x-envoy" not in raw
 
-            unknown = httpx.get("http://127.0.0.1:15001/", headers={"host": "elsewhere.example"})
-            assert unknown.status_code == 502  # block_all: the HTTP chain took it
+        # Not HTTP: the default chain (the black hole closes it; the HCM would answer 400).
+        garbage, _ = _raw_exchange("127.0.0.1", b"\x00\x01binary protocol\r\n\r\n")
+        assert garbage == b""
 
-            # The TCP service's VIP wins over the port-wide HTTP chain: bytes pass untouched.
-            raw, _ = _raw_exchange("127.0.0.2", b"GET / HTTP/1.0\r\nhost: x\r\n\r\n")
-            assert raw.startswith(b"HTTP/1.0 200") and b"x-envoy" not in raw
-
-            # Not HTTP: the default chain (the black hole closes it; the HCM would answer 400).
-            garbage, _ = _raw_exchange("127.0.0.1", b"\x00\x01binary protocol\r\n\r\n")
-            assert garbage == b""
-
-            # A server-first client says nothing: after the detection timeout it goes on to
-            # the default chain instead of waiting for ever.
-            silent, lived = _raw_exchange("127.0.0.1", b"")
-            assert silent == b"" and 0.25 <= lived < 2.5
-    finally:
-        cp.stop()
+        # A server-first client says nothing: after the detection timeout it goes on to
+        # the default chain instead of waiting for ever.
+        silent, lived = _raw_exchange("127.0.0.1", b"")
+        assert silent == b"" and 0.25 <= lived < 2.5
 
 
 class _UpgradeEcho(socketserver.StreamRequestHandler):
@@ -435,25 +435,17 @@ class _UpgradeEcho(socketserver.StreamRequestHandler):
             self.request.sendall(data)
 
 
-def test_websocket_upgrades_pass_through_the_http_chain() -> None:
+def test_websocket_upgrades_pass_through_the_http_chain(control_plane: ControlPlaneThread) -> None:
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _UpgradeEcho)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
-    cp = ControlPlaneThread(
-        DiscoveryOptions(xds_address="127.0.0.1:0", monitoring_address=None, debounce_quiet=0.05)
-    )
     try:
-
-        def apply() -> None:
-            cp.store.upsert(
-                Kind.SERVICE, service_object("chat", "shop", "10.96.0.40", {"http": 15001})
-            )
-            cp.store.upsert(Kind.ENDPOINT_SLICE, endpoint_slice("chat", "http", port, "127.0.0.1"))
-
-        cp.call(apply)
-        with EnvoyProcess("client-1", "shop", "10.1.0.50", cp.xds_port, delta=True):
-            wait_for(lambda: synced(cp), what="every type ACKed")
+        with synced_envoy(
+            control_plane,
+            (Kind.SERVICE, service_object("chat", "shop", "10.96.0.40", {"http": 15001})),
+            (Kind.ENDPOINT_SLICE, endpoint_slice("chat", "http", port, "127.0.0.1")),
+        ):
             # An ACKed listener may still be binding on the workers: retry the connect.
             connect = wait_for(
                 lambda: socket.create_connection(("127.0.0.1", 15001), timeout=5),
@@ -475,6 +467,5 @@ def test_websocket_upgrades_pass_through_the_http_chain() -> None:
                     echoed += conn.recv(4096)
                 assert echoed == b"\x81\x04ping"
     finally:
-        cp.stop()
         server.shutdown()
         server.server_close()
