@@ -69,9 +69,15 @@ class CAOptions:
 
 
 def requested_ttl(validity_seconds: int, options: CAOptions) -> dt.timedelta:
-    """The lifetime to sign: the request's (if > 0) or the default, capped at the maximum."""
-    ttl = dt.timedelta(seconds=validity_seconds) if validity_seconds > 0 else options.default_ttl
-    return min(ttl, options.max_ttl)
+    """The lifetime to sign: the request's (if > 0) or the default, capped at the maximum.
+
+    The request's seconds are capped *before* they become a timedelta: the wire field is an
+    int64, and anything above ~8.6e13 s would overflow timedelta (an UNKNOWN status to the
+    caller instead of a certificate with the maximum lifetime).
+    """
+    if validity_seconds <= 0:
+        return min(options.default_ttl, options.max_ttl)
+    return dt.timedelta(seconds=min(validity_seconds, options.max_ttl.total_seconds()))
 
 
 class CertificateService:

@@ -175,6 +175,8 @@ def test_requested_lifetime() -> None:
     assert requested_ttl(-5, options) == dt.timedelta(hours=24)
     assert requested_ttl(3600, options) == dt.timedelta(hours=1)
     assert requested_ttl(10**9, options) == dt.timedelta(hours=48)
+    # int64 on the wire: far beyond what timedelta holds, still just "the maximum"
+    assert requested_ttl(2**63 - 1, options) == dt.timedelta(hours=48)
 
 
 def test_leaf_from_meshlib_is_not_a_ca() -> None:
