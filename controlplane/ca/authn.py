@@ -17,6 +17,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import urllib3
 from kubernetes import client
 
 from controlplane.ca.csr import Refusal
@@ -143,5 +144,14 @@ class TokenReviewAuthenticator:
                 "UNAVAILABLE",
                 f"could not review the token with the apiserver ({exc.status} {exc.reason}); "
                 "the control plane needs RBAC to create tokenreviews.authentication.k8s.io",
+            ) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            # Connection refused, TLS failure, timeout: the apiserver is out of reach, which
+            # says nothing about the token; UNAVAILABLE tells the agent to retry.
+            raise Refusal(
+                "tokenreview_failed",
+                "UNAVAILABLE",
+                f"the TokenReview could not reach the API server ({type(exc).__name__}: {exc}); "
+                "check the control plane's kubeconfig or in-cluster access to the apiserver",
             ) from exc
         return caller_from_review(result.status, self.audiences)

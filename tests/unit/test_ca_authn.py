@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
+import socket
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from kubernetes import client
 
-from controlplane.ca.authn import bearer_token, caller_from_review, precheck_claims
+from controlplane.ca.authn import (
+    TokenReviewAuthenticator,
+    bearer_token,
+    caller_from_review,
+    precheck_claims,
+)
 from controlplane.ca.csr import Refusal
 from meshlib.spiffe import WorkloadIdentity
 
@@ -118,3 +126,17 @@ def test_review_refusals(status: Any, code: str, reason: str, words: str) -> Non
     r = refused(caller_from_review, status, AUD)
     assert (r.code, r.reason) == (code, reason)
     assert words in r.message
+
+
+def test_unreachable_apiserver_is_unavailable_not_unknown() -> None:
+    """A connection error (not an ApiException) must still come back as a clear status."""
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = client.Configuration(host=f"https://127.0.0.1:{port}")
+    config.retries = False
+    authenticator = TokenReviewAuthenticator(client.ApiClient(config))
+    with pytest.raises(Refusal) as info:
+        asyncio.run(authenticator.authenticate("opaque-token"))
+    assert (info.value.code, info.value.reason) == ("UNAVAILABLE", "tokenreview_failed")
+    assert "could not reach the API server" in info.value.message
