@@ -54,11 +54,16 @@ class MeshConfig:
 
 _PROXY_FIELDS = {
     "discoveryAddress": ("discovery_address", str),
-    "statusPort": ("status_port", int),
-    "proxyAdminPort": ("proxy_admin_port", int),
     "interceptionMode": ("interception_mode", str),
     "holdApplicationUntilProxyStarts": ("hold_application_until_proxy_starts", bool),
-    "concurrency": ("concurrency", int),
+}
+# Integer fields and their inclusive ranges. A status port of 0 disables the agent's status
+# server (and so probe rewriting), as in Istio; the admin port has no such meaning. Istio's
+# concurrency is an int32 where 0 means "one worker per CPU".
+_PROXY_INT_FIELDS = {
+    "statusPort": ("status_port", 0, 65535),
+    "proxyAdminPort": ("proxy_admin_port", 1, 65535),
+    "concurrency": ("concurrency", 0, 2**31 - 1),
 }
 _INTERCEPTION_MODES = {"REDIRECT", "TPROXY", "NONE"}
 
@@ -98,6 +103,27 @@ def _as_bool(value: Any, where: str) -> bool:
     raise MeshConfigError(f"{where}: {value!r} is not a boolean")
 
 
+def _as_int(value: Any, where: str, low: int, high: int) -> int:
+    """An integer in ``low..high``: an int or a decimal string, never a bool or a fraction.
+
+    Plain ``int()`` would turn ``true`` into 1 and ``15.7`` into 15, and let ``70000``
+    through to a pod spec the API server then rejects for a reason that names no field.
+    """
+    if isinstance(value, bool):
+        number = None
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal():
+        number = int(value.strip())
+    else:
+        number = None
+    if number is None or not low <= number <= high:
+        raise MeshConfigError(f"{where}: {value!r} is not an integer in {low}..{high}")
+    return number
+
+
 def parse_proxy_config(
     raw: Mapping[str, Any] | None, base: ProxyConfig | None = None
 ) -> ProxyConfig:
@@ -117,6 +143,9 @@ def parse_proxy_config(
                 changes[attr] = _as_bool(value, where) if kind is bool else kind(value)
             except (TypeError, ValueError) as exc:
                 raise MeshConfigError(f"{where}: {value!r} is not a valid {kind.__name__}") from exc
+        elif key in _PROXY_INT_FIELDS:
+            attr, low, high = _PROXY_INT_FIELDS[key]
+            changes[attr] = _as_int(value, where, low, high)
         elif key == "drainDuration":
             changes["drain_duration_seconds"] = parse_duration(value, where)
         elif key == "terminationDrainDuration":

@@ -295,3 +295,14 @@ def test_a_patch_that_names_the_generated_volume_is_not_reused() -> None:
     answer = review(admission_review(second), "application/json", CONFIG, cache)
     assert not answer.cached
     assert apply_patch(second, decode_patch(json.loads(answer.body))) == inject(second, CONFIG)
+
+
+def test_an_out_of_range_proxy_config_port_gets_the_pod_rejected_naming_the_annotation() -> None:
+    pod = a_pod(**{"proxy.istio.io/config": "statusPort: 70000"})
+    status, body, result = answer(admission_review(pod))
+    assert (status, result) == (200, "rejected")
+    assert body["response"]["allowed"] is False
+    assert body["response"]["status"]["message"] == (
+        "invalid value 'statusPort: 70000' for annotation 'proxy.istio.io/config': "
+        "defaultConfig.statusPort: 70000 is not an integer in 0..65535"
+    )

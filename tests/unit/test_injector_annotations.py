@@ -172,3 +172,22 @@ def test_kubernetes_version_parsing() -> None:
     assert parse_kubernetes_version("1.29") == (1, 29)
     assert parse_kubernetes_version("1.30+") == (1, 30)
     assert parse_kubernetes_version(None) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("statusPort: 70000", "defaultConfig.statusPort: 70000 is not an integer in 0..65535"),
+        ("statusPort: -5", "defaultConfig.statusPort: -5 is not an integer in 0..65535"),
+        ("concurrency: true", "defaultConfig.concurrency: True is not an integer in 0.."),
+        ("proxyAdminPort: 15.7", "defaultConfig.proxyAdminPort: 15.7 is not an integer in 1.."),
+    ],
+)
+def test_an_out_of_range_proxy_config_integer_is_an_annotation_error(value: str, says: str) -> None:
+    with pytest.raises(AnnotationError) as caught:
+        pod_settings({A.PROXY_CONFIG: value}, CONFIG)
+    assert caught.value.name == A.PROXY_CONFIG
+    assert str(caught.value).startswith(
+        f"invalid value '{value}' for annotation '{A.PROXY_CONFIG}': "
+    )
+    assert says in str(caught.value)
