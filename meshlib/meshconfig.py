@@ -124,6 +124,17 @@ def _as_int(value: Any, where: str, low: int, high: int) -> int:
     return number
 
 
+def _metadata(value: Mapping[Any, Any], where: str) -> dict[str, str]:
+    """``proxyMetadata`` is Istio's ``map<string, string>``: a null or nested value is refused
+    (``str()`` would silently turn ``A: null`` into the string ``"None"``)."""
+    metadata: dict[str, str] = {}
+    for key, item in value.items():
+        if item is None or isinstance(item, Mapping | list):
+            raise MeshConfigError(f"{where}.{key}: {item!r} is not a string")
+        metadata[str(key)] = str(item)
+    return metadata
+
+
 def parse_proxy_config(
     raw: Mapping[str, Any] | None, base: ProxyConfig | None = None
 ) -> ProxyConfig:
@@ -153,10 +164,7 @@ def parse_proxy_config(
         elif key == "proxyMetadata":
             if not isinstance(value, Mapping):
                 raise MeshConfigError(f"{where} must be a mapping of strings")
-            changes["proxy_metadata"] = {
-                **cfg.proxy_metadata,
-                **{str(k): str(v) for k, v in value.items()},
-            }
+            changes["proxy_metadata"] = {**cfg.proxy_metadata, **_metadata(value, where)}
         else:
             extra[key] = value
     if changes.get("interception_mode", cfg.interception_mode) not in _INTERCEPTION_MODES:

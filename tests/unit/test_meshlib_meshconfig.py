@@ -59,3 +59,19 @@ def test_bad_integer_fields_are_refused_naming_field_and_value(key: str, value: 
 def test_the_mesh_default_config_is_checked_too() -> None:
     with pytest.raises(MeshConfigError, match=r"defaultConfig\.statusPort: 70000"):
         parse_mesh_config({"defaultConfig": {"statusPort": 70000}})
+
+
+@pytest.mark.parametrize("value", [None, {"nested": "x"}, ["a"]])
+def test_proxy_metadata_values_must_be_strings(value: Any) -> None:
+    with pytest.raises(MeshConfigError) as caught:
+        parse_proxy_config({"proxyMetadata": {"OK": "1", "A": value}})
+    assert str(caught.value) == f"defaultConfig.proxyMetadata.A: {value!r} is not a string"
+
+
+def test_proxy_metadata_overlays_the_base() -> None:
+    base = parse_proxy_config({"proxyMetadata": {"A": "1", "B": "2"}})
+    assert parse_proxy_config({"proxyMetadata": {"B": "3", "C": 4}}, base).proxy_metadata == {
+        "A": "1",
+        "B": "3",
+        "C": "4",
+    }
