@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
@@ -215,17 +216,34 @@ class SecretDiscoveryServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):
 
 
 async def start_sds_server(server: SecretDiscoveryServer, socket_path: str) -> grpc.aio.Server:
-    """Listen on ``unix:<socket_path>``, owner-only (a stale socket from a previous run is
-    replaced)."""
-    path = Path(socket_path)
+    """Listen on ``unix:<socket_path>``, owner-only from the first moment it can be reached.
+
+    The socket hands out the workload's private key: only our user (Envoy runs as it) may
+    connect, not another container that mounts the same volume under another uid. A socket
+    bound in place gets the umask's mode, and a chmod after the bind leaves a window in
+    which anyone could connect; a process-wide umask change is not safe with gRPC's threads.
+    So the socket is bound inside a fresh 0700 directory next to ``socket_path`` (nobody
+    else can reach it there), made 0600, and only then renamed into place, atomically
+    replacing a stale socket from a previous run.
+    """
+    path = Path(socket_path).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    grpc_server = grpc.aio.server()
-    sds_pb2_grpc.add_SecretDiscoveryServiceServicer_to_server(server, grpc_server)
-    grpc_server.add_insecure_port(f"unix:{os.fspath(path.absolute())}")
-    await grpc_server.start()
-    # The socket hands out the workload's private key: only our user (Envoy runs as it) may
-    # connect, not another container that mounts the same volume under another uid.
-    path.chmod(0o600)
+    private = Path(tempfile.mkdtemp(prefix=".sds", dir=path.parent))  # mode 0700
+    try:
+        bound = private / "s"  # short: unix socket paths are limited to ~107 bytes
+        grpc_server = grpc.aio.server()
+        sds_pb2_grpc.add_SecretDiscoveryServiceServicer_to_server(server, grpc_server)
+        grpc_server.add_insecure_port(f"unix:{os.fspath(bound)}")
+        await grpc_server.start()
+        try:
+            bound.chmod(0o600)
+            bound.replace(path)
+        except OSError:
+            await grpc_server.stop(grace=0)
+            raise
+    finally:
+        with contextlib.suppress(OSError):
+            bound.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            private.rmdir()
     return grpc_server

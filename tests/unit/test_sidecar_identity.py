@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import random
+import stat
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -319,3 +322,67 @@ def test_delta_sds_sends_new_subscriptions_and_changes_only(ca_dir: Path, tmp_pa
             await server.stop(grace=0)
 
     asyncio.run(scenario())
+
+
+def _reachable_sockets(root: Path) -> list[tuple[Path, int]]:
+    """Unix sockets under ``root`` that another uid could open: every directory on the way
+    lets others through and the socket lets them write (connect needs write permission)."""
+    found = []
+    for directory, _, files in os.walk(root):
+        for name in files:
+            candidate = Path(directory) / name
+            mode = candidate.lstat().st_mode
+            if not stat.S_ISSOCK(mode):
+                continue
+            chain = [candidate.parent, *candidate.parent.parents]
+            dirs_open = all(
+                d.stat().st_mode & 0o011 for d in chain if d == root or root in d.parents
+            )
+            if dirs_open and mode & 0o022:
+                found.append((candidate, mode & 0o777))
+    return found
+
+
+def test_sds_socket_is_never_reachable_by_others(
+    ca_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even with umask 0 (sockets bound 0777 in a 0777 volume), no instant between the bind
+    and serving lets another uid connect to the socket that hands out the private key."""
+    volume = tmp_path / "volume"
+    volume.mkdir(mode=0o777)
+    volume.chmod(0o777)
+    socket_path = volume / "SDS"
+    socket_path.write_text("stale socket from a previous run")
+    exposed: list[list[tuple[Path, int]]] = []
+    real_start = grpc.aio._server.Server.start
+
+    async def observed_start(self: Any) -> None:
+        exposed.append(_reachable_sockets(volume))  # bound, not yet serving
+        await real_start(self)
+        exposed.append(_reachable_sockets(volume))  # serving
+
+    monkeypatch.setattr(grpc.aio._server.Server, "start", observed_start)
+    manager = CertificateManager(LocalCAProvider(ca_dir), SPIFFE)
+
+    async def scenario() -> None:
+        await manager.fetch_once()
+        server = await start_sds_server(SecretDiscoveryServer(manager), str(socket_path))
+        try:
+            assert socket_path.stat().st_mode & 0o777 == 0o600
+            assert stat.S_ISSOCK(socket_path.stat().st_mode)
+            assert sorted(p.name for p in volume.iterdir()) == ["SDS"]  # no leftovers
+            async with grpc.aio.insecure_channel(f"unix:{socket_path}") as channel:
+                stub = sds_pb2_grpc.SecretDiscoveryServiceStub(channel)
+                response = await stub.FetchSecrets(
+                    discovery_pb2.DiscoveryRequest(resource_names=["ROOTCA"]), timeout=5
+                )
+                assert len(response.resources) == 1
+        finally:
+            await server.stop(grace=0)
+
+    old_umask = os.umask(0)
+    try:
+        asyncio.run(scenario())
+    finally:
+        os.umask(old_umask)
+    assert exposed == [[], []]
