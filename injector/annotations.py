@@ -123,9 +123,14 @@ def _bool(name: str, value: str) -> bool:
     raise AnnotationError(name, value, "must be true or false")
 
 
+def _is_decimal(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also passes '²' and other digits ``int()`` refuses."""
+    return text.isascii() and text.isdecimal()
+
+
 def _uint(name: str, value: str, bits: int, what: str) -> int:
     text = value.strip()
-    if not text.isdigit() or int(text) >= 2**bits:
+    if not _is_decimal(text) or int(text) >= 2**bits:
         raise AnnotationError(
             name, value, f"{what} invalid: must be an integer in 0..{2**bits - 1}"
         )
@@ -141,7 +146,7 @@ def _ports(name: str, value: str, what: str, *, wildcard: bool) -> str:
         part = raw.strip()
         if not part:
             continue
-        if not part.isdigit() or not 0 < int(part) < 65536:
+        if not _is_decimal(part) or not 0 < int(part) < 65536:
             raise AnnotationError(name, value, f"{what} invalid: {part!r} is not a port (1-65535)")
         ports.append(str(int(part)))
     return ",".join(ports)

@@ -38,7 +38,7 @@ def _resolve_port(
     if isinstance(port, int) and not isinstance(port, bool):
         return port
     if isinstance(port, str):
-        if port.isdigit():
+        if port.isascii() and port.isdecimal():  # not isdigit: '²' is a digit int() refuses
             return int(port)
         for candidate in (container, *others):
             for declared in candidate.get("ports") or ():

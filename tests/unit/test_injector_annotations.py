@@ -24,6 +24,10 @@ CONFIG = default_config()
         (A.INCLUDE_OUTBOUND_PORTS, "0", "includeOutboundPorts invalid"),
         (A.STATUS_PORT, "65536", "status port invalid"),
         (A.STATUS_PORT, "abc", "status port invalid"),
+        (A.STATUS_PORT, "²", "status port invalid"),  # a digit to isdigit(), not to int()
+        (A.STATUS_PORT, "١٥٠٢٠", "status port invalid"),  # Arabic-Indic digits: not ASCII
+        (A.READINESS_PERIOD, "²", "periodSeconds invalid"),
+        (A.EXCLUDE_INBOUND_PORTS, "80,²", "excludeInboundPorts invalid"),
         (A.READINESS_PERIOD, "-3", "periodSeconds invalid"),
         (A.READINESS_FAILURE_THRESHOLD, "1.5", "failureThreshold invalid"),
         (A.PROXY_CPU, "lots", "not a Kubernetes quantity"),
