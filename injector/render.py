@@ -127,9 +127,11 @@ def inject_in_place(
 
     _merge_prometheus(annotations, settings, proxy)
     if settings.rewrite_probes and settings.status_port:  # port 0: no agent to probe through
-        others = [
-            c for c in (*spec.get("initContainers", ()), *spec["containers"]) if c is not proxy
-        ]
+        # The user's own sidecar init containers (restartPolicy: Always) are probed through the
+        # agent only when the proxy starts before them, as a native sidecar. Otherwise the
+        # proxy starts after every init container, and a startupProbe sent to it never passes.
+        inits = spec.get("initContainers", ()) if settings.native_sidecar else ()
+        others = [c for c in (*inits, *spec["containers"]) if c is not proxy]
         probers = rewrite_probes(
             [c for c in others if c is not init],
             status_port=settings.status_port,
