@@ -14,7 +14,7 @@ import sys
 import time
 
 from initcontainer import log as logs
-from initcontainer.config import ConfigError, parse_port, split_list
+from initcontainer.config import ConfigError, InterceptionMode, parse_port, split_list
 from initcontainer.errors import EXIT_FAILURE, EXIT_USAGE, EXIT_VALIDATION_FAILED, CaptureError
 from initcontainer.flags import config_from_args, parse_command_line
 
@@ -97,10 +97,20 @@ def run(args: Args, validate_only: bool) -> int:
     if args.cleanup_only:
         backend = _make_backend(args)
         removed = backend.cleanup()
-        hostnet.remove_tproxy_route(config.tproxy_mark, config.tproxy_route_table)
+        # TPROXY's policy routing is undone in either mode (a REDIRECT clean-up may follow a
+        # TPROXY install), but only TPROXY's clean-up needs `ip`: without it, none was added.
+        routes = hostnet.remove_tproxy_route(
+            config.tproxy_mark,
+            config.tproxy_route_table,
+            ip_required=config.mode == InterceptionMode.TPROXY,
+        )
         log.info(
             "clean-up done" if removed else "nothing to clean up",
-            extra={"rules_removed": removed, "backend": backend.name},
+            extra={
+                "rules_removed": removed,
+                "backend": backend.name,
+                "tproxy_routing": "removed" if routes else "skipped: ip is not installed",
+            },
         )
         return 0
 
