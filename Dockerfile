@@ -45,10 +45,12 @@ RUN python3 -m venv /tmp/tools \
 # --- runtime ------------------------------------------------------------------------------
 FROM ${BASE_IMAGE}
 # iptables brings both backends (iptables-legacy and iptables-nft) and the libip4tc/libxtables
-# that python-iptables loads; the init container picks the backend the node uses.
+# that python-iptables loads; the init container picks the backend the node uses. iproute2
+# is `ip`, which iptables does not pull in: the init container adds ::6 to lo for every pod
+# with IPv6 rules, and TPROXY's policy routing (ip rule/ip route) with it.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      python3 iptables ca-certificates \
+      python3 iptables iproute2 ca-certificates \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/cache/debconf/*-old /usr/share/doc/* \
       /usr/share/man/* \

@@ -2,12 +2,13 @@
 
 Checks what the chart and the injector rely on: ``remora version`` runs, the version labels,
 the default user 1337 (the sidecar), the installed distributions equal the lock exactly, both
-iptables backends and Envoy are there, and the capture init container works as root with
-NET_ADMIN and NET_RAW only (and fails without them).
+iptables backends, ``ip`` (iproute2) and Envoy are there, and the capture init container works
+as root with NET_ADMIN and NET_RAW only (and fails without them), TPROXY and IPv6 included.
 
 Needs a Docker engine: the running one, or the ``dockerd`` the suite's ``docker_engine``
 fixture starts; when neither works the module skips with what Docker said. The image is
-built when missing or built from another uv.lock (minutes the first time).
+built when missing, built from another uv.lock, or older than the Dockerfile (minutes the
+first time).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import re
 import shutil
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -36,12 +38,20 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 def image(docker_engine: str | None) -> str:
     if docker_engine:
         pytest.skip(docker_engine)
-    # Built from the current lock? (the label records uv.lock's hash); else rebuild.
-    label = subprocess.run(
-        ["docker", "image", "inspect", "-f", '{{index .Config.Labels "io.remora.uv-lock-sha256"}}', IMAGE],
+    # Built from the current lock (the label records uv.lock's hash) and after the last change
+    # of the Dockerfile (the build-time label, to the second)? Else rebuild.
+    labels = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{json .Config.Labels}}", IMAGE],
         capture_output=True, text=True, check=False,
-    ).stdout.strip()  # fmt: skip
-    if label != hashlib.sha256((ROOT / "uv.lock").read_bytes()).hexdigest():
+    ).stdout.strip() or "null"  # fmt: skip
+    label = json.loads(labels) or {}
+    try:
+        built = datetime.strptime(label["org.opencontainers.image.created"], "%Y-%m-%dT%H:%M:%S%z")
+    except (KeyError, ValueError):  # no image, or not one of `make images`
+        built = datetime.fromtimestamp(0, UTC)
+    stale = built.timestamp() < (ROOT / "Dockerfile").stat().st_mtime
+    lock = hashlib.sha256((ROOT / "uv.lock").read_bytes()).hexdigest()
+    if label.get("io.remora.uv-lock-sha256") != lock or stale:
         build = subprocess.run(
             ["make", "images"], cwd=ROOT, capture_output=True, text=True, timeout=1500, check=False
         )
@@ -134,6 +144,13 @@ def test_both_iptables_backends_and_envoy_are_present(image: str) -> None:
     assert "envoy" in envoy.stdout.lower() and "version" in envoy.stdout.lower(), envoy.stderr
 
 
+def test_ip_is_present_and_runs(image: str) -> None:
+    # Debian's iptables does not pull in iproute2; without it IPv6 and TPROXY pods cannot start.
+    out = run(image, "-V", entrypoint="ip")
+    assert out.returncode == 0, out.stderr
+    assert "iproute2" in out.stdout
+
+
 INIT = "remora init -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -b '*' && iptables-save -t nat"
 
 
@@ -147,3 +164,27 @@ def test_init_container_needs_only_net_admin_and_net_raw_as_root(image: str) -> 
         image, "-c", INIT, entrypoint="sh", docker_args=("--user", "0", "--cap-drop", "ALL")
     )
     assert without.returncode != 0
+
+
+TPROXY = (
+    "remora init -p 15001 -z 15006 -u 1337 -m TPROXY -i '*' -b '*' --enable-ipv6=true"
+    " && iptables-save -t mangle && ip -6 addr show dev lo && ip rule show && ip -6 rule show"
+    " && ip route show table 133 && ip -6 route show table 133"
+    " && remora init --cleanup-only -m TPROXY && echo CLEANED-UP"
+    " && iptables-save -t mangle && ip rule show && ip -6 rule show && ip route show table 133"
+)
+
+
+def test_init_container_sets_up_and_removes_tproxy_routing_and_the_ipv6_address(
+    image: str,
+) -> None:
+    caps = ("--user", "0", "--cap-drop", "ALL", "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW")
+    ipv6 = ("--sysctl", "net.ipv6.conf.all.disable_ipv6=0")  # Docker may turn it off
+    out = run(image, "-c", TPROXY, entrypoint="sh", docker_args=(*caps, *ipv6))
+    assert out.returncode == 0, out.stdout + out.stderr
+    installed, _, cleaned = out.stdout.partition("CLEANED-UP\n")
+    assert "-j TPROXY --on-port 15006" in installed
+    assert "inet6 ::6/128" in installed
+    assert installed.count("from all fwmark 0x539 lookup 133") == 2  # IPv4 and IPv6
+    assert "local default dev lo" in installed
+    assert "TPROXY" not in cleaned and "fwmark" not in cleaned and "local default" not in cleaned
