@@ -22,7 +22,8 @@ destination:
   HTTP connection managers, outbound and inbound, let WebSocket upgrades through, as
   Istio's do.
 * inbound: one chain per port the workload serves, delivering to ``inbound|<port>||``;
-  other ports pass through to the application unchanged. What each port accepts follows
+  other ports pass through to the application unchanged (under their own port-level mode
+  when a policy gives them one); a connection to 15006 itself is refused (it would loop). What each port accepts follows
   the workload's ``PeerAuthentication`` mode for it: STRICT only mTLS, PERMISSIVE mTLS,
   the application's own TLS and plaintext (a ``tls_inspector`` tells them apart by
   transport protocol and Istio's mesh ALPN tokens), DISABLE only plaintext. mTLS is
@@ -65,6 +66,7 @@ HTTP_INSPECTOR_FILTER = "envoy.filters.listener.http_inspector"
 PLAINTEXT_HTTP_PROTOCOLS = ("http/1.0", "http/1.1", "h2c")
 TRANSPORT_TLS = "tls"
 TRANSPORT_PLAINTEXT = "raw_buffer"
+INBOUND_BLACKHOLE_CHAIN = "virtualInbound-blackhole"
 MTLS_CHAIN_SUFFIX = "-mtls"
 APP_TLS_CHAIN_SUFFIX = "-tls"
 
@@ -334,6 +336,18 @@ def inbound_listener(
     """
     mtls = mtls if mtls is not None else WorkloadMtls()
     listener = _listener(names.INBOUND_LISTENER, names.INBOUND_CAPTURE_PORT, ipv6, base_pb2.INBOUND)
+    # A connection to the capture port itself would be passed through to the pod's 15006,
+    # captured again, and so on until the sidecar runs out of sockets: refuse it, whatever
+    # the mode (Istio's virtualInbound-blackhole).
+    listener.filter_chains.append(
+        _chain(
+            INBOUND_BLACKHOLE_CHAIN,
+            names.INBOUND_CAPTURE_PORT,
+            (),
+            _tcp_proxy(names.BLACKHOLE_CLUSTER),
+        )
+    )
+    served = {entry.port for entry in ports}
     for entry in sorted(ports):
         listener.filter_chains.extend(
             _accepting_chains(
@@ -362,6 +376,22 @@ def inbound_listener(
     # Server-first protocols (MySQL) send nothing for the inspector to read: give up
     # waiting and treat the connection as plaintext rather than dropping it.
     set_detection_timeout(listener, detection_timeout_s)
+    # A port with a mode of its own that no service declares (a metrics port) passes through
+    # under that mode, not the workload's.
+    for port, mode in sorted(mtls.port_modes):
+        if port in served or port == names.INBOUND_CAPTURE_PORT:
+            continue
+        listener.filter_chains.extend(
+            _accepting_chains(
+                f"{names.INBOUND_PASSTHROUGH_CLUSTER}|{port}",
+                port,
+                passthrough,
+                cluster=names.INBOUND_PASSTHROUGH_CLUSTER,
+                mode=mode,
+                trust_domain=trust_domain,
+                http=False,
+            )
+        )
     listener.filter_chains.extend(
         _accepting_chains(
             names.INBOUND_PASSTHROUGH_CLUSTER,

@@ -23,6 +23,7 @@ from mesh_harness import (
     Pods,
     TrafficLoop,
     call,
+    from_outside,
     stat,
     wait_until,
 )
@@ -96,6 +97,19 @@ def test_client_calls_server_cluster_ip_through_both_sidecars(mesh: Mesh, pods: 
     assert after[1] > before[1], f"server Envoy {inbound}: {before[1]} -> {after[1]}"
     assert stat(client_pod, sent) > before_default[0]
     assert stat(server, served) > before_default[1]
+
+
+def test_a_connection_to_the_inbound_capture_port_is_refused_not_looped(
+    mesh: Mesh, pods: Pods
+) -> None:
+    """Passed through, a connection to 15006 itself would reach the pod's 15006, be captured
+    again, and so on until the sidecar runs out of sockets."""
+    server = pods[0]
+    accepted = "listener.0.0.0.0_15006.downstream_cx_total"
+    before = stat(server, accepted)
+    assert from_outside(mesh, server, 15006, "/loop") is None  # closed without an answer
+    time.sleep(0.5)
+    assert stat(server, accepted) - before == 1  # that one connection, nothing after it
 
 
 def test_mtls_carries_the_client_identity(mesh: Mesh, pods: Pods) -> None:

@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 
 from controlplane.convert import service_from_object
-from controlplane.model import Service
+from controlplane.model import MtlsMode, Protocol, Service
 from controlplane.proxy import parse_proxy_identity
 from controlplane.resources import TYPE_BY_SHORT_NAME
 from controlplane.store import Kind, MeshStore
 from controlplane.testing import endpoint_slice_object, service_object
 from controlplane.translate import listeners
 from controlplane.translate.generate import ConfigGenerator
+from controlplane.translate.peer_authentication import WorkloadMtls
 from meshlib.meshconfig import MeshConfigError, parse_mesh_config
 
 
@@ -138,3 +139,31 @@ def test_endpoints_of_a_headless_http_service_leave_the_listener_alone() -> None
     outbound = after.by_name["virtualOutbound"]
     assert outbound.version == before.by_name["virtualOutbound"].version
     assert [c.name for c in outbound.message.filter_chains] == ["0.0.0.0_8080"]
+
+
+@pytest.mark.parametrize("mode", list(MtlsMode))
+def test_a_connection_to_the_inbound_capture_port_itself_is_refused(mode: MtlsMode) -> None:
+    """Passed through, it would reach the pod's 15006, be captured again, and loop."""
+    listener = listeners.inbound_listener(
+        [listeners.InboundPort(8080, Protocol.HTTP)], mtls=WorkloadMtls(mode)
+    )
+    first = listener.filter_chains[0]
+    assert first.name == listeners.INBOUND_BLACKHOLE_CHAIN
+    assert first.filter_chain_match.destination_port.value == 15006
+    assert not first.filter_chain_match.transport_protocol  # whatever the client sends
+    assert first.filters[0].typed_config.value.endswith(b"BlackHoleCluster")
+
+
+def test_a_port_level_mode_applies_to_a_port_no_service_declares() -> None:
+    """A STRICT workload whose metrics port 9090 is DISABLE, with no Service for 9090: a
+    plaintext scrape of 9090 must find a plaintext chain, not only the STRICT passthrough."""
+    mtls = WorkloadMtls(MtlsMode.STRICT, ((9090, MtlsMode.DISABLE),))
+    listener = listeners.inbound_listener([listeners.InboundPort(8080, Protocol.HTTP)], mtls=mtls)
+    on_9090 = [
+        c for c in listener.filter_chains if c.filter_chain_match.destination_port.value == 9090
+    ]
+    # One chain taking anything (no transport required), passing it through untouched.
+    assert [(c.name, c.filter_chain_match.transport_protocol) for c in on_9090] == [
+        ("InboundPassthroughCluster|9090", "")
+    ]
+    assert not on_9090[0].HasField("transport_socket")
