@@ -100,6 +100,8 @@ def inject_in_place(
     for container in (init, proxy):
         if container is not None and container["name"] in overrides:
             _merge_user_override(container, overrides[container["name"]])
+    if config.proxy.container_name in overrides:
+        _adjust_init_container_user(init, proxy, overrides[config.proxy.container_name], settings)
     if overrides:
         annotations[A.OVERRIDES] = json.dumps(
             {"containers": [overrides[name] for name in sorted(overrides)]},
@@ -383,6 +385,36 @@ def _merge_user_override(container: dict[str, Any], override: Mapping[str, Any])
             _merge_user_override(container[key], value)
         else:
             container[key] = copy.deepcopy(value)
+
+
+def _adjust_init_container_user(
+    init: dict[str, Any] | None,
+    proxy: dict[str, Any],
+    override: Mapping[str, Any],
+    settings: PodSettings,
+) -> None:
+    """Keep Envoy's own traffic exempt from capture when the user runs it as another uid.
+
+    Istio's ``adjustInitContainerUser``: a non-zero ``runAsUser`` in the user's ``istio-proxy``
+    override replaces istio-init's ``-u``, whose owner rules are what let Envoy's traffic out
+    uncaptured (``-g`` defaults to the same ids). uid 0 is left alone: ``-u 0`` would exempt
+    every root process in the pod. ``runAsGroup`` is deliberately not passed as ``-g``: an app
+    sharing that group would then bypass the sidecar. In TPROXY mode Envoy must run as root
+    (its transparent sockets need it), so the proxy's uid is put back to 0 and ``-u`` keeps the
+    default, whose group matches the proxy's ``runAsGroup``.
+    """
+    wanted = override.get("securityContext")
+    if not isinstance(wanted, Mapping) or "runAsUser" not in wanted:
+        return
+    if settings.interception_mode == "TPROXY":
+        proxy["securityContext"]["runAsUser"] = 0
+        return
+    uid = wanted["runAsUser"]
+    if init is None or isinstance(uid, bool) or not isinstance(uid, int) or uid <= 0:
+        return  # 0 (see above) or a value the API server will refuse with a clear message
+    args = init.get("args")
+    if isinstance(args, list) and "-u" in args[:-1]:
+        args[args.index("-u") + 1] = str(uid)
 
 
 # -- the containers --------------------------------------------------------------------------
