@@ -15,6 +15,7 @@ empty items are dropped; ``*`` means "everything" where Istio allows it.
 from __future__ import annotations
 
 from initcontainer.records import NamedTuple
+from meshlib.ifnames import interface_name_problem
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,9 +26,6 @@ if TYPE_CHECKING:
     IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
     Mode = Literal["REDIRECT", "TPROXY"]
 
-# Kernel limit on interface names (IFNAMSIZ - 1); iptables rejects longer ones.
-_MAX_INTERFACE_NAME = 15
-_NOT_IN_INTERFACE_NAMES = frozenset("/!:'\"")
 # User and group names as passwd(5)/group(5) allow them (or a numeric id). Plain string
 # checks rather than regular expressions: compiling one costs ~1 ms on every pod start.
 _NAME_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
@@ -208,17 +206,12 @@ def parse_owner_groups(value: str, flag: str) -> tuple[str, ...]:
 
 
 def parse_interfaces(value: str, flag: str) -> tuple[str, ...]:
+    """Interface names by the rule the injector admits them with (``meshlib.ifnames``)."""
     names = split_list(value)
     for name in names:
-        if (
-            len(name) > _MAX_INTERFACE_NAME
-            or any(ch.isspace() for ch in name)
-            or not _NOT_IN_INTERFACE_NAMES.isdisjoint(name)
-        ):
-            raise ConfigError(
-                f"{flag}: {name!r} is not a valid interface name "
-                f"(at most {_MAX_INTERFACE_NAME} characters, no spaces, '/' or quotes)"
-            )
+        problem = interface_name_problem(name)
+        if problem is not None:
+            raise ConfigError(f"{flag}: {name!r} is not a valid interface name: {problem}")
     return tuple(dict.fromkeys(names))
 
 

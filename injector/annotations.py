@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from injector.config import InjectorConfig
+from meshlib.ifnames import interface_name_problem
 from meshlib.meshconfig import MeshConfigError, ProxyConfig, parse_proxy_config
 
 # -- names -----------------------------------------------------------------------------------
@@ -172,8 +173,11 @@ def _cidrs(name: str, value: str, what: str, *, wildcard: bool) -> str:
 def _interfaces(name: str, value: str) -> str:
     names = [part.strip() for part in value.split(",") if part.strip()]
     for nic in names:
-        if len(nic) > 15 or not re.fullmatch(r"[A-Za-z0-9_.:@-]+", nic):
-            raise AnnotationError(name, value, f"{nic!r} is not a network interface name")
+        problem = interface_name_problem(nic)
+        if problem is not None:
+            raise AnnotationError(
+                name, value, f"{nic!r} is not a network interface name: {problem}"
+            )
     return ",".join(names)
 
 
