@@ -8,6 +8,7 @@ skip that object, so one broken manifest never takes the mesh down.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +30,8 @@ from controlplane.model import (
 )
 from meshlib.meshconfig import MeshConfig, parse_mesh_config
 from meshlib.pod_markers import SIDECAR_STATUS_ANNOTATION, TLS_MODE_ISTIO, TLS_MODE_LABEL
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MESH_CONFIGMAP_NAME = "istio"
@@ -240,8 +243,9 @@ def peer_authentication_from_object(obj: Object) -> PeerAuthentication:
     """An Istio ``PeerAuthentication`` (security.istio.io/v1 or v1beta1).
 
     ``portLevelMtls`` keys are workload ports (numbers); like Istio, they only make sense
-    with a selector, and a selector-less policy's port settings are refused rather than
-    silently ignored.
+    with a selector. A selector-less policy's port settings are dropped with a warning and
+    its mode kept, as Istio does without its validating webhook: refusing the whole object
+    would silently leave its namespace in the previous (weaker) mode.
     """
     namespace, name = _meta(obj)
     spec = obj.get("spec") or {}
@@ -260,10 +264,12 @@ def peer_authentication_from_object(obj: Object) -> PeerAuthentication:
             raise ObjectError(f"{object_ref(obj)}: spec.portLevelMtls port {port} is out of range")
         port_modes.append((port, _mtls_mode(obj, raw, f"spec.portLevelMtls[{port}]")))
     if port_modes and selector is None:
-        raise ObjectError(
-            f"{object_ref(obj)}: spec.portLevelMtls needs spec.selector.matchLabels "
-            "(port-level settings apply to selected workloads only)"
+        log.warning(
+            "ignoring spec.portLevelMtls of a PeerAuthentication without a selector (port "
+            "settings apply to selected workloads only); its mode still applies",
+            extra={"object": object_ref(obj)},
         )
+        port_modes = []
     return PeerAuthentication(
         name=name,
         namespace=namespace,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from envoy.config.listener.v3 import listener_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import json_format
 from kubernetes import client
@@ -154,7 +154,6 @@ def test_peer_authentication_converts_with_ports_and_time() -> None:
     ("spec", "message"),
     [
         ({"mtls": {"mode": "MAYBE"}}, "use one of UNSET, DISABLE, PERMISSIVE, STRICT"),
-        ({"portLevelMtls": {"80": {"mode": "STRICT"}}}, "needs spec.selector.matchLabels"),
         (
             {"selector": {"matchLabels": {"a": "b"}}, "portLevelMtls": {"http": {}}},
             "is not a port number",
@@ -167,6 +166,17 @@ def test_bad_peer_authentications_are_refused_with_the_reason(
 ) -> None:
     with pytest.raises(convert.ObjectError, match=message):
         convert.peer_authentication_from_object(pa_object(spec))
+
+
+def test_port_settings_without_a_selector_are_dropped_and_the_mode_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Refusing the whole object would leave its namespace in the previous, weaker mode."""
+    converted = convert.peer_authentication_from_object(
+        pa_object({"mtls": {"mode": "STRICT"}, "portLevelMtls": {"80": {"mode": "DISABLE"}}})
+    )
+    assert converted.mode is MtlsMode.STRICT and converted.port_modes == ()
+    assert "ignoring spec.portLevelMtls" in caplog.text
 
 
 def test_a_bad_policy_is_skipped_by_the_store_and_the_rest_applies() -> None:
@@ -396,6 +406,14 @@ def test_an_unrelated_endpoint_change_keeps_the_cluster_set() -> None:
 # --- the inbound listener --------------------------------------------------------------
 
 
+def workload_chains(listener: listener_pb2.Listener) -> list[listener_components_pb2.FilterChain]:
+    """The chains for the workload's traffic: all but the 15006 black hole, which every
+    inbound listener starts with (tests/unit/test_controlplane_listeners.py checks it)."""
+    first = listener.filter_chains[0]
+    assert first.name == listeners.INBOUND_BLACKHOLE_CHAIN
+    return list(listener.filter_chains[1:])
+
+
 def chains(listener: listener_pb2.Listener) -> list[tuple[str, int | None, str, bool]]:
     return [
         (
@@ -406,7 +424,7 @@ def chains(listener: listener_pb2.Listener) -> list[tuple[str, int | None, str, 
             c.filter_chain_match.transport_protocol,
             c.HasField("transport_socket"),
         )
-        for c in listener.filter_chains
+        for c in workload_chains(listener)
     ]
 
 
@@ -437,7 +455,7 @@ def test_permissive_has_both_chains_per_port_and_for_the_passthrough() -> None:
     ]
     assert listener.continue_on_listener_filters_timeout
     # Mesh mTLS is recognised by Istio's ALPN tokens; other TLS is the app's, passed through.
-    mesh, app_tls = listener.filter_chains[0], listener.filter_chains[1]
+    mesh, app_tls = workload_chains(listener)[:2]
     assert list(mesh.filter_chain_match.application_protocols) == [
         "istio-peer-exchange",
         "istio",
@@ -474,7 +492,7 @@ def test_mtls_chains_require_a_mesh_client_certificate_and_pass_its_identity_on(
     listener = listeners.inbound_listener(
         [HTTP_8080, TCP_5000], mtls=WorkloadMtls(MtlsMode.STRICT), trust_domain="corp.example"
     )
-    http_chain, tcp_chain = listener.filter_chains[1], listener.filter_chains[0]
+    tcp_chain, http_chain = workload_chains(listener)[:2]
     context = tls_pb2.DownstreamTlsContext()
     http_chain.transport_socket.typed_config.Unpack(context)
     assert context.require_client_certificate.value
