@@ -4,18 +4,21 @@ It speaks Istio's ``IstioCertificateService/CreateCertificate`` (so it works aga
 control plane and, in shape, istiod): the CSR goes out with the pod's projected
 service-account token as ``authorization: Bearer <token>``. The token file is read again on
 every call because the kubelet rotates it. The channel is TLS verified against the mesh root
-(the ``istio-ca-root-cert`` ConfigMap mounted at ``/var/run/secrets/istio/root-cert.pem``),
-or plaintext for local runs.
+(the ``istio-ca-root-cert`` ConfigMap mounted at ``/var/run/secrets/istio/root-cert.pem``,
+read again before every request so a root rotation is followed), or plaintext for local runs.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import grpc
 
 from meshlib import ca_api
 from sidecar.identity import DEFAULT_WORKLOAD_TTL, CertificateError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TOKEN_PATH = Path("/var/run/secrets/tokens/istio-token")
 DEFAULT_ROOT_CERT_PATH = Path("/var/run/secrets/istio/root-cert.pem")
@@ -72,28 +75,53 @@ class GrpcCAProvider:
         self._ttl = int(ttl)
         self._timeout = timeout_s
         self._channel: grpc.aio.Channel | None = None
+        self._channel_root: bytes | None = None  # the root the channel verifies the CA with
 
-    def _open(self) -> grpc.aio.Channel:
-        if self._channel is None:
-            if self.root_cert_path is None:
+    def _read_root(self) -> bytes:
+        assert self.root_cert_path is not None
+        try:
+            return self.root_cert_path.read_bytes()
+        except OSError as exc:
+            raise CertificateError(
+                f"cannot read the mesh root {self.root_cert_path} to verify the CA: {exc} "
+                "(is the istio-ca-root-cert ConfigMap mounted?)"
+            ) from exc
+
+    async def _open(self) -> grpc.aio.Channel:
+        """The channel to the CA, rebuilt when the mesh root file no longer holds the root
+        it was built with.
+
+        The root is rotated by updating the istio-ca-root-cert ConfigMap; the kubelet swaps
+        the mounted file and the CA's serving certificate moves to the new root. A channel
+        that kept the old root would fail every renewal's TLS handshake until the workload
+        certificate expired. The file is small and renewals are rare, so it is simply read
+        again before every request.
+        """
+        if self.root_cert_path is None:
+            if self._channel is None:
                 self._channel = grpc.aio.insecure_channel(self.address)
-            else:
-                try:
-                    root = self.root_cert_path.read_bytes()
-                except OSError as exc:
-                    raise CertificateError(
-                        f"cannot read the mesh root {self.root_cert_path} to verify the CA: {exc} "
-                        "(is the istio-ca-root-cert ConfigMap mounted?)"
-                    ) from exc
-                options = (
-                    [("grpc.ssl_target_name_override", self._server_name)]
-                    if self._server_name
-                    else []
-                )
-                self._channel = grpc.aio.secure_channel(
-                    self.address, grpc.ssl_channel_credentials(root_certificates=root), options
-                )
+            return self._channel
+        root = self._read_root()
+        if self._channel is not None and root != self._channel_root:
+            log.info(
+                "the mesh root changed; reconnecting to the CA with the new one",
+                extra={"root_cert": str(self.root_cert_path), "ca": self.address},
+            )
+            await self._drop_channel()
+        if self._channel is None:
+            options = (
+                [("grpc.ssl_target_name_override", self._server_name)] if self._server_name else []
+            )
+            self._channel = grpc.aio.secure_channel(
+                self.address, grpc.ssl_channel_credentials(root_certificates=root), options
+            )
+            self._channel_root = root
         return self._channel
+
+    async def _drop_channel(self) -> None:
+        channel, self._channel, self._channel_root = self._channel, None, None
+        if channel is not None:
+            await channel.close()
 
     def _token(self) -> str:
         try:
@@ -109,7 +137,7 @@ class GrpcCAProvider:
 
     async def sign(self, csr_pem: bytes) -> tuple[bytes, bytes]:
         metadata = (("authorization", f"Bearer {self._token()}"),)
-        call = self._open().unary_unary(
+        call = (await self._open()).unary_unary(
             ca_api.CREATE_CERTIFICATE_PATH,
             request_serializer=ca_api.serialize,
             response_deserializer=ca_api.parse_response,
@@ -118,10 +146,12 @@ class GrpcCAProvider:
         try:
             response = await call(request, metadata=metadata, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                # Unreachable or a failed TLS handshake: start the next attempt on a fresh
+                # channel (and root) instead of one waiting out its reconnect backoff.
+                await self._drop_channel()
             raise CARefused(self.address, exc.code(), exc.details() or "") from exc
         return split_chain(list(response.cert_chain))
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = None
+        await self._drop_channel()
