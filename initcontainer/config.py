@@ -274,11 +274,9 @@ def validate(config: CaptureConfig) -> None:
         )
     if groups.include == ():
         raise ConfigError("ISTIO_OUTBOUND_OWNER_GROUPS is empty: use '*' to capture every group")
-    overlap = set(config.exclude_interfaces) & set(config.reroute_interfaces)
-    if overlap:
-        raise ConfigError(
-            f"interfaces {sorted(overlap)} are both excluded (-c) and re-routed (-k); pick one"
-        )
+    # An interface both excluded (-c) and re-routed (-k) is accepted, as istio-iptables does:
+    # the re-route rules are inserted at the head of PREROUTING, so its inbound traffic is
+    # captured as outbound while its outbound traffic is still left alone.
     if not 0 < config.tproxy_mark <= 0xFFFFFFFF:
         raise ConfigError(
             f"-t: the TPROXY mark {config.tproxy_mark} must be a 32-bit non-zero value"

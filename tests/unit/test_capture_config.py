@@ -19,6 +19,7 @@ from initcontainer.config import (
     split_list,
     validate,
 )
+from initcontainer.plan import build_plan
 
 
 def test_lists_drop_empty_items_and_spaces() -> None:
@@ -105,9 +106,21 @@ def test_owner_group_include_list_is_capped() -> None:
         validate(CaptureConfig(owner_groups=OwnerGroups(include=groups)))
 
 
-def test_an_interface_cannot_be_excluded_and_rerouted() -> None:
-    with pytest.raises(ConfigError, match="pick one"):
-        validate(CaptureConfig(exclude_interfaces=("tap0",), reroute_interfaces=("tap0",)))
+def test_an_interface_both_excluded_and_rerouted_is_accepted_as_istio_does() -> None:
+    config = CaptureConfig(
+        exclude_interfaces=("tap0",),
+        reroute_interfaces=("tap0",),
+        outbound_cidrs=parse_cidrs("*", "-i"),
+    )
+    validate(config)
+    chains: dict[str, list[str | None]] = {"PREROUTING": [], "OUTPUT": []}
+    for rule in build_plan(config).ipv4:
+        if rule.table == "nat" and rule.chain in chains and "tap0" in rule.params:
+            position = len(chains[rule.chain]) + 1 if rule.position is None else rule.position
+            chains[rule.chain].insert(position - 1, rule.target)
+    # tap0's inbound traffic is re-routed (that rule is inserted at the head), its outbound
+    # traffic stays excluded: the same rules, in the same places, as istio-iptables'.
+    assert chains == {"PREROUTING": ["ISTIO_REDIRECT", "RETURN", "RETURN"], "OUTPUT": ["RETURN"]}
 
 
 def test_defaults_are_istio_iptables_defaults() -> None:
