@@ -34,6 +34,7 @@ from meshlib.pod_markers import SIDECAR_STATUS_ANNOTATION, TLS_MODE_ISTIO, TLS_M
 log = logging.getLogger(__name__)
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 MESH_CONFIGMAP_NAME = "istio"
 MESH_CONFIGMAP_KEY = "mesh"
 
@@ -178,6 +179,10 @@ def workload_from_pod(obj: Object) -> Workload:
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
     ips = [p.get("ip") for p in status.get("podIPs") or []] or [status.get("podIP")]
+    if status.get("phase") in TERMINAL_PHASES or spec.get("hostNetwork"):
+        # A finished pod keeps its podIP while the address may already serve a new pod, and
+        # a host-network pod's address is the node's, shared: neither names this workload.
+        ips = []
     ports = [
         ContainerPort(
             name=str(p.get("name") or ""),

@@ -340,3 +340,27 @@ def test_the_store_notes_which_services_a_changed_pod_is_behind() -> None:
     store.upsert(Kind.ENDPOINT_SLICE, _slice("a", "n", "10.1.0.1", "10.1.0.3"))
     fourth = store.snapshot()
     assert dict(fourth.pod_changes) == dict(third.pod_changes)
+
+
+@pytest.mark.parametrize(
+    ("status", "spec"),
+    [
+        ({"phase": "Succeeded", "podIP": "10.1.0.7"}, {}),
+        ({"phase": "Failed", "podIP": "10.1.0.7"}, {}),
+        ({"phase": "Running", "podIP": "10.1.0.7"}, {"hostNetwork": True}),
+    ],
+)
+def test_a_finished_or_host_network_pod_claims_no_address(
+    status: dict[str, Any], spec: dict[str, Any]
+) -> None:
+    """A completed Job pod keeps its podIP after the address went to a live pod; a
+    host-network pod's is the node's. Neither may shadow the pod behind an endpoint."""
+    store = MeshStore()
+    live = _pod("web-0", "n", "10.1.0.7", sa="web")
+    gone = _pod("a-job", "n", "10.1.0.7", sa="job")  # sorts first by name
+    gone["status"] = status
+    gone["spec"] = {**gone["spec"], **spec}
+    store.replace(Kind.POD, [live, gone])
+    snapshot = store.snapshot()
+    assert snapshot.workloads[("n", "a-job")].ips == ()
+    assert snapshot.workloads_by_ip["10.1.0.7"].name == "web-0"
