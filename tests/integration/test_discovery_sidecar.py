@@ -90,7 +90,9 @@ def test_the_sidecar_agent_gets_its_pods_configuration(tmp_path: Path) -> None:
         ).json()
         inbound = next(c for c in dump["configs"] if c["name"] == "virtualInbound")
         chains = inbound["active_state"]["listener"]["filter_chains"]
-        matches = [c.get("filter_chain_match", {}) for c in chains]
+        # First the 15006 black hole (a connection to the capture port itself would loop).
+        assert chains[0]["name"] == "virtualInbound-blackhole"
+        matches = [c.get("filter_chain_match", {}) for c in chains[1:]]
         # One workload port, 8080, PERMISSIVE by default: mesh mTLS and plaintext side by side.
         assert {m["destination_port"] for m in matches if "destination_port" in m} == {8080}
         on_8080 = [
