@@ -65,6 +65,21 @@ def token_file(tmp_path: Path) -> Path:
     return path
 
 
+def _client(
+    port: int, root_file: Path, token_file: Path
+) -> tuple[GrpcCAProvider, CertificateManager]:
+    """The agent's CA client to 127.0.0.1:``port``, trusting ``root_file``, and the manager
+    that renews through it."""
+    provider = GrpcCAProvider(
+        f"127.0.0.1:{port}",
+        token_path=token_file,
+        root_cert_path=root_file,
+        server_name=SERVER_NAME,
+        timeout_s=5,
+    )
+    return provider, CertificateManager(provider, CALLER.spiffe_id(TD))
+
+
 def test_renewal_after_a_root_rotation_uses_the_new_root(tmp_path: Path, token_file: Path) -> None:
     old, new = CAMaterial.self_signed(TD), CAMaterial.self_signed(TD)
     assert old.root_pem != new.root_pem
@@ -73,14 +88,7 @@ def test_renewal_after_a_root_rotation_uses_the_new_root(tmp_path: Path, token_f
     port = free_port()
 
     async def scenario() -> None:
-        provider = GrpcCAProvider(
-            f"127.0.0.1:{port}",
-            token_path=token_file,
-            root_cert_path=root_file,
-            server_name=SERVER_NAME,
-            timeout_s=5,
-        )
-        manager = CertificateManager(provider, CALLER.spiffe_id(TD))
+        provider, manager = _client(port, root_file, token_file)
         server = await serve_ca(old, port)
         try:
             first = await manager.fetch_once()
@@ -111,14 +119,7 @@ def test_a_failed_handshake_is_retried_on_a_fresh_channel(tmp_path: Path, token_
     port = free_port()
 
     async def scenario() -> None:
-        provider = GrpcCAProvider(
-            f"127.0.0.1:{port}",
-            token_path=token_file,
-            root_cert_path=root_file,
-            server_name=SERVER_NAME,
-            timeout_s=5,
-        )
-        manager = CertificateManager(provider, CALLER.spiffe_id(TD))
+        provider, manager = _client(port, root_file, token_file)
         server = await serve_ca(new, port)
         try:
             for _ in range(2):
@@ -146,14 +147,7 @@ def test_the_attempt_after_an_unreachable_ca_does_not_wait_out_a_reconnect_backo
     port = free_port()
 
     async def scenario() -> None:
-        provider = GrpcCAProvider(
-            f"127.0.0.1:{port}",
-            token_path=token_file,
-            root_cert_path=root_file,
-            server_name=SERVER_NAME,
-            timeout_s=5,
-        )
-        manager = CertificateManager(provider, CALLER.spiffe_id(TD))
+        provider, manager = _client(port, root_file, token_file)
         with pytest.raises(CARefused) as info:
             await manager.fetch_once()  # nothing listens yet
         assert info.value.code == grpc.StatusCode.UNAVAILABLE
