@@ -176,14 +176,6 @@ def _service_load_assignments(
     return tuple(out)
 
 
-def _matched_by_endpoint_ip(service: Service) -> bool:
-    """Whether the outbound listener names this service's endpoint IPs, and so changes with
-    its endpoints: a headless service's TCP ports (HTTP ports are matched by port alone)."""
-    return service.kind is ServiceKind.HEADLESS and any(
-        not port.protocol.is_http and port.protocol is not Protocol.UDP for port in service.ports
-    )
-
-
 def _fixed_clusters(shape: ProxyShape) -> list[Resource]:
     built = [
         clusters.passthrough_cluster(),
@@ -340,7 +332,9 @@ class ConfigGenerator:
             return ResourceSet.of(ENDPOINT, built)
 
         def build_listeners() -> ResourceSet:
-            headless = [snapshot.slices_for(s) for s in services if _matched_by_endpoint_ip(s)]
+            headless = [
+                snapshot.slices_for(s) for s in services if listeners.matches_endpoint_ips(s)
+            ]
             outbound_key = (
                 "outbound",
                 services_rev,
@@ -405,7 +399,7 @@ class ConfigGenerator:
         # leaves the cluster, listener and route sets the very same objects, which the
         # streams recognise in O(1).
         slices_rev = snapshot.revisions.get("EndpointSlice", 0)
-        has_headless = any(_matched_by_endpoint_ip(s) for s in services)
+        has_headless = any(listeners.matches_endpoint_ips(s) for s in services)
         # Clusters depend on auto-mTLS only through each service's value (peer identities,
         # all-meshed): compared by value, so an endpoint change that moves no identity keeps
         # the very same cluster set.

@@ -49,7 +49,14 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.type.v3 import range_pb2
 
-from controlplane.model import EndpointSlice, MtlsMode, Protocol, Service, ServiceKind
+from controlplane.model import (
+    EndpointSlice,
+    MtlsMode,
+    Protocol,
+    Service,
+    ServiceKind,
+    ServicePort,
+)
 from controlplane.translate import names, tls
 from controlplane.translate.common import ads, duration, host_cidr, packed, socket_address
 from controlplane.translate.endpoints import endpoint_health
@@ -154,12 +161,8 @@ def outbound_listener(
     http_ports: set[int] = set()
     tcp_chains: list[listener_components_pb2.FilterChain] = []
     for service in services:
-        tcp_ports = []
-        for port in service.ports:
-            if routed_by_host(service, port):
-                http_ports.add(port.port)
-            elif not port.protocol.is_http and port.protocol is not Protocol.UDP:
-                tcp_ports.append(port)
+        http_ports.update(p.port for p in service.ports if routed_by_host(service, p))
+        tcp_ports = [p for p in service.ports if _proxied_as_tcp(p)]
         if not tcp_ports:
             continue
         if service.kind is ServiceKind.CLUSTER_IP:
@@ -202,6 +205,16 @@ def outbound_listener(
         listener_components_pb2.FilterChain(name=fallback, filters=[_tcp_proxy(fallback)])
     )
     return listener
+
+
+def _proxied_as_tcp(port: ServicePort) -> bool:
+    return not port.protocol.is_http and port.protocol is not Protocol.UDP
+
+
+def matches_endpoint_ips(service: Service) -> bool:
+    """Whether the outbound listener names this service's endpoint IPs, and so changes with
+    its endpoints: a headless service with TCP ports (HTTP ports match by port alone)."""
+    return service.kind is ServiceKind.HEADLESS and any(map(_proxied_as_tcp, service.ports))
 
 
 def _http_inspector(ports: list[int]) -> listener_components_pb2.ListenerFilter:
