@@ -437,10 +437,10 @@ def sidecar(
     "--timeoutSeconds",
     "--timeout",
     "timeout_s",
-    type=float,
-    default=60.0,
+    type=DURATION,
+    default="60s",
     show_default=True,
-    help="Give up after this many seconds.",
+    help="Give up after this long (e.g. 90s or 2m; a bare number is seconds).",
 )
 @click.option(
     "--periodMillis",
@@ -502,7 +502,14 @@ def wait(
     show_default=True,
     help="Port to send to: Envoy admin 15000, agent status 15020.",
 )
-@click.option("--timeout", "timeout_s", type=float, default=10.0, show_default=True)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=DURATION,
+    default="10s",
+    show_default=True,
+    help="How long to wait for the answer (e.g. 30s; a bare number is seconds).",
+)
 @click.argument("method", type=click.Choice(["GET", "POST"], case_sensitive=False))
 @click.argument("path")
 def request(*, debug_port: int, timeout_s: float, method: str, path: str) -> None:

@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from meshlib.meshconfig import MeshConfigError, ProxyConfig, parse_duration, parse_proxy_config
+from meshlib.meshconfig import MeshConfigError, ProxyConfig, parse_proxy_config
 from meshlib.spiffe import WorkloadIdentity
+from meshlib.syntax import SyntaxProblem, parse_bool, parse_duration
 from sidecar.node import NodeMetadataError, metadata_from_env, node_id, service_cluster
 from sidecar.probes import PROBERS_ENV, AppProbe, ProbeConfigError, parse_app_probers
 from sidecar.promtext import AppScrape, ScrapeConfigError, parse_scrape_annotations
@@ -149,24 +150,31 @@ def _require(env: Mapping[str, str], name: str, hint: str) -> str:
 
 
 def _bool_env(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
+    """An Istio boolean variable, read as its ``env.Register`` reads it (Go's ``ParseBool``).
+
+    Empty counts as unset (Kubernetes cannot tell the two apart). Istio would log a warning
+    and take the default for anything else unreadable; the agent refuses to start instead,
+    because a drain or probe setting silently ignored shows only when a pod misbehaves.
+    """
+    raw = env.get(name, "")
+    if not raw.strip():
         return default
-    if raw in {"1", "true", "yes", "on"}:
-        return True
-    if raw in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigError(f"{name}={env[name]!r} is not a boolean (use true or false)")
+    try:
+        return parse_bool(raw)
+    except SyntaxProblem as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
-def _duration_env(env: Mapping[str, str], name: str) -> float | None:
-    raw = env.get(name, "").strip()
-    if not raw:
+def _duration_env(env: Mapping[str, str], name: str, *, bare_seconds: bool) -> float | None:
+    """A duration variable (Go syntax, ``45s``); ``bare_seconds`` where Istio's knob counts
+    seconds (``TERMINATION_DRAIN_DURATION_SECONDS=5``). Empty or unset: None."""
+    raw = env.get(name, "")
+    if not raw.strip():
         return None
     try:
-        return parse_duration(raw if not raw.isdigit() else raw + "s", name)
-    except MeshConfigError as exc:
-        raise ConfigError(str(exc)) from exc
+        return parse_duration(raw, bare_seconds=bare_seconds)
+    except SyntaxProblem as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def split_host_port(address: str, where: str) -> tuple[str, int]:
@@ -278,18 +286,22 @@ class _Drain:
 def _drain(env: Mapping[str, str], options: AgentOptions, proxy_config: ProxyConfig) -> _Drain:
     """Flags win over Istio's env variables, which win over ProxyConfig."""
 
-    def pick(flag: float | None, env_name: str | None, fallback: float) -> float:
+    def pick(flag: float | None, from_env: float | None, fallback: float) -> float:
         if flag is not None:
             return flag
-        from_env = _duration_env(env, env_name) if env_name else None
         return from_env if from_env is not None else fallback
 
     termination = pick(
         options.termination_drain_duration_s,
-        "TERMINATION_DRAIN_DURATION_SECONDS",
+        # An integer of seconds in Istio; a duration with a unit is taken as well.
+        _duration_env(env, "TERMINATION_DRAIN_DURATION_SECONDS", bare_seconds=True),
         proxy_config.termination_drain_duration_seconds,
     )
-    minimum = pick(options.minimum_drain_duration_s, "MINIMUM_DRAIN_DURATION", 1.0)
+    minimum = pick(
+        options.minimum_drain_duration_s,
+        _duration_env(env, "MINIMUM_DRAIN_DURATION", bare_seconds=False),  # a Go duration
+        1.0,
+    )
     duration = pick(options.drain_duration_s, None, proxy_config.drain_duration_seconds)
     if duration <= 0 or termination < 0 or options.drain_poll_interval_s <= 0:
         raise ConfigError("drain durations must be positive (e.g. --drain-duration 45s)")
