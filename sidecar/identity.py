@@ -29,16 +29,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshlib import certs
 from meshlib.certs import KeyPair, key_to_pem
+from sidecar.errors import CertificateError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RENEW_RATIO = 0.5  # Istio's SECRET_GRACE_PERIOD_RATIO
 DEFAULT_RENEW_JITTER = 0.01  # Istio's SECRET_GRACE_PERIOD_RATIO_JITTER
 DEFAULT_WORKLOAD_TTL = dt.timedelta(hours=24)
-
-
-class CertificateError(RuntimeError):
-    """A certificate could not be obtained or does not fit the request."""
 
 
 class CertificateProvider(Protocol):

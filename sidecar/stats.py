@@ -45,6 +45,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sidecar.errors import StatsConfigError
+
 PREFIXES_ANNOTATION = "sidecar.istio.io/statsInclusionPrefixes"
 SUFFIXES_ANNOTATION = "sidecar.istio.io/statsInclusionSuffixes"
 REGEXPS_ANNOTATION = "sidecar.istio.io/statsInclusionRegexps"
@@ -62,10 +64,6 @@ ISTIO_PREFIXES = (
 REMORA_PREFIXES = ("control_plane.", "http.")
 DRAIN_PREFIXES = ("listener.",)
 POD_IP_VARIABLE = "{pod_ip}"
-
-
-class StatsConfigError(ValueError):
-    """A stats inclusion setting cannot be used; the message names it and the fix."""
 
 
 @dataclass(frozen=True)
