@@ -33,36 +33,6 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 CERT_TTL = Duration(minimum=1.0)
 
 
-def _agent_log_level(value: str) -> str:
-    """Istio's ``--log_output_level=default:info`` (or ``info``) -> ``info``."""
-    level = value.split(",", maxsplit=1)[0].rpartition(":")[2].strip().lower() or "info"
-    return {"warn": "warning", "none": "critical", "fatal": "critical"}.get(level, level)
-
-
-def _http_url(host: str, port: int, path: str) -> str:
-    return f"http://{host_port(host, port)}{path}"
-
-
-def _load_override(path: str) -> dict[str, Any]:
-    """The pod's custom bootstrap (``sidecar.istio.io/bootstrapOverride``), JSON or YAML."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise ConfigError(
-            f"ISTIO_BOOTSTRAP_OVERRIDE={path}: {exc.strerror}; is the ConfigMap named in "
-            "sidecar.istio.io/bootstrapOverride mounted?"
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"ISTIO_BOOTSTRAP_OVERRIDE={path} is not JSON or YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"ISTIO_BOOTSTRAP_OVERRIDE={path} must hold an object (a partial Envoy bootstrap)"
-        )
-    return data
-
-
 @click.group(context_settings=CONTEXT)
 def proxy() -> None:
     """The sidecar agent that runs Envoy next to every meshed pod (Istio's pilot-agent).
@@ -365,6 +335,12 @@ def _setup_agent_logging(log_output_level: str, as_json: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _agent_log_level(value: str) -> str:
+    """Istio's ``--log_output_level=default:info`` (or ``info``) -> ``info``."""
+    level = value.split(",", maxsplit=1)[0].rpartition(":")[2].strip().lower() or "info"
+    return {"warn": "warning", "none": "critical", "fatal": "critical"}.get(level, level)
+
+
 def _cluster_domain(domain: str | None) -> str | None:
     """``--domain shop.svc.corp.internal`` (Istio's pod DNS domain) -> ``corp.internal``."""
     if domain and ".svc." in domain:
@@ -394,6 +370,26 @@ def _agent_config(options: AgentOptions, pod_info_dir: Path) -> AgentConfig:
     )
 
 
+def _load_override(path: str) -> dict[str, Any]:
+    """The pod's custom bootstrap (``sidecar.istio.io/bootstrapOverride``), JSON or YAML."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(
+            f"ISTIO_BOOTSTRAP_OVERRIDE={path}: {exc.strerror}; is the ConfigMap named in "
+            "sidecar.istio.io/bootstrapOverride mounted?"
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"ISTIO_BOOTSTRAP_OVERRIDE={path} is not JSON or YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"ISTIO_BOOTSTRAP_OVERRIDE={path} must hold an object (a partial Envoy bootstrap)"
+        )
+    return data
+
+
 def _dry_run_plan(config: AgentConfig) -> dict[str, Any]:
     """What 'proxy sidecar' would run: the bootstrap, Envoy's command line, the app probes."""
     from sidecar.bootstrap import build_bootstrap, envoy_args
@@ -407,6 +403,10 @@ def _dry_run_plan(config: AgentConfig) -> dict[str, Any]:
         "probe_destination": config.probe_host,
         "app_metrics": _http_url(config.loopback, scrape.port, scrape.path) if scrape else None,
     }
+
+
+def _http_url(host: str, port: int, path: str) -> str:
+    return f"http://{host_port(host, port)}{path}"
 
 
 def _require_xds_root(config: AgentConfig) -> None:
