@@ -5,9 +5,11 @@ Imports click: the init container, which must start without it, never imports th
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from meshlib.syntax import SyntaxProblem, parse_duration
 
@@ -34,10 +36,24 @@ class Duration(click.ParamType):
         try:
             seconds = parse_duration(text, bare_seconds=True)
         except SyntaxProblem as exc:
-            self.fail(str(exc), param, ctx)
+            self.fail(str(exc) + _from_environment(param, ctx), param, ctx)
         if seconds < self.minimum:
-            self.fail(f"{value!r} is shorter than {self.minimum:g}s", param, ctx)
+            problem = f"{value!r} is shorter than {self.minimum:g}s"
+            self.fail(problem + _from_environment(param, ctx), param, ctx)
         return seconds
+
+
+def _from_environment(param: click.Parameter | None, ctx: click.Context | None) -> str:
+    """``", from SECRET_TTL"`` when the bad value came from an option's environment variable.
+
+    click names only the flag, which a pod's author never typed: they set the variable.
+    """
+    if ctx is None or not isinstance(param, click.Option) or not param.name or not param.envvar:
+        return ""
+    if ctx.get_parameter_source(param.name) is not ParameterSource.ENVIRONMENT:
+        return ""
+    names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar)
+    return ", from " + next((name for name in names if os.environ.get(name)), names[0])
 
 
 DURATION = Duration()

@@ -80,6 +80,8 @@ def test_dry_run_prints_bootstrap_and_command_line(tmp_path: Path) -> None:
         ((), {**POD, "SECRET_TTL": "-5"}, "'--cert-ttl': '-5' is missing a unit"),
         ((), {**POD, "SECRET_TTL": "0"}, "'--cert-ttl': '0' is shorter than 1s"),
         ((), {**POD, "SECRET_TTL": "500ms"}, "'--cert-ttl': '500ms' is shorter than 1s"),
+        ((), {**POD, "SECRET_TTL": "a day"}, "(use e.g. 500ms, 45s or 1m30s), from SECRET_TTL"),
+        (("--cert-ttl", "0"), POD, "'--cert-ttl': '0' is shorter than 1s\n"),
         (("--minimum-drain-duration", "-1s"), POD, "'-1s' is negative"),
         (
             (),
