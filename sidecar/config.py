@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from meshlib.meshconfig import MeshConfigError, ProxyConfig, parse_proxy_config
 from meshlib.spiffe import WorkloadIdentity
-from meshlib.syntax import SyntaxProblem, parse_bool, parse_duration, parse_port
+from meshlib.syntax import SyntaxProblem, parse_bool, parse_duration, parse_port, split_list
 from sidecar.errors import ConfigError
 from sidecar.node import metadata_from_env, node_id, service_cluster
 from sidecar.probes import PROBERS_ENV, AppProbe, parse_app_probers
@@ -255,13 +255,15 @@ def _require(env: Mapping[str, str], name: str, hint: str) -> str:
 
 
 def _instance_ips(env: Mapping[str, str]) -> tuple[str, ...]:
-    raw = env.get("INSTANCE_IP", "").strip() or "127.0.0.1"
+    """``INSTANCE_IP`` (the pod IP; a comma list is taken too, first one first); loopback
+    for a local run."""
+    raw = env.get("INSTANCE_IP", "")
     ips = []
-    for ip in raw.split(","):
+    for ip in split_list(raw) or ["127.0.0.1"]:
         try:
-            ips.append(str(ipaddress.ip_address(ip.strip())))
+            ips.append(str(ipaddress.ip_address(ip)))
         except ValueError as exc:
-            raise ConfigError(f"INSTANCE_IP={raw!r}: {ip.strip()!r} is not an IP address") from exc
+            raise ConfigError(f"INSTANCE_IP={raw.strip()!r}: {ip!r} is not an IP address") from exc
     return tuple(ips)
 
 
