@@ -45,6 +45,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from meshlib.syntax import split_list
 from sidecar.errors import StatsConfigError
 
 PREFIXES_ANNOTATION = "sidecar.istio.io/statsInclusionPrefixes"
@@ -75,16 +76,12 @@ class StatsInclusion:
     regexps: tuple[str, ...]
 
 
-def _split(raw: str) -> list[str]:
-    return [item.strip() for item in raw.split(",") if item.strip()]
-
-
 def _pod_entries(
     annotation: str | None, proxy_config: Sequence[Any] | None, where: str
 ) -> list[str]:
     """The pod's own entries: the annotation when set, else ProxyConfig's list."""
     if annotation and annotation.strip():
-        return _split(annotation)
+        return split_list(annotation)
     if proxy_config is None:
         return []
     if isinstance(proxy_config, str) or not isinstance(proxy_config, Sequence):
