@@ -1,7 +1,8 @@
 """Certificate helpers built on ``cryptography``: CAs, serving and client certificates, PEM I/O.
 
 Used by the test bed (apiserver CA, client certificates), the webhook (self-signed serving
-certificates) and, later, the mesh CA (SPIFFE workload certificates).
+certificates), and the mesh CA and the agent's local signer (SPIFFE workload certificates,
+one shape for both: :func:`workload_certificate`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -90,39 +92,36 @@ def new_ca(common_name: str, *, days: int = 3650, key_kind: str = "ec") -> KeyPa
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), key_to_pem(key))
 
 
-def issue(
-    ca: KeyPair,
-    common_name: str,
-    *,
-    dns_names: tuple[str, ...] = (),
-    ip_addresses: tuple[str, ...] = (),
-    uris: tuple[str, ...] = (),
-    organizations: tuple[str, ...] = (),
-    server: bool = True,
-    client: bool = False,
-    lifetime: dt.timedelta = dt.timedelta(days=365),
-    key_kind: str = "ec",
-) -> KeyPair:
+class LeafOptions(TypedDict, total=False):
+    """What :func:`issue` may put in a leaf besides its common name; each has a default.
+
+    Keyword options, as in Istio's ``CertOptions``: the webhook, the test bed and the tests
+    each set the few they need, and mypy checks every name and type at the call.
+    """
+
+    dns_names: tuple[str, ...]  # DNS SANs
+    ip_addresses: tuple[str, ...]  # IP SANs
+    uris: tuple[str, ...]  # URI SANs (SPIFFE IDs); with any, the SAN extension is critical
+    organizations: tuple[str, ...]  # subject O=: Kubernetes' groups of a client certificate
+    server: bool  # serverAuth usage (default True)
+    client: bool  # clientAuth usage (default False)
+    lifetime: dt.timedelta  # default 365 days
+    key_kind: str  # "ec" (P-256, default) or "rsa"
+
+
+def issue(ca: KeyPair, common_name: str, **options: Unpack[LeafOptions]) -> KeyPair:
     """A leaf certificate signed by ``ca`` with the given SANs and usages."""
-    key = new_key(key_kind)
-    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
-    if common_name:
-        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    key = new_key(options.get("key_kind", "ec"))
     ca_cert = ca.cert
     now = _now()
-    usages = []
-    if server:
-        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-    if client:
-        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name(attrs))
+        .subject_name(_leaf_subject(common_name, options.get("organizations", ())))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + lifetime)
+        .not_valid_after(now + options.get("lifetime", dt.timedelta(days=365)))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(leaf_key_usage(isinstance(key, rsa.RSAPrivateKey)), critical=True)
         .add_extension(
@@ -130,15 +129,44 @@ def issue(
             critical=False,
         )
     )
+    usages = _extended_key_usages(
+        server=options.get("server", True), client=options.get("client", False)
+    )
     if usages:
         builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
-    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
-    sans += [x509.UniformResourceIdentifier(u) for u in uris]
+    uris = options.get("uris", ())
+    sans = _subject_alt_names(options.get("dns_names", ()), options.get("ip_addresses", ()), uris)
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=bool(uris))
     cert = builder.sign(ca.key, hashes.SHA256())
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), key_to_pem(key))
+
+
+def _leaf_subject(common_name: str, organizations: tuple[str, ...]) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
+    if common_name:
+        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    return x509.Name(attrs)
+
+
+def _extended_key_usages(*, server: bool, client: bool) -> list[x509.ObjectIdentifier]:
+    return [
+        usage
+        for usage, wanted in (
+            (ExtendedKeyUsageOID.SERVER_AUTH, server),
+            (ExtendedKeyUsageOID.CLIENT_AUTH, client),
+        )
+        if wanted
+    ]
+
+
+def _subject_alt_names(
+    dns_names: tuple[str, ...], ip_addresses: tuple[str, ...], uris: tuple[str, ...]
+) -> list[x509.GeneralName]:
+    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
+    sans += [x509.UniformResourceIdentifier(u) for u in uris]
+    return sans
 
 
 def leaf_key_usage(key_encipherment: bool) -> x509.KeyUsage:

@@ -1,7 +1,13 @@
-"""Structured logging for every Remora process: one JSON object per line on stderr.
+"""Structured log lines on stderr for the webhook, the control plane and the sidecar agent.
 
-Only the standard library is used, so that the capture init container can log the same way
-without paying for a logging framework at start-up.
+Two shapes, chosen per process (``--log_as_json`` or ``--log-format``): one JSON object per
+line (``{"time", "level", "logger", "msg", ...extra fields}``) for log collectors, or
+``level logger: msg key=value`` for people. The ``extra=`` fields of a log call become keys
+of the line in both.
+
+The capture init container does not use this module: importing ``logging`` and ``json``
+would cost its start-up budget, so :mod:`initcontainer.log` writes the same lines by hand,
+and ``tests/unit/test_capture_log.py`` holds the two byte for byte equal.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from meshlib.ports import tcp_server_socket
 from sidecar.bootstrap import HEALTH_LISTENER, PROMETHEUS_LISTENER, build_bootstrap, envoy_args
 from sidecar.config import AgentConfig
 from sidecar.envoy import EnvoyAdmin, EnvoyProcess
+from sidecar.errors import AgentError
 from sidecar.identity import CertificateManager, CertificateProvider, WorkloadCertificate
 from sidecar.metrics import AgentMetrics
 from sidecar.prober import Prober
@@ -54,10 +55,6 @@ class _StatusServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-class AgentError(RuntimeError):
-    """The agent could not start; the message says what to do."""
 
 
 class Agent:

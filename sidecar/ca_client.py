@@ -16,23 +16,13 @@ from pathlib import Path
 import grpc
 
 from meshlib import ca_api
-from sidecar.identity import DEFAULT_WORKLOAD_TTL, CertificateError
+from sidecar.errors import CARefused, CertificateError
+from sidecar.identity import DEFAULT_WORKLOAD_TTL
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TOKEN_PATH = Path("/var/run/secrets/tokens/istio-token")
 DEFAULT_ROOT_CERT_PATH = Path("/var/run/secrets/istio/root-cert.pem")
-
-
-class CARefused(CertificateError):
-    """The CA answered with an error status (the token or the request was refused)."""
-
-    def __init__(self, address: str, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(
-            f"the mesh CA at {address} refused the certificate request: {code.name}: {details}"
-        )
-        self.code = code
-        self.details = details
 
 
 def split_chain(chain: list[str]) -> tuple[bytes, bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -10,13 +11,18 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from meshlib.clitypes import DURATION, Duration
 from meshlib.hostport import host_port
 from meshlib.logs import setup_logging
+from sidecar.errors import AgentError, ConfigError, SidecarError
+
+if TYPE_CHECKING:
+    from sidecar.config import AgentConfig, AgentOptions
+    from sidecar.identity import CertificateProvider
 
 log = logging.getLogger("sidecar")
 
@@ -25,38 +31,6 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 # A certificate lifetime: whole seconds on the wire, and one under a second cannot be renewed.
 CERT_TTL = Duration(minimum=1.0)
-
-
-def _agent_log_level(value: str) -> str:
-    """Istio's ``--log_output_level=default:info`` (or ``info``) -> ``info``."""
-    level = value.split(",", maxsplit=1)[0].rpartition(":")[2].strip().lower() or "info"
-    return {"warn": "warning", "none": "critical", "fatal": "critical"}.get(level, level)
-
-
-def _http_url(host: str, port: int, path: str) -> str:
-    return f"http://{host_port(host, port)}{path}"
-
-
-def _load_override(path: str) -> dict[str, Any]:
-    """The pod's custom bootstrap (``sidecar.istio.io/bootstrapOverride``), JSON or YAML."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise click.ClickException(
-            f"ISTIO_BOOTSTRAP_OVERRIDE={path}: {exc.strerror}; is the ConfigMap named in "
-            "sidecar.istio.io/bootstrapOverride mounted?"
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise click.ClickException(
-            f"ISTIO_BOOTSTRAP_OVERRIDE={path} is not JSON or YAML: {exc}"
-        ) from exc
-    if not isinstance(data, dict):
-        raise click.ClickException(
-            f"ISTIO_BOOTSTRAP_OVERRIDE={path} must hold an object (a partial Envoy bootstrap)"
-        )
-    return data
 
 
 @click.group(context_settings=CONTEXT)
@@ -246,7 +220,7 @@ def proxy() -> None:
     is_flag=True,
     help="Print the bootstrap, Envoy's command line and the app probes, then exit.",
 )
-def sidecar(
+def sidecar(  # noqa: PLR0913, RUF100 - one keyword per click option (RUF100 until PLR0913 is on)
     *,
     discovery_address: str | None,
     xds_plaintext: bool | None,
@@ -300,28 +274,11 @@ def sidecar(
         remora proxy sidecar --discovery-address 127.0.0.1:15010 --ca-dir ./ca \\
         --config-dir /tmp/web-0 --bind-address 127.0.0.1
     """
-    from sidecar.config import AgentOptions, ConfigError, build_config
-    from sidecar.node import parse_downward_api_map
+    from sidecar.config import AgentOptions
 
-    setup_logging(_agent_log_level(log_output_level), "json" if log_as_json else "text")
-    for noisy in ("httpx", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _setup_agent_logging(log_output_level, log_as_json)
     if sts_port or outlier_log_path:
         log.warning("--stsPort and --outlierLogPath are accepted for compatibility and ignored")
-    cluster_domain = None
-    if domain and ".svc." in domain:
-        cluster_domain = domain.split(".svc.", 1)[1]
-    pod_info = {
-        name: parse_downward_api_map(path.read_text()) if path.is_file() else {}
-        for name, path in (
-            ("labels", Path(pod_info_dir) / "labels"),
-            ("annotations", Path(pod_info_dir) / "annotations"),
-        )
-    }
-    override = None
-    override_path = os.environ.get("ISTIO_BOOTSTRAP_OVERRIDE", "").strip()
-    if override_path:
-        override = _load_override(override_path)
     options = AgentOptions(
         discovery_address=discovery_address,
         xds_tls=None if xds_plaintext is None else not xds_plaintext,
@@ -334,7 +291,7 @@ def sidecar(
         prometheus_port=prometheus_port,
         bind_address=bind_address,
         concurrency=concurrency,
-        cluster_domain=cluster_domain,
+        cluster_domain=_cluster_domain(domain),
         # Absolute, so Envoy (our child, same working directory today) and any reader of
         # the logs agree on where the bootstrap and the SDS socket are.
         config_dir=os.path.abspath(config_dir),
@@ -347,83 +304,162 @@ def sidecar(
         minimum_drain_duration_s=minimum_drain_duration,
         drain_poll_interval_s=drain_poll_interval,
         workload_certificates=ca_dir is not None or bool(ca_address),
-        bootstrap_override=override,
     )
     try:
-        config = build_config(
-            dict(os.environ),
-            options,
-            host_cpus=os.cpu_count() or 1,
-            pod_labels=pod_info["labels"],
-            pod_annotations=pod_info["annotations"],
+        config = _agent_config(options, Path(pod_info_dir))
+        if dry_run:
+            click.echo(json.dumps(_dry_run_plan(config), indent=2))
+            return
+        _require_xds_root(config)
+        binary = _envoy_binary()
+        provider = _certificate_provider(
+            ca_dir=ca_dir,
+            ca_address=ca_address,
+            root_cert=Path(ca_root_cert),
+            token=Path(ca_token),
+            plaintext=ca_plaintext,
+            ttl_s=cert_ttl,
         )
-    except ConfigError as exc:
+        code = _run_agent(config, binary, provider)
+    except SidecarError as exc:
         raise click.ClickException(str(exc)) from exc
+    sys.exit(code)
 
-    from meshlib.envoy_binary import envoy_path
+
+# --- the steps of 'proxy sidecar': each raises a SidecarError saying what to do -----------------
+
+
+def _setup_agent_logging(log_output_level: str, as_json: bool) -> None:
+    setup_logging(_agent_log_level(log_output_level), "json" if as_json else "text")
+    for noisy in ("httpx", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _agent_log_level(value: str) -> str:
+    """Istio's ``--log_output_level=default:info`` (or ``info``) -> ``info``."""
+    level = value.split(",", maxsplit=1)[0].rpartition(":")[2].strip().lower() or "info"
+    return {"warn": "warning", "none": "critical", "fatal": "critical"}.get(level, level)
+
+
+def _cluster_domain(domain: str | None) -> str | None:
+    """``--domain shop.svc.corp.internal`` (Istio's pod DNS domain) -> ``corp.internal``."""
+    if domain and ".svc." in domain:
+        return domain.split(".svc.", 1)[1]
+    return None
+
+
+def _agent_config(options: AgentOptions, pod_info_dir: Path) -> AgentConfig:
+    """The agent's settings from this process's environment, the downward-API files and
+    the pod's bootstrap override."""
+    from sidecar.config import build_config
+    from sidecar.node import parse_downward_api_map
+
+    def downward_api(name: str) -> dict[str, str]:
+        path = pod_info_dir / name
+        return parse_downward_api_map(path.read_text()) if path.is_file() else {}
+
+    override_path = os.environ.get("ISTIO_BOOTSTRAP_OVERRIDE", "").strip()
+    if override_path:
+        options = dataclasses.replace(options, bootstrap_override=_load_override(override_path))
+    return build_config(
+        dict(os.environ),
+        options,
+        host_cpus=os.cpu_count() or 1,
+        pod_labels=downward_api("labels"),
+        pod_annotations=downward_api("annotations"),
+    )
+
+
+def _load_override(path: str) -> dict[str, Any]:
+    """The pod's custom bootstrap (``sidecar.istio.io/bootstrapOverride``), JSON or YAML."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(
+            f"ISTIO_BOOTSTRAP_OVERRIDE={path}: {exc.strerror}; is the ConfigMap named in "
+            "sidecar.istio.io/bootstrapOverride mounted?"
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"ISTIO_BOOTSTRAP_OVERRIDE={path} is not JSON or YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"ISTIO_BOOTSTRAP_OVERRIDE={path} must hold an object (a partial Envoy bootstrap)"
+        )
+    return data
+
+
+def _dry_run_plan(config: AgentConfig) -> dict[str, Any]:
+    """What 'proxy sidecar' would run: the bootstrap, Envoy's command line, the app probes."""
     from sidecar.bootstrap import build_bootstrap, envoy_args
     from sidecar.probes import describe
 
-    if dry_run:
-        click.echo(
-            json.dumps(
-                {
-                    "bootstrap": build_bootstrap(config),
-                    "envoy_args": envoy_args(config, "<bootstrap>"),
-                    "app_probes": {
-                        path: describe(probe) for path, probe in sorted(config.probers.items())
-                    },
-                    "probe_destination": config.probe_host,
-                    "app_metrics": (
-                        _http_url(config.loopback, config.app_scrape.port, config.app_scrape.path)
-                        if config.app_scrape
-                        else None
-                    ),
-                },
-                indent=2,
-            )
-        )
-        return
+    scrape = config.app_scrape
+    return {
+        "bootstrap": build_bootstrap(config),
+        "envoy_args": envoy_args(config, "<bootstrap>"),
+        "app_probes": {path: describe(probe) for path, probe in sorted(config.probers.items())},
+        "probe_destination": config.probe_host,
+        "app_metrics": _http_url(config.loopback, scrape.port, scrape.path) if scrape else None,
+    }
+
+
+def _http_url(host: str, port: int, path: str) -> str:
+    return f"http://{host_port(host, port)}{path}"
+
+
+def _require_xds_root(config: AgentConfig) -> None:
     if config.xds.tls and not Path(config.xds.root_cert_path).is_file():
-        raise click.ClickException(
+        raise ConfigError(
             f"TLS to the control plane needs the mesh root at {config.xds.root_cert_path}: mount it "
             "(the istio-ca-root-cert ConfigMap), pass --xds-root-cert, or use --xds-plaintext"
         )
+
+
+def _envoy_binary() -> str:
+    from meshlib.envoy_binary import envoy_path
+
     try:
-        binary = str(envoy_path())
+        return str(envoy_path())
     except FileNotFoundError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise AgentError(str(exc)) from exc
 
-    from sidecar.agent import Agent, AgentError
-    from sidecar.identity import CertificateError, CertificateProvider, LocalCAProvider
 
-    provider: CertificateProvider | None = None
+def _certificate_provider(
+    *,
+    ca_dir: Path | None,
+    ca_address: str | None,
+    root_cert: Path,
+    token: Path,
+    plaintext: bool,
+    ttl_s: float,
+) -> CertificateProvider | None:
+    """Who signs the workload certificate: a local CA (--ca-dir), the mesh CA, or nobody."""
+    from sidecar.identity import LocalCAProvider
+
     if ca_dir is not None:
-        try:
-            provider = LocalCAProvider(ca_dir, ttl=dt.timedelta(seconds=cert_ttl))
-        except CertificateError as exc:
-            raise click.ClickException(str(exc)) from exc
-    elif ca_address:
-        from sidecar.ca_client import GrpcCAProvider
+        return LocalCAProvider(ca_dir, ttl=dt.timedelta(seconds=ttl_s))
+    if not ca_address:
+        return None
+    from sidecar.ca_client import GrpcCAProvider
 
-        if not ca_plaintext and not Path(ca_root_cert).is_file():
-            raise click.ClickException(
-                f"the mesh CA at {ca_address} is verified against {ca_root_cert}, which is missing: "
-                "mount the istio-ca-root-cert ConfigMap there, pass --ca-root-cert, or "
-                "--ca-plaintext for a local run"
-            )
-        provider = GrpcCAProvider(
-            ca_address,
-            token_path=Path(ca_token),
-            root_cert_path=None if ca_plaintext else Path(ca_root_cert),
-            ttl=cert_ttl,
+    if not plaintext and not root_cert.is_file():
+        raise ConfigError(
+            f"the mesh CA at {ca_address} is verified against {root_cert}, which is missing: "
+            "mount the istio-ca-root-cert ConfigMap there, pass --ca-root-cert, or "
+            "--ca-plaintext for a local run"
         )
-    agent = Agent(config, envoy_binary=binary, provider=provider)
-    try:
-        code = asyncio.run(agent.run())
-    except AgentError as exc:
-        raise click.ClickException(str(exc)) from exc
-    sys.exit(code)
+    return GrpcCAProvider(
+        ca_address, token_path=token, root_cert_path=None if plaintext else root_cert, ttl=ttl_s
+    )
+
+
+def _run_agent(config: AgentConfig, binary: str, provider: CertificateProvider | None) -> int:
+    """Run until Envoy exits or the agent is stopped; Envoy's exit code."""
+    from sidecar.agent import Agent
+
+    return asyncio.run(Agent(config, envoy_binary=binary, provider=provider).run())
 
 
 @proxy.command(context_settings=CONTEXT)
@@ -437,10 +473,10 @@ def sidecar(
     "--timeoutSeconds",
     "--timeout",
     "timeout_s",
-    type=float,
-    default=60.0,
+    type=DURATION,
+    default="60s",
     show_default=True,
-    help="Give up after this many seconds.",
+    help="Give up after this long (e.g. 90s or 2m; a bare number is seconds).",
 )
 @click.option(
     "--periodMillis",
@@ -502,7 +538,14 @@ def wait(
     show_default=True,
     help="Port to send to: Envoy admin 15000, agent status 15020.",
 )
-@click.option("--timeout", "timeout_s", type=float, default=10.0, show_default=True)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=DURATION,
+    default="10s",
+    show_default=True,
+    help="How long to wait for the answer (e.g. 30s; a bare number is seconds).",
+)
 @click.argument("method", type=click.Choice(["GET", "POST"], case_sensitive=False))
 @click.argument("path")
 def request(*, debug_port: int, timeout_s: float, method: str, path: str) -> None:

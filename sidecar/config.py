@@ -16,19 +16,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from meshlib.meshconfig import MeshConfigError, ProxyConfig, parse_duration, parse_proxy_config
+from meshlib.meshconfig import MeshConfigError, ProxyConfig, parse_proxy_config
 from meshlib.spiffe import WorkloadIdentity
-from sidecar.node import NodeMetadataError, metadata_from_env, node_id, service_cluster
-from sidecar.probes import PROBERS_ENV, AppProbe, ProbeConfigError, parse_app_probers
-from sidecar.promtext import AppScrape, ScrapeConfigError, parse_scrape_annotations
-from sidecar.stats import StatsConfigError, StatsInclusion, stats_inclusion
+from meshlib.syntax import SyntaxProblem, parse_bool, parse_duration, parse_port, split_list
+from sidecar.errors import ConfigError
+from sidecar.node import metadata_from_env, node_id, service_cluster
+from sidecar.probes import PROBERS_ENV, AppProbe, parse_app_probers
+from sidecar.promtext import AppScrape, parse_scrape_annotations
+from sidecar.stats import StatsInclusion, stats_inclusion
 
 PLAINTEXT_XDS_PORT = 15010  # Istio's plaintext discovery port; anything else means TLS
 DEFAULT_CONCURRENCY = 2  # Istio's default when neither ProxyConfig nor a CPU limit says
-
-
-class ConfigError(ValueError):
-    """The agent cannot start with these settings; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +139,114 @@ class AgentConfig:
         return self.instance_ips[0]
 
 
+def build_config(
+    env: Mapping[str, str],
+    options: AgentOptions,
+    *,
+    host_cpus: int,
+    pod_labels: Mapping[str, str] | None = None,
+    pod_annotations: Mapping[str, str] | None = None,
+) -> AgentConfig:
+    """Decide every setting of the agent; raise :class:`ConfigError` on anything unusable.
+
+    ``pod_labels``/``pod_annotations`` come from the downward-API files the injector mounts
+    (``/etc/istio/pod/labels`` and ``annotations``); they go into the node metadata.
+    """
+    pod = _pod(env)
+    raw_proxy_config, proxy_config = _proxy_config(env)
+    xds = _xds_upstream(options, proxy_config)
+    ports = _ports(options, proxy_config)
+    drain = _drain(env, options, proxy_config)
+    exit_on_zero = _bool_env(env, "EXIT_ON_ZERO_ACTIVE_CONNECTIONS", True)
+    from_env = metadata_from_env(env)
+    labels = dict(pod_labels or {}) or _labels_from_metadata(from_env)
+    cluster_domain = options.cluster_domain or "cluster.local"
+    return AgentConfig(
+        pod_name=pod.name,
+        namespace=pod.namespace,
+        instance_ips=pod.instance_ips,
+        service_account=pod.service_account,
+        trust_domain=pod.trust_domain,
+        cluster_domain=cluster_domain,
+        node_id=node_id(
+            instance_ip=pod.instance_ips[0],
+            pod_name=pod.name,
+            namespace=pod.namespace,
+            cluster_domain=cluster_domain,
+        ),
+        node_cluster=service_cluster(
+            labels, str(from_env.get("WORKLOAD_NAME") or pod.name), pod.namespace
+        ),
+        node_metadata=_node_metadata(
+            from_env,
+            pod,
+            labels=labels,
+            annotations=pod_annotations or {},
+            xds=xds,
+            ports=ports,
+            raw_proxy_config=raw_proxy_config,
+        ),
+        proxy_config=proxy_config,
+        xds=xds,
+        ports=ports,
+        bind_address=options.bind_address or _wildcard_address(pod.instance_ips),
+        concurrency=concurrency_for(
+            flag=options.concurrency,
+            proxy_config=proxy_config,
+            cpu_limit=env.get("ISTIO_CPU_LIMIT"),
+            host_cpus=host_cpus,
+        ),
+        config_dir=options.config_dir,
+        sds_socket=options.sds_socket or f"{options.config_dir.rstrip('/')}/SDS",
+        proxy_log_level=options.proxy_log_level,
+        component_log_level=options.component_log_level,
+        log_json=options.log_json,
+        drain_duration_s=drain.duration_s,
+        termination_drain_duration_s=drain.termination_s,
+        minimum_drain_duration_s=drain.minimum_s,
+        exit_on_zero_active_connections=exit_on_zero,
+        drain_poll_interval_s=options.drain_poll_interval_s,
+        workload_certificates=options.workload_certificates,
+        bootstrap_override=options.bootstrap_override,
+        probers=parse_app_probers(env.get(PROBERS_ENV)),
+        probe_via_localhost=_bool_env(env, "REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION", False),
+        app_scrape=parse_scrape_annotations(env.get("ISTIO_PROMETHEUS_ANNOTATIONS")),
+        stats=stats_inclusion(
+            annotations=pod_annotations or {},
+            proxy_stats_matcher=proxy_config.extra.get("proxyStatsMatcher"),
+            pod_ips=pod.instance_ips,
+            drain_on_zero_connections=exit_on_zero,
+        ),
+    )
+
+
+# --- who the pod is ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Pod:
+    """The pod's identity, from the variables the injector fills from the downward API."""
+
+    name: str
+    namespace: str
+    instance_ips: tuple[str, ...]
+    service_account: str
+    trust_domain: str
+    host_ip: str
+
+
+def _pod(env: Mapping[str, str]) -> _Pod:
+    hint = "the injector sets it from the pod (set it by hand for a local run)"
+    return _Pod(
+        name=_require(env, "POD_NAME", hint),
+        namespace=_require(env, "POD_NAMESPACE", hint),
+        instance_ips=_instance_ips(env),
+        service_account=env.get("SERVICE_ACCOUNT", "").strip() or "default",
+        trust_domain=env.get("TRUST_DOMAIN", "").strip() or "cluster.local",
+        host_ip=env.get("HOST_IP", ""),
+    )
+
+
 def _require(env: Mapping[str, str], name: str, hint: str) -> str:
     value = env.get(name, "").strip()
     if not value:
@@ -148,92 +254,72 @@ def _require(env: Mapping[str, str], name: str, hint: str) -> str:
     return value
 
 
-def _bool_env(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in {"1", "true", "yes", "on"}:
-        return True
-    if raw in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigError(f"{name}={env[name]!r} is not a boolean (use true or false)")
-
-
-def _duration_env(env: Mapping[str, str], name: str) -> float | None:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        return parse_duration(raw if not raw.isdigit() else raw + "s", name)
-    except MeshConfigError as exc:
-        raise ConfigError(str(exc)) from exc
-
-
-def split_host_port(address: str, where: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` -> (host, port), with an error that shows the format."""
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
-        raise ConfigError(
-            f"{where}: {address!r} is not host:port (e.g. istiod.istio-system.svc:15012)"
-        )
-    port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise ConfigError(f"{where}: port {port} is outside 1-65535")
-    return host.strip("[]"), port
-
-
-def concurrency_for(
-    *, flag: int | None, proxy_config: ProxyConfig, cpu_limit: str | None, host_cpus: int
-) -> int:
-    """Envoy worker threads: the flag, else ProxyConfig, else the CPU limit, else 2.
-
-    ProxyConfig ``concurrency: 0`` means "one per host CPU". The CPU limit (``ISTIO_CPU_LIMIT``,
-    whole cores rounded up by the downward API) is capped at the host's CPUs, because more
-    workers than cores only adds context switches.
-    """
-    if flag is not None:
-        if flag < 1:
-            raise ConfigError(f"--concurrency {flag}: use 1 or more worker threads")
-        return flag
-    if proxy_config.concurrency is not None:
-        if proxy_config.concurrency < 0:
-            raise ConfigError(f"PROXY_CONFIG concurrency {proxy_config.concurrency} is negative")
-        return proxy_config.concurrency or max(1, host_cpus)
-    if cpu_limit and cpu_limit.strip():
-        try:
-            cores = float(cpu_limit)
-        except ValueError as exc:
-            raise ConfigError(
-                f"ISTIO_CPU_LIMIT={cpu_limit!r} is not a number of cores "
-                "(the injector sets it from resources.limits.cpu with divisor 1)"
-            ) from exc
-        if cores > 0:
-            return max(1, min(math.ceil(cores), max(1, host_cpus)))
-    return DEFAULT_CONCURRENCY
-
-
 def _instance_ips(env: Mapping[str, str]) -> tuple[str, ...]:
-    raw = env.get("INSTANCE_IP", "").strip() or "127.0.0.1"
+    """``INSTANCE_IP`` (the pod IP; a comma list is taken too, first one first); loopback
+    for a local run."""
+    raw = env.get("INSTANCE_IP", "")
     ips = []
-    for ip in raw.split(","):
+    for ip in split_list(raw) or ["127.0.0.1"]:
         try:
-            ips.append(str(ipaddress.ip_address(ip.strip())))
+            ips.append(str(ipaddress.ip_address(ip)))
         except ValueError as exc:
-            raise ConfigError(f"INSTANCE_IP={raw!r}: {ip.strip()!r} is not an IP address") from exc
+            raise ConfigError(f"INSTANCE_IP={raw.strip()!r}: {ip!r} is not an IP address") from exc
     return tuple(ips)
 
 
-def _proxy_config(env: Mapping[str, str]) -> tuple[dict[str, Any], ProxyConfig]:
-    """``PROXY_CONFIG`` as given (for the node metadata) and parsed, with Istio's defaults."""
-    try:
-        raw = json.loads(env.get("PROXY_CONFIG") or "{}")
-        return (raw if isinstance(raw, dict) else {}), parse_proxy_config(raw)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"PROXY_CONFIG is not valid JSON ({exc.msg} at character {exc.pos})"
-        ) from exc
-    except MeshConfigError as exc:
-        raise ConfigError(f"PROXY_CONFIG: {exc}") from exc
+def _labels_from_metadata(from_env: Mapping[str, Any]) -> dict[str, str]:
+    """Without the downward-API labels file, the labels Istio's template also passes as
+    ``ISTIO_METAJSON_LABELS``."""
+    labels = from_env.get("LABELS")
+    if not isinstance(labels, Mapping):
+        return {}
+    return {str(k): str(v) for k, v in labels.items()}
+
+
+def _node_metadata(
+    from_env: Mapping[str, Any],
+    pod: _Pod,
+    *,
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+    xds: XdsUpstream,
+    ports: Ports,
+    raw_proxy_config: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Envoy's node metadata: the pod's ``ISTIO_META_*`` first, then the agent's own keys.
+
+    The agent's keys win: a pod cannot claim another pod's name.
+    """
+    meta = dict(from_env)
+    meta.update(
+        {
+            "NAME": pod.name,
+            "NAMESPACE": pod.namespace,
+            "INSTANCE_IPS": ",".join(pod.instance_ips),
+            "SERVICE_ACCOUNT": pod.service_account,
+            "LABELS": dict(labels),
+            "MESH_ID": str(from_env.get("MESH_ID") or pod.trust_domain),
+            "CLUSTER_ID": str(from_env.get("CLUSTER_ID") or "Kubernetes"),
+            "ENVOY_STATUS_PORT": ports.health,
+            "ENVOY_PROMETHEUS_PORT": ports.prometheus,
+            "PILOT_SAN": [xds.server_name] if xds.tls else [],
+            "PROXY_CONFIG": raw_proxy_config,
+        }
+    )
+    if annotations:
+        meta["ANNOTATIONS"] = dict(annotations)
+    if pod.host_ip:
+        meta["HOST_IP"] = pod.host_ip
+    return meta
+
+
+# --- where Envoy and the agent listen and connect ---------------------------------------------
+
+
+def _wildcard_address(instance_ips: tuple[str, ...]) -> str:
+    """``::`` for an IPv6-only pod, else ``0.0.0.0``: the status, health and stats ports."""
+    ipv6_only = all(ipaddress.ip_address(ip).version == 6 for ip in instance_ips)
+    return "::" if ipv6_only else "0.0.0.0"
 
 
 def _xds_upstream(options: AgentOptions, proxy_config: ProxyConfig) -> XdsUpstream:
@@ -268,6 +354,66 @@ def _ports(options: AgentOptions, proxy_config: ProxyConfig) -> Ports:
     return ports
 
 
+def split_host_port(address: str, where: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port), with an error that shows the format."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(
+            f"{where}: {address!r} is not host:port (e.g. istiod.istio-system.svc:15012)"
+        )
+    try:
+        port = parse_port(port_text)
+    except SyntaxProblem as exc:
+        raise ConfigError(f"{where}: {address!r} has a bad port: {exc}") from None
+    return host.strip("[]"), port
+
+
+# --- how Envoy runs: ProxyConfig, worker threads, draining ------------------------------------
+
+
+def _proxy_config(env: Mapping[str, str]) -> tuple[dict[str, Any], ProxyConfig]:
+    """``PROXY_CONFIG`` as given (for the node metadata) and parsed, with Istio's defaults."""
+    try:
+        raw = json.loads(env.get("PROXY_CONFIG") or "{}")
+        return (raw if isinstance(raw, dict) else {}), parse_proxy_config(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"PROXY_CONFIG is not valid JSON ({exc.msg} at character {exc.pos})"
+        ) from exc
+    except MeshConfigError as exc:
+        raise ConfigError(f"PROXY_CONFIG: {exc}") from exc
+
+
+def concurrency_for(
+    *, flag: int | None, proxy_config: ProxyConfig, cpu_limit: str | None, host_cpus: int
+) -> int:
+    """Envoy worker threads: the flag, else ProxyConfig, else the CPU limit, else 2.
+
+    ProxyConfig ``concurrency: 0`` means "one per host CPU". The CPU limit (``ISTIO_CPU_LIMIT``,
+    whole cores rounded up by the downward API) is capped at the host's CPUs, because more
+    workers than cores only adds context switches.
+    """
+    if flag is not None:
+        if flag < 1:
+            raise ConfigError(f"--concurrency {flag}: use 1 or more worker threads")
+        return flag
+    if proxy_config.concurrency is not None:
+        if proxy_config.concurrency < 0:
+            raise ConfigError(f"PROXY_CONFIG concurrency {proxy_config.concurrency} is negative")
+        return proxy_config.concurrency or max(1, host_cpus)
+    if cpu_limit and cpu_limit.strip():
+        try:
+            cores = float(cpu_limit)
+        except ValueError as exc:
+            raise ConfigError(
+                f"ISTIO_CPU_LIMIT={cpu_limit!r} is not a number of cores "
+                "(the injector sets it from resources.limits.cpu with divisor 1)"
+            ) from exc
+        if cores > 0:
+            return max(1, min(math.ceil(cores), max(1, host_cpus)))
+    return DEFAULT_CONCURRENCY
+
+
 @dataclass(frozen=True)
 class _Drain:
     duration_s: float
@@ -278,130 +424,54 @@ class _Drain:
 def _drain(env: Mapping[str, str], options: AgentOptions, proxy_config: ProxyConfig) -> _Drain:
     """Flags win over Istio's env variables, which win over ProxyConfig."""
 
-    def pick(flag: float | None, env_name: str | None, fallback: float) -> float:
+    def pick(flag: float | None, from_env: float | None, fallback: float) -> float:
         if flag is not None:
             return flag
-        from_env = _duration_env(env, env_name) if env_name else None
         return from_env if from_env is not None else fallback
 
     termination = pick(
         options.termination_drain_duration_s,
-        "TERMINATION_DRAIN_DURATION_SECONDS",
+        # An integer of seconds in Istio; a duration with a unit is taken as well.
+        _duration_env(env, "TERMINATION_DRAIN_DURATION_SECONDS", bare_seconds=True),
         proxy_config.termination_drain_duration_seconds,
     )
-    minimum = pick(options.minimum_drain_duration_s, "MINIMUM_DRAIN_DURATION", 1.0)
+    minimum = pick(
+        options.minimum_drain_duration_s,
+        _duration_env(env, "MINIMUM_DRAIN_DURATION", bare_seconds=False),  # a Go duration
+        1.0,
+    )
     duration = pick(options.drain_duration_s, None, proxy_config.drain_duration_seconds)
     if duration <= 0 or termination < 0 or options.drain_poll_interval_s <= 0:
         raise ConfigError("drain durations must be positive (e.g. --drain-duration 45s)")
     return _Drain(duration, termination, min(minimum, termination))
 
 
-def build_config(
-    env: Mapping[str, str],
-    options: AgentOptions,
-    *,
-    host_cpus: int,
-    pod_labels: Mapping[str, str] | None = None,
-    pod_annotations: Mapping[str, str] | None = None,
-) -> AgentConfig:
-    """Decide every setting of the agent; raise :class:`ConfigError` on anything unusable.
+# --- the pod's environment, each variable read by its rule -------------------------------------
 
-    ``pod_labels``/``pod_annotations`` come from the downward-API files the injector mounts
-    (``/etc/istio/pod/labels`` and ``annotations``); they go into the node metadata.
+
+def _bool_env(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """An Istio boolean variable, read as its ``env.Register`` reads it (Go's ``ParseBool``).
+
+    Empty counts as unset (Kubernetes cannot tell the two apart). Istio would log a warning
+    and take the default for anything else unreadable; the agent refuses to start instead,
+    because a drain or probe setting silently ignored shows only when a pod misbehaves.
     """
-    hint = "the injector sets it from the pod (set it by hand for a local run)"
-    pod_name = _require(env, "POD_NAME", hint)
-    namespace = _require(env, "POD_NAMESPACE", hint)
-    instance_ips = _instance_ips(env)
-    service_account = env.get("SERVICE_ACCOUNT", "").strip() or "default"
-    trust_domain = env.get("TRUST_DOMAIN", "").strip() or "cluster.local"
-    raw_proxy_config, proxy_config = _proxy_config(env)
-    xds = _xds_upstream(options, proxy_config)
-    ports = _ports(options, proxy_config)
-    ipv6_only = all(ipaddress.ip_address(ip).version == 6 for ip in instance_ips)
-    cluster_domain = options.cluster_domain or "cluster.local"
-    drain = _drain(env, options, proxy_config)
-
+    raw = env.get(name, "")
+    if not raw.strip():
+        return default
     try:
-        meta = metadata_from_env(env)
-        probers = parse_app_probers(env.get(PROBERS_ENV))
-        app_scrape = parse_scrape_annotations(env.get("ISTIO_PROMETHEUS_ANNOTATIONS"))
-    except (NodeMetadataError, ProbeConfigError, ScrapeConfigError) as exc:
-        raise ConfigError(str(exc)) from exc
-    exit_on_zero = _bool_env(env, "EXIT_ON_ZERO_ACTIVE_CONNECTIONS", True)
-    try:
-        stats = stats_inclusion(
-            annotations=pod_annotations or {},
-            proxy_stats_matcher=proxy_config.extra.get("proxyStatsMatcher"),
-            pod_ips=instance_ips,
-            drain_on_zero_connections=exit_on_zero,
-        )
-    except StatsConfigError as exc:
-        raise ConfigError(str(exc)) from exc
-    labels = dict(pod_labels or {})
-    if not labels and isinstance(meta.get("LABELS"), Mapping):
-        labels = {str(k): str(v) for k, v in meta["LABELS"].items()}
-    workload_name = str(meta.get("WORKLOAD_NAME") or pod_name)
-    # The agent's own keys win over ISTIO_META_*: a pod cannot claim another pod's name.
-    meta.update(
-        {
-            "NAME": pod_name,
-            "NAMESPACE": namespace,
-            "INSTANCE_IPS": ",".join(instance_ips),
-            "SERVICE_ACCOUNT": service_account,
-            "LABELS": labels,
-            "MESH_ID": str(meta.get("MESH_ID") or trust_domain),
-            "CLUSTER_ID": str(meta.get("CLUSTER_ID") or "Kubernetes"),
-            "ENVOY_STATUS_PORT": ports.health,
-            "ENVOY_PROMETHEUS_PORT": ports.prometheus,
-            "PILOT_SAN": [xds.server_name] if xds.tls else [],
-            "PROXY_CONFIG": raw_proxy_config,
-        }
-    )
-    if pod_annotations:
-        meta["ANNOTATIONS"] = dict(pod_annotations)
-    if env.get("HOST_IP"):
-        meta["HOST_IP"] = env["HOST_IP"]
+        return parse_bool(raw)
+    except SyntaxProblem as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
-    return AgentConfig(
-        pod_name=pod_name,
-        namespace=namespace,
-        instance_ips=instance_ips,
-        service_account=service_account,
-        trust_domain=trust_domain,
-        cluster_domain=cluster_domain,
-        node_id=node_id(
-            instance_ip=instance_ips[0],
-            pod_name=pod_name,
-            namespace=namespace,
-            cluster_domain=cluster_domain,
-        ),
-        node_cluster=service_cluster(labels, workload_name, namespace),
-        node_metadata=meta,
-        proxy_config=proxy_config,
-        xds=xds,
-        ports=ports,
-        bind_address=options.bind_address or ("::" if ipv6_only else "0.0.0.0"),
-        concurrency=concurrency_for(
-            flag=options.concurrency,
-            proxy_config=proxy_config,
-            cpu_limit=env.get("ISTIO_CPU_LIMIT"),
-            host_cpus=host_cpus,
-        ),
-        config_dir=options.config_dir,
-        sds_socket=options.sds_socket or f"{options.config_dir.rstrip('/')}/SDS",
-        proxy_log_level=options.proxy_log_level,
-        component_log_level=options.component_log_level,
-        log_json=options.log_json,
-        drain_duration_s=drain.duration_s,
-        termination_drain_duration_s=drain.termination_s,
-        minimum_drain_duration_s=drain.minimum_s,
-        exit_on_zero_active_connections=exit_on_zero,
-        drain_poll_interval_s=options.drain_poll_interval_s,
-        workload_certificates=options.workload_certificates,
-        bootstrap_override=options.bootstrap_override,
-        probers=probers,
-        probe_via_localhost=_bool_env(env, "REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION", False),
-        app_scrape=app_scrape,
-        stats=stats,
-    )
+
+def _duration_env(env: Mapping[str, str], name: str, *, bare_seconds: bool) -> float | None:
+    """A duration variable (Go syntax, ``45s``); ``bare_seconds`` where Istio's knob counts
+    seconds (``TERMINATION_DRAIN_DURATION_SECONDS=5``). Empty or unset: None."""
+    raw = env.get(name, "")
+    if not raw.strip():
+        return None
+    try:
+        return parse_duration(raw, bare_seconds=bare_seconds)
+    except SyntaxProblem as exc:
+        raise ConfigError(f"{name}: {exc}") from None

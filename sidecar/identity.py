@@ -29,16 +29,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshlib import certs
 from meshlib.certs import KeyPair, key_to_pem
+from sidecar.errors import CertificateError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RENEW_RATIO = 0.5  # Istio's SECRET_GRACE_PERIOD_RATIO
 DEFAULT_RENEW_JITTER = 0.01  # Istio's SECRET_GRACE_PERIOD_RATIO_JITTER
 DEFAULT_WORKLOAD_TTL = dt.timedelta(hours=24)
-
-
-class CertificateError(RuntimeError):
-    """A certificate could not be obtained or does not fit the request."""
 
 
 class CertificateProvider(Protocol):
@@ -193,6 +190,22 @@ class LocalCAProvider:
         )
 
 
+@dataclass(frozen=True)
+class RenewalPolicy:
+    """When a certificate is renewed, and how a failed request is retried.
+
+    Istio's ``SECRET_GRACE_PERIOD_RATIO`` and ``..._JITTER``: renew at ``ratio`` of the
+    certificate's life, give or take ``jitter`` of it so that a fleet started together does
+    not renew together. A failed request is retried with exponential backoff from
+    ``retry_base_s`` up to ``retry_cap_s``, while the old certificate is still valid.
+    """
+
+    ratio: float = DEFAULT_RENEW_RATIO
+    jitter: float = DEFAULT_RENEW_JITTER
+    retry_base_s: float = 1.0
+    retry_cap_s: float = 60.0
+
+
 class CertificateManager:
     """Holds the current workload certificate and renews it before it expires.
 
@@ -205,10 +218,7 @@ class CertificateManager:
         provider: CertificateProvider,
         spiffe_id: str,
         *,
-        renew_ratio: float = DEFAULT_RENEW_RATIO,
-        renew_jitter: float = DEFAULT_RENEW_JITTER,
-        retry_base_s: float = 1.0,
-        retry_cap_s: float = 60.0,
+        policy: RenewalPolicy = RenewalPolicy(),
         rng: random.Random | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         on_rotate: Callable[[WorkloadCertificate], None] | None = None,
@@ -217,10 +227,7 @@ class CertificateManager:
         self.provider = provider
         self.spiffe_id = spiffe_id
         self.current: WorkloadCertificate | None = None
-        self._renew_ratio = renew_ratio
-        self._renew_jitter = renew_jitter
-        self._retry_base = retry_base_s
-        self._retry_cap = retry_cap_s
+        self._policy = policy
         self._rng = rng or random.Random()
         self._clock = clock
         self._on_rotate = on_rotate
@@ -274,39 +281,43 @@ class CertificateManager:
 
     async def run(self) -> None:
         """Obtain the first certificate, then renew forever (cancel to stop)."""
+        while True:
+            if self.current is not None:
+                await asyncio.sleep(self._until_renewal(self.current))
+            await self._fetch_until_obtained()
+
+    def _until_renewal(self, current: WorkloadCertificate) -> float:
+        delay = renewal_delay(
+            current.usable_from,
+            current.not_after,
+            self._clock(),
+            ratio=self._policy.ratio,
+            jitter=self._policy.jitter,
+            sample=self._rng.random(),
+        )
+        log.debug("next certificate renewal", extra={"in_seconds": round(delay, 1)})
+        return delay
+
+    async def _fetch_until_obtained(self) -> None:
         attempt = 0
         while True:
-            current = self.current
-            if current is not None:
-                delay = renewal_delay(
-                    current.usable_from,
-                    current.not_after,
-                    self._clock(),
-                    ratio=self._renew_ratio,
-                    jitter=self._renew_jitter,
+            try:
+                await self.fetch_once()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                wait = retry_delay(
+                    attempt,
+                    base=self._policy.retry_base_s,
+                    cap=self._policy.retry_cap_s,
                     sample=self._rng.random(),
                 )
-                log.debug("next certificate renewal", extra={"in_seconds": round(delay, 1)})
-                await asyncio.sleep(delay)
-            while True:
-                try:
-                    await self.fetch_once()
-                    attempt = 0
-                    break
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    wait = retry_delay(
-                        attempt,
-                        base=self._retry_base,
-                        cap=self._retry_cap,
-                        sample=self._rng.random(),
-                    )
-                    attempt += 1
-                    log.warning(
-                        "workload certificate request failed; retrying",
-                        extra={"error": str(exc), "attempt": attempt, "retry_in_s": round(wait, 2)},
-                    )
-                    if self._on_failure:
-                        self._on_failure(exc)
-                    await asyncio.sleep(wait)
+                attempt += 1
+                log.warning(
+                    "workload certificate request failed; retrying",
+                    extra={"error": str(exc), "attempt": attempt, "retry_in_s": round(wait, 2)},
+                )
+                if self._on_failure:
+                    self._on_failure(exc)
+                await asyncio.sleep(wait)

@@ -18,12 +18,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from sidecar.errors import NodeMetadataError
+
 META_PREFIX = "ISTIO_META_"
 METAJSON_PREFIX = "ISTIO_METAJSON_"
-
-
-class NodeMetadataError(ValueError):
-    """An ``ISTIO_METAJSON_*`` variable holds something that is not JSON."""
 
 
 def node_id(

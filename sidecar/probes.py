@@ -18,16 +18,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sidecar.errors import ProbeConfigError
+
 PROBERS_ENV = "ISTIO_KUBE_APP_PROBERS"
 # The paths pilot-agent serves; the lifecycle ones stand in for postStart/preStop hooks.
 PROBE_PATH = re.compile(
     r"^/app-health/[^/]+/(livez|readyz|startupz)$|^/app-lifecycle/[^/]+/(prestopz|poststartz)$"
 )
 DEFAULT_TIMEOUT_S = 1.0  # Kubernetes' default timeoutSeconds
-
-
-class ProbeConfigError(ValueError):
-    """``ISTIO_KUBE_APP_PROBERS`` cannot be used; the message names the entry and the field."""
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,10 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from meshlib.syntax import SyntaxProblem, parse_port
+from sidecar.errors import ScrapeConfigError
+
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
-
-
-class ScrapeConfigError(ValueError):
-    """``ISTIO_PROMETHEUS_ANNOTATIONS`` cannot be used; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -49,13 +48,9 @@ def parse_scrape_annotations(raw: str | None) -> AppScrape | None:
     if str(data.get("scrape", "")).strip().lower() != "true" or not data.get("port"):
         return None
     try:
-        port = int(str(data["port"]))
-    except ValueError as exc:
-        raise ScrapeConfigError(
-            f"ISTIO_PROMETHEUS_ANNOTATIONS port {data['port']!r} is not a number"
-        ) from exc
-    if not 1 <= port <= 65535:
-        raise ScrapeConfigError(f"ISTIO_PROMETHEUS_ANNOTATIONS port {port} is outside 1-65535")
+        port = parse_port(str(data["port"]))
+    except SyntaxProblem as exc:
+        raise ScrapeConfigError(f"ISTIO_PROMETHEUS_ANNOTATIONS port: {exc}") from None
     path = str(data.get("path") or "/metrics")
     return AppScrape(port=port, path=path if path.startswith("/") else "/" + path)
 

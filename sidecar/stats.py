@@ -45,6 +45,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from meshlib.syntax import split_list
+from sidecar.errors import StatsConfigError
+
 PREFIXES_ANNOTATION = "sidecar.istio.io/statsInclusionPrefixes"
 SUFFIXES_ANNOTATION = "sidecar.istio.io/statsInclusionSuffixes"
 REGEXPS_ANNOTATION = "sidecar.istio.io/statsInclusionRegexps"
@@ -64,10 +67,6 @@ DRAIN_PREFIXES = ("listener.",)
 POD_IP_VARIABLE = "{pod_ip}"
 
 
-class StatsConfigError(ValueError):
-    """A stats inclusion setting cannot be used; the message names it and the fix."""
-
-
 @dataclass(frozen=True)
 class StatsInclusion:
     """The stats Envoy creates: a name is kept when it matches any entry."""
@@ -77,16 +76,12 @@ class StatsInclusion:
     regexps: tuple[str, ...]
 
 
-def _split(raw: str) -> list[str]:
-    return [item.strip() for item in raw.split(",") if item.strip()]
-
-
 def _pod_entries(
     annotation: str | None, proxy_config: Sequence[Any] | None, where: str
 ) -> list[str]:
     """The pod's own entries: the annotation when set, else ProxyConfig's list."""
     if annotation and annotation.strip():
-        return _split(annotation)
+        return split_list(annotation)
     if proxy_config is None:
         return []
     if isinstance(proxy_config, str) or not isinstance(proxy_config, Sequence):

@@ -61,7 +61,7 @@ def test_parsed_sample_matches_golden() -> None:
     parsed = dataclasses.asdict(bench.parse_fortio_json(_sample_json()))
     golden = SAMPLE.with_suffix(".parsed.json")
     rendered = json.dumps(parsed, indent=2, sort_keys=True) + "\n"
-    if os.environ.get("REMORA_UPDATE_GOLDEN"):
+    if os.environ.get("REMORA_UPDATE_GOLDEN") == "1":
         golden.write_text(rendered)
     assert rendered == golden.read_text()
 

@@ -3,8 +3,11 @@ what to do (no tracebacks)."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -74,9 +77,22 @@ def test_dry_run_prints_bootstrap_and_command_line(tmp_path: Path) -> None:
         ((), {**POD, "SECRET_TTL": "a day"}, "'--cert-ttl': 'a day' is not a duration"),
         ((), {**POD, "SECRET_TTL": "nan"}, "'--cert-ttl': 'nan' is not a duration"),
         ((), {**POD, "SECRET_TTL": "inf"}, "'--cert-ttl': 'inf' is not a duration"),
-        ((), {**POD, "SECRET_TTL": "-5"}, "'--cert-ttl': '-5' is shorter than 1s"),
+        ((), {**POD, "SECRET_TTL": "-5"}, "'--cert-ttl': '-5' is missing a unit"),
+        ((), {**POD, "SECRET_TTL": "0"}, "'--cert-ttl': '0' is shorter than 1s"),
         ((), {**POD, "SECRET_TTL": "500ms"}, "'--cert-ttl': '500ms' is shorter than 1s"),
-        (("--minimum-drain-duration", "-1s"), POD, "'-1s' is not a duration"),
+        ((), {**POD, "SECRET_TTL": "a day"}, "(use e.g. 500ms, 45s or 1m30s), from SECRET_TTL"),
+        (("--cert-ttl", "0"), POD, "'--cert-ttl': '0' is shorter than 1s\n"),
+        (("--minimum-drain-duration", "-1s"), POD, "'-1s' is negative"),
+        (
+            (),
+            {**POD, "EXIT_ON_ZERO_ACTIVE_CONNECTIONS": "yes"},
+            "EXIT_ON_ZERO_ACTIVE_CONNECTIONS: ",
+        ),
+        (
+            (),
+            {**POD, "MINIMUM_DRAIN_DURATION": "5"},
+            "MINIMUM_DRAIN_DURATION: '5' is missing a unit",
+        ),
         (
             ("--xds-plaintext", "--ca-root-cert", "/nonexistent/ca-root.pem"),
             {**POD, "CA_ADDR": "istiod.istio-system.svc:15012"},
@@ -128,3 +144,67 @@ def test_bootstrap_override_file_is_merged_or_explained(tmp_path: Path) -> None:
     override.write_text("- a list\n")
     code, out = invoke("proxy", "sidecar", "--dry-run", env=env)
     assert code == 1 and "must hold an object" in out
+
+
+@pytest.fixture
+def ready_port() -> Iterator[int]:
+    """A port whose /healthz/ready answers 200, as a ready proxy's health listener does."""
+
+    class Ready(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/healthz/ready" else 404)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ready)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+@pytest.mark.parametrize("timeout", ["1m", "60", "1m30s", "2.5"])
+def test_wait_takes_a_duration_or_seconds(timeout: str, ready_port: int) -> None:
+    """``--timeout 1m`` is a duration like every other flag's, not "not a valid float"."""
+    code, out = invoke(
+        "proxy",
+        "wait",
+        "--health-port",
+        str(ready_port),
+        "--url",
+        f"http://127.0.0.1:{ready_port}/healthz/ready",
+        "--timeout",
+        timeout,
+    )
+    assert code == 0, out
+    assert "proxy ready" in out
+
+
+def test_wait_reports_its_timeout_in_seconds() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, out = invoke(
+        "proxy", "wait", "--health-port", str(port), "--timeout", "300ms", "--periodMillis", "100"
+    )
+    assert code == 1
+    assert "not ready after 0.3s" in out
+
+
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [(("proxy", "wait"), "--timeout"), (("proxy", "request", "GET", "ready"), "--timeout")],
+)
+def test_a_bad_timeout_is_a_usage_error_naming_the_flag(
+    command: tuple[str, ...], flag: str
+) -> None:
+    result = CliRunner().invoke(cli, [*command[:2], flag, "soon", *command[2:]])
+    assert result.exit_code == 2
+    error = result.output.splitlines()[-1]
+    assert error.startswith("Error: Invalid value for ") and f"'{flag}'" in error
+    assert "'soon' is not a duration" in result.output

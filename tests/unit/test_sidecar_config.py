@@ -51,10 +51,15 @@ def test_concurrency_precedence(
         ({"PROXY_CONFIG": '{"interceptionMode":"MAGIC"}'}, {}, "interceptionMode"),
         ({"ISTIO_CPU_LIMIT": "two"}, {}, "ISTIO_CPU_LIMIT='two' is not a number"),
         ({"ISTIO_KUBE_APP_PROBERS": "[1"}, {}, "ISTIO_KUBE_APP_PROBERS is not valid JSON"),
-        ({"ISTIO_PROMETHEUS_ANNOTATIONS": '{"scrape":"true","port":"x"}'}, {}, "not a number"),
+        (
+            {"ISTIO_PROMETHEUS_ANNOTATIONS": '{"scrape":"true","port":"x"}'},
+            {},
+            "ISTIO_PROMETHEUS_ANNOTATIONS port: 'x' is not a port number",
+        ),
         ({"ISTIO_METAJSON_LABELS": "{bad"}, {}, "ISTIO_METAJSON_LABELS is not valid JSON"),
         ({"EXIT_ON_ZERO_ACTIVE_CONNECTIONS": "maybe"}, {}, "is not a boolean"),
         ({}, {"discovery_address": "no-port"}, "is not host:port"),
+        ({}, {"discovery_address": "cp:70000"}, "'cp:70000' has a bad port: '70000' is outside"),
         ({}, {"admin_port": 15021}, "pick distinct ports"),
         ({}, {"concurrency": 0}, "use 1 or more"),
     ],
@@ -117,3 +122,42 @@ def test_metadata_strips_prefixes_and_parses_json() -> None:
 def test_downward_api_labels_file() -> None:
     text = 'app="web"\nversion="v1"\nquote="a \\"b\\"\\nc"\ngarbage line\nhalf="unterminated\n'
     assert parse_downward_api_map(text) == {"app": "web", "version": "v1", "quote": 'a "b"\nc'}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("true", True), ("T", True), ("1", True), ("False", False), ("0", False), ("", True)],
+)
+def test_boolean_variables_read_as_go_parse_bool(value: str, expected: bool) -> None:
+    """Istio's env.Register reads booleans with strconv.ParseBool; empty means unset."""
+    assert config({"EXIT_ON_ZERO_ACTIVE_CONNECTIONS": value}).exit_on_zero_active_connections is (
+        expected
+    )
+
+
+@pytest.mark.parametrize("value", ["yes", "on", "tRuE"])
+def test_boolean_variables_refuse_what_go_refuses(value: str) -> None:
+    with pytest.raises(
+        ConfigError, match=f"^REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION: '{value}'"
+    ):
+        config({"REWRITE_PROBE_LEGACY_LOCALHOST_DESTINATION": value})
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("7", 7.0), ("7s", 7.0), ("1m", 60.0)])
+def test_termination_drain_seconds_takes_seconds_or_a_duration(value: str, seconds: float) -> None:
+    cfg = config({"TERMINATION_DRAIN_DURATION_SECONDS": value})
+    assert cfg.termination_drain_duration_s == seconds
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MINIMUM_DRAIN_DURATION": "3"}, "MINIMUM_DRAIN_DURATION: '3' is missing a unit"),
+        ({"TERMINATION_DRAIN_DURATION_SECONDS": "soon"}, "TERMINATION_DRAIN_DURATION_SECONDS: "),
+        ({"MINIMUM_DRAIN_DURATION": "-1s"}, "MINIMUM_DRAIN_DURATION: '-1s' is negative"),
+    ],
+)
+def test_duration_variables_name_themselves(env: dict[str, str], message: str) -> None:
+    """MINIMUM_DRAIN_DURATION is a Go duration in Istio (no bare number); errors name the variable."""
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        config(env)

@@ -24,6 +24,7 @@ from sidecar.identity import (
     CertificateError,
     CertificateManager,
     LocalCAProvider,
+    RenewalPolicy,
     make_csr,
     renewal_delay,
     retry_delay,
@@ -128,7 +129,7 @@ def test_manager_retries_then_renews_before_expiry(ca_dir: Path) -> None:
     manager = CertificateManager(
         flaky,
         SPIFFE,
-        retry_base_s=0.01,
+        policy=RenewalPolicy(retry_base_s=0.01),
         rng=random.Random(7),
         on_failure=failures.append,
     )
@@ -159,7 +160,7 @@ def test_manager_retries_then_renews_before_expiry(ca_dir: Path) -> None:
 def test_manager_renews_at_the_configured_fraction_of_life(ca_dir: Path) -> None:
     """A 24 h certificate renewed at 2e-6 of its life: the next one comes ~0.17 s later."""
     provider = LocalCAProvider(ca_dir, ttl=dt.timedelta(hours=24))
-    manager = CertificateManager(provider, SPIFFE, renew_ratio=2e-6, renew_jitter=0.0)
+    manager = CertificateManager(provider, SPIFFE, policy=RenewalPolicy(ratio=2e-6, jitter=0.0))
 
     async def scenario() -> tuple[list[int], float]:
         task = asyncio.create_task(manager.run())
