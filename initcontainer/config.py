@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from initcontainer.records import NamedTuple
 from meshlib.ifnames import interface_name_problem
+from meshlib.syntax import SyntaxProblem, is_wildcard, parse_cidr, parse_cidr_list
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -156,30 +157,23 @@ def parse_inbound_ports(value: str, flag: str) -> PortSelection:
 
 
 def parse_cidrs(value: str, flag: str, *, allow_everything: bool = True) -> CidrSelection:
-    """``*`` or a comma list of CIDRs; a bare address means a single host (/32 or /128)."""
-    items = split_list(value)
-    if "*" in items:
+    """``*`` or a comma list of CIDRs, each with its prefix length (``10.0.0.1/32``).
+
+    The rule is :func:`meshlib.syntax.parse_cidr`, the webhook's: a bare address is refused,
+    as Istio's injector and istio-iptables refuse it, so an annotation the webhook admits is
+    always a flag this container takes, and the other way round.
+    """
+    if any(is_wildcard(item) for item in split_list(value)):
         if not allow_everything:
             raise ConfigError(
                 f"{flag}: '*' is not allowed here (excluding every address would disable "
                 "capture; to turn outbound capture off, pass an empty -i instead)"
             )
         return CidrSelection(everything=True)
-    if not items:
-        return CidrSelection()
-    import ipaddress
-
-    networks: list[IPNetwork] = []
-    for item in items:
-        try:
-            network = ipaddress.ip_network(item, strict=False)
-        except ValueError:
-            raise ConfigError(
-                f"{flag}: {item!r} is not a CIDR (expected e.g. 10.0.0.0/8 or fd00::/8)"
-            ) from None
-        if network not in networks:
-            networks.append(network)
-    return CidrSelection(networks=tuple(networks))
+    try:
+        return CidrSelection(networks=parse_cidr_list(value))
+    except SyntaxProblem as problem:
+        raise ConfigError(f"{flag}: {problem}") from None
 
 
 def parse_owner_ids(value: str, flag: str) -> tuple[str, ...]:
@@ -229,16 +223,22 @@ def parse_mode(value: str, flag: str) -> Mode:
 
 
 def parse_ipv4_loopback_cidr(value: str, flag: str) -> str:
-    """An IPv4 loopback CIDR, in canonical form (``127.0.0.1`` -> ``127.0.0.1/32``)."""
+    """An IPv4 loopback CIDR with its prefix length, in canonical form (``127.0.0.1/32``).
+
+    istio-iptables' ValidateIPv4LoopbackCidr: ``netip.ParsePrefix``, an IPv4 loopback
+    address, a prefix length of 8 to 32.
+    """
     if value.strip() == DEFAULT_IPV4_LOOPBACK:  # every pod: no need to load ipaddress
         return DEFAULT_IPV4_LOOPBACK
-    import ipaddress
-
     try:
-        network = ipaddress.IPv4Network(value.strip(), strict=False)
-    except ValueError:
-        raise ConfigError(f"{flag}: {value!r} is not an IPv4 CIDR such as 127.0.0.1/32") from None
-    if not network.network_address.is_loopback or not 8 <= network.prefixlen <= 32:
+        network = parse_cidr(value)
+    except SyntaxProblem as problem:
+        raise ConfigError(f"{flag}: {problem}") from None
+    if (
+        network.version != 4
+        or not network.network_address.is_loopback
+        or not 8 <= network.prefixlen <= 32
+    ):
         raise ConfigError(
             f"{flag}: {value!r} must be inside 127.0.0.0/8 with a prefix length of 8 to 32"
         )
