@@ -12,8 +12,9 @@ from leaks import child_pids, new_children, open_fds
 
 from initcontainer import hostnet
 from initcontainer.backend_restore import RestoreBackend, _failed_line
+from initcontainer.cmdline import build_parser
+from initcontainer.config_from_flags import MachineFacts, config_from_args
 from initcontainer.errors import CAPABILITY_HINT, CaptureError, hint_for
-from initcontainer.flags import build_parser, config_from_args
 from initcontainer.iptables_mode import ModeProbe, choose_mode
 from initcontainer.plan import build_plan
 from initcontainer.restore import SavedRule, count_rules, parse_save
@@ -225,7 +226,7 @@ def test_a_restore_tool_that_cannot_run_is_a_capture_error(
     _tools(tmp_path, SAVE_TOOLS[:2], {"iptables-nft-restore": "not executable"})
     monkeypatch.setenv("PATH", str(tmp_path))
     args = build_parser({}).parse_args(["--enable-ipv6=false", "-p", "15001", "-u", "1337"])
-    plan = build_plan(config_from_args(args, {}))
+    plan = build_plan(config_from_args(args, MachineFacts()))
     before = open_fds()
     with pytest.raises(CaptureError) as error:
         RestoreBackend().install(plan)

@@ -7,7 +7,6 @@ import pytest
 from initcontainer.config import (
     CaptureConfig,
     ConfigError,
-    InterceptionMode,
     OwnerGroups,
     parse_cidrs,
     parse_inbound_ports,
@@ -20,6 +19,7 @@ from initcontainer.config import (
     validate,
 )
 from initcontainer.plan import build_plan
+from meshlib import interception
 
 
 def test_lists_drop_empty_items_and_spaces() -> None:
@@ -94,8 +94,8 @@ def test_bad_interface_names(name: str) -> None:
 
 
 def test_modes() -> None:
-    assert parse_mode("", "-m") is InterceptionMode.REDIRECT
-    assert parse_mode("tproxy", "-m") is InterceptionMode.TPROXY
+    assert parse_mode("", "-m") == interception.REDIRECT
+    assert parse_mode("tproxy", "-m") == interception.TPROXY
     with pytest.raises(ConfigError, match="no init container"):
         parse_mode("NONE", "-m")
     with pytest.raises(ConfigError, match="not REDIRECT or TPROXY"):
