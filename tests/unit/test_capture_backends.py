@@ -17,7 +17,7 @@ from initcontainer.config_from_flags import MachineFacts, config_from_args
 from initcontainer.errors import CAPABILITY_HINT, CaptureError, hint_for
 from initcontainer.iptables_mode import ModeProbe, choose_mode
 from initcontainer.plan import build_plan
-from initcontainer.restore import SavedRule, count_rules, parse_save
+from initcontainer.restore import SavedRule, cleanup_text, count_rules, parse_save
 
 # iptables-legacy-save in a namespace where something merely *listed* the nat table:
 # eight lines, no rule. Counting lines here is Istio issue 61020's bug.
@@ -97,8 +97,15 @@ COMMIT
         "-p tcp -j ISTIO_INBOUND",
         "-o eth9 -m comment --comment remora-capture -j RETURN",
     ]
-    assert state.own_rule_count() == 3
-    assert state.rule_count() == 5
+    assert state.own_rule_count() == 3  # of the 5 rules: the other tools' two are not ours
+    assert count_rules(text) == 5  # what the backend choice weighs (ours and theirs)
+    assert [r.chain for t in state.tables.values() for r in t.rules] == [
+        "PREROUTING", "PREROUTING", "OUTPUT", "OUTPUT", "ISTIO_OUTPUT",
+    ]  # fmt: skip
+    # A clean-up deletes exactly our hook rules; the other tools' rules stay untouched.
+    removal = cleanup_text(state)
+    assert removal.count("\n-D ") == 2
+    assert "KUBE-SERVICES" not in removal and "someone else" not in removal
     assert state.own_hook_rules("mangle") == []
 
 
