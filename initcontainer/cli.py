@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from initcontainer.backend import Backend
-    from initcontainer.cmdline import Args
     from initcontainer.config import CaptureConfig
+    from initcontainer.flags import Args
     from initcontainer.iptables_mode import Mode
     from initcontainer.plan import CapturePlan
 

@@ -31,8 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import Any
 
-    # argparse.Namespace or Parsed: one attribute per flag (``args.envoy_port``).
-    Args = Any
+    from initcontainer.flags import Args
 
 
 # --- the fast parser: every pod start ------------------------------------------------------

@@ -34,7 +34,7 @@ from meshlib.syntax import is_wildcard, split_list
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from initcontainer.cmdline import Args
+    from initcontainer.flags import Args
 
 
 class MachineFacts(NamedTuple):

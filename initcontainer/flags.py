@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    # The parsed flags, argparse.Namespace or cmdline.Parsed: one attribute per flag, named
+    # by its ``dest`` (``args.envoy_port``).
+    Args = Any
+
 RESOLV_CONF = "/etc/resolv.conf"  # where istio-iptables reads the DNS servers to capture
 
 
