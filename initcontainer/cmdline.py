@@ -23,7 +23,6 @@ import os
 import sys
 
 from initcontainer.flags import FLAG_GROUPS, FLAGS, Flag
-from initcontainer.helptext import DESCRIPTION, EPILOG, PROG, USAGE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -179,6 +178,8 @@ def environment_value(flag: Flag, env: Mapping[str, str]) -> tuple[str, str] | N
 def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
     """The argparse parser, with defaults taken from ``environ`` (the process environment)."""
     import argparse
+
+    from initcontainer.helptext import DESCRIPTION, EPILOG, PROG, USAGE  # only for argparse
 
     class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         """The width from $COLUMNS or the terminal, found without shutil (zlib, bz2, lzma)."""
