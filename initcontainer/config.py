@@ -1,12 +1,14 @@
 """What the user asked for, parsed and validated: the single input of the capture plan.
 
 Every field is explicit. The values istio-iptables derives from the machine it runs on
-(whether IPv6 is on, the DNS servers in resolv.conf, the uid of a user name) are resolved
-*before* a :class:`CaptureConfig` exists (see ``initcontainer.environment``), so the same
-config always produces the same rules, on any machine.
+(whether IPv6 is on, the DNS servers in resolv.conf, the uid of a user name) are read by the
+CLI *before* a :class:`CaptureConfig` exists (``initcontainer.environment``, handed to
+``initcontainer.config_from_flags`` as ``MachineFacts``), so the same config always produces
+the same rules, on any machine.
 
-The string parsers here follow istio-iptables' conventions: lists are comma separated and
-empty items are dropped; ``*`` means "everything" where Istio allows it.
+The parsers here read the string forms of flags and environment variables by the rules of
+:mod:`meshlib.syntax`, the webhook's (lists, ports, CIDRs, ``*`` for "everything" where Istio
+allows it), and name the flag when a value is wrong.
 """
 
 # Start-up cost matters here (every pod runs this): no enum, no typing at run time
@@ -14,36 +16,28 @@ empty items are dropped; ``*`` means "everything" where Istio allows it.
 
 from __future__ import annotations
 
+from initcontainer.errors import ConfigError
 from initcontainer.records import NamedTuple
+from meshlib import interception, syntax
 from meshlib.ifnames import interface_name_problem
+from meshlib.syntax import SyntaxProblem, is_wildcard, parse_cidr, parse_cidr_list, split_list
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ipaddress
-    from typing import Literal
 
     IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
     IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-    Mode = Literal["REDIRECT", "TPROXY"]
 
 # User and group names as passwd(5)/group(5) allow them (or a numeric id). Plain string
 # checks rather than regular expressions: compiling one costs ~1 ms on every pod start.
 _NAME_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 # Where istio-iptables' ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR defaults to (canonical form).
 DEFAULT_IPV4_LOOPBACK = "127.0.0.1/32"
+# The proxy's uid and gid when nothing else is known (istio-iptables' default, Istio's 1337).
+DEFAULT_PROXY_ID = "1337"
 # istio-iptables caps the include owner-group list (one ``-m owner`` match per group).
 MAX_OWNER_GROUPS = 64
-
-
-class ConfigError(ValueError):
-    """A flag or environment value is invalid. The message names the flag and the fix."""
-
-
-class InterceptionMode:
-    """How inbound traffic reaches Envoy: the values of ``-m`` (plain strings, not an enum)."""
-
-    REDIRECT: Mode = "REDIRECT"  # NAT: Envoy sees the pod IP as destination, reads SO_ORIGINAL_DST
-    TPROXY: Mode = "TPROXY"  # mangle + policy routing: the original destination and source kept
 
 
 class CidrSelection(NamedTuple):
@@ -102,9 +96,9 @@ class CaptureConfig(NamedTuple):
     proxy_port: int = 15001
     inbound_capture_port: int = 15006
     inbound_tunnel_port: int = 15008
-    proxy_uids: tuple[str, ...] = ("1337",)
-    proxy_gids: tuple[str, ...] = ("1337",)
-    mode: Mode = InterceptionMode.REDIRECT
+    proxy_uids: tuple[str, ...] = (DEFAULT_PROXY_ID,)
+    proxy_gids: tuple[str, ...] = (DEFAULT_PROXY_ID,)
+    mode: str = interception.REDIRECT  # one of interception.CAPTURE_MODES
     inbound_ports: PortSelection = PortSelection()
     inbound_ports_exclude: tuple[int, ...] = ()
     outbound_cidrs: CidrSelection = CidrSelection()
@@ -125,61 +119,45 @@ class CaptureConfig(NamedTuple):
 # --- parsers for the string forms of flags and environment variables ------------------------
 
 
-def split_list(value: str) -> list[str]:
-    """Istio's list syntax: comma separated, empty items dropped (we also trim spaces)."""
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
 def parse_port(value: str, flag: str) -> int:
     try:
-        port = int(value)
-    except ValueError:
-        raise ConfigError(f"{flag}: {value!r} is not a port number (1-65535)") from None
-    if not 1 <= port <= 65535:
-        raise ConfigError(f"{flag}: {port} is outside the port range 1-65535")
-    return port
+        return syntax.parse_port(value)
+    except SyntaxProblem as problem:
+        raise ConfigError(f"{flag}: {problem}") from None
 
 
 def parse_port_list(value: str, flag: str) -> tuple[int, ...]:
-    ports: list[int] = []
-    for item in split_list(value):
-        port = parse_port(item, flag)
-        if port not in ports:
-            ports.append(port)
-    return tuple(ports)
+    """A comma list of ports, duplicates dropped in order."""
+    try:
+        return syntax.parse_port_list(value)
+    except SyntaxProblem as problem:
+        raise ConfigError(f"{flag}: {problem}") from None
 
 
 def parse_inbound_ports(value: str, flag: str) -> PortSelection:
-    if value.strip() == "*":
+    if is_wildcard(value):
         return PortSelection(everything=True)
     return PortSelection(ports=parse_port_list(value, flag))
 
 
 def parse_cidrs(value: str, flag: str, *, allow_everything: bool = True) -> CidrSelection:
-    """``*`` or a comma list of CIDRs; a bare address means a single host (/32 or /128)."""
-    items = split_list(value)
-    if "*" in items:
+    """``*`` or a comma list of CIDRs, each with its prefix length (``10.0.0.1/32``).
+
+    The rule is :func:`meshlib.syntax.parse_cidr`, the webhook's: a bare address is refused,
+    as Istio's injector and istio-iptables refuse it, so an annotation the webhook admits is
+    always a flag this container takes, and the other way round.
+    """
+    if any(is_wildcard(item) for item in split_list(value)):
         if not allow_everything:
             raise ConfigError(
                 f"{flag}: '*' is not allowed here (excluding every address would disable "
                 "capture; to turn outbound capture off, pass an empty -i instead)"
             )
         return CidrSelection(everything=True)
-    if not items:
-        return CidrSelection()
-    import ipaddress
-
-    networks: list[IPNetwork] = []
-    for item in items:
-        try:
-            network = ipaddress.ip_network(item, strict=False)
-        except ValueError:
-            raise ConfigError(
-                f"{flag}: {item!r} is not a CIDR (expected e.g. 10.0.0.0/8 or fd00::/8)"
-            ) from None
-        if network not in networks:
-            networks.append(network)
-    return CidrSelection(networks=tuple(networks))
+    try:
+        return CidrSelection(networks=parse_cidr_list(value))
+    except SyntaxProblem as problem:
+        raise ConfigError(f"{flag}: {problem}") from None
 
 
 def parse_owner_ids(value: str, flag: str) -> tuple[str, ...]:
@@ -215,30 +193,36 @@ def parse_interfaces(value: str, flag: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def parse_mode(value: str, flag: str) -> Mode:
-    normalized = value.strip().upper() or InterceptionMode.REDIRECT
-    if normalized == "NONE":
+def parse_mode(value: str, flag: str) -> str:
+    """``-m``: one of :data:`meshlib.interception.CAPTURE_MODES`, any case; empty is REDIRECT."""
+    mode = value.strip().upper() or interception.REDIRECT
+    if mode == interception.NONE:
         raise ConfigError(
             f"{flag}: interception mode NONE means no capture; such pods need no init "
             "container (the injector leaves it out)"
         )
-    for mode in (InterceptionMode.REDIRECT, InterceptionMode.TPROXY):
-        if normalized == mode:
-            return mode
-    raise ConfigError(f"{flag}: {value!r} is not REDIRECT or TPROXY")
+    if mode not in interception.CAPTURE_MODES:
+        raise ConfigError(f"{flag}: {value!r} is not {' or '.join(interception.CAPTURE_MODES)}")
+    return mode
 
 
 def parse_ipv4_loopback_cidr(value: str, flag: str) -> str:
-    """An IPv4 loopback CIDR, in canonical form (``127.0.0.1`` -> ``127.0.0.1/32``)."""
+    """An IPv4 loopback CIDR with its prefix length, in canonical form (``127.0.0.1/32``).
+
+    istio-iptables' ValidateIPv4LoopbackCidr: ``netip.ParsePrefix``, an IPv4 loopback
+    address, a prefix length of 8 to 32.
+    """
     if value.strip() == DEFAULT_IPV4_LOOPBACK:  # every pod: no need to load ipaddress
         return DEFAULT_IPV4_LOOPBACK
-    import ipaddress
-
     try:
-        network = ipaddress.IPv4Network(value.strip(), strict=False)
-    except ValueError:
-        raise ConfigError(f"{flag}: {value!r} is not an IPv4 CIDR such as 127.0.0.1/32") from None
-    if not network.network_address.is_loopback or not 8 <= network.prefixlen <= 32:
+        network = parse_cidr(value)
+    except SyntaxProblem as problem:
+        raise ConfigError(f"{flag}: {problem}") from None
+    if (
+        network.version != 4
+        or not network.network_address.is_loopback
+        or not 8 <= network.prefixlen <= 32
+    ):
         raise ConfigError(
             f"{flag}: {value!r} must be inside 127.0.0.0/8 with a prefix length of 8 to 32"
         )

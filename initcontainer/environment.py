@@ -1,18 +1,19 @@
 """Facts istio-iptables reads from the machine, each behind one small function.
 
-The CLI calls these only when the matching flag was left on "derive it" (``--ipv6=auto``,
-no ``--dns-servers``, an empty ``-u``), and logs what it found, so every plan can be
-reproduced elsewhere by passing the logged values explicitly.
+The CLI calls these only when the matching flag was left on "derive it" (``--enable-ipv6=auto``,
+no ``--dns-servers``, an empty ``-u``: the predicates of ``initcontainer.config_from_flags``),
+logs what it found, and hands it to the pure ``config_from_args`` as ``MachineFacts``, so
+every plan can be reproduced elsewhere by passing the logged values explicitly.
 """
 
 from __future__ import annotations
 
 import pwd
 
+from initcontainer.config import DEFAULT_PROXY_ID
+
 # Plain paths, not pathlib: pathlib and its imports cost milliseconds on every pod start.
 PROC_IF_INET6 = "/proc/net/if_inet6"
-RESOLV_CONF = "/etc/resolv.conf"
-DEFAULT_PROXY_ID = "1337"
 
 # Scope values in /proc/net/if_inet6 (the kernel's IPV6_ADDR_* scope bits).
 _SCOPE_GLOBAL = 0x00
@@ -37,8 +38,8 @@ def has_global_ipv6(if_inet6: str = PROC_IF_INET6) -> bool:
     return False
 
 
-def resolv_conf_nameservers(path: str = RESOLV_CONF) -> list[str]:
-    """The ``nameserver`` entries of resolv.conf, in order (missing file: none)."""
+def resolv_conf_nameservers(path: str) -> list[str]:
+    """The ``nameserver`` entries of resolv.conf (``--resolv-conf``), in order (missing file: none)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as file:
             text = file.read()

@@ -2,6 +2,17 @@
 
 The init container's users read these in ``kubectl logs <pod> -c istio-init`` while their
 pod is stuck in ``Init:CrashLoopBackOff``; the hint is the part that gets them unstuck.
+
+Every failure the init container reports is an :class:`InitError`; its class decides the
+exit code, which existing alerts may match::
+
+    InitError                     anything ``remora init`` reports instead of a traceback
+    ├── ConfigError               exit 2: a flag or environment value is wrong (names it)
+    │   └── FlagValueError        a flag's value has the wrong form, found while parsing
+    └── CaptureError              exit 1: capture could not be set up or removed (+ a hint):
+        │                         an iptables tool missing or refusing the rules, python-
+        │                         iptables, ``ip``, the network namespace, the probe set-up
+        └── ValidationFailed      exit 126: rules installed, but a probe was not captured
 """
 
 from __future__ import annotations
@@ -13,7 +24,27 @@ EXIT_USAGE = 2
 EXIT_VALIDATION_FAILED = 126
 
 
-class CaptureError(Exception):
+class InitError(Exception):
+    """The root of the init container's failures; ``exit_code`` is what the process returns."""
+
+    exit_code = EXIT_FAILURE
+
+
+class ConfigError(InitError, ValueError):
+    """A flag or environment value is invalid. The message names the flag and the fix."""
+
+    exit_code = EXIT_USAGE
+
+
+class FlagValueError(ConfigError):
+    """A flag's value has the wrong form; the message says what was expected.
+
+    Raised by the flag table's value parsers while the command line is read; argparse shows
+    it after the flag's name (``argument --probe-timeout: 'soon' is not a duration ...``).
+    """
+
+
+class CaptureError(InitError):
     """Capture could not be set up (or removed). ``hint`` says how to fix it."""
 
     def __init__(self, message: str, hint: str = "") -> None:
@@ -23,6 +54,12 @@ class CaptureError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message}\n  fix: {self.hint}" if self.hint else self.message
+
+
+class ValidationFailed(CaptureError):
+    """The rules are in place but a probe connection was not captured."""
+
+    exit_code = EXIT_VALIDATION_FAILED
 
 
 CAPABILITY_HINT = (

@@ -14,7 +14,7 @@ appending to two lists at once: a rule that exists in only one family is then an
 
 from __future__ import annotations
 
-from initcontainer.config import CaptureConfig, InterceptionMode
+from initcontainer.config import CaptureConfig
 from initcontainer.records import NamedTuple
 from initcontainer.rules import (
     BUILTIN_CHAINS,
@@ -30,6 +30,7 @@ from initcontainer.rules import (
     Family,
     Rule,
 )
+from meshlib import interception
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ def build_plan(config: CaptureConfig) -> CapturePlan:
         ipv6=tuple(_FamilyPlanner(config, Family.IPV6).rules()) if config.ipv6 else None,
         tproxy_route=(
             TproxyRoute(mark=config.tproxy_mark, table=config.tproxy_route_table)
-            if config.mode == InterceptionMode.TPROXY
+            if config.mode == interception.TPROXY
             else None
         ),
     )
@@ -107,7 +108,7 @@ class _FamilyPlanner:
         self.loopback = str(config.ipv4_loopback_cidr) if v4 else IPV6_LOOPBACK
         self.passthrough_source = INBOUND_PASSTHROUGH_SOURCE[family]
         self.host_suffix = "/32" if v4 else "/128"
-        self.tproxy = config.mode == InterceptionMode.TPROXY
+        self.tproxy = config.mode == interception.TPROXY
         self.inbound_table = "mangle" if self.tproxy else "nat"
         self.dns_servers = config.dns.servers_for_family(family.version)
         self.dns_enabled = config.dns.enabled and (

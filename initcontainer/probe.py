@@ -24,8 +24,8 @@ import struct
 import time
 from typing import NamedTuple
 
-from initcontainer.config import CaptureConfig, ConfigError
-from initcontainer.errors import CaptureError
+from initcontainer.config import CaptureConfig
+from initcontainer.errors import CaptureError, ConfigError, ValidationFailed
 from initcontainer.log import getLogger
 from meshlib.hostport import host_port
 
@@ -34,10 +34,6 @@ log = getLogger("initcontainer.probe")
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h; IP6T_SO_ORIGINAL_DST has the same value
 # Documentation addresses (RFC 5737 / RFC 3849): never anyone's real server.
 DEFAULT_PROBE_ADDRESS = {4: "192.0.2.1", 6: "2001:db8::1"}
-
-
-class ValidationFailed(CaptureError):
-    """The rules are in place but a probe connection was not captured."""
 
 
 class ProbeTarget(NamedTuple):

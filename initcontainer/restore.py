@@ -103,9 +103,6 @@ class SavedState:
     def has_own_state(self) -> bool:
         return bool(self.own_tables())
 
-    def rule_count(self) -> int:
-        return sum(len(t.rules) for t in self.tables.values())
-
 
 def parse_save(text: str) -> SavedState:
     """Parse ``iptables-save`` output. Comments, counters and policies are ignored."""

@@ -12,11 +12,12 @@ from leaks import child_pids, new_children, open_fds
 
 from initcontainer import hostnet
 from initcontainer.backend_restore import RestoreBackend, _failed_line
+from initcontainer.cmdline import build_parser
+from initcontainer.config_from_flags import MachineFacts, config_from_args
 from initcontainer.errors import CAPABILITY_HINT, CaptureError, hint_for
-from initcontainer.flags import build_parser, config_from_args
 from initcontainer.iptables_mode import ModeProbe, choose_mode
 from initcontainer.plan import build_plan
-from initcontainer.restore import SavedRule, count_rules, parse_save
+from initcontainer.restore import SavedRule, cleanup_text, count_rules, parse_save
 
 # iptables-legacy-save in a namespace where something merely *listed* the nat table:
 # eight lines, no rule. Counting lines here is Istio issue 61020's bug.
@@ -96,8 +97,15 @@ COMMIT
         "-p tcp -j ISTIO_INBOUND",
         "-o eth9 -m comment --comment remora-capture -j RETURN",
     ]
-    assert state.own_rule_count() == 3
-    assert state.rule_count() == 5
+    assert state.own_rule_count() == 3  # of the 5 rules: the other tools' two are not ours
+    assert count_rules(text) == 5  # what the backend choice weighs (ours and theirs)
+    assert [r.chain for t in state.tables.values() for r in t.rules] == [
+        "PREROUTING", "PREROUTING", "OUTPUT", "OUTPUT", "ISTIO_OUTPUT",
+    ]  # fmt: skip
+    # A clean-up deletes exactly our hook rules; the other tools' rules stay untouched.
+    removal = cleanup_text(state)
+    assert removal.count("\n-D ") == 2
+    assert "KUBE-SERVICES" not in removal and "someone else" not in removal
     assert state.own_hook_rules("mangle") == []
 
 
@@ -225,7 +233,7 @@ def test_a_restore_tool_that_cannot_run_is_a_capture_error(
     _tools(tmp_path, SAVE_TOOLS[:2], {"iptables-nft-restore": "not executable"})
     monkeypatch.setenv("PATH", str(tmp_path))
     args = build_parser({}).parse_args(["--enable-ipv6=false", "-p", "15001", "-u", "1337"])
-    plan = build_plan(config_from_args(args, {}))
+    plan = build_plan(config_from_args(args, MachineFacts()))
     before = open_fds()
     with pytest.raises(CaptureError) as error:
         RestoreBackend().install(plan)

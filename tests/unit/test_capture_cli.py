@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 
 from initcontainer import cli, environment
-from initcontainer.cli import main
+from initcontainer.cli import build_config, machine_facts, main
+from initcontainer.cmdline import build_parser
 from initcontainer.config import CaptureConfig
-from initcontainer.flags import FlagValueError, build_parser, config_from_args, parse_duration
+from initcontainer.config_from_flags import MachineFacts, config_from_args
+from initcontainer.flags import seconds
+from meshlib.syntax import SyntaxProblem
 
 PINNED = ["--enable-ipv6=false", "-u", "1337"]
 
@@ -26,14 +29,15 @@ def _never_touch_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _config(argv: list[str], env: dict[str, str] | None = None) -> CaptureConfig:
+    """The config as the CLI builds it: the facts it needs read from this machine."""
     environ = env or {}
-    return config_from_args(build_parser(environ).parse_args(PINNED + argv), environ)
+    return build_config(build_parser(environ).parse_args(PINNED + argv), environ)
 
 
 def test_injector_args_parse() -> None:
     argv = "-p 15001 -z 15006 -u 1337 -m REDIRECT -i * -x  -b * -d 15090,15021,15020"
     args = build_parser({}).parse_args([*argv.split(" "), "--log_output_level=default:info"])
-    config = config_from_args(args, {})
+    config = config_from_args(args, MachineFacts())
     assert config.outbound_cidrs.everything and config.inbound_ports.everything
     assert config.inbound_ports_exclude == (15090, 15021, 15020)
     assert config.outbound_cidrs_exclude.empty
@@ -75,18 +79,43 @@ def test_bad_environment_value_is_a_usage_error(capsys: pytest.CaptureFixture[st
 
 def test_empty_proxy_uid_uses_envoy_user() -> None:
     args = build_parser({}).parse_args(["--enable-ipv6=false", "-u", ""])
-    config = config_from_args(args, {"ENVOY_USER": "root"})
+    assert machine_facts(args, {"ENVOY_USER": "root"}).envoy_user_uid == "0"
+    config = config_from_args(args, MachineFacts(envoy_user_uid="0"))
     assert config.proxy_uids == ("0",) and config.proxy_gids == ("0",)
     assert environment.proxy_id_for_user("no-such-user-remora") == "1337"
 
 
-def test_ipv6_auto_detection_is_used_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_config_is_a_function_of_flags_and_facts_alone() -> None:
+    """Pure: the facts decide only where the flags leave a value to the machine."""
+    auto = build_parser({}).parse_args(["-u", "", "--redirect-dns"])
+    facts = MachineFacts(envoy_user_uid="7", global_ipv6=True, nameservers=("10.96.0.10",))
+    config = config_from_args(auto, facts)
+    assert (config.proxy_uids, config.ipv6) == (("7",), True)
+    assert [str(s) for s in config.dns.servers] == ["10.96.0.10"]
+    explicit = build_parser({}).parse_args(
+        ["-u", "1337", "--enable-ipv6=false", "--redirect-dns", "--dns-servers", "1.1.1.1"]
+    )
+    config = config_from_args(explicit, facts)
+    assert (config.proxy_uids, config.ipv6) == (("1337",), False)
+    assert [str(s) for s in config.dns.servers] == ["1.1.1.1"]
+
+
+def test_machine_facts_are_read_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unexpected(*args: object) -> None:
+        raise AssertionError("read from the machine although a flag gave the value")
+
+    monkeypatch.setattr(environment, "has_global_ipv6", unexpected)
+    monkeypatch.setattr(environment, "resolv_conf_nameservers", unexpected)
+    monkeypatch.setattr(environment, "proxy_id_for_user", unexpected)
+    args = build_parser({}).parse_args(
+        ["-u", "1", "--dual-stack", "--redirect-dns", "--dns-servers", ""]
+    )
+    assert machine_facts(args, {}) == MachineFacts()
+    assert build_config(args, {}).ipv6
     monkeypatch.setattr(environment, "has_global_ipv6", lambda: True)
     auto = build_parser({}).parse_args(["-u", "1337"])
-    assert config_from_args(auto, {}).ipv6 is True
+    assert build_config(auto, {}).ipv6 is True
     assert _config([]).ipv6 is False  # --enable-ipv6=false wins
-    monkeypatch.setattr(environment, "has_global_ipv6", lambda: False)
-    assert config_from_args(build_parser({}).parse_args(["-u", "1", "--dual-stack"]), {}).ipv6
 
 
 def test_dns_servers_come_from_resolv_conf_or_the_flag(tmp_path: Path) -> None:
@@ -100,10 +129,12 @@ def test_dns_servers_come_from_resolv_conf_or_the_flag(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "seconds"), [("5s", 5.0), ("500ms", 0.5), ("1m", 60.0), ("2", 2.0), ("1.5s", 1.5)]
+    ("value", "expected"),
+    [("5s", 5.0), ("500ms", 0.5), ("1m", 60.0), ("2", 2.0), ("1.5s", 1.5), ("1m30s", 90.0)],
 )
-def test_durations(value: str, seconds: float) -> None:
-    assert parse_duration(value) == seconds
+def test_durations_are_go_durations_or_seconds(value: str, expected: float) -> None:
+    assert seconds(value) == expected
+    assert build_parser({}).parse_args([f"--probe-timeout={value}"]).probe_timeout == expected
 
 
 def test_probe_address_is_checked_while_parsing(capsys: pytest.CaptureFixture[str]) -> None:
@@ -113,9 +144,10 @@ def test_probe_address_is_checked_while_parsing(capsys: pytest.CaptureFixture[st
     assert "not an IP address" in capsys.readouterr().err
 
 
-def test_bad_duration() -> None:
-    with pytest.raises(FlagValueError, match="'soon' is not a duration"):
-        parse_duration("soon")
+@pytest.mark.parametrize("value", ["soon", "-1s", "5 s", "1d"])
+def test_bad_duration(value: str) -> None:
+    with pytest.raises(SyntaxProblem):
+        seconds(value)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ import pytest
 from initcontainer.config import (
     CaptureConfig,
     ConfigError,
-    InterceptionMode,
     OwnerGroups,
     parse_cidrs,
     parse_inbound_ports,
@@ -20,6 +19,7 @@ from initcontainer.config import (
     validate,
 )
 from initcontainer.plan import build_plan
+from meshlib import interception
 
 
 def test_lists_drop_empty_items_and_spaces() -> None:
@@ -45,12 +45,28 @@ def test_inbound_ports_star_means_all() -> None:
 
 
 def test_cidrs_are_split_by_family_and_normalised() -> None:
-    selection = parse_cidrs("10.1.2.3/8,fd00::1/64,192.0.2.7", "-i")
+    selection = parse_cidrs("10.1.2.3/8,fd00::1/64,192.0.2.7/32", "-i")
     assert [str(n) for n in selection.for_family(4)] == ["10.0.0.0/8", "192.0.2.7/32"]
     assert [str(n) for n in selection.for_family(6)] == ["fd00::/64"]
     assert not selection.has_loopback()
     assert parse_cidrs("127.0.0.0/8", "-i").has_loopback()
     assert parse_cidrs("*", "-i").everything
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("10.0.0.1", "-i: '10.0.0.1' has no prefix length: write 10.0.0.1/32 for one address"),
+        ("10.0.0.0/8,fd00::1", "-i: 'fd00::1' has no prefix length: write fd00::1/128"),
+    ],
+)
+def test_a_bare_address_is_refused_as_the_injector_and_istio_refuse_it(
+    value: str, message: str
+) -> None:
+    """One rule with the webhook (meshlib.syntax): what one refuses, the other refuses."""
+    with pytest.raises(ConfigError) as caught:
+        parse_cidrs(value, "-i")
+    assert str(caught.value).startswith(message)
 
 
 def test_excluding_everything_is_refused_with_the_alternative() -> None:
@@ -78,8 +94,8 @@ def test_bad_interface_names(name: str) -> None:
 
 
 def test_modes() -> None:
-    assert parse_mode("", "-m") is InterceptionMode.REDIRECT
-    assert parse_mode("tproxy", "-m") is InterceptionMode.TPROXY
+    assert parse_mode("", "-m") == interception.REDIRECT
+    assert parse_mode("tproxy", "-m") == interception.TPROXY
     with pytest.raises(ConfigError, match="no init container"):
         parse_mode("NONE", "-m")
     with pytest.raises(ConfigError, match="not REDIRECT or TPROXY"):
@@ -88,8 +104,9 @@ def test_modes() -> None:
 
 def test_ipv4_loopback_cidr_must_be_loopback_with_a_sane_prefix() -> None:
     assert parse_ipv4_loopback_cidr("127.0.0.0/8", "x") == "127.0.0.0/8"
-    assert parse_ipv4_loopback_cidr(" 127.0.0.1 ", "x") == "127.0.0.1/32"  # canonical form
-    for bad in ("10.0.0.0/8", "127.0.0.0/7", "::1/128"):
+    assert parse_ipv4_loopback_cidr(" 127.0.0.1/32 ", "x") == "127.0.0.1/32"
+    assert parse_ipv4_loopback_cidr("127.0.0.5/8", "x") == "127.0.0.0/8"  # canonical form
+    for bad in ("10.0.0.0/8", "127.0.0.0/7", "::1/128", "127.0.0.1"):
         with pytest.raises(ConfigError):
             parse_ipv4_loopback_cidr(bad, "x")
 

@@ -1,7 +1,7 @@
 """The hand-written flag parser gives exactly what argparse gives, and leaves the rest to it.
 
-``flags.parse_command_line`` parses every pod's command line without importing argparse;
-``flags.build_parser`` (argparse) prints ``--help`` and every error, and is the reference
+``cmdline.parse_command_line`` parses every pod's command line without importing argparse;
+``cmdline.build_parser`` (argparse) prints ``--help`` and every error, and is the reference
 these tests hold the fast parser to: same values for every flag, spelling and environment
 variable, and, for anything argparse refuses, argparse's own message and exit code 2.
 """
@@ -14,19 +14,18 @@ from typing import Any
 
 import pytest
 
-from initcontainer import flags
+from initcontainer import cmdline
 from initcontainer.cli import main
-from initcontainer.flags import (
-    GROUPS,
+from initcontainer.cmdline import (
     OPTIONS,
-    Flag,
     _NeedsArgparse,
     _parse_fast,
     build_parser,
     parse_command_line,
 )
+from initcontainer.flags import FLAGS, Flag
 
-ALL_FLAGS = [flag for _title, group in GROUPS for flag in group]
+ALL_FLAGS = list(FLAGS)
 
 # A valid, non-default value for every flag, as the command line spells it.
 SAMPLE = {
@@ -154,9 +153,8 @@ EQUIVALENT = [
     "-n false",
     "-nfalse",
     "-n=0",
-    "--dry-run=",  # empty: false
     "--dry-run -i '*'",  # the next flag is not taken as the value
-    "--redirect-dns yes --capture-all-dns on --drop-invalid=off",
+    "--redirect-dns T --capture-all-dns 1 --drop-invalid=False",  # Go's strconv.ParseBool
     "--log_as_json --log_output_level info",
     "--dual-stack TRUE --enable-ipv6=auto",
     "--probe-timeout=1m --probe-address ' 2001:db8::5 '",
@@ -176,11 +174,16 @@ def test_the_fast_parser_matches_argparse(line: str) -> None:
 ERRORS = [
     ("-t abc", "argument -t/--istio-inbound-tproxy-mark: invalid int value: 'abc'"),
     ("-t 0x10", "invalid int value: '0x10'"),
-    ("--redirect-dns=maybe", "argument --redirect-dns: 'maybe' is not a boolean (true/false)"),
+    ("--redirect-dns=maybe", "argument --redirect-dns: 'maybe' is not a boolean (use true or"),
+    # Go's strconv.ParseBool, as istio-iptables' pflag booleans: no yes/on, no empty value.
+    ("--redirect-dns yes", "argument --redirect-dns: 'yes' is not a boolean"),
+    ("--drop-invalid=on", "argument --drop-invalid: 'on' is not a boolean"),
+    ("--dry-run=", "argument -n/--dry-run: '' is not a boolean"),
     ("-n perhaps", "argument -n/--dry-run: 'perhaps' is not a boolean"),
     ("--backend iptc", "argument --backend: invalid choice: 'iptc'"),
     ("--iptables-mode=both", "argument --iptables-mode: invalid choice: 'both'"),
-    ("--probe-timeout soon", "'soon' is not a duration such as 5s or 500ms"),
+    ("--probe-timeout soon", "argument --probe-timeout: 'soon' is not a duration (use e.g. 500ms"),
+    ("--probe-timeout=-1s", "argument --probe-timeout: '-1s' is negative"),
     ("--probe-address example.com", "argument --probe-address: 'example.com' is not an IP"),
     ("-p", "argument -p/--envoy-port: expected one argument"),
     ("-x -i '*'", "argument -x/--istio-service-exclude-cidr: expected one argument"),
@@ -204,6 +207,15 @@ def test_errors_are_argparse_messages(
     err = capsys.readouterr().err
     assert err.startswith("usage: remora init [validate] [flags]\n")
     assert message in err
+
+
+def test_an_empty_boolean_environment_variable_is_unset_as_in_istio_iptables() -> None:
+    """pflag refuses to set a bool to "": istio-iptables keeps the default (or the next name)."""
+    assert fast([], {"DRY_RUN": ""})["dry_run"] is False
+    assert fast([], {"DRY_RUN": " "}) == reference([], {"DRY_RUN": " "})
+    env = {"REDIRECT_DNS": "", "ISTIO_META_DNS_CAPTURE": "true"}
+    assert fast([], env)["redirect_dns"] is True
+    assert fast([], env) == reference([], env)
 
 
 def test_a_bad_environment_value_names_the_variable(capsys: pytest.CaptureFixture[str]) -> None:
@@ -251,7 +263,7 @@ def test_the_start_up_path_imports_no_heavy_module() -> None:
         capture_output=True,
         text=True,
         check=True,
-        env={"PYTHONPATH": str(flags.__file__).rsplit("/initcontainer/", 1)[0]},
+        env={"PYTHONPATH": str(cmdline.__file__).rsplit("/initcontainer/", 1)[0]},
     )
     assert result.stdout.strip() == "[]", result.stderr
 
@@ -262,8 +274,9 @@ def test_the_start_up_path_imports_no_heavy_module() -> None:
 TOKENS = [
     *(f"--{f.long}" for f in ALL_FLAGS[::3]),
     "-p", "-z", "-n", "-x", "-d", "-t", "-h", "--help", "--", "-", "",
-    "15001", "-1", "-1.5", "-.5", "-5\n", "-1e3", " -z", "-z 1", "a b", "*", "true", "no",
-    "-p15001", "-p=1", "-nfalse", "-n=", "--dry-run=yes", "--log_as_json=1", "-zz", "-q-1",
+    "15001", "-1", "-1.5", "-.5", "-5\n", "-1e3", " -z", "-z 1", "a b", "*", "true", "F",
+    "-p15001", "-p=1", "-nfalse", "-n=", "--dry-run=True", "--log_as_json=1", "-zz", "-q-1",
+    "yes", "1m30s",
     "--envoy-port=x", "10.0.0.0/8", "--no-such", "-Z", "REDIRECT", "--backend=python-iptables",
 ]  # fmt: skip
 
@@ -272,7 +285,7 @@ def test_random_command_lines_agree_with_argparse(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     parser = build_parser({})  # built once: parse_args leaves it unchanged
-    monkeypatch.setattr(flags, "build_parser", lambda env: parser)
+    monkeypatch.setattr(cmdline, "build_parser", lambda env: parser)
     chooser = random.Random(4)
     handled_fast = 0
     for _ in range(800):

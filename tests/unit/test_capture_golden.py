@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from initcontainer.flags import build_parser, config_from_args
+from initcontainer.cmdline import build_parser
+from initcontainer.config_from_flags import MachineFacts, config_from_args
 from initcontainer.plan import build_plan
 from initcontainer.restore import cleanup_text, install_text, parse_save, transaction
 from initcontainer.rules import BUILTIN_CHAINS, OWNER_COMMENT
@@ -53,7 +54,7 @@ def render(case: str) -> str:
     environ = dict(item.split("=", 1) for item in inputs["env"])
     argv = PINNED + [token for args in inputs["args"] for token in shlex.split(args)]
     args = build_parser(environ).parse_args(argv)
-    plan = build_plan(config_from_args(args, environ))
+    plan = build_plan(config_from_args(args, MachineFacts()))
     if not inputs["existing"]:
         return "".join(
             f"# {family.value}\n{install_text(rules)}" for family, rules in plan.families()

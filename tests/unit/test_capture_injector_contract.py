@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from initcontainer.flags import _parse_fast, build_parser, config_from_args
+from initcontainer.cmdline import _parse_fast, build_parser
+from initcontainer.config_from_flags import MachineFacts, config_from_args
 from initcontainer.plan import build_plan
 
 INJECTOR_GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "injector"
@@ -50,7 +51,7 @@ def test_the_injector_renders_init_containers() -> None:
 def test_rendered_args_are_a_valid_capture_config(source: str, args: list[str]) -> None:
     argv = ["--enable-ipv6=false", *args]
     parsed = build_parser({}).parse_args(argv)
-    plan = build_plan(config_from_args(parsed, {}))
+    plan = build_plan(config_from_args(parsed, MachineFacts()))
     assert plan.ipv4, source
     # Every pod start takes the fast path (argparse is only for help and errors).
     assert vars(_parse_fast(argv, {})) == vars(parsed), source
