@@ -28,22 +28,11 @@ from injector import annotations as A
 from injector.annotations import PodSettings, exclude_inbound_port, pod_settings
 from injector.config import InjectorConfig
 from injector.probes import PROBERS_ENV, probers_env_value, restore_probes, rewrite_probes
-from meshlib.meshconfig import ProxyConfig
+from meshlib.meshconfig import ProxyConfig, proxy_config_overrides
 from meshlib.pod_markers import SIDECAR_STATUS_ANNOTATION, TLS_MODE_ISTIO, TLS_MODE_LABEL
 
 PROMETHEUS_ENV = "ISTIO_PROMETHEUS_ANNOTATIONS"
 PROMETHEUS_PATH = "/stats/prometheus"
-_PROXY_CONFIG_KEYS = {
-    "discovery_address": "discoveryAddress",
-    "status_port": "statusPort",
-    "proxy_admin_port": "proxyAdminPort",
-    "interception_mode": "interceptionMode",
-    "hold_application_until_proxy_starts": "holdApplicationUntilProxyStarts",
-    "concurrency": "concurrency",
-    "drain_duration_seconds": "drainDuration",
-    "termination_drain_duration_seconds": "terminationDrainDuration",
-    "proxy_metadata": "proxyMetadata",
-}
 
 
 class PodError(ValueError):
@@ -599,19 +588,7 @@ def _proxy_container(  # noqa: PLR0917 - one call site, names in the signature
 
 def proxy_config_json(proxy_config: ProxyConfig) -> str:
     """``PROXY_CONFIG``: the fields that differ from the defaults, camelCase, as compact JSON."""
-    default = ProxyConfig()
-    out: dict[str, Any] = {}
-    for attr, key in _PROXY_CONFIG_KEYS.items():
-        value = getattr(proxy_config, attr)
-        if value == getattr(default, attr):
-            continue
-        if attr.endswith("_seconds"):
-            value = f"{value:g}s"
-        elif isinstance(value, Mapping):
-            value = dict(value)
-        out[key] = value
-    out.update(proxy_config.extra)
-    return json.dumps(out, sort_keys=True, separators=(",", ":"))
+    return json.dumps(proxy_config_overrides(proxy_config), sort_keys=True, separators=(",", ":"))
 
 
 # -- volumes and pull secrets ----------------------------------------------------------------
