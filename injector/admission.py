@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from injector._data import mapping
-from injector.annotations import AnnotationError
 from injector.config import InjectorConfig
 from injector.decision import should_inject
+from injector.errors import AnnotationError, PodError
 from injector.patch import ADMISSION_VERSIONS, build_response, create_patch, encode_patch
-from injector.render import PodError, inject_in_place
+from injector.render import inject_in_place
 
 WARNING_PREFIX = "remora sidecar injector"
 

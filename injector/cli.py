@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from injector.config import ConfigError, InjectorConfig, load_config, parse_kubernetes_version
+from injector.config import InjectorConfig, load_config, parse_kubernetes_version
+from injector.errors import ConfigError
 from meshlib.clitypes import DURATION
 
 
@@ -237,7 +238,8 @@ def _runtime_certificates(  # noqa: PLR0917 - the CLI's options, passed on
     """Set up runtime certificates before serving; the returned manager keeps them current."""
     import datetime as dt
 
-    from injector.runtime_certs import RuntimeCertError, RuntimeCertificates, RuntimeCertOptions
+    from injector.errors import RuntimeCertError
+    from injector.runtime_certs import RuntimeCertificates, RuntimeCertOptions
     from meshlib.kube import api_client
 
     if not namespace:
@@ -314,7 +316,8 @@ def kube_inject(  # noqa: PLR0917 - click passes every option
     kubernetes_version: str | None,
     output: str,
 ) -> None:
-    from injector.kube_inject import KubeInjectError, kube_inject_text
+    from injector.errors import KubeInjectError
+    from injector.kube_inject import kube_inject_text
 
     try:
         config: InjectorConfig = load_config(config_file, mesh_file)

@@ -27,16 +27,14 @@ from typing import Any
 from injector import annotations as A
 from injector.annotations import PodSettings, exclude_inbound_port, pod_settings
 from injector.config import InjectorConfig
+from injector.errors import PodError
 from injector.probes import PROBERS_ENV, probers_env_value, restore_probes, rewrite_probes
+from meshlib.interception import NONE, TPROXY
 from meshlib.meshconfig import ProxyConfig, proxy_config_overrides
 from meshlib.pod_markers import SIDECAR_STATUS_ANNOTATION, TLS_MODE_ISTIO, TLS_MODE_LABEL
 
 PROMETHEUS_ENV = "ISTIO_PROMETHEUS_ANNOTATIONS"
 PROMETHEUS_PATH = "/stats/prometheus"
-
-
-class PodError(ValueError):
-    """The object is not a pod we can inject (e.g. ``spec.containers`` is missing)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +81,7 @@ def inject_in_place(
 
     app_containers = [c for c in spec["containers"] if c.get("name") != config.proxy.container_name]
     init = None
-    if settings.interception_mode != "NONE":
+    if settings.interception_mode != NONE:
         init = _init_container(config, settings)
     proxy = _proxy_container(config, settings, pod, app_containers, namespace, workload)
     for container in (init, proxy):
@@ -395,7 +393,7 @@ def _adjust_init_container_user(
     wanted = override.get("securityContext")
     if not isinstance(wanted, Mapping) or "runAsUser" not in wanted:
         return
-    if settings.interception_mode == "TPROXY":
+    if settings.interception_mode == TPROXY:
         proxy["securityContext"]["runAsUser"] = 0
         return
     uid = wanted["runAsUser"]
@@ -466,7 +464,7 @@ def _proxy_container(  # noqa: PLR0917 - one call site, names in the signature
     proxy = config.proxy
     labels = pod["metadata"].get("labels") or {}
     status_port = settings.status_port
-    tproxy = settings.interception_mode == "TPROXY"
+    tproxy = settings.interception_mode == TPROXY
 
     container: dict[str, Any] = {"name": proxy.container_name, "image": settings.image}
     if proxy.image_pull_policy:

@@ -29,6 +29,7 @@ from typing import Any
 
 from cryptography import x509
 
+from injector.errors import RuntimeCertError
 from meshlib import certs
 from meshlib.files import write_atomically
 
@@ -36,10 +37,6 @@ log = logging.getLogger("remora.injector.certs")
 
 CA_VALIDITY_DAYS = 3650
 _KEYS = ("ca.crt", "ca.key", "tls.crt", "tls.key")
-
-
-class RuntimeCertError(RuntimeError):
-    """The certificates cannot be set up; the message says what to check."""
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,8 @@ from prometheus_client import (
 )
 
 from injector.admission import Outcome, PatchCache, review
-from injector.config import ConfigError, InjectorConfig, default_config, load_config
+from injector.config import InjectorConfig, default_config, load_config
+from injector.errors import ConfigError
 from meshlib import certs
 from meshlib.files import write_atomically
 from meshlib.hostport import host_port
