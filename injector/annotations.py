@@ -216,13 +216,13 @@ def _proxy_setting(attr: str) -> Default:
     return lambda config, _proxy_config: getattr(config.proxy, attr)
 
 
-def _optional_proxy_setting(attr: str) -> Default:
+def _proxy_setting_if_set(attr: str) -> Default:
     """The injection config's ``proxy.<attr>``, or None (flag left out) when it is empty."""
     return lambda config, _proxy_config: getattr(config.proxy, attr) or None
 
 
 def _proxy_config(attr: str) -> Default:
-    """The pod's effective ProxyConfig field (mesh default, overlaid by ``proxy.istio.io/config``)."""
+    """The pod's ProxyConfig field: the mesh default overlaid by ``proxy.istio.io/config``."""
     return lambda _config, proxy_config: getattr(proxy_config, attr)
 
 
@@ -230,8 +230,12 @@ def _injector_setting(read: Callable[[InjectorConfig], Any]) -> Default:
     return lambda config, _proxy_config: read(config)
 
 
-def _constant(value: Any) -> Default:
-    return lambda _config, _proxy_config: value
+def _none(_config: InjectorConfig, _proxy_config: ProxyConfig) -> None:
+    """No default: the setting is left out unless the pod asks for it."""
+
+
+def _no_user_volumes(_config: InjectorConfig, _proxy_config: ProxyConfig) -> dict[str, Any]:
+    return {}
 
 
 # -- the table -------------------------------------------------------------------------------
@@ -241,68 +245,71 @@ def _constant(value: Any) -> Default:
 class Setting:
     """One annotation: how its value is read, where its default comes from, the field it sets."""
 
-    names: tuple[str, ...]  # the annotation; a renamed one adds its old name after it
+    annotation: str
     parse: Parser
     default: Default
-    field: str | None  # the PodSettings attribute; None for a check alone
+    field: str | None  # the PodSettings attribute; None when the row only checks the value
     # The default is text in the annotation's own syntax (the config's port and CIDR lists),
     # read by the same parser; a bad one is reported under the annotation's name.
-    default_is_text: bool = False
+    text_default: bool = False
+    old_name: str | None = None  # a renamed annotation's old name, read when the new is absent
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The annotation's names, the current one first."""
+        return (self.annotation,) if self.old_name is None else (self.annotation, self.old_name)
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting((INTERCEPTION_MODE,), _interception_mode, _proxy_config("interception_mode"),
+    # annotation, parser, default when the pod has none, PodSettings field
+    Setting(INTERCEPTION_MODE, _interception_mode, _proxy_config("interception_mode"),
             "interception_mode"),
     # Istio's own message says excludeInboundPorts here (a copy/paste); ours names the port.
     # 0 is allowed: no status server, so no probe rewriting and no metrics merge.
-    Setting((STATUS_PORT,), _uint(16, "status port"), _proxy_config("status_port"),
-            "status_port"),
-    Setting((INCLUDE_OUTBOUND_IP_RANGES,), _cidrs("includeIPRanges", wildcard=True),
-            _proxy_setting("include_ip_ranges"), "include_ip_ranges", default_is_text=True),
-    Setting((EXCLUDE_OUTBOUND_IP_RANGES,), _cidrs("excludeIPRanges", wildcard=False),
-            _proxy_setting("exclude_ip_ranges"), "exclude_ip_ranges", default_is_text=True),
-    Setting((INCLUDE_INBOUND_PORTS,), _ports("includeInboundPorts", wildcard=True),
-            _proxy_setting("include_inbound_ports"), "include_inbound_ports",
-            default_is_text=True),
-    Setting((EXCLUDE_INBOUND_PORTS,), _ports("excludeInboundPorts", wildcard=False),
-            _proxy_setting("exclude_inbound_ports"), "exclude_inbound_ports",
-            default_is_text=True),
-    Setting((INCLUDE_OUTBOUND_PORTS,), _ports("includeOutboundPorts", wildcard=False),
-            _optional_proxy_setting("include_outbound_ports"), "include_outbound_ports",
-            default_is_text=True),
-    Setting((EXCLUDE_OUTBOUND_PORTS,), _ports("excludeOutboundPorts", wildcard=False),
-            _optional_proxy_setting("exclude_outbound_ports"), "exclude_outbound_ports",
-            default_is_text=True),
-    Setting((REROUTE_VIRTUAL_INTERFACES, KUBEVIRT_INTERFACES), _interfaces, _constant(None),
-            "reroute_interfaces"),
-    Setting((EXCLUDE_INTERFACES,), _interfaces, _constant(None), "exclude_interfaces"),
-    Setting((READINESS_INITIAL_DELAY,), _uint(32, "initialDelaySeconds"),
+    Setting(STATUS_PORT, _uint(16, "status port"), _proxy_config("status_port"), "status_port"),
+    Setting(INCLUDE_OUTBOUND_IP_RANGES, _cidrs("includeIPRanges", wildcard=True),
+            _proxy_setting("include_ip_ranges"), "include_ip_ranges", text_default=True),
+    Setting(EXCLUDE_OUTBOUND_IP_RANGES, _cidrs("excludeIPRanges", wildcard=False),
+            _proxy_setting("exclude_ip_ranges"), "exclude_ip_ranges", text_default=True),
+    Setting(INCLUDE_INBOUND_PORTS, _ports("includeInboundPorts", wildcard=True),
+            _proxy_setting("include_inbound_ports"), "include_inbound_ports", text_default=True),
+    Setting(EXCLUDE_INBOUND_PORTS, _ports("excludeInboundPorts", wildcard=False),
+            _proxy_setting("exclude_inbound_ports"), "exclude_inbound_ports", text_default=True),
+    Setting(INCLUDE_OUTBOUND_PORTS, _ports("includeOutboundPorts", wildcard=False),
+            _proxy_setting_if_set("include_outbound_ports"), "include_outbound_ports",
+            text_default=True),
+    Setting(EXCLUDE_OUTBOUND_PORTS, _ports("excludeOutboundPorts", wildcard=False),
+            _proxy_setting_if_set("exclude_outbound_ports"), "exclude_outbound_ports",
+            text_default=True),
+    Setting(REROUTE_VIRTUAL_INTERFACES, _interfaces, _none, "reroute_interfaces",
+            old_name=KUBEVIRT_INTERFACES),
+    Setting(EXCLUDE_INTERFACES, _interfaces, _none, "exclude_interfaces"),
+    Setting(READINESS_INITIAL_DELAY, _uint(32, "initialDelaySeconds"),
             _proxy_setting("readiness_initial_delay_seconds"), "readiness_initial_delay"),
-    Setting((READINESS_PERIOD,), _uint(32, "periodSeconds"),
+    Setting(READINESS_PERIOD, _uint(32, "periodSeconds"),
             _proxy_setting("readiness_period_seconds"), "readiness_period"),
-    Setting((READINESS_FAILURE_THRESHOLD,), _uint(32, "failureThreshold"),
+    Setting(READINESS_FAILURE_THRESHOLD, _uint(32, "failureThreshold"),
             _proxy_setting("readiness_failure_threshold"), "readiness_failure_threshold"),
-    Setting((PROXY_CPU,), _quantity, _constant(None), None),  # see _resources
-    Setting((PROXY_MEMORY,), _quantity, _constant(None), None),
-    Setting((PROXY_CPU_LIMIT,), _quantity, _constant(None), None),
-    Setting((PROXY_MEMORY_LIMIT,), _quantity, _constant(None), None),
-    Setting((LOG_LEVEL,), _as_written, _proxy_setting("log_level"), "log_level"),
-    Setting((COMPONENT_LOG_LEVEL,), _as_written, _proxy_setting("component_log_level"),
+    Setting(PROXY_CPU, _quantity, _none, None),  # checked here, used by _resources
+    Setting(PROXY_MEMORY, _quantity, _none, None),
+    Setting(PROXY_CPU_LIMIT, _quantity, _none, None),
+    Setting(PROXY_MEMORY_LIMIT, _quantity, _none, None),
+    Setting(LOG_LEVEL, _as_written, _proxy_setting("log_level"), "log_level"),
+    Setting(COMPONENT_LOG_LEVEL, _as_written, _proxy_setting("component_log_level"),
             "component_log_level"),
-    Setting((AGENT_LOG_LEVEL,), _as_written, _proxy_setting("agent_log_level"),
-            "agent_log_level"),
-    Setting((NATIVE_SIDECAR,), parse_bool,
-            _injector_setting(InjectorConfig.native_sidecars_default), "native_sidecar"),
-    Setting((REWRITE_PROBES,), parse_bool,
+    Setting(AGENT_LOG_LEVEL, _as_written, _proxy_setting("agent_log_level"), "agent_log_level"),
+    Setting(NATIVE_SIDECAR, parse_bool, _injector_setting(InjectorConfig.native_sidecars_default),
+            "native_sidecar"),
+    Setting(REWRITE_PROBES, parse_bool,
             _injector_setting(lambda config: config.rewrite_app_http_probe), "rewrite_probes"),
-    Setting((MERGE_METRICS,), parse_bool,
+    Setting(MERGE_METRICS, parse_bool,
             _injector_setting(lambda config: config.mesh.enable_prometheus_merge),
             "merge_metrics"),
-    Setting((CAP_NET_BIND_SERVICE,), parse_bool, _proxy_setting("cap_net_bind_service"),
+    Setting(CAP_NET_BIND_SERVICE, parse_bool, _proxy_setting("cap_net_bind_service"),
             "cap_net_bind_service"),
-    Setting((TEMPLATES,), _sidecar_template_only, _constant(None), None),
-    Setting((USER_VOLUME,), _json_map, _constant({}), "user_volumes"),
-    Setting((USER_VOLUME_MOUNT,), _json_map, _constant({}), "user_volume_mounts"),
+    Setting(TEMPLATES, _sidecar_template_only, _none, None),
+    Setting(USER_VOLUME, _json_map, _no_user_volumes, "user_volumes"),
+    Setting(USER_VOLUME_MOUNT, _json_map, _no_user_volumes, "user_volume_mounts"),
 )  # fmt: skip
 """Every annotation read by a parser of its own, in the order they are checked. Booleans are
 read as Go's ``strconv.ParseBool`` reads them, as Istio reads its boolean annotations."""
@@ -348,9 +355,9 @@ def _value(
         text = annotations[name]
     else:
         default = row.default(config, proxy_config)
-        if not row.default_is_text or default is None:
+        if not row.text_default or default is None:
             return default
-        name, text = row.names[0], default
+        name, text = row.annotation, default
     try:
         return row.parse(text)
     except SyntaxProblem as problem:
