@@ -19,7 +19,8 @@ from injector._data import mapping
 from injector.config import InjectorConfig
 from injector.decision import should_inject
 from injector.errors import AnnotationError, KubeInjectError, PodError
-from injector.render import Workload, inject
+from injector.render import inject
+from injector.workload import Workload
 
 # kind -> path from the object to its pod template
 TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {

@@ -38,7 +38,7 @@ from injector.workload import Workload, workload_of
 from meshlib.interception import NONE
 from meshlib.pod_markers import SIDECAR_STATUS_ANNOTATION, TLS_MODE_ISTIO, TLS_MODE_LABEL
 
-__all__ = ["PodError", "Workload", "inject", "inject_in_place", "workload_of"]
+__all__ = ["inject", "inject_in_place"]
 
 
 # -- entry points ----------------------------------------------------------------------------
