@@ -39,7 +39,7 @@ from meshlib.syntax import (
     split_list,
 )
 
-__all__ = ["AnnotationError", "PodSettings", "exclude_inbound_port", "pod_settings"]
+__all__ = ["AnnotationError", "PodSettings", "pod_settings"]
 
 # -- names -----------------------------------------------------------------------------------
 INJECT = "sidecar.istio.io/inject"  # label (current) and annotation (deprecated)
@@ -405,13 +405,3 @@ def _image(annotations: Mapping[str, str], proxy: ProxySettings) -> str:
     if "/" not in image:
         image = f"{proxy.hub}/{image}:{proxy.tag}"
     return image
-
-
-def exclude_inbound_port(port: int, ports: str) -> str:
-    """Append ``port`` to a comma list unless it is 0 or already there (Istio's helper)."""
-    if port == 0:
-        return ports
-    parts = split_list(ports)
-    if str(port) not in parts:
-        parts.append(str(port))
-    return ",".join(parts)

@@ -13,12 +13,13 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from injector.annotations import PodSettings, exclude_inbound_port
+from injector.annotations import PodSettings
 from injector.config import InjectorConfig, ProxySettings
 from injector.volumes import proxy_volume_mounts
 from injector.workload import Workload
 from meshlib.interception import TPROXY
 from meshlib.meshconfig import ProxyConfig, proxy_config_overrides
+from meshlib.syntax import split_list
 
 WORKLOAD_NAME_LABEL = "service.istio.io/workload-name"
 
@@ -76,6 +77,16 @@ def _capture_flags(proxy: ProxySettings, settings: PodSettings) -> list[str]:
             flags += [flag, value]
     flags.append(f"--log_output_level={settings.agent_log_level}")
     return flags
+
+
+def exclude_inbound_port(port: int, ports: str) -> str:
+    """Append ``port`` to a comma list unless it is 0 or already there (Istio's helper)."""
+    if port == 0:
+        return ports
+    parts = split_list(ports)
+    if str(port) not in parts:
+        parts.append(str(port))
+    return ",".join(parts)
 
 
 # -- the proxy -------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from injector import annotations as A
-from injector.annotations import exclude_inbound_port, pod_settings
+from injector.annotations import pod_settings
 from injector.config import default_config, parse_config, parse_kubernetes_version
+from injector.containers import exclude_inbound_port
 from injector.errors import AnnotationError, ConfigError
 
 CONFIG = default_config()
