@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from injector._data import mapping
-from injector.annotations import AnnotationError
 from injector.config import InjectorConfig
 from injector.decision import should_inject
+from injector.errors import AnnotationError, PodError, ReviewError
 from injector.patch import ADMISSION_VERSIONS, build_response, create_patch, encode_patch
-from injector.render import PodError, inject_in_place
+from injector.render import inject_in_place
 
 WARNING_PREFIX = "remora sidecar injector"
 
@@ -117,10 +117,6 @@ def _json(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode()
 
 
-def _bad_request(message: str, status: int = 400, result: str = "bad_request") -> Outcome:
-    return Outcome(status, _json({"error": message}), result, result, message)
-
-
 def _pod_name(pod: dict[str, Any], request: dict[str, Any]) -> tuple[str, str]:
     metadata = mapping(pod.get("metadata"))
     namespace = str(metadata.get("namespace") or request.get("namespace") or "")
@@ -137,35 +133,43 @@ def review(
     cache: PatchCache | None = None,
 ) -> Outcome:
     """Answer one ``POST /inject`` (with ``cache``, reuse the patch of an identical pod)."""
+    try:
+        api_version, uid, request = _read_review(body, content_type)
+    except ReviewError as exc:
+        result = "unsupported" if exc.status == 415 else "bad_request"
+        return Outcome(exc.status, _json({"error": str(exc)}), result, result, str(exc))
+    try:
+        return _review_request(api_version, uid, request, config, cache)
+    except Exception as exc:  # never a 500: the API server gets an answer it can show
+        message = f"internal error in the sidecar injector: {type(exc).__name__}: {exc}"
+        out = build_response(api_version, uid, allowed=False, message=message, code=500)
+        return Outcome(200, _json(out), "rejected", "internal_error", message, uid=uid, error=exc)
+
+
+def _read_review(body: bytes, content_type: str | None) -> tuple[str, str, dict[str, Any]]:
+    """The AdmissionReview's apiVersion, request uid and request; a :class:`ReviewError` names
+    what is wrong with anything else."""
     media_type = (content_type or "").split(";")[0].strip().lower()
     if media_type != "application/json":
-        return _bad_request(
-            f"Content-Type must be application/json, got {content_type!r}", 415, "unsupported"
-        )
+        raise ReviewError(f"Content-Type must be application/json, got {content_type!r}", 415)
     if not body:
-        return _bad_request("no body found: send an AdmissionReview as JSON")
+        raise ReviewError("no body found: send an AdmissionReview as JSON")
     try:
         document = json.loads(body)
     except (ValueError, RecursionError) as exc:
-        return _bad_request(f"the body is not JSON: {exc}")
+        raise ReviewError(f"the body is not JSON: {exc}") from None
     if not isinstance(document, dict):
-        return _bad_request("the body is not an AdmissionReview object")
+        raise ReviewError("the body is not an AdmissionReview object")
     api_version = document.get("apiVersion")
     if document.get("kind") != "AdmissionReview" or api_version not in ADMISSION_VERSIONS:
-        return _bad_request(
+        raise ReviewError(
             f"expected kind AdmissionReview with apiVersion in {list(ADMISSION_VERSIONS)}, got "
             f"kind {document.get('kind')!r} apiVersion {api_version!r}"
         )
     request = document.get("request")
     if not isinstance(request, dict) or not isinstance(request.get("uid"), str):
-        return _bad_request("the AdmissionReview has no request with a uid")
-    uid: str = request["uid"]
-    try:
-        return _review_request(str(api_version), uid, request, config, cache)
-    except Exception as exc:  # never a 500: the API server gets an answer it can show
-        message = f"internal error in the sidecar injector: {type(exc).__name__}: {exc}"
-        out = build_response(str(api_version), uid, allowed=False, message=message, code=500)
-        return Outcome(200, _json(out), "rejected", "internal_error", message, uid=uid, error=exc)
+        raise ReviewError("the AdmissionReview has no request with a uid")
+    return str(api_version), request["uid"], request
 
 
 def _review_request(

@@ -9,20 +9,37 @@ and ``kubectl`` shows the message.
 Istio validates only some annotations and silently ignores bad values in the rest. We validate
 every annotation that we act on, because a silently ignored ``proxyCPU: "lots"`` surfaces much
 later as a pod the API server rejects for a reason the user did not write.
+
+Like Istio's ``AnnotationValidation`` map, :data:`SETTINGS` is a table: one row per annotation,
+with the parser of its value, where the default comes from when the pod does not carry it, and
+the :class:`PodSettings` field it sets. Value syntaxes (booleans, ports, CIDRs) are
+:mod:`meshlib.syntax`'s, so the webhook admits exactly what the init container accepts.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from injector.config import InjectorConfig
+from injector.config import InjectorConfig, ProxySettings
+from injector.errors import AnnotationError
 from meshlib.ifnames import interface_name_problem
+from meshlib.interception import INTERCEPTION_MODES
 from meshlib.meshconfig import MeshConfigError, ProxyConfig, parse_proxy_config
+from meshlib.syntax import (
+    WILDCARD,
+    SyntaxProblem,
+    is_wildcard,
+    parse_bool,
+    parse_cidr_list,
+    parse_port,
+    split_list,
+)
+
+__all__ = ["AnnotationError", "PodSettings", "pod_settings"]
 
 # -- names -----------------------------------------------------------------------------------
 INJECT = "sidecar.istio.io/inject"  # label (current) and annotation (deprecated)
@@ -65,19 +82,8 @@ CANONICAL_NAME_LABEL = "service.istio.io/canonical-name"
 CANONICAL_REVISION_LABEL = "service.istio.io/canonical-revision"
 NAMESPACE_INJECTION_LABEL = "istio-injection"
 
-INTERCEPTION_MODES = ("REDIRECT", "TPROXY", "NONE")
-
 _QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")
-
-
-class AnnotationError(ValueError):
-    """An annotation's value cannot be used; the pod must be refused with this message."""
-
-    def __init__(self, name: str, value: str, reason: str) -> None:
-        super().__init__(f"invalid value '{value}' for annotation '{name}': {reason}")
-        self.name = name
-        self.value = value
-        self.reason = reason
+_IMAGE = re.compile(r"[A-Za-z0-9._:/@-]+")
 
 
 @dataclass(frozen=True)
@@ -112,94 +118,259 @@ class PodSettings:
     user_volume_mounts: dict[str, dict[str, Any]]
 
 
-# -- value checks ----------------------------------------------------------------------------
+# -- value parsers: annotation text -> setting; a SyntaxProblem says why not -------------------
+
+Parser = Callable[[str], Any]
 
 
-def _bool(name: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in {"true", "1", "t"}:
-        return True
-    if lowered in {"false", "0", "f"}:
-        return False
-    raise AnnotationError(name, value, "must be true or false")
+def _interception_mode(text: str) -> str:
+    mode = text.strip()
+    if mode not in INTERCEPTION_MODES:
+        raise SyntaxProblem(f"interceptionMode invalid, use {','.join(INTERCEPTION_MODES)}")
+    return mode
 
 
-def _is_decimal(text: str) -> bool:
-    """ASCII digits only: ``str.isdigit`` also passes '²' and other digits ``int()`` refuses."""
-    return text.isascii() and text.isdecimal()
+def _uint(bits: int, what: str) -> Parser:
+    """An unsigned integer of ``bits`` bits, in ASCII digits (Go's ``strconv.ParseUint``)."""
+
+    def parse(text: str) -> int:
+        value = text.strip()
+        if not (value.isascii() and value.isdecimal()) or int(value) >= 2**bits:
+            raise SyntaxProblem(f"{what} invalid: must be an integer in 0..{2**bits - 1}")
+        return int(value)
+
+    return parse
 
 
-def _uint(name: str, value: str, bits: int, what: str) -> int:
-    text = value.strip()
-    if not _is_decimal(text) or int(text) >= 2**bits:
-        raise AnnotationError(
-            name, value, f"{what} invalid: must be an integer in 0..{2**bits - 1}"
-        )
-    return int(text)
+def _ports(what: str, *, wildcard: bool) -> Parser:
+    """A comma list of ports, as the init container's flag takes it; ``*`` where allowed."""
 
-
-def _ports(name: str, value: str, what: str, *, wildcard: bool) -> str:
-    """A comma list of ports (spaces trimmed, empties dropped), or ``*`` where allowed."""
-    if wildcard and value.strip() == "*":
-        return "*"
-    ports: list[str] = []
-    for raw in value.split(","):
-        part = raw.strip()
-        if not part:
-            continue
-        if not _is_decimal(part) or not 0 < int(part) < 65536:
-            raise AnnotationError(name, value, f"{what} invalid: {part!r} is not a port (1-65535)")
-        ports.append(str(int(part)))
-    return ",".join(ports)
-
-
-def _cidrs(name: str, value: str, what: str, *, wildcard: bool) -> str:
-    if wildcard and value.strip() == "*":
-        return "*"
-    cidrs: list[str] = []
-    for part in value.split(","):
-        if not part:
-            continue
+    def parse(text: str) -> str:
+        if wildcard and is_wildcard(text):
+            return WILDCARD
         try:
-            ipaddress.ip_network(part, strict=False)
-            if "/" not in part:
-                raise ValueError("missing prefix length")
-        except ValueError as exc:
-            raise AnnotationError(name, value, f"{what} invalid: {part!r}: {exc}") from None
-        cidrs.append(part)
-    return ",".join(cidrs)
+            return ",".join(str(parse_port(item)) for item in split_list(text))
+        except SyntaxProblem as problem:
+            raise SyntaxProblem(f"{what} invalid: {problem}") from None
+
+    return parse
 
 
-def _interfaces(name: str, value: str) -> str:
-    names = [part.strip() for part in value.split(",") if part.strip()]
+def _cidrs(what: str, *, wildcard: bool) -> Parser:
+    """A comma list of CIDRs, prefix lengths required (Istio's ``validateCIDRList``); ``*``
+    where allowed. Passed on as written, as Istio hands the annotation to istio-iptables."""
+
+    def parse(text: str) -> str:
+        if wildcard and is_wildcard(text):
+            return WILDCARD
+        try:
+            parse_cidr_list(text)
+        except SyntaxProblem as problem:
+            raise SyntaxProblem(f"{what} invalid: {problem}") from None
+        return ",".join(split_list(text))
+
+    return parse
+
+
+def _interfaces(text: str) -> str:
+    names = split_list(text)
     for nic in names:
         problem = interface_name_problem(nic)
         if problem is not None:
-            raise AnnotationError(
-                name, value, f"{nic!r} is not a network interface name: {problem}"
-            )
+            raise SyntaxProblem(f"{nic!r} is not a network interface name: {problem}")
     return ",".join(names)
 
 
-def _quantity(name: str, value: str) -> str:
-    if not _QUANTITY.match(value.strip()):
-        raise AnnotationError(name, value, "not a Kubernetes quantity (e.g. 100m, 1, 128Mi)")
-    return value.strip()
+def _quantity(text: str) -> str:
+    if not _QUANTITY.match(text.strip()):
+        raise SyntaxProblem("not a Kubernetes quantity (e.g. 100m, 1, 128Mi)")
+    return text.strip()
 
 
-def _json_map(name: str, value: str) -> dict[str, dict[str, Any]]:
+def _json_map(text: str) -> dict[str, dict[str, Any]]:
     try:
-        parsed = json.loads(value)
+        parsed = json.loads(text)
     except ValueError as exc:
-        raise AnnotationError(name, value, f"not JSON: {exc}") from None
+        raise SyntaxProblem(f"not JSON: {exc}") from None
     if not isinstance(parsed, dict) or not all(isinstance(v, dict) for v in parsed.values()):
-        raise AnnotationError(name, value, "must be a JSON object of name -> object")
+        raise SyntaxProblem("must be a JSON object of name -> object")
     return parsed
 
 
-def _proxy_config(value: str, base: ProxyConfig) -> ProxyConfig:
+def _as_written(text: str) -> str:
+    return text
+
+
+def _sidecar_template_only(text: str) -> None:
+    if split_list(text) != ["sidecar"]:
+        raise SyntaxProblem("Remora injects only the 'sidecar' template")
+
+
+# -- where a default comes from when the pod has no annotation --------------------------------
+
+Default = Callable[[InjectorConfig, ProxyConfig], Any]
+
+
+def _proxy_setting(attr: str) -> Default:
+    """The injection config's ``proxy.<attr>``."""
+    return lambda config, _proxy_config: getattr(config.proxy, attr)
+
+
+def _proxy_setting_if_set(attr: str) -> Default:
+    """The injection config's ``proxy.<attr>``, or None (flag left out) when it is empty."""
+    return lambda config, _proxy_config: getattr(config.proxy, attr) or None
+
+
+def _proxy_config(attr: str) -> Default:
+    """The pod's ProxyConfig field: the mesh default overlaid by ``proxy.istio.io/config``."""
+    return lambda _config, proxy_config: getattr(proxy_config, attr)
+
+
+def _injector_setting(read: Callable[[InjectorConfig], Any]) -> Default:
+    return lambda config, _proxy_config: read(config)
+
+
+def _none(_config: InjectorConfig, _proxy_config: ProxyConfig) -> None:
+    """No default: the setting is left out unless the pod asks for it."""
+
+
+def _no_user_volumes(_config: InjectorConfig, _proxy_config: ProxyConfig) -> dict[str, Any]:
+    return {}
+
+
+# -- the table -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One annotation: how its value is read, where its default comes from, the field it sets."""
+
+    annotation: str
+    parse: Parser
+    default: Default
+    field: str | None  # the PodSettings attribute; None when the row only checks the value
+    # The default is text in the annotation's own syntax (the config's port and CIDR lists),
+    # read by the same parser; a bad one is reported under the annotation's name.
+    text_default: bool = False
+    old_name: str | None = None  # a renamed annotation's old name, read when the new is absent
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The annotation's names, the current one first."""
+        return (self.annotation,) if self.old_name is None else (self.annotation, self.old_name)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # annotation, parser, default when the pod has none, PodSettings field
+    Setting(INTERCEPTION_MODE, _interception_mode, _proxy_config("interception_mode"),
+            "interception_mode"),
+    # Istio's own message says excludeInboundPorts here (a copy/paste); ours names the port.
+    # 0 is allowed: no status server, so no probe rewriting and no metrics merge.
+    Setting(STATUS_PORT, _uint(16, "status port"), _proxy_config("status_port"), "status_port"),
+    Setting(INCLUDE_OUTBOUND_IP_RANGES, _cidrs("includeIPRanges", wildcard=True),
+            _proxy_setting("include_ip_ranges"), "include_ip_ranges", text_default=True),
+    Setting(EXCLUDE_OUTBOUND_IP_RANGES, _cidrs("excludeIPRanges", wildcard=False),
+            _proxy_setting("exclude_ip_ranges"), "exclude_ip_ranges", text_default=True),
+    Setting(INCLUDE_INBOUND_PORTS, _ports("includeInboundPorts", wildcard=True),
+            _proxy_setting("include_inbound_ports"), "include_inbound_ports", text_default=True),
+    Setting(EXCLUDE_INBOUND_PORTS, _ports("excludeInboundPorts", wildcard=False),
+            _proxy_setting("exclude_inbound_ports"), "exclude_inbound_ports", text_default=True),
+    Setting(INCLUDE_OUTBOUND_PORTS, _ports("includeOutboundPorts", wildcard=False),
+            _proxy_setting_if_set("include_outbound_ports"), "include_outbound_ports",
+            text_default=True),
+    Setting(EXCLUDE_OUTBOUND_PORTS, _ports("excludeOutboundPorts", wildcard=False),
+            _proxy_setting_if_set("exclude_outbound_ports"), "exclude_outbound_ports",
+            text_default=True),
+    Setting(REROUTE_VIRTUAL_INTERFACES, _interfaces, _none, "reroute_interfaces",
+            old_name=KUBEVIRT_INTERFACES),
+    Setting(EXCLUDE_INTERFACES, _interfaces, _none, "exclude_interfaces"),
+    Setting(READINESS_INITIAL_DELAY, _uint(32, "initialDelaySeconds"),
+            _proxy_setting("readiness_initial_delay_seconds"), "readiness_initial_delay"),
+    Setting(READINESS_PERIOD, _uint(32, "periodSeconds"),
+            _proxy_setting("readiness_period_seconds"), "readiness_period"),
+    Setting(READINESS_FAILURE_THRESHOLD, _uint(32, "failureThreshold"),
+            _proxy_setting("readiness_failure_threshold"), "readiness_failure_threshold"),
+    Setting(PROXY_CPU, _quantity, _none, None),  # checked here, used by _resources
+    Setting(PROXY_MEMORY, _quantity, _none, None),
+    Setting(PROXY_CPU_LIMIT, _quantity, _none, None),
+    Setting(PROXY_MEMORY_LIMIT, _quantity, _none, None),
+    Setting(LOG_LEVEL, _as_written, _proxy_setting("log_level"), "log_level"),
+    Setting(COMPONENT_LOG_LEVEL, _as_written, _proxy_setting("component_log_level"),
+            "component_log_level"),
+    Setting(AGENT_LOG_LEVEL, _as_written, _proxy_setting("agent_log_level"), "agent_log_level"),
+    Setting(NATIVE_SIDECAR, parse_bool, _injector_setting(InjectorConfig.native_sidecars_default),
+            "native_sidecar"),
+    Setting(REWRITE_PROBES, parse_bool,
+            _injector_setting(lambda config: config.rewrite_app_http_probe), "rewrite_probes"),
+    Setting(MERGE_METRICS, parse_bool,
+            _injector_setting(lambda config: config.mesh.enable_prometheus_merge),
+            "merge_metrics"),
+    Setting(CAP_NET_BIND_SERVICE, parse_bool, _proxy_setting("cap_net_bind_service"),
+            "cap_net_bind_service"),
+    Setting(TEMPLATES, _sidecar_template_only, _none, None),
+    Setting(USER_VOLUME, _json_map, _no_user_volumes, "user_volumes"),
+    Setting(USER_VOLUME_MOUNT, _json_map, _no_user_volumes, "user_volume_mounts"),
+)  # fmt: skip
+"""Every annotation read by a parser of its own, in the order they are checked. Booleans are
+read as Go's ``strconv.ParseBool`` reads them, as Istio reads its boolean annotations."""
+
+_RESOURCES = (  # annotation, kind, resource; in the order Istio writes them
+    (PROXY_CPU_LIMIT, "limits", "cpu"),
+    (PROXY_MEMORY_LIMIT, "limits", "memory"),
+    (PROXY_CPU, "requests", "cpu"),
+    (PROXY_MEMORY, "requests", "memory"),
+)
+
+
+# -- the whole set ---------------------------------------------------------------------------
+
+
+def pod_settings(annotations: Mapping[str, str], config: InjectorConfig) -> PodSettings:
+    """The effective settings for a pod; raises :class:`AnnotationError` on a bad value."""
+    proxy_config = _pod_proxy_config(annotations, config.mesh.default_config)
+    values: dict[str, Any] = {}
+    for row in SETTINGS:
+        value = _value(row, annotations, config, proxy_config)
+        if row.field is not None:  # else the row only checks its annotation
+            values[row.field] = value
+    return PodSettings(
+        **values,
+        resources=_resources(annotations, config.proxy),
+        image=_image(annotations, config.proxy),
+        proxy_config=proxy_config,
+        # Either one asks for it, as in Istio.
+        hold_application=(
+            proxy_config.hold_application_until_proxy_starts
+            or config.hold_application_until_proxy_starts
+        ),
+    )
+
+
+def _value(
+    row: Setting, annotations: Mapping[str, str], config: InjectorConfig, proxy_config: ProxyConfig
+) -> Any:
+    """The row's annotation read by its parser, else its default."""
+    name = next((name for name in row.names if name in annotations), None)
+    if name is not None:
+        text = annotations[name]
+    else:
+        default = row.default(config, proxy_config)
+        if not row.text_default or default is None:
+            return default
+        name, text = row.annotation, default
+    try:
+        return row.parse(text)
+    except SyntaxProblem as problem:
+        raise AnnotationError(name, text, str(problem)) from None
+
+
+def _pod_proxy_config(annotations: Mapping[str, str], base: ProxyConfig) -> ProxyConfig:
+    """The mesh's default ProxyConfig, overlaid by the pod's ``proxy.istio.io/config``."""
+    if PROXY_CONFIG not in annotations:
+        return base
     import yaml
 
+    value = annotations[PROXY_CONFIG]
     try:
         raw = yaml.safe_load(value)
     except yaml.YAMLError as exc:
@@ -212,178 +383,25 @@ def _proxy_config(value: str, base: ProxyConfig) -> ProxyConfig:
         raise AnnotationError(PROXY_CONFIG, value, str(exc)) from None
 
 
-def exclude_inbound_port(port: int, ports: str) -> str:
-    """Append ``port`` to a comma list unless it is 0 or already there (Istio's helper)."""
-    if port == 0:
-        return ports
-    parts = [p.strip() for p in ports.split(",") if p.strip()]
-    if str(port) not in parts:
-        parts.append(str(port))
-    return ",".join(parts)
+def _resources(annotations: Mapping[str, str], proxy: ProxySettings) -> dict[str, dict[str, str]]:
+    """As in Istio: any one of the four resource annotations replaces the configured resources
+    entirely (the values were checked by their rows in :data:`SETTINGS`)."""
+    if not any(name in annotations for name, _, _ in _RESOURCES):
+        return {kind: dict(values) for kind, values in proxy.resources.items()}
+    resources: dict[str, dict[str, str]] = {}
+    for name, kind, resource in _RESOURCES:
+        if name in annotations:
+            resources.setdefault(kind, {})[resource] = annotations[name].strip()
+    return resources
 
 
-# -- the whole set ---------------------------------------------------------------------------
-
-
-def pod_settings(annotations: Mapping[str, str], config: InjectorConfig) -> PodSettings:
-    """The effective settings for a pod; raises :class:`AnnotationError` on a bad value."""
-    ann = annotations
-    proxy = config.proxy
-    mesh_proxy = config.mesh.default_config
-
-    proxy_config = mesh_proxy
-    if PROXY_CONFIG in ann:
-        proxy_config = _proxy_config(ann[PROXY_CONFIG], mesh_proxy)
-
-    mode = proxy_config.interception_mode
-    if INTERCEPTION_MODE in ann:
-        mode = ann[INTERCEPTION_MODE].strip()
-        if mode not in INTERCEPTION_MODES:
-            raise AnnotationError(
-                INTERCEPTION_MODE,
-                ann[INTERCEPTION_MODE],
-                "interceptionMode invalid, use REDIRECT,TPROXY,NONE",
-            )
-
-    status_port = proxy_config.status_port
-    if STATUS_PORT in ann:
-        # Istio's own message says excludeInboundPorts here (a copy/paste); ours names the port.
-        status_port = _uint(STATUS_PORT, ann[STATUS_PORT], 16, "status port")
-
-    def get(name: str, default: str) -> str:
-        return ann.get(name, default)
-
-    include_ip = _cidrs(
-        INCLUDE_OUTBOUND_IP_RANGES,
-        get(INCLUDE_OUTBOUND_IP_RANGES, proxy.include_ip_ranges),
-        "includeIPRanges",
-        wildcard=True,
-    )
-    exclude_ip = _cidrs(
-        EXCLUDE_OUTBOUND_IP_RANGES,
-        get(EXCLUDE_OUTBOUND_IP_RANGES, proxy.exclude_ip_ranges),
-        "excludeIPRanges",
-        wildcard=False,
-    )
-    include_in = _ports(
-        INCLUDE_INBOUND_PORTS,
-        get(INCLUDE_INBOUND_PORTS, proxy.include_inbound_ports),
-        "includeInboundPorts",
-        wildcard=True,
-    )
-    exclude_in = _ports(
-        EXCLUDE_INBOUND_PORTS,
-        get(EXCLUDE_INBOUND_PORTS, proxy.exclude_inbound_ports),
-        "excludeInboundPorts",
-        wildcard=False,
-    )
-    include_out: str | None = None
-    if INCLUDE_OUTBOUND_PORTS in ann or proxy.include_outbound_ports:
-        include_out = _ports(
-            INCLUDE_OUTBOUND_PORTS,
-            get(INCLUDE_OUTBOUND_PORTS, proxy.include_outbound_ports),
-            "includeOutboundPorts",
-            wildcard=False,
+def _image(annotations: Mapping[str, str], proxy: ProxySettings) -> str:
+    """The proxy image; a bare name (no ``/``) is completed with the config's hub and tag."""
+    image = annotations.get(PROXY_IMAGE, "").strip() or proxy.image
+    if not _IMAGE.fullmatch(image):
+        raise AnnotationError(
+            PROXY_IMAGE, annotations.get(PROXY_IMAGE, ""), "not a container image"
         )
-    exclude_out: str | None = None
-    if EXCLUDE_OUTBOUND_PORTS in ann or proxy.exclude_outbound_ports:
-        exclude_out = _ports(
-            EXCLUDE_OUTBOUND_PORTS,
-            get(EXCLUDE_OUTBOUND_PORTS, proxy.exclude_outbound_ports),
-            "excludeOutboundPorts",
-            wildcard=False,
-        )
-    reroute: str | None = None
-    for name in (REROUTE_VIRTUAL_INTERFACES, KUBEVIRT_INTERFACES):  # the new name wins
-        if name in ann:
-            reroute = _interfaces(name, ann[name])
-            break
-    exclude_nics = (
-        _interfaces(EXCLUDE_INTERFACES, ann[EXCLUDE_INTERFACES])
-        if EXCLUDE_INTERFACES in ann
-        else None
-    )
-
-    readiness = [
-        _uint(name, ann[name], 32, name.rsplit("/", 1)[1]) if name in ann else default
-        for name, default in (
-            (READINESS_INITIAL_DELAY, proxy.readiness_initial_delay_seconds),
-            (READINESS_PERIOD, proxy.readiness_period_seconds),
-            (READINESS_FAILURE_THRESHOLD, proxy.readiness_failure_threshold),
-        )
-    ]
-
-    resource_annotations = {
-        (PROXY_CPU, "requests", "cpu"),
-        (PROXY_MEMORY, "requests", "memory"),
-        (PROXY_CPU_LIMIT, "limits", "cpu"),
-        (PROXY_MEMORY_LIMIT, "limits", "memory"),
-    }
-    if any(name in ann for name, _, _ in resource_annotations):
-        # As in Istio: any one of the four replaces the configured resources entirely.
-        resources: dict[str, dict[str, str]] = {}
-        for name, kind, resource in sorted(resource_annotations, key=lambda r: (r[1], r[2])):
-            if name in ann:
-                resources.setdefault(kind, {})[resource] = _quantity(name, ann[name])
-        resources = {k: resources[k] for k in ("limits", "requests") if k in resources}
-    else:
-        resources = {kind: dict(values) for kind, values in proxy.resources.items()}
-
-    image = ann.get(PROXY_IMAGE, "").strip() or proxy.image
-    if not re.fullmatch(r"[A-Za-z0-9._:/@-]+", image):
-        raise AnnotationError(PROXY_IMAGE, ann.get(PROXY_IMAGE, ""), "not a container image")
     if "/" not in image:
         image = f"{proxy.hub}/{image}:{proxy.tag}"
-
-    native = config.native_sidecars_default()
-    if NATIVE_SIDECAR in ann:
-        native = _bool(NATIVE_SIDECAR, ann[NATIVE_SIDECAR])
-    rewrite = config.rewrite_app_http_probe
-    if REWRITE_PROBES in ann:
-        rewrite = _bool(REWRITE_PROBES, ann[REWRITE_PROBES])
-    merge = config.mesh.enable_prometheus_merge
-    if MERGE_METRICS in ann:
-        merge = _bool(MERGE_METRICS, ann[MERGE_METRICS])
-    cap_bind = proxy.cap_net_bind_service
-    if CAP_NET_BIND_SERVICE in ann:
-        cap_bind = _bool(CAP_NET_BIND_SERVICE, ann[CAP_NET_BIND_SERVICE])
-
-    templates = [t.strip() for t in ann.get(TEMPLATES, "sidecar").split(",") if t.strip()]
-    if templates != ["sidecar"]:
-        raise AnnotationError(
-            TEMPLATES, ann[TEMPLATES], "Remora injects only the 'sidecar' template"
-        )
-
-    return PodSettings(
-        interception_mode=mode,
-        include_ip_ranges=include_ip,
-        exclude_ip_ranges=exclude_ip,
-        include_inbound_ports=include_in,
-        exclude_inbound_ports=exclude_in,
-        include_outbound_ports=include_out,
-        exclude_outbound_ports=exclude_out,
-        reroute_interfaces=reroute,
-        exclude_interfaces=exclude_nics,
-        status_port=status_port,
-        readiness_initial_delay=readiness[0],
-        readiness_period=readiness[1],
-        readiness_failure_threshold=readiness[2],
-        resources=resources,
-        image=image,
-        log_level=ann.get(LOG_LEVEL, proxy.log_level),
-        component_log_level=ann.get(COMPONENT_LOG_LEVEL, proxy.component_log_level),
-        agent_log_level=ann.get(AGENT_LOG_LEVEL, proxy.agent_log_level),
-        proxy_config=proxy_config,
-        native_sidecar=native,
-        rewrite_probes=rewrite,
-        merge_metrics=merge,
-        hold_application=(
-            proxy_config.hold_application_until_proxy_starts
-            or config.hold_application_until_proxy_starts
-        ),
-        cap_net_bind_service=cap_bind,
-        user_volumes=_json_map(USER_VOLUME, ann[USER_VOLUME]) if USER_VOLUME in ann else {},
-        user_volume_mounts=(
-            _json_map(USER_VOLUME_MOUNT, ann[USER_VOLUME_MOUNT]) if USER_VOLUME_MOUNT in ann else {}
-        ),
-    )
+    return image

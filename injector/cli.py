@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from injector.config import ConfigError, InjectorConfig, load_config, parse_kubernetes_version
+from injector.config import InjectorConfig, load_config, parse_kubernetes_version
+from injector.errors import ConfigError
 from meshlib.clitypes import DURATION
+
+if TYPE_CHECKING:  # imported when a command runs: ``remora --help`` stays fast
+    from injector.runtime_certs import RuntimeCertOptions
 
 
 def _kubernetes_version_option(value: str | None) -> tuple[int, int] | None:
@@ -162,7 +166,8 @@ def webhook(  # noqa: PLR0917 - click passes every option
     log_level: str,
     log_format: str,
 ) -> None:
-    from injector.server import ServeOptions, serve, write_self_signed
+    from injector.runtime_certs import write_self_signed
+    from injector.server import ServeOptions, serve
     from meshlib.logs import setup_logging
 
     setup_logging(log_level, log_format)
@@ -176,17 +181,16 @@ def webhook(  # noqa: PLR0917 - click passes every option
         raise click.UsageError("give --tls-cert and --tls-key, or --self-signed DIR")
     runtime_certs = None
     if cert_secret:
-        runtime_certs = _runtime_certificates(
+        cert_options = _runtime_cert_options(
             cert_secret,
             namespace,
             webhook_configuration,
-            tls_cert,
-            tls_key,
+            (tls_cert, tls_key),
             san,
             cert_validity,
             cert_renew_before,
-            kubeconfig,
         )
+        runtime_certs = _runtime_certificates(cert_options, kubeconfig)
     try:
         config = load_config(config_file, mesh_file)
     except ConfigError as exc:
@@ -223,22 +227,19 @@ def webhook(  # noqa: PLR0917 - click passes every option
         raise click.ClickException(str(exc)) from None
 
 
-def _runtime_certificates(  # noqa: PLR0917 - the CLI's options, passed on
+def _runtime_cert_options(  # noqa: PLR0917 - the CLI's options, checked and passed on
     secret: str,
     namespace: str | None,
     webhook_configuration: str | None,
-    cert_file: str,
-    key_file: str,
+    tls_files: tuple[str, str],
     sans: tuple[str, ...],
     validity: float,
     renew_before: float,
-    kubeconfig: str | None,
-) -> Any:
-    """Set up runtime certificates before serving; the returned manager keeps them current."""
+) -> RuntimeCertOptions:
+    """The runtime certificate flags, checked, as :class:`RuntimeCertOptions`."""
     import datetime as dt
 
-    from injector.runtime_certs import RuntimeCertError, RuntimeCertificates, RuntimeCertOptions
-    from meshlib.kube import api_client
+    from injector.runtime_certs import RuntimeCertOptions
 
     if not namespace:
         raise click.UsageError("--cert-secret needs --namespace (or $POD_NAMESPACE)")
@@ -246,20 +247,27 @@ def _runtime_certificates(  # noqa: PLR0917 - the CLI's options, passed on
     renew = dt.timedelta(seconds=renew_before)
     if renew >= lifetime:
         raise click.BadParameter("--cert-renew-before must be shorter than --cert-validity")
-    options = RuntimeCertOptions(
+    return RuntimeCertOptions(
         secret_name=secret,
         namespace=namespace,
-        cert_file=cert_file,
-        key_file=key_file,
+        cert_file=tls_files[0],
+        key_file=tls_files[1],
         sans=sans,
         webhook_configuration=webhook_configuration,
         validity=lifetime,
         renew_before=renew,
     )
+
+
+def _runtime_certificates(options: RuntimeCertOptions, kubeconfig: str | None) -> Any:
+    """Set up runtime certificates before serving; the returned manager keeps them current."""
+    from injector.runtime_certs import RuntimeCertificates
+    from meshlib.kube import api_client
+
     try:
         manager = RuntimeCertificates(api_client(kubeconfig), options)
         manager.ensure()
-    except (RuntimeCertError, RuntimeError) as exc:
+    except RuntimeError as exc:  # a RuntimeCertError, or no usable credentials
         raise click.ClickException(str(exc)) from None
     return manager
 
@@ -314,7 +322,8 @@ def kube_inject(  # noqa: PLR0917 - click passes every option
     kubernetes_version: str | None,
     output: str,
 ) -> None:
-    from injector.kube_inject import KubeInjectError, kube_inject_text
+    from injector.errors import KubeInjectError
+    from injector.kube_inject import kube_inject_text
 
     try:
         config: InjectorConfig = load_config(config_file, mesh_file)

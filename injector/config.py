@@ -37,13 +37,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from injector.errors import ConfigError
 from meshlib.meshconfig import MeshConfig, MeshConfigError, parse_mesh_config
+from meshlib.syntax import SyntaxProblem, parse_bool
 from meshlib.version import remora_version
 
-
-class ConfigError(ValueError):
-    """The injection config cannot be used; the message names the key and the value."""
-
+__all__ = ["ConfigError", "InjectorConfig", "default_config", "load_config", "parse_config"]
 
 DEFAULT_IGNORED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", "local-path-storage")
 
@@ -225,9 +224,10 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
-        if str(value).lower() in {"true", "false"}:
-            return str(value).lower() == "true"
-        raise ConfigError(f"{where}: {value!r} is not a boolean (use true or false)")
+        try:
+            return parse_bool(str(value))
+        except SyntaxProblem as problem:
+            raise ConfigError(f"{where}: {problem}") from None
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise ConfigError(f"{where}: {value!r} is not an integer")

@@ -9,7 +9,10 @@ Two layers decide in Istio, and :func:`should_inject` applies both:
    the labels to get the whole decision;
 2. the server-side ``injectRequired``: host network, system namespaces, the pod's label (or
    deprecated annotation) ``sidecar.istio.io/inject``, ``neverInjectSelector`` then
-   ``alwaysInjectSelector``, then the policy.
+   ``alwaysInjectSelector``, then the policy. As in Istio, the label's value is read case-blind
+   as a YAML 1.1 "yes" (``y``, ``yes``, ``true``, ``on``: inject); any other non-empty value
+   (``false``, ``no``, ``maybe``) is an explicit opt-out, and only an absent or empty value
+   leaves the choice to the selectors and the policy.
 
 Every outcome carries a stable ``code`` (a metric label) and a sentence for humans.
 """
@@ -23,6 +26,12 @@ from typing import Any
 from injector._data import mapping
 from injector.annotations import INJECT, NAMESPACE_INJECTION_LABEL, REVISION
 from injector.config import InjectorConfig
+
+INJECT_YES = frozenset(("y", "yes", "true", "on"))
+"""The values of ``sidecar.istio.io/inject`` that ask for injection, lower-cased (Istio's
+``injectRequired`` takes http://yaml.org/type/bool.html's "yes" spellings). Any other
+non-empty value opts out."""
+INJECT_NO = frozenset(("n", "no", "false", "off"))  # opt-outs that need no explanation
 
 
 @dataclass(frozen=True)
@@ -142,10 +151,13 @@ def should_inject(
     explicit, source = annotations.get(INJECT), "annotation"
     if INJECT in labels:
         explicit, source = labels[INJECT], "label"
-    if explicit == "true":
-        return Decision(True, "explicit", f'the pod\'s {source} {INJECT} is "true"')
-    if explicit == "false":
-        return Decision(False, "explicit_false", f'the pod\'s {source} {INJECT} is "false"')
+    if explicit:  # any non-empty value is the pod's own choice: selectors and policy do not apply
+        said = f'the pod\'s {source} {INJECT} is "{explicit}"'
+        if explicit.lower() in INJECT_YES:
+            return Decision(True, "explicit", said)
+        if explicit.lower() not in INJECT_NO:
+            said += " (only y, yes, true or on asks for injection)"
+        return Decision(False, "explicit_false", said)
 
     for selector in config.never_inject_selector:
         if not _selector_is_empty(selector) and label_selector_matches(selector, labels):
@@ -154,9 +166,6 @@ def should_inject(
         if not _selector_is_empty(selector) and label_selector_matches(selector, labels):
             return Decision(True, "always_inject_selector", "the pod matches alwaysInjectSelector")
 
-    ignored = ""
-    if explicit not in (None, ""):
-        ignored = f" ({INJECT}={explicit!r} is neither true nor false and was ignored)"
     if config.policy == "enabled":
-        return Decision(True, "policy_enabled", "the injection policy is enabled" + ignored)
-    return Decision(False, "policy_disabled", "the injection policy is disabled" + ignored)
+        return Decision(True, "policy_enabled", "the injection policy is enabled")
+    return Decision(False, "policy_disabled", "the injection policy is disabled")

@@ -16,10 +16,11 @@ from typing import Any
 import yaml
 
 from injector._data import mapping
-from injector.annotations import AnnotationError
 from injector.config import InjectorConfig
 from injector.decision import should_inject
-from injector.render import PodError, Workload, inject
+from injector.errors import AnnotationError, KubeInjectError, PodError
+from injector.render import inject
+from injector.workload import Workload
 
 # kind -> path from the object to its pod template
 TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
@@ -31,10 +32,6 @@ TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
     "Job": ("spec", "template"),
     "CronJob": ("spec", "jobTemplate", "spec", "template"),
 }
-
-
-class KubeInjectError(ValueError):
-    """The input cannot be processed; the message names the document and what is wrong."""
 
 
 @dataclass

@@ -1,5 +1,10 @@
 """Runtime serving certificates: no cert-manager, nothing created at install time that expires.
 
+Two ways, sharing one rule for the serving certificate (:func:`serving_certificate`):
+:func:`write_self_signed` makes a CA and a serving certificate in a directory, for a local trial
+(``remora webhook --self-signed DIR``), tests and the demo; :class:`RuntimeCertificates` keeps
+them in a Secret for a cluster, as follows.
+
 With ``remora webhook --cert-secret NAME --webhook-configuration NAME`` the injector itself:
 
 1. keeps a CA and a serving certificate in the Secret ``NAME`` (keys ``ca.crt``, ``ca.key``,
@@ -29,17 +34,15 @@ from typing import Any
 
 from cryptography import x509
 
+from injector.errors import RuntimeCertError
 from meshlib import certs
 from meshlib.files import write_atomically
 
 log = logging.getLogger("remora.injector.certs")
 
 CA_VALIDITY_DAYS = 3650
+SELF_SIGNED_LIFETIME = dt.timedelta(days=365)  # --self-signed: a trial, never renewed
 _KEYS = ("ca.crt", "ca.key", "tls.crt", "tls.key")
-
-
-class RuntimeCertError(RuntimeError):
-    """The certificates cannot be set up; the message says what to check."""
 
 
 @dataclass(frozen=True)
@@ -91,26 +94,75 @@ def needs_renewal(material: Material | None, options: RuntimeCertOptions) -> str
     return None
 
 
+def serving_certificate(
+    ca: certs.KeyPair, sans: tuple[str, ...], lifetime: dt.timedelta
+) -> certs.KeyPair:
+    """A serving certificate from ``ca`` for ``sans``, each an IP address or a DNS name; the
+    first DNS name is the subject (``remora-injector`` when there is none)."""
+    ips: list[str] = []
+    names: list[str] = []
+    for san in sans:
+        try:
+            ips.append(str(ipaddress.ip_address(san)))
+        except ValueError:
+            names.append(san)
+    return certs.issue(
+        ca,
+        names[0] if names else "remora-injector",
+        dns_names=tuple(names),
+        ip_addresses=tuple(ips),
+        lifetime=lifetime,
+    )
+
+
 def issue(previous: Material | None, options: RuntimeCertOptions) -> Material:
     """A new serving certificate, from the previous CA when it lasts long enough."""
     ca = previous.ca if previous is not None else None
     if ca is None or certs.not_after(ca.cert_pem) - _now() < options.validity:
         ca = certs.new_ca("remora-injector-ca", days=CA_VALIDITY_DAYS)
-    ips: list[str] = []
-    names: list[str] = []
-    for san in options.sans:
-        try:
-            ips.append(str(ipaddress.ip_address(san)))
-        except ValueError:
-            names.append(san)
-    serving = certs.issue(
-        ca,
-        names[0] if names else "remora-injector",
-        dns_names=tuple(names),
-        ip_addresses=tuple(ips),
-        lifetime=options.validity,
+    return Material(ca, serving_certificate(ca, options.sans, options.validity))
+
+
+# -- in a directory --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SelfSigned:
+    """The files :func:`write_self_signed` wrote, and the CA to trust."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+    ca_pem: bytes
+
+    @property
+    def ca_bundle(self) -> str:
+        """The ``caBundle`` value for a MutatingWebhookConfiguration (base64 of the CA PEM)."""
+        return base64.b64encode(self.ca_pem).decode()
+
+
+def write_self_signed(
+    directory: str | Path,
+    hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
+) -> SelfSigned:
+    """Create a CA and a serving certificate for ``hosts`` (DNS names and IPs) in ``directory``
+    (``ca.crt``, ``tls.crt``, ``tls.key``)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = certs.new_ca("remora-injector-ca")
+    leaf = serving_certificate(ca, hosts, SELF_SIGNED_LIFETIME)
+    files = {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem, "ca.crt": ca.cert_pem}
+    for name, data in files.items():
+        write_atomically(directory / name, data, 0o600 if name.endswith(".key") else 0o644)
+    return SelfSigned(
+        str(directory / "tls.crt"),
+        str(directory / "tls.key"),
+        str(directory / "ca.crt"),
+        ca.cert_pem,
     )
-    return Material(ca, serving)
+
+
+# -- in a Secret -----------------------------------------------------------------------------
 
 
 def _decode(secret: Any) -> Material | None:

@@ -14,14 +14,13 @@ logs and watches files:
 Mounted Secrets and ConfigMaps change through symlink swaps that inotify often misses, so the
 watcher simply hashes the files every ``reload_interval`` seconds (cheap: a few KiB).
 
-:class:`WebhookServer` runs the whole server in a background thread for tests and demos;
-:func:`serve` runs it in the foreground with one or more worker processes.
+:func:`serve` runs it in the foreground with one or more worker processes;
+:class:`injector.in_process.WebhookServer` runs it in a background thread for tests and demos.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import logging
@@ -51,10 +50,9 @@ from prometheus_client import (
 )
 
 from injector.admission import Outcome, PatchCache, review
-from injector.config import ConfigError, InjectorConfig, default_config, load_config
+from injector.config import InjectorConfig, load_config
+from injector.errors import ConfigError
 from meshlib import certs
-from meshlib.files import write_atomically
-from meshlib.hostport import host_port
 from meshlib.ports import tcp_server_socket
 
 log = logging.getLogger("remora.injector")
@@ -325,7 +323,7 @@ class ServeOptions:
     kubernetes_version: tuple[int, int] | None = None  # overrides the config's, if set
 
 
-def _uvicorn_server(app: FastAPI, tls: TlsFiles) -> uvicorn.Server:
+def uvicorn_server(app: FastAPI, tls: TlsFiles) -> uvicorn.Server:
     config = uvicorn.Config(
         app,
         ssl_context_factory=lambda _config, _default: tls.context,
@@ -347,7 +345,7 @@ def _load(options: ServeOptions) -> tuple[WebhookState, ConfigFiles]:
     return WebhookState(config_files.config, tls), config_files
 
 
-async def _serve_async(
+async def serve_async(
     server: uvicorn.Server,
     sock: socket.socket,
     state: WebhookState,
@@ -374,8 +372,8 @@ def bind(host: str, port: int) -> socket.socket:
 def _worker(options: ServeOptions, sock: socket.socket) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     state, config_files = _load(options)
-    server = _uvicorn_server(create_app(state), state.tls)  # type: ignore[arg-type]
-    asyncio.run(_serve_async(server, sock, state, config_files, options.reload_interval))
+    server = uvicorn_server(create_app(state), state.tls)  # type: ignore[arg-type]
+    asyncio.run(serve_async(server, sock, state, config_files, options.reload_interval))
 
 
 def serve(
@@ -398,10 +396,10 @@ def serve(
     )
     if workers <= 1:
         state, config_files = _load(options)
-        server = _uvicorn_server(create_app(state), state.tls)  # type: ignore[arg-type]
+        server = uvicorn_server(create_app(state), state.tls)  # type: ignore[arg-type]
         if on_started is not None:
             on_started()
-        asyncio.run(_serve_async(server, sock, state, config_files, options.reload_interval))
+        asyncio.run(serve_async(server, sock, state, config_files, options.reload_interval))
         return
     _load(options)  # fail fast in the parent on a bad config or certificate
     metrics_dir = tempfile.TemporaryDirectory(prefix="remora-webhook-metrics-")
@@ -426,160 +424,3 @@ def serve(
             proc.join(timeout=10)
         del os.environ[MULTIPROC_ENV]
         metrics_dir.cleanup()
-
-
-# -- self-signed certificates ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SelfSigned:
-    cert_file: str
-    key_file: str
-    ca_file: str
-    ca_pem: bytes
-
-    @property
-    def ca_bundle(self) -> str:
-        """The ``caBundle`` value for a MutatingWebhookConfiguration (base64 of the CA PEM)."""
-        return base64.b64encode(self.ca_pem).decode()
-
-
-def write_self_signed(
-    directory: str | Path,
-    hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
-) -> SelfSigned:
-    """Create a CA and a serving certificate for ``hosts`` (DNS names and IPs) in ``directory``."""
-    import ipaddress
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    ips, names = [], []
-    for host in hosts:
-        try:
-            ips.append(str(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(host)
-    ca = certs.new_ca("remora-injector-ca")
-    leaf = certs.issue(
-        ca,
-        names[0] if names else "remora-injector",
-        dns_names=tuple(names),
-        ip_addresses=tuple(ips),
-    )
-    paths = {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem, "ca.crt": ca.cert_pem}
-    for name, data in paths.items():
-        write_atomically(directory / name, data, 0o600 if name.endswith(".key") else 0o644)
-    return SelfSigned(
-        str(directory / "tls.crt"),
-        str(directory / "tls.key"),
-        str(directory / "ca.crt"),
-        ca.cert_pem,
-    )
-
-
-# -- in-process server for tests and demos ---------------------------------------------------
-
-
-class WebhookServer:
-    """The webhook in a background thread, e.g. for tests and the demo.
-
-    >>> server = WebhookServer(default_config()).start()    # self-signed for 127.0.0.1
-    >>> server.url, server.ca_bundle                        # https://127.0.0.1:PORT/inject, b64 CA
-    >>> server.stop()
-
-    Without ``cert_file``/``key_file`` a CA and serving certificate (SANs ``127.0.0.1`` and
-    ``localhost``) are created in a temporary directory; ``ca_pem``/``ca_bundle`` then hold the
-    CA. With ``config_file`` the config is read from (and reloaded with) that file instead of
-    ``config``.
-    """
-
-    def __init__(
-        self,
-        config: InjectorConfig | None = None,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        cert_file: str | None = None,
-        key_file: str | None = None,
-        config_file: str | None = None,
-        mesh_config_file: str | None = None,
-        reload_interval: float = 1.0,
-    ) -> None:
-        self.host = host
-        self._tempdir: tempfile.TemporaryDirectory[str] | None = None
-        self.ca_pem: bytes | None = None
-        if cert_file is None or key_file is None:
-            self._tempdir = tempfile.TemporaryDirectory(prefix="remora-webhook-")
-            self_signed = write_self_signed(self._tempdir.name, (host, "localhost"))
-            cert_file, key_file, self.ca_pem = (
-                self_signed.cert_file,
-                self_signed.key_file,
-                self_signed.ca_pem,
-            )
-        self.cert_file, self.key_file = cert_file, key_file
-        self._config_files = (
-            ConfigFiles(config_file, mesh_config_file)
-            if (config_file or mesh_config_file)
-            else None
-        )
-        initial = self._config_files.config if self._config_files else (config or default_config())
-        self.state = WebhookState(initial, TlsFiles(cert_file, key_file))
-        self._sock = bind(host, port)
-        self.port: int = self._sock.getsockname()[1]
-        self._server = _uvicorn_server(create_app(self.state), self.state.tls)  # type: ignore[arg-type]
-        self._thread: threading.Thread | None = None
-        self._interval = reload_interval
-
-    @property
-    def base_url(self) -> str:
-        return f"https://{host_port(self.host, self.port)}"
-
-    @property
-    def url(self) -> str:
-        return f"{self.base_url}/inject"
-
-    @property
-    def ca_bundle(self) -> str | None:
-        """base64 of the CA PEM, ready for ``clientConfig.caBundle`` (self-signed only)."""
-        return base64.b64encode(self.ca_pem).decode() if self.ca_pem else None
-
-    @property
-    def config(self) -> InjectorConfig:
-        return self.state.config
-
-    @config.setter
-    def config(self, config: InjectorConfig) -> None:
-        self.state.config = config
-
-    def start(self, timeout: float = 10.0) -> WebhookServer:
-        def run() -> None:
-            asyncio.run(
-                _serve_async(
-                    self._server, self._sock, self.state, self._config_files, self._interval
-                )
-            )
-
-        self._thread = threading.Thread(target=run, name=f"webhook-{self.port}", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the webhook did not start on {self.base_url}")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-        self._sock.close()
-        if self._tempdir is not None:
-            self._tempdir.cleanup()
-            self._tempdir = None
-
-    def __enter__(self) -> WebhookServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -3,13 +3,24 @@
 
 Only the fields Remora acts on are modelled; unknown fields are kept in ``extra`` so that a
 user's Istio mesh config loads unchanged. Everything here is plain, frozen data.
+
+Each modelled field is one row of a table (:data:`PROXY_FIELDS`, :data:`_MESH_FIELDS`): its
+camelCase YAML name, the attribute, how its value is read and, for ProxyConfig, how it is
+written back. The injector writes a pod's ProxyConfig into the proxy's ``PROXY_CONFIG`` env
+with :func:`proxy_config_overrides` and the agent reads it with :func:`parse_proxy_config`, so
+both directions go through the same rows. Value syntaxes (booleans, durations) are
+:mod:`meshlib.syntax`'s, with the field named here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
+
+from meshlib import syntax
+from meshlib.interception import INTERCEPTION_MODES, REDIRECT
 
 
 class MeshConfigError(ValueError):
@@ -23,7 +34,7 @@ class ProxyConfig:
     discovery_address: str = "istiod.istio-system.svc:15012"
     status_port: int = 15020
     proxy_admin_port: int = 15000
-    interception_mode: str = "REDIRECT"
+    interception_mode: str = REDIRECT
     hold_application_until_proxy_starts: bool = False
     concurrency: int | None = None
     drain_duration_seconds: float = 45.0
@@ -52,87 +63,204 @@ class MeshConfig:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-_PROXY_FIELDS = {
-    "discoveryAddress": ("discovery_address", str),
-    "interceptionMode": ("interception_mode", str),
-    "holdApplicationUntilProxyStarts": ("hold_application_until_proxy_starts", bool),
-}
-# Integer fields and their inclusive ranges. A status port of 0 disables the agent's status
-# server (and so probe rewriting), as in Istio; the admin port has no such meaning. Istio's
-# concurrency is an int32 where 0 means "one worker per CPU".
-_PROXY_INT_FIELDS = {
-    "statusPort": ("status_port", 0, 65535),
-    "proxyAdminPort": ("proxy_admin_port", 1, 65535),
-    "concurrency": ("concurrency", 0, 2**31 - 1),
-}
-_INTERCEPTION_MODES = {"REDIRECT", "TPROXY", "NONE"}
+# -- value readers: (value as YAML gave it, where) -> attribute value -------------------------
+
+Reader = Callable[[Any, str], Any]
 
 
 def parse_duration(value: Any, where: str) -> float:
-    """Parse an Istio/protobuf duration such as ``"45s"``, ``"1m30s"``, ``"500ms"`` or a number."""
+    """A protobuf Duration as Istio's YAML writes it (Go syntax: ``45s``, ``1m30s``, ``500ms``),
+    in seconds; a YAML number is taken as seconds. ``where`` names the field in the error."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    text = str(value).strip()
-    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6, "ns": 1e-9}
-    total, number = 0.0, ""
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch.isdigit() or ch == ".":
-            number += ch
-            i += 1
-            continue
-        unit = text[i : i + 2] if text[i : i + 2] in units else ch
-        if unit not in units or not number:
-            raise MeshConfigError(f"{where}: {value!r} is not a duration (use e.g. 45s or 1m30s)")
-        total += float(number) * units[unit]
-        number = ""
-        i += len(unit)
-    if number:
-        raise MeshConfigError(f"{where}: {value!r} is missing a unit (use e.g. 45s)")
-    return total
+        if math.isfinite(value) and value >= 0:
+            return float(value)
+        raise MeshConfigError(f"{where}: {value!r} is not a duration: it must be 0 or more")
+    try:
+        return syntax.parse_duration(str(value))
+    except syntax.SyntaxProblem as exc:
+        raise MeshConfigError(f"{where}: {exc}") from None
 
 
 def _as_bool(value: Any, where: str) -> bool:
+    """A YAML boolean, or a string Go's ``strconv.ParseBool`` reads (``true``, ``1``, ``F`` ...)."""
     if isinstance(value, bool):
         return value
-    if str(value).lower() in {"true", "1", "yes"}:
-        return True
-    if str(value).lower() in {"false", "0", "no"}:
-        return False
-    raise MeshConfigError(f"{where}: {value!r} is not a boolean")
+    try:
+        return syntax.parse_bool(str(value))
+    except syntax.SyntaxProblem as exc:
+        raise MeshConfigError(f"{where}: {exc}") from None
 
 
-def _as_int(value: Any, where: str, low: int, high: int) -> int:
-    """An integer in ``low..high``: an int or a decimal string, never a bool or a fraction.
-
-    Plain ``int()`` would turn ``true`` into 1 and ``15.7`` into 15, and let ``70000``
-    through to a pod spec the API server then rejects for a reason that names no field.
-    """
-    if isinstance(value, bool):
-        number = None
-    elif isinstance(value, int):
-        number = value
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal():
-        number = int(value.strip())
-    else:
-        number = None
-    if number is None or not low <= number <= high:
-        raise MeshConfigError(f"{where}: {value!r} is not an integer in {low}..{high}")
-    return number
+def _as_str(value: Any, where: str) -> str:
+    return str(value)
 
 
-def _metadata(value: Mapping[Any, Any], where: str) -> dict[str, str]:
+def _int_in(low: int, high: int) -> Reader:
+    """A reader of integers in ``low..high``: an int or a decimal string, never a bool or a
+    fraction. Plain ``int()`` would turn ``true`` into 1 and ``15.7`` into 15, and let
+    ``70000`` through to a pod spec the API server then rejects for a reason that names no
+    field."""
+
+    def read(value: Any, where: str) -> int:
+        number: int | None = None
+        if isinstance(value, bool):
+            number = None
+        elif isinstance(value, int):
+            number = value
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)
+        elif isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal():
+            number = int(value.strip())
+        if number is None or not low <= number <= high:
+            raise MeshConfigError(f"{where}: {value!r} is not an integer in {low}..{high}")
+        return number
+
+    return read
+
+
+def _one_of(*choices: str) -> Reader:
+    def read(value: Any, where: str) -> str:
+        if str(value) not in choices:
+            raise MeshConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+        return str(value)
+
+    return read
+
+
+def _metadata(value: Any, where: str) -> dict[str, str]:
     """``proxyMetadata`` is Istio's ``map<string, string>``: a null or nested value is refused
     (``str()`` would silently turn ``A: null`` into the string ``"None"``)."""
+    if not isinstance(value, Mapping):
+        raise MeshConfigError(f"{where} must be a mapping of strings")
     metadata: dict[str, str] = {}
     for key, item in value.items():
         if item is None or isinstance(item, Mapping | list):
             raise MeshConfigError(f"{where}.{key}: {item!r} is not a string")
         metadata[str(key)] = str(item)
     return metadata
+
+
+def _traffic_policy(*modes: str) -> Reader:
+    """``{mode: X}`` with X one of ``modes`` (the first is the default when ``mode`` is unset)."""
+
+    def read(value: Any, where: str) -> str:
+        if value is not None and not isinstance(value, Mapping):
+            raise MeshConfigError(f"{where} must be a mapping such as {{mode: {modes[0]}}}")
+        mode = str((value or {}).get("mode", modes[0]))
+        if mode not in modes:
+            raise MeshConfigError(f"{where}.mode: {mode!r} is not {' or '.join(modes)}")
+        return mode
+
+    return read
+
+
+def _detection_timeout(value: Any, where: str) -> float:
+    seconds = parse_duration(value, where)
+    if 0 < seconds < 0.001:
+        raise MeshConfigError(f"{where}: {value!r} must be 0s (no timeout) or at least 1ms")
+    return seconds
+
+
+def _namespaces(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise MeshConfigError(f"{where} must be a list of namespace names")
+    return tuple(value)
+
+
+def _default_config(value: Any, where: str) -> ProxyConfig:
+    return parse_proxy_config(value)
+
+
+# -- value writers: attribute value -> JSON value ----------------------------------------------
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _duration_text(seconds: float) -> str:
+    """Seconds as a Go duration string that :func:`parse_duration` reads back exactly."""
+    return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
+
+
+# -- the tables ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigField:
+    """One modelled field: its YAML/JSON name, the attribute, and how to read and write it."""
+
+    key: str  # camelCase, as in Istio's YAML
+    attr: str
+    read: Reader
+    write: Callable[[Any], Any] = _same
+    overlay: bool = False  # a map merged onto the base's instead of replacing it
+
+
+PROXY_FIELDS: tuple[ConfigField, ...] = (
+    ConfigField("discoveryAddress", "discovery_address", _as_str),
+    # A status port of 0 disables the agent's status server (and so probe rewriting), as in
+    # Istio; the admin port has no such meaning.
+    ConfigField("statusPort", "status_port", _int_in(0, 65535)),
+    ConfigField("proxyAdminPort", "proxy_admin_port", _int_in(1, 65535)),
+    ConfigField("interceptionMode", "interception_mode", _one_of(*INTERCEPTION_MODES)),
+    ConfigField("holdApplicationUntilProxyStarts", "hold_application_until_proxy_starts", _as_bool),
+    # Istio's concurrency is an int32 where 0 means "one worker per CPU".
+    ConfigField("concurrency", "concurrency", _int_in(0, 2**31 - 1)),
+    ConfigField("drainDuration", "drain_duration_seconds", parse_duration, _duration_text),
+    ConfigField(
+        "terminationDrainDuration",
+        "termination_drain_duration_seconds",
+        parse_duration,
+        _duration_text,
+    ),
+    ConfigField("proxyMetadata", "proxy_metadata", _metadata, dict, overlay=True),
+)
+"""ProxyConfig's modelled fields, read by :func:`parse_proxy_config` and written back by
+:func:`proxy_config_overrides`."""
+
+_MESH_FIELDS: tuple[ConfigField, ...] = (
+    ConfigField("trustDomain", "trust_domain", _as_str),
+    ConfigField("rootNamespace", "root_namespace", _as_str),
+    ConfigField(
+        "outboundTrafficPolicy",
+        "outbound_traffic_policy",
+        _traffic_policy("ALLOW_ANY", "REGISTRY_ONLY"),
+    ),
+    ConfigField(
+        "inboundTrafficPolicy",
+        "inbound_traffic_policy",
+        _traffic_policy("PASSTHROUGH", "LOCALHOST"),
+    ),
+    ConfigField("enablePrometheusMerge", "enable_prometheus_merge", _as_bool),
+    ConfigField("enableAutoMtls", "enable_auto_mtls", _as_bool),
+    ConfigField("protocolDetectionTimeout", "protocol_detection_timeout_s", _detection_timeout),
+    ConfigField("egressNamespaces", "egress_namespaces", _namespaces),
+    ConfigField("defaultConfig", "default_config", _default_config),
+)
+
+
+_Config = TypeVar("_Config", ProxyConfig, MeshConfig)
+
+
+def _overlay(
+    raw: Mapping[str, Any], base: _Config, fields: tuple[ConfigField, ...], prefix: str
+) -> _Config:
+    """``base`` with the modelled fields of ``raw`` read onto it; the rest go to ``extra``."""
+    by_key = {f.key: f for f in fields}
+    changes: dict[str, Any] = {}
+    extra = dict(base.extra)
+    for key, value in raw.items():
+        row = by_key.get(key)
+        if row is None:
+            extra[key] = value
+            continue
+        parsed = row.read(value, f"{prefix}{key}")
+        changes[row.attr] = {**getattr(base, row.attr), **parsed} if row.overlay else parsed
+    return replace(base, extra=extra, **changes)
+
+
+# -- parsing and writing ---------------------------------------------------------------------
 
 
 def parse_proxy_config(
@@ -144,35 +272,20 @@ def parse_proxy_config(
         return cfg
     if not isinstance(raw, Mapping):
         raise MeshConfigError(f"proxy config must be a mapping, not {type(raw).__name__}")
-    changes: dict[str, Any] = {}
-    extra = dict(cfg.extra)
-    for key, value in raw.items():
-        where = f"defaultConfig.{key}"
-        if key in _PROXY_FIELDS:
-            attr, kind = _PROXY_FIELDS[key]
-            try:
-                changes[attr] = _as_bool(value, where) if kind is bool else kind(value)
-            except (TypeError, ValueError) as exc:
-                raise MeshConfigError(f"{where}: {value!r} is not a valid {kind.__name__}") from exc
-        elif key in _PROXY_INT_FIELDS:
-            attr, low, high = _PROXY_INT_FIELDS[key]
-            changes[attr] = _as_int(value, where, low, high)
-        elif key == "drainDuration":
-            changes["drain_duration_seconds"] = parse_duration(value, where)
-        elif key == "terminationDrainDuration":
-            changes["termination_drain_duration_seconds"] = parse_duration(value, where)
-        elif key == "proxyMetadata":
-            if not isinstance(value, Mapping):
-                raise MeshConfigError(f"{where} must be a mapping of strings")
-            changes["proxy_metadata"] = {**cfg.proxy_metadata, **_metadata(value, where)}
-        else:
-            extra[key] = value
-    if changes.get("interception_mode", cfg.interception_mode) not in _INTERCEPTION_MODES:
-        raise MeshConfigError(
-            f"defaultConfig.interceptionMode: {changes['interception_mode']!r} is not one of "
-            f"{sorted(_INTERCEPTION_MODES)}"
-        )
-    return replace(cfg, extra=extra, **changes)
+    return _overlay(raw, cfg, PROXY_FIELDS, "defaultConfig.")
+
+
+def proxy_config_overrides(proxy_config: ProxyConfig) -> dict[str, Any]:
+    """The fields that differ from Istio's defaults, camelCase, plus the unmodelled ones: what
+    :func:`parse_proxy_config` reads back into ``proxy_config``."""
+    default = ProxyConfig()
+    out: dict[str, Any] = {}
+    for row in PROXY_FIELDS:
+        value = getattr(proxy_config, row.attr)
+        if value != getattr(default, row.attr):
+            out[row.key] = row.write(value)
+    out.update(proxy_config.extra)
+    return out
 
 
 def parse_mesh_config(raw: Mapping[str, Any] | None) -> MeshConfig:
@@ -181,45 +294,4 @@ def parse_mesh_config(raw: Mapping[str, Any] | None) -> MeshConfig:
         return MeshConfig()
     if not isinstance(raw, Mapping):
         raise MeshConfigError(f"mesh config must be a mapping, not {type(raw).__name__}")
-    mesh = MeshConfig()
-    changes: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key == "trustDomain":
-            changes["trust_domain"] = str(value)
-        elif key == "rootNamespace":
-            changes["root_namespace"] = str(value)
-        elif key == "outboundTrafficPolicy":
-            mode = str((value or {}).get("mode", "ALLOW_ANY"))
-            if mode not in {"ALLOW_ANY", "REGISTRY_ONLY"}:
-                raise MeshConfigError(
-                    f"outboundTrafficPolicy.mode: {mode!r} is not ALLOW_ANY or REGISTRY_ONLY"
-                )
-            changes["outbound_traffic_policy"] = mode
-        elif key == "inboundTrafficPolicy":
-            mode = str((value or {}).get("mode", "PASSTHROUGH"))
-            if mode not in {"PASSTHROUGH", "LOCALHOST"}:
-                raise MeshConfigError(
-                    f"inboundTrafficPolicy.mode: {mode!r} is not PASSTHROUGH or LOCALHOST"
-                )
-            changes["inbound_traffic_policy"] = mode
-        elif key == "enablePrometheusMerge":
-            changes["enable_prometheus_merge"] = _as_bool(value, key)
-        elif key == "enableAutoMtls":
-            changes["enable_auto_mtls"] = _as_bool(value, key)
-        elif key == "protocolDetectionTimeout":
-            seconds = parse_duration(value, key)
-            if seconds < 0 or 0 < seconds < 0.001:
-                raise MeshConfigError(
-                    f"protocolDetectionTimeout: {value!r} must be 0s (no timeout) or at least 1ms"
-                )
-            changes["protocol_detection_timeout_s"] = seconds
-        elif key == "egressNamespaces":
-            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-                raise MeshConfigError("egressNamespaces must be a list of namespace names")
-            changes["egress_namespaces"] = tuple(value)
-        elif key == "defaultConfig":
-            changes["default_config"] = parse_proxy_config(value)
-        else:
-            extra[key] = value
-    return replace(mesh, extra=extra, **changes)
+    return _overlay(raw, MeshConfig(), _MESH_FIELDS, "")

@@ -19,7 +19,7 @@ import yaml
 from meshlib.pod_markers import SIDECAR_STATUS_ANNOTATION
 
 if TYPE_CHECKING:
-    from injector.server import WebhookServer
+    from injector.in_process import WebhookServer
     from testbed.launcher import TestBed
 
 WORKLOAD = """
@@ -98,7 +98,7 @@ def demo(show_yaml: bool, keep: bool) -> None:
     """
     from injector.cli import detect_kubernetes_version
     from injector.config import default_config
-    from injector.server import WebhookServer
+    from injector.in_process import WebhookServer
     from testbed.launcher import TestBed
 
     started = time.monotonic()

@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 import yaml
 
-from injector.server import write_self_signed
+from injector.runtime_certs import write_self_signed
 from testbed.launcher import TestBed, free_port
 
 pytestmark = [pytest.mark.testbed]

@@ -21,7 +21,7 @@ import pytest
 from kubernetes import client
 
 from injector.config import parse_config
-from injector.server import WebhookServer
+from injector.in_process import WebhookServer
 from testbed.launcher import TestBed
 
 pytestmark = pytest.mark.testbed

@@ -240,8 +240,8 @@ def open_mesh(
     from kubernetes import client
 
     from injector.config import default_config
+    from injector.in_process import WebhookServer
     from injector.registration import wait_until_injecting, webhook_configuration
-    from injector.server import WebhookServer
     from meshlib.meshconfig import parse_mesh_config
 
     run = uuid.uuid4().hex[:8]

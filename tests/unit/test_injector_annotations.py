@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from injector import annotations as A
-from injector.annotations import AnnotationError, exclude_inbound_port, pod_settings
-from injector.config import ConfigError, default_config, parse_config, parse_kubernetes_version
+from injector.annotations import pod_settings
+from injector.config import default_config, parse_config, parse_kubernetes_version
+from injector.containers import exclude_inbound_port
+from injector.errors import AnnotationError, ConfigError
 
 CONFIG = default_config()
 
@@ -17,6 +19,8 @@ CONFIG = default_config()
         (A.INTERCEPTION_MODE, "IPVS", "interceptionMode invalid, use REDIRECT,TPROXY,NONE"),
         (A.INCLUDE_OUTBOUND_IP_RANGES, "10.0.0.0/8,nope", "includeIPRanges invalid"),
         (A.INCLUDE_OUTBOUND_IP_RANGES, "10.0.0.1", "includeIPRanges invalid"),
+        (A.EXCLUDE_OUTBOUND_IP_RANGES, "10.0.0.0/8,10.0.0.1", "write 10.0.0.1/32"),
+        (A.EXCLUDE_OUTBOUND_IP_RANGES, "10.0.0.0/33", "excludeIPRanges invalid"),
         (A.EXCLUDE_OUTBOUND_IP_RANGES, "*", "excludeIPRanges invalid"),
         (A.INCLUDE_INBOUND_PORTS, "80,http", "includeInboundPorts invalid"),
         (A.EXCLUDE_INBOUND_PORTS, "70000", "excludeInboundPorts invalid"),
@@ -32,9 +36,11 @@ CONFIG = default_config()
         (A.READINESS_FAILURE_THRESHOLD, "1.5", "failureThreshold invalid"),
         (A.PROXY_CPU, "lots", "not a Kubernetes quantity"),
         (A.PROXY_MEMORY_LIMIT, "1 Gi", "not a Kubernetes quantity"),
-        (A.NATIVE_SIDECAR, "yes please", "must be true or false"),
-        (A.REWRITE_PROBES, "sometimes", "must be true or false"),
-        (A.MERGE_METRICS, "2", "must be true or false"),
+        (A.NATIVE_SIDECAR, "yes please", "is not a boolean (use true or false)"),
+        (A.REWRITE_PROBES, "sometimes", "is not a boolean"),
+        (A.MERGE_METRICS, "2", "is not a boolean"),
+        (A.CAP_NET_BIND_SERVICE, "yes", "is not a boolean"),  # Go's ParseBool, as Istio
+        (A.NATIVE_SIDECAR, "tRuE", "is not a boolean"),
         (A.PROXY_CONFIG, "holdApplicationUntilProxyStarts: [", "not YAML or JSON"),
         (A.PROXY_CONFIG, "interceptionMode: BPF", "interceptionMode"),
         (A.PROXY_CONFIG, "- a list", "must be a ProxyConfig mapping"),
@@ -78,6 +84,25 @@ def test_port_lists_are_trimmed_and_empty_entries_dropped() -> None:
     )
     assert s.include_inbound_ports == "80,8080"
     assert s.exclude_outbound_ports == ""  # present but empty: -o "" is still passed, as in Istio
+
+
+def test_cidr_lists_reach_the_init_container_as_written() -> None:
+    """Validated as Istio's validateCIDRList does, passed on as Istio passes them (host bits and
+    order kept), only trimmed of spaces and empty items."""
+    s = pod_settings(
+        {
+            A.INCLUDE_OUTBOUND_IP_RANGES: "10.0.0.1/8, fd00::/8,,",
+            A.EXCLUDE_OUTBOUND_IP_RANGES: "192.168.1.1/32",
+        },
+        CONFIG,
+    )
+    assert (s.include_ip_ranges, s.exclude_ip_ranges) == ("10.0.0.1/8,fd00::/8", "192.168.1.1/32")
+    assert pod_settings({A.INCLUDE_OUTBOUND_IP_RANGES: " * "}, CONFIG).include_ip_ranges == "*"
+
+
+@pytest.mark.parametrize(("value", "want"), [("TRUE", True), ("1", True), ("F", False)])
+def test_boolean_annotations_take_go_spellings(value: str, want: bool) -> None:
+    assert pod_settings({A.MERGE_METRICS: value}, CONFIG).merge_metrics is want
 
 
 def test_one_resource_annotation_replaces_all_configured_resources() -> None:

@@ -53,8 +53,12 @@ INJECT = "sidecar.istio.io/inject"
             False,
             "explicit_false",
         ),
-        (ENABLED, pod(annotations={INJECT: "maybe"}), True, "policy_enabled"),
-        (DISABLED, pod(annotations={INJECT: "maybe"}), False, "policy_disabled"),
+        # Any other non-empty value opts out, as in Istio; only an empty one means "default".
+        (ENABLED, pod(annotations={INJECT: "maybe"}), False, "explicit_false"),
+        (DISABLED, pod(annotations={INJECT: "maybe"}), False, "explicit_false"),
+        (ENABLED, pod(labels={INJECT: "no"}), False, "explicit_false"),
+        (ENABLED, pod(labels={INJECT: ""}), True, "policy_enabled"),
+        (DISABLED, pod(labels={INJECT: ""}), False, "policy_disabled"),
         (ENABLED, pod(namespace="kube-system"), False, "system_namespace"),
         (ENABLED, pod(namespace="kube-public"), False, "system_namespace"),
         (ENABLED, pod(namespace="kube-node-lease"), False, "system_namespace"),
@@ -66,6 +70,20 @@ def test_server_side_rules(config: Any, p: dict[str, Any], want: bool, code: str
     decision = should_inject(p, None, config)
     assert (decision.inject, decision.code) == (want, code), decision.reason
     assert decision.reason
+
+
+@pytest.mark.parametrize("value", ["y", "yes", "true", "on", "Y", "YES", "True", "On", "TRUE"])
+def test_yaml_yes_spellings_opt_in_case_blind(value: str) -> None:
+    for source in ("labels", "annotations"):
+        decision = should_inject(pod(**{source: {INJECT: value}}), None, DISABLED)
+        assert (decision.inject, decision.code) == (True, "explicit"), decision.reason
+
+
+def test_an_explicit_opt_out_beats_the_always_inject_selector() -> None:
+    config = parse_config({"alwaysInjectSelector": [{"matchLabels": {"app": "web"}}]})
+    decision = should_inject(pod({"app": "web", INJECT: "maybe"}), None, config)
+    assert (decision.inject, decision.code) == (False, "explicit_false")
+    assert decision.reason.endswith('is "maybe" (only y, yes, true or on asks for injection)')
 
 
 def test_selectors_never_wins_over_always_and_explicit_wins_over_both() -> None:

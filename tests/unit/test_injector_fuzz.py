@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from injector import annotations as A
 from injector.admission import PatchCache, review
-from injector.annotations import AnnotationError
 from injector.config import default_config, parse_config
+from injector.errors import AnnotationError, PodError
 from injector.patch import apply_patch, create_patch
-from injector.render import PodError, inject
+from injector.render import inject
 from meshlib.pod_markers import SIDECAR_STATUS_ANNOTATION
 
 # More with REMORA_FUZZ_EXAMPLES=5000 for a deeper run than CI's.

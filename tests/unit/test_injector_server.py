@@ -20,8 +20,9 @@ import pytest
 from cryptography import x509
 
 from injector.config import default_config
+from injector.in_process import WebhookServer
 from injector.patch import apply_patch, decode_patch
-from injector.server import WebhookServer, write_self_signed
+from injector.runtime_certs import write_self_signed
 from meshlib import certs
 from meshlib.ports import free_port as _free_port
 

@@ -75,3 +75,49 @@ def test_proxy_metadata_overlays_the_base() -> None:
         "B": "3",
         "C": "4",
     }
+
+
+def test_written_proxy_config_reads_back_the_same() -> None:
+    """PROXY_CONFIG is written from the same field table the agent reads it with."""
+    from meshlib.meshconfig import ProxyConfig, proxy_config_overrides
+
+    config = parse_proxy_config(
+        {
+            "discoveryAddress": "d:15012",
+            "statusPort": 0,
+            "interceptionMode": "TPROXY",
+            "holdApplicationUntilProxyStarts": "true",
+            "concurrency": 2,
+            "drainDuration": "1m30.5s",
+            "terminationDrainDuration": 1234567,
+            "proxyMetadata": {"A": "1"},
+            "tracing": {"sampling": 1},
+        }
+    )
+    written = proxy_config_overrides(config)
+    assert written["drainDuration"] == "90.5s"
+    assert written["terminationDrainDuration"] == "1234567s"
+    assert parse_proxy_config(written) == config
+    assert proxy_config_overrides(ProxyConfig()) == {}
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ({"drainDuration": "5"}, "defaultConfig.drainDuration: '5' is missing a unit"),
+        ({"drainDuration": "-1s"}, "defaultConfig.drainDuration: '-1s' is negative"),
+        ({"drainDuration": -1}, "defaultConfig.drainDuration: -1 is not a duration"),
+        ({"holdApplicationUntilProxyStarts": "yes"}, "'yes' is not a boolean"),
+        ({"interceptionMode": "IPVS"}, "'IPVS' is not one of REDIRECT, TPROXY, NONE"),
+    ],
+)
+def test_go_syntax_for_durations_and_booleans(raw: dict[str, Any], says: str) -> None:
+    with pytest.raises(MeshConfigError, match=says):
+        parse_proxy_config(raw)
+
+
+def test_go_durations_and_yaml_numbers_as_seconds() -> None:
+    assert parse_proxy_config({"drainDuration": "1.5h"}).drain_duration_seconds == 5400
+    assert parse_proxy_config({"drainDuration": 2.5}).drain_duration_seconds == 2.5
+    mesh = parse_mesh_config({"protocolDetectionTimeout": "100ms", "enableAutoMtls": "F"})
+    assert (mesh.protocol_detection_timeout_s, mesh.enable_auto_mtls) == (0.1, False)
