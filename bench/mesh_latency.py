@@ -561,7 +561,7 @@ class BenchMesh:
         """
         from kubernetes import client
 
-        from testbed.pods import run_pod
+        from testbed.kubelet import run_pod
 
         with self.bed.api_client() as api:
             stored = client.CoreV1Api(api).create_namespaced_pod(self.namespace, dict(spec))
@@ -616,7 +616,7 @@ def bare_envoy(pod: Any, upstream: tuple[str, int], work: Path) -> Iterator[tupl
     execs in place). Stopped on exit."""
     from meshlib.envoy_binary import envoy_path
     from meshlib.processes import stop_process
-    from testbed.pods import PodError
+    from testbed.errors import PodError
 
     listen_port, admin_port = 15999, 15998
     config = work / "bare-envoy.json"
@@ -816,7 +816,7 @@ def measured_run(
 
 
 def measure(args: argparse.Namespace) -> int:
-    from testbed.pods import Image
+    from testbed.images import Image
 
     say(f"load average before: {procfs.load_average()}")
     fortio = build_fortio()

@@ -2,7 +2,7 @@
 
 The mesh, end to end on this machine: real API server, injector, control plane and Envoys.
 
-Pods run as network namespaces on one harness node (:mod:`testbed.pods`): the stored Pod,
+Pods run as network namespaces on one harness node (:mod:`testbed.kubelet`): the stored Pod,
 as the injector wrote it, decides every process's command, environment, user, capabilities
 and mounts. The control plane is ``remora discovery --kubeconfig`` (a subprocess on the root
 namespace's loopback), reached by the pods at ``10.77.0.1:15010`` on the node's bridge, the
@@ -31,8 +31,10 @@ import httpx
 
 from injector.config import InjectorConfig
 from meshlib.certs import new_ca
+from testbed.images import Image
 from testbed.launcher import TestBed, free_port
-from testbed.pods import Image, Node, RunningPod
+from testbed.node import Node
+from testbed.running_pod import RunningPod
 
 REPO = Path(__file__).resolve().parents[2]
 APPS = Path(__file__).with_name("apps")
@@ -442,7 +444,7 @@ def server_and_client(mesh: Mesh) -> Iterator[Pods]:
 
 
 def run_pod_in(mesh: Mesh, spec: dict[str, Any], api: Any) -> RunningPod:
-    from testbed.pods import run_pod
+    from testbed.kubelet import run_pod
 
     return run_pod(mesh.node, spec, api, mesh.images, ready_timeout=60.0)
 

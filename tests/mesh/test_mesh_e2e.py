@@ -28,7 +28,7 @@ from mesh_harness import (
     wait_until,
 )
 
-from testbed.pods import RunningPod
+from testbed.running_pod import RunningPod
 
 log = logging.getLogger(__name__)  # figures for the report: pytest --log-cli-level=INFO
 
