@@ -21,16 +21,12 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import grpc
 from kubernetes import client
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from percentiles import percentile
-
+from bench.percentiles import percentile
 from controlplane.ca.authn import TokenReviewAuthenticator
 from controlplane.ca.authority import CAMaterial, sign_workload
 from controlplane.ca.csr import approve_csr

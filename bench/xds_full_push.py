@@ -25,24 +25,20 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import NamedTuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import procfs
-from xds_common import SidecarEnvoy, mesh
-
+from bench import procfs
+from bench.xds_common import SidecarEnvoy, mesh
 from controlplane.app import DiscoveryOptions
 from controlplane.resources import PUSH_ORDER, SHORT_NAMES, ProxyResources
 from controlplane.sources.files import load_into
 from controlplane.store import MeshStore
-from controlplane.testing import ControlPlaneThread, wait_for
 from controlplane.xds.protocol import Event, Request, Response
 from controlplane.xds.server import ProxyConnection
+from harness.control_plane import ControlPlaneThread
+from harness.polling import wait_for
 
 
 def fully_acked(conn: ProxyConnection) -> bool:

@@ -27,13 +27,12 @@ from typing import Any
 import httpx
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import procfs
-from percentiles import percentile
-from xds_common import ISTIO_LIKE_STATS, NAMESPACE, endpoint_slice, service
-
-from controlplane.testing import EnvoyProcess, free_port, wait_for
+from bench import procfs
+from bench.percentiles import percentile
+from bench.xds_common import NAMESPACE, endpoint_slice, service
+from harness.envoy import EnvoyProcess
+from harness.polling import wait_for
+from meshlib.ports import free_port
 
 # The first services' slices live in their own files, so a change re-reads one small file.
 CHANGING = 10
@@ -129,7 +128,7 @@ def main() -> None:
                         NAMESPACE,
                         f"10.200.{i // 250}.{i % 250 + 1}",
                         xds_port,
-                        bootstrap_overrides=ISTIO_LIKE_STATS,
+                        product_stats=True,
                     )
                 )
             wait_for(
