@@ -89,7 +89,9 @@ def client_pod() -> dict[str, Any]:
     }
 
 
-def wait_for_pod(core: Any, namespace: str, selector: str, timeout: float = 45.0) -> dict[str, Any]:
+def wait_for_pod(
+    core: client.CoreV1Api, namespace: str, selector: str, timeout: float = 45.0
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         pods = core.list_namespaced_pod(namespace, label_selector=selector).items
@@ -101,7 +103,11 @@ def wait_for_pod(core: Any, namespace: str, selector: str, timeout: float = 45.0
 
 
 def service_and_slice(
-    core: Any, discovery_api: Any, namespace: str, server: RunningPod, name: str = "server"
+    core: client.CoreV1Api,
+    discovery_api: client.DiscoveryV1Api,
+    namespace: str,
+    server: RunningPod,
+    name: str = "server",
 ) -> str:
     """A Service without selector and its EndpointSlice at the server pod; the ClusterIP.
 
@@ -162,5 +168,5 @@ def server_and_client(mesh: Mesh) -> Iterator[Pods]:
                 yield Pods(server, client_pod_, cluster_ip)
 
 
-def run_pod_in(mesh: Mesh, spec: dict[str, Any], api: Any) -> RunningPod:
+def run_pod_in(mesh: Mesh, spec: dict[str, Any], api: client.ApiClient) -> RunningPod:
     return run_pod(mesh.node, spec, api, mesh.images, ready_timeout=60.0)

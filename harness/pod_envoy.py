@@ -11,9 +11,10 @@ import json
 import re
 import urllib.parse
 
+from sidecar.config import Ports
 from testbed.running_pod import RunningPod
 
-ADMIN_PORT = 15000
+ADMIN_PORT = Ports().admin  # the sidecar's Envoy admin, on the pod's loopback only
 
 
 class MissingStat(AssertionError):
@@ -24,8 +25,9 @@ def stat(pod: RunningPod, name: str, *, missing_ok: bool = False) -> int:
     """A counter or gauge from the pod's Envoy admin (loopback-only: asked inside the pod).
 
     A stat that does not exist raises :class:`MissingStat`: with the stats inclusion list
-    (:data:`harness.mesh_workloads.STATS_ANNOTATIONS`) a misspelled or filtered-out name would otherwise read 0
-    forever, and an assertion that nothing changed would pass without measuring anything.
+    (:data:`harness.mesh_workloads.STATS_ANNOTATIONS`) a misspelled or filtered-out name
+    would otherwise read 0 forever, and an assertion that nothing changed would pass without
+    measuring anything.
     ``missing_ok=True`` reads absence as 0, and is right only where absence means zero:
     a cluster's traffic stats (``upstream_rq_*``, ``upstream_cx_*``) are created on its first
     request (``enable_deferred_creation_stats`` in :mod:`sidecar.bootstrap`), so before

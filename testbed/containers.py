@@ -18,24 +18,26 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from testbed.errors import PodError
 from testbed.images import Image, image_repository
 from testbed.node import Node
-from testbed.podspec import PodContext, container_argv, container_env, process_identity
+from testbed.podspec import (
+    KeyLookup,
+    PodContext,
+    container_argv,
+    container_env,
+    process_identity,
+)
 from testbed.running_pod import SETPRIV, ContainerProcess, RunningPod
 
 log = logging.getLogger("testbed.containers")
 
 REPO = Path(__file__).resolve().parents[1]
 UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
-
-KeyLookup = Callable[[str, str, str, bool], str | None]
-"""``lookup(kind, name, key, optional)``: a ConfigMap's or Secret's key (kind ``configmap`` or
-``secret``); None when absent."""
 
 
 def start_container(

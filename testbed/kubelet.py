@@ -34,7 +34,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testbed.containers import start_container
 from testbed.errors import NotEmulated, PodError, TestBedError
@@ -45,11 +45,14 @@ from testbed.podspec import PodContext, hosts_file
 from testbed.running_pod import ContainerProcess, RunningPod
 from testbed.volumes import PodVolumes
 
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient, CoreV1Api
+
 
 def run_pod(
     node: Node,
     pod: Mapping[str, Any],
-    api_client: Any,
+    api_client: ApiClient,
     images: Mapping[str, Image],
     *,
     init_timeout: float = 30.0,
@@ -174,7 +177,9 @@ def _wait_ready(running: RunningPod, spec: Mapping[str, Any], timeout: float) ->
         time.sleep(0.1)
 
 
-def _write_status(core: Any, pod: Mapping[str, Any], ip: str, host_ip: str, *, ready: bool) -> None:
+def _write_status(
+    core: CoreV1Api, pod: Mapping[str, Any], ip: str, host_ip: str, *, ready: bool
+) -> None:
     """What the kubelet reports: the addresses, Running, and the readiness conditions."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     state = "True" if ready else "False"

@@ -42,6 +42,10 @@ DEFAULT_CAPABILITIES = frozenset(
     }
 )
 
+KeyLookup = Callable[[str, str, str, bool], str | None]
+"""``lookup(kind, name, key, optional)``: a key of a ConfigMap or Secret (kind ``configmap``
+or ``secret``), as the kubelet reads them from the API server; None when absent."""
+
 _SUFFIXES = {
     "n": Fraction(1, 10**9),
     "u": Fraction(1, 10**6),
@@ -159,7 +163,7 @@ def container_env(
     pod: Mapping[str, Any],
     container: Mapping[str, Any],
     context: PodContext,
-    lookup: Callable[[str, str, str, bool], str | None],
+    lookup: KeyLookup,
     image: Image,
 ) -> dict[str, str]:
     """The container's environment: the image's, ``HOSTNAME``, then ``envFrom`` and ``env``.

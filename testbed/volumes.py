@@ -12,10 +12,13 @@ import base64
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from testbed.errors import NotEmulated, PodError
 from testbed.podspec import PodContext, field_value
+
+if TYPE_CHECKING:
+    from kubernetes.client import CoreV1Api
 
 
 class PodVolumes:
@@ -26,7 +29,7 @@ class PodVolumes:
         pod: Mapping[str, Any],
         root: Path,
         context: PodContext,
-        core: Any,
+        core: CoreV1Api,
     ) -> None:
         self.pod = pod
         self.root = root
