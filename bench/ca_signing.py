@@ -21,17 +21,12 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
-from typing import Any
 
 import grpc
 from kubernetes import client
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from percentiles import percentile
-
-from controlplane.ca.authn import TokenReviewAuthenticator
+from bench.percentiles import percentile
+from controlplane.ca.authn import Authenticator, TokenReviewAuthenticator
 from controlplane.ca.authority import CAMaterial, sign_workload
 from controlplane.ca.csr import approve_csr
 from controlplane.ca.service import CertificateService
@@ -132,7 +127,7 @@ def main() -> None:
         material = CAMaterial.self_signed(TD)
         print("| path | concurrency | requests | cert/s | p50 ms | p99 ms |")
         print("|---|---|---|---|---|---|")
-        authenticators: list[tuple[str, Any]] = [
+        authenticators: list[tuple[str, Authenticator]] = [
             ("gRPC + TokenReview", TokenReviewAuthenticator(bed.api_client())),
             ("gRPC, no TokenReview", FixedCaller()),
         ]

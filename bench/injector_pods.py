@@ -24,6 +24,102 @@ def realistic_pod(index: int | None = None, token: int = 0) -> dict[str, Any]:
     a distinct pod (an extra label), as from many different workloads; ``token`` picks the
     generated name of the service-account token volume, which differs between any two pods."""
     sa_volume = token_volume_name(token)
+    return {
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "metadata": _metadata(index),
+        "spec": {
+            "volumes": [{"name": "tmp", "emptyDir": {}}, _token_volume(sa_volume)],
+            "containers": [_app_container(sa_volume), _log_forwarder()],
+            "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": 30,
+            "dnsPolicy": "ClusterFirst",
+            "serviceAccountName": "bookinfo-reviews",
+            "serviceAccount": "bookinfo-reviews",
+            "securityContext": {},
+            "schedulerName": "default-scheduler",
+            "tolerations": [
+                {
+                    "key": "node.kubernetes.io/not-ready",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 300,
+                },
+                {
+                    "key": "node.kubernetes.io/unreachable",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 300,
+                },
+            ],
+            "priority": 0,
+            "enableServiceLinks": True,
+            "preemptionPolicy": "PreemptLowerPriority",
+        },
+        "status": {"phase": "Pending", "qosClass": "Burstable"},
+    }
+
+
+def _metadata(index: int | None) -> dict[str, Any]:
+    """What the ReplicaSet controller writes, with the field manager's managedFields."""
+    return {
+        "generateName": "reviews-v1-5d8f7c9b6-",
+        "namespace": "bookinfo",
+        "labels": {"app": "reviews", "version": "v1", "pod-template-hash": "5d8f7c9b6"}
+        | ({"bench-index": str(index)} if index is not None else {}),
+        "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9080"},
+        "ownerReferences": [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "name": "reviews-v1-5d8f7c9b6",
+                "uid": "5f0c1a9e-1111-4111-8111-111111111111",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+        "managedFields": [
+            {
+                "manager": "kube-controller-manager",
+                "operation": "Update",
+                "apiVersion": "v1",
+                "time": "2026-11-24T22:00:00Z",
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {
+                    "f:metadata": {"f:generateName": {}, "f:labels": {".": {}, "f:app": {}}},
+                    "f:spec": {"f:containers": {'k:{"name":"reviews"}': {".": {}}}},
+                },
+            }
+        ],
+    }
+
+
+def _token_volume(name: str) -> dict[str, Any]:
+    """The projected service-account token volume the ServiceAccount admission plugin adds."""
+    namespace_item = {
+        "path": "namespace",
+        "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"},
+    }
+    return {
+        "name": name,
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {
+                    "configMap": {
+                        "name": "kube-root-ca.crt",
+                        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                    }
+                },
+                {"downwardAPI": {"items": [namespace_item]}},
+            ],
+            "defaultMode": 420,
+        },
+    }
+
+
+def _app_container(sa_volume: str) -> dict[str, Any]:
+    """The application: ports, env, resources, readiness and liveness probes, two mounts."""
     probe = {
         "httpGet": {"path": "/healthz", "port": "http", "scheme": "HTTP"},
         "timeoutSeconds": 1,
@@ -31,7 +127,7 @@ def realistic_pod(index: int | None = None, token: int = 0) -> dict[str, Any]:
         "successThreshold": 1,
         "failureThreshold": 3,
     }
-    container = {
+    return {
         "name": "reviews",
         "image": "docker.io/istio/examples-bookinfo-reviews-v1:1.20.2",
         "imagePullPolicy": "IfNotPresent",
@@ -60,7 +156,11 @@ def realistic_pod(index: int | None = None, token: int = 0) -> dict[str, Any]:
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "File",
     }
-    logger = {
+
+
+def _log_forwarder() -> dict[str, Any]:
+    """A second container, as many pods have: a log forwarder with a TCP readiness probe."""
+    return {
         "name": "log-forwarder",
         "image": "fluent/fluent-bit:3.0",
         "imagePullPolicy": "IfNotPresent",
@@ -75,99 +175,6 @@ def realistic_pod(index: int | None = None, token: int = 0) -> dict[str, Any]:
         "resources": {},
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "File",
-    }
-    return {
-        "kind": "Pod",
-        "apiVersion": "v1",
-        "metadata": {
-            "generateName": "reviews-v1-5d8f7c9b6-",
-            "namespace": "bookinfo",
-            "labels": {"app": "reviews", "version": "v1", "pod-template-hash": "5d8f7c9b6"}
-            | ({"bench-index": str(index)} if index is not None else {}),
-            "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9080"},
-            "ownerReferences": [
-                {
-                    "apiVersion": "apps/v1",
-                    "kind": "ReplicaSet",
-                    "name": "reviews-v1-5d8f7c9b6",
-                    "uid": "5f0c1a9e-1111-4111-8111-111111111111",
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-            "managedFields": [
-                {
-                    "manager": "kube-controller-manager",
-                    "operation": "Update",
-                    "apiVersion": "v1",
-                    "time": "2026-11-24T22:00:00Z",
-                    "fieldsType": "FieldsV1",
-                    "fieldsV1": {
-                        "f:metadata": {"f:generateName": {}, "f:labels": {".": {}, "f:app": {}}},
-                        "f:spec": {"f:containers": {'k:{"name":"reviews"}': {".": {}}}},
-                    },
-                }
-            ],
-        },
-        "spec": {
-            "volumes": [
-                {"name": "tmp", "emptyDir": {}},
-                {
-                    "name": sa_volume,
-                    "projected": {
-                        "sources": [
-                            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
-                            {
-                                "configMap": {
-                                    "name": "kube-root-ca.crt",
-                                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
-                                }
-                            },
-                            {
-                                "downwardAPI": {
-                                    "items": [
-                                        {
-                                            "path": "namespace",
-                                            "fieldRef": {
-                                                "apiVersion": "v1",
-                                                "fieldPath": "metadata.namespace",
-                                            },
-                                        }
-                                    ]
-                                }
-                            },
-                        ],
-                        "defaultMode": 420,
-                    },
-                },
-            ],
-            "containers": [container, logger],
-            "restartPolicy": "Always",
-            "terminationGracePeriodSeconds": 30,
-            "dnsPolicy": "ClusterFirst",
-            "serviceAccountName": "bookinfo-reviews",
-            "serviceAccount": "bookinfo-reviews",
-            "securityContext": {},
-            "schedulerName": "default-scheduler",
-            "tolerations": [
-                {
-                    "key": "node.kubernetes.io/not-ready",
-                    "operator": "Exists",
-                    "effect": "NoExecute",
-                    "tolerationSeconds": 300,
-                },
-                {
-                    "key": "node.kubernetes.io/unreachable",
-                    "operator": "Exists",
-                    "effect": "NoExecute",
-                    "tolerationSeconds": 300,
-                },
-            ],
-            "priority": 0,
-            "enableServiceLinks": True,
-            "preemptionPolicy": "PreemptLowerPriority",
-        },
-        "status": {"phase": "Pending", "qosClass": "Burstable"},
     }
 
 

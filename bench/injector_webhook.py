@@ -34,11 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import procfs
-from injector_pods import admission_review_body
-from percentiles import percentile
-
+from bench import procfs
+from bench.injector_pods import admission_review_body
+from bench.percentiles import percentile
 from meshlib.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@
     # what docs/benchmarks.md "Sidecar latency" shows (about 10 minutes):
     .venv/bin/python bench/mesh_latency.py --duration 30 --rounds 3 --breakdown
 
-Four pods on one harness node (:mod:`testbed.pods`), created through the real test-bed API
+Four pods on one harness node (:mod:`testbed.kubelet`), created through the real test-bed API
 server with Remora's injection webhook registered and ``remora discovery`` (control plane and
 mesh CA) serving them, as in the mesh end-to-end tests (``tests/mesh``):
 
@@ -57,9 +57,20 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kubernetes.client import CoreV1Api, DiscoveryV1Api
 
-import procfs
+from bench import procfs
+from harness.mesh import open_mesh
+from harness.mesh_workloads import service_and_slice
+from meshlib.envoy_binary import envoy_path
+from meshlib.processes import stop_process
+from testbed.binaries import Binaries
+from testbed.errors import PodError
+from testbed.images import Image
+from testbed.kubelet import run_pod
+from testbed.launcher import TestBed
+from testbed.node import Node
+from testbed.running_pod import RunningPod
 
 REPO = Path(__file__).resolve().parents[1]
 FORTIO_IMAGE = "remora-bench/fortio"
@@ -536,35 +547,23 @@ def client_pod(name: str, *, inject: bool) -> dict[str, Any]:
     return _pod(name, {"name": "client", "image": CLIENT_IMAGE}, inject=inject)
 
 
-def _import_mesh_harness() -> Any:
-    """tests/mesh/mesh_harness.py (the mesh e2e tests' helpers), imported by path."""
-    sys.path.insert(0, str(REPO / "tests" / "mesh"))
-    import mesh_harness
-
-    return mesh_harness
-
-
 @dataclasses.dataclass
 class BenchMesh:
     """The running mesh: test bed, node, the injected namespace, the image -> program map."""
 
-    bed: Any  # testbed.launcher.TestBed
-    node: Any  # testbed.pods.Node
+    bed: TestBed
+    node: Node
     namespace: str
-    images: dict[str, Any]  # image repository -> testbed.pods.Image
+    images: dict[str, Image]  # image repository -> the local program
     stack: contextlib.ExitStack
 
-    def start_pod(self, spec: Mapping[str, Any]) -> Any:
+    def start_pod(self, spec: Mapping[str, Any]) -> RunningPod:
         """Create ``spec`` through the API server (so the webhook mutates it) and run it.
 
-        Returns the ``testbed.pods.RunningPod``; it is stopped when the mesh is torn down.
+        The pod is stopped when the mesh is torn down.
         """
-        from kubernetes import client
-
-        from testbed.pods import run_pod
-
         with self.bed.api_client() as api:
-            stored = client.CoreV1Api(api).create_namespaced_pod(self.namespace, dict(spec))
+            stored = CoreV1Api(api).create_namespaced_pod(self.namespace, dict(spec))
             pod = api.sanitize_for_serialization(stored)
             say(
                 f"running pod {spec['metadata']['name']} "
@@ -577,47 +576,33 @@ class BenchMesh:
 
 
 @contextlib.contextmanager
-def mesh_environment(log_dir: Path, extra_images: Mapping[str, Any]) -> Iterator[BenchMesh]:
+def mesh_environment(log_dir: Path, extra_images: Mapping[str, Image]) -> Iterator[BenchMesh]:
     """Test bed, node, control plane + CA, injector, an injected namespace; torn down after.
 
-    The wiring is the ``mesh`` fixture's of tests/mesh (``mesh_harness.open_mesh``).
+    The wiring is the ``mesh`` fixture's of tests/mesh (:func:`harness.mesh.open_mesh`).
     """
-    from testbed.binaries import Binaries
-    from testbed.launcher import TestBed
-
-    harness = _import_mesh_harness()
     log_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         say("starting the test bed (etcd, kube-apiserver, controllers)")
         bed = TestBed.start(binaries=Binaries.locate())
         stack.callback(bed.stop)
         say("starting remora discovery (control plane and mesh CA) and the injection webhook")
-        mesh = stack.enter_context(harness.open_mesh(bed, log_dir, prefix="bench"))
+        mesh = stack.enter_context(open_mesh(bed, log_dir, prefix="bench"))
         images = {**mesh.images, **extra_images}
         yield BenchMesh(bed, mesh.node, mesh.namespace, images, stack)
 
 
-def service_for(bed: Any, namespace: str, name: str, server: Any) -> str:
+def service_for(bed: TestBed, namespace: str, name: str, server: RunningPod) -> str:
     """A selector-less Service ``name`` and its EndpointSlice at ``server``; the ClusterIP."""
-    from kubernetes import client
-
     with bed.api_client() as api:
-        return str(
-            _import_mesh_harness().service_and_slice(
-                client.CoreV1Api(api), client.DiscoveryV1Api(api), namespace, server, name
-            )
-        )
+        return service_and_slice(CoreV1Api(api), DiscoveryV1Api(api), namespace, server, name)
 
 
 @contextlib.contextmanager
-def bare_envoy(pod: Any, upstream: tuple[str, int], work: Path) -> Iterator[tuple[str, int]]:
+def bare_envoy(pod: RunningPod, upstream: tuple[str, int], work: Path) -> Iterator[tuple[str, int]]:
     """The bare Envoy (:func:`bare_envoy_config`), 2 workers, inside ``pod``'s network
     namespace (a pod without sidecar); yields its URL there and its pid (``ip netns exec``
     execs in place). Stopped on exit."""
-    from meshlib.envoy_binary import envoy_path
-    from meshlib.processes import stop_process
-    from testbed.pods import PodError
-
     listen_port, admin_port = 15999, 15998
     config = work / "bare-envoy.json"
     config.write_text(json.dumps(bare_envoy_config(upstream, listen_port, admin_port)))
@@ -658,7 +643,7 @@ def bare_envoy(pod: Any, upstream: tuple[str, int], work: Path) -> Iterator[tupl
         stop_process(process)
 
 
-def wait_for_mtls_route(client_pod: Any, fortio: str, url: str, namespace: str) -> None:
+def wait_for_mtls_route(client_pod: RunningPod, fortio: str, url: str, namespace: str) -> None:
     """Until the client's Envoy routes ``url`` and the server sees the client's SPIFFE id.
 
     fortio's ``/debug`` echoes the request headers: the server's Envoy adds
@@ -683,7 +668,7 @@ def wait_for_mtls_route(client_pod: Any, fortio: str, url: str, namespace: str) 
 
 
 def run_load(
-    client_pod: Any, fortio: str, url: str, args: argparse.Namespace, duration: float
+    client_pod: RunningPod, fortio: str, url: str, args: argparse.Namespace, duration: float
 ) -> LoadResult:
     argv = fortio_load_argv(
         fortio,
@@ -720,7 +705,7 @@ class Route:
     """One way from a client pod to a fortio server, and whose CPU its runs account for."""
 
     name: str
-    client: Any  # the testbed.pods.RunningPod the load runs in
+    client: RunningPod  # the pod the load runs in
     url: str
     accounted: tuple[str, ...] = ()  # SidecarProcesses.pod of the proxies on the way
 
@@ -816,8 +801,6 @@ def measured_run(
 
 
 def measure(args: argparse.Namespace) -> int:
-    from testbed.pods import Image
-
     say(f"load average before: {procfs.load_average()}")
     fortio = build_fortio()
     latency_rows: list[tuple[int, str, LoadResult]] = []

@@ -47,10 +47,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noq
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2, json_format
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import procfs
-
+from bench import procfs
 from meshlib.certs import new_ca
 from meshlib.ports import free_port
 

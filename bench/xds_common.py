@@ -5,21 +5,18 @@ command line), so that the figures are the product's."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import httpx
-import procfs
 
-from controlplane.testing_sds import shared_sds
+from bench import procfs
+from harness.envoy import loopback_sidecar
 from meshlib.envoy_binary import envoy_path
-from meshlib.ports import free_port
 from meshlib.processes import stop_process
 from sidecar.bootstrap import build_bootstrap, envoy_args
-from sidecar.config import AgentConfig, AgentOptions, build_config
 
 NAMESPACE = "bench"
 
@@ -27,29 +24,6 @@ NAMESPACE = "bench"
 # before the inclusion list, where Envoy creates every stat of every resource up front and
 # every worker builds every cluster as it arrives.
 STATS_KEYS = ("stats_config", "deferred_stat_options", "cluster_manager")
-
-
-def sidecar_config(
-    pod: str, namespace: str, ip: str, xds_port: int, *, delta: bool, concurrency: int, workdir: str
-) -> AgentConfig:
-    """The agent's decisions for a pod on loopback (plaintext xDS to ``xds_port``). Workload
-    certificates come from the harness's SDS server (the agent's role), since the inbound
-    listener's TLS chains wait for them."""
-    options = AgentOptions(
-        discovery_address=f"127.0.0.1:{xds_port}",
-        xds_tls=False,
-        xds_api="DELTA_GRPC" if delta else "GRPC",
-        admin_port=free_port(),
-        status_port=free_port(),
-        health_port=free_port(),
-        prometheus_port=free_port(),
-        bind_address="127.0.0.1",
-        concurrency=concurrency,
-        config_dir=workdir,
-        sds_socket=str(shared_sds().socket_path),
-    )
-    env = {"POD_NAME": pod, "POD_NAMESPACE": namespace, "INSTANCE_IP": ip}
-    return build_config(env, options, host_cpus=os.cpu_count() or 1)
 
 
 class SidecarEnvoy:
@@ -69,7 +43,7 @@ class SidecarEnvoy:
         before: bool = False,
     ) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="remora-bench-envoy-")
-        self.config = sidecar_config(
+        self.config = loopback_sidecar(
             pod,
             namespace,
             ip,
@@ -198,19 +172,3 @@ def mesh(services: int, endpoints: int, *, pods: bool = False) -> list[dict[str,
         if pods:
             objects.extend(sidecar_pod(i, j) for j in range(endpoints))
     return objects
-
-
-def product_stats_settings() -> dict[str, Any]:
-    """The product bootstrap's stats settings (inclusion list, deferred stats and worker
-    clusters), for benches that start Envoy with another bootstrap
-    (``controlplane.testing.EnvoyProcess``)."""
-    with tempfile.TemporaryDirectory() as workdir:
-        config = sidecar_config(
-            "bench-0", NAMESPACE, "10.200.0.1", 15010, delta=True, concurrency=1, workdir=workdir
-        )
-        bootstrap = build_bootstrap(config)
-    return {key: bootstrap[key] for key in STATS_KEYS if key in bootstrap}
-
-
-# Kept for bench/xds_scale.py: its Envoys get the product's stats settings.
-ISTIO_LIKE_STATS: dict[str, Any] = product_stats_settings()

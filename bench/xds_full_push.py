@@ -25,24 +25,20 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import NamedTuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import procfs
-from xds_common import SidecarEnvoy, mesh
-
+from bench import procfs
+from bench.xds_common import SidecarEnvoy, mesh
 from controlplane.app import DiscoveryOptions
 from controlplane.resources import PUSH_ORDER, SHORT_NAMES, ProxyResources
 from controlplane.sources.files import load_into
 from controlplane.store import MeshStore
-from controlplane.testing import ControlPlaneThread, wait_for
 from controlplane.xds.protocol import Event, Request, Response
 from controlplane.xds.server import ProxyConnection
+from harness.control_plane import ControlPlaneThread
+from harness.polling import wait_for
 
 
 def fully_acked(conn: ProxyConnection) -> bool:
@@ -70,6 +66,62 @@ class Run(NamedTuple):
     stats: int
 
 
+class PushTimeline:
+    """What the control plane saw and sent on ``conn`` during a push, and the GC pauses:
+    ``events`` are (``perf_counter`` time, what), ``first_send`` the first response's time.
+
+    Installed on the connection's protocol (and as a GC callback) for the ``with`` block.
+    """
+
+    def __init__(self, conn: ProxyConnection) -> None:
+        self.events: list[tuple[float, str]] = []
+        self.first_send: list[float] = []
+        self._gc_started: list[float] = []
+        self._conn = conn
+        self._iter_responses = conn.protocol.iter_responses
+        self._on_request = conn.protocol.on_request
+
+    def __enter__(self) -> PushTimeline:
+        self._conn.protocol.iter_responses = self._timed  # type: ignore[method-assign]
+        self._conn.protocol.on_request = self._timed_request  # type: ignore[method-assign]
+        gc.callbacks.append(self._gc_timer)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._gc_timer)
+        self._conn.protocol.iter_responses = self._iter_responses  # type: ignore[method-assign]
+        self._conn.protocol.on_request = self._on_request  # type: ignore[method-assign]
+
+    def _timed(self, desired: ProxyResources | None) -> Iterator[Response]:
+        building = time.perf_counter()
+        for response in self._iter_responses(desired):
+            now = time.perf_counter()
+            if not self.first_send:
+                self.first_send.append(now)
+            short = SHORT_NAMES[response.type_url]
+            self.events.append((building, f"{short} building"))
+            self.events.append((now, f"{short} response built ({len(response.resources)})"))
+            yield response
+            building = time.perf_counter()
+
+    def _timed_request(self, request: Request, now: float) -> list[Event]:
+        arrived = time.perf_counter()
+        handled = self._on_request(request, now)
+        kinds = ",".join(e.kind for e in handled) or "request"
+        self.events.append((arrived, f"{SHORT_NAMES[request.type_url]} {kinds}"))
+        return handled
+
+    def _gc_timer(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started[:] = [time.perf_counter()]
+        elif self._gc_started:
+            took = (time.perf_counter() - self._gc_started[0]) * 1000
+            if took >= 0.5:
+                self.events.append(
+                    (self._gc_started[0], f"gc gen{info['generation']} {took:.1f} ms")
+                )
+
+
 def one_run(
     services: int, endpoints: int, delta: bool, before: bool, concurrency: int, *, pods: bool
 ) -> Run:
@@ -89,66 +141,29 @@ def one_run(
         ) as envoy:
             conn = wait_for(lambda: next(iter(cp.server.hub.connections), None), what="the proxy")
             wait_for(lambda: "virtualOutbound" in envoy.listener_names(), what="the empty mesh")
-            first_send: list[float] = []
-            events: list[tuple[float, str]] = []
-            original = conn.protocol.iter_responses
-            original_on_request = conn.protocol.on_request
+            with PushTimeline(conn) as timeline:
+                cpu_before = envoy.cpu_seconds(), time.process_time()
+                published: list[float] = []
 
-            def timed(desired: ProxyResources | None) -> Iterator[Response]:
-                building = time.perf_counter()
-                for response in original(desired):
-                    now = time.perf_counter()
-                    if not first_send:
-                        first_send.append(now)
-                    short = SHORT_NAMES[response.type_url]
-                    events.append((building, f"{short} building"))
-                    events.append((now, f"{short} response built ({len(response.resources)})"))
-                    yield response
-                    building = time.perf_counter()
+                def publish() -> None:
+                    published.append(time.perf_counter())
+                    cp.server.hub.publish(snapshot)
+                    published.append(time.perf_counter())
 
-            def on_request(request: Request, now: float) -> list[Event]:
-                arrived = time.perf_counter()
-                handled = original_on_request(request, now)
-                kinds = ",".join(e.kind for e in handled) or "request"
-                events.append((arrived, f"{SHORT_NAMES[request.type_url]} {kinds}"))
-                return handled
-
-            gc_started: list[float] = []
-
-            def gc_timer(phase: str, info: dict[str, int]) -> None:
-                if phase == "start":
-                    gc_started[:] = [time.perf_counter()]
-                elif gc_started:
-                    took = (time.perf_counter() - gc_started[0]) * 1000
-                    if took >= 0.5:
-                        events.append((gc_started[0], f"gc gen{info['generation']} {took:.1f} ms"))
-
-            conn.protocol.iter_responses = timed  # type: ignore[method-assign]
-            conn.protocol.on_request = on_request  # type: ignore[method-assign]
-            gc.callbacks.append(gc_timer)
-            cpu_before = envoy.cpu_seconds(), time.process_time()
-            published: list[float] = []
-
-            def publish() -> None:
-                published.append(time.perf_counter())
-                cp.server.hub.publish(snapshot)
-                published.append(time.perf_counter())
-
-            started = time.perf_counter()
-            cp.call(publish)
-            wait_for(
-                lambda: cp.call(lambda: fully_acked(conn)),
-                timeout=30,
-                interval=0.002,
-                what="the last ACK",
-            )
-            elapsed = time.perf_counter() - started
-            gc.callbacks.remove(gc_timer)
+                started = time.perf_counter()
+                cp.call(publish)
+                wait_for(
+                    lambda: cp.call(lambda: fully_acked(conn)),
+                    timeout=30,
+                    interval=0.002,
+                    what="the last ACK",
+                )
+                elapsed = time.perf_counter() - started
             return Run(
                 elapsed,
-                first_send[0] - started,
+                timeline.first_send[0] - started,
                 published[1] - published[0],
-                [(round((t - started) * 1000, 1), what) for t, what in sorted(events)],
+                [(round((t - started) * 1000, 1), what) for t, what in sorted(timeline.events)],
                 envoy.cpu_seconds() - cpu_before[0],
                 time.process_time() - cpu_before[1],
                 envoy.active_clusters(),

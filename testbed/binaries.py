@@ -7,13 +7,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from testbed.errors import BinariesMissing
 from testbed.versions import ETCD_VERSION, KUBERNETES_VERSION
 
 REQUIRED = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
-
-
-class BinariesMissing(RuntimeError):
-    """The test bed binaries are not where we looked; the message says how to build them."""
 
 
 def cache_root() -> Path:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from testbed.binaries import BinariesMissing
-from testbed.launcher import TestBed, TestBedError, default_detached_workdir
+from testbed.errors import TestBedError
+from testbed.launcher import TestBed, default_detached_workdir
 
 NAME_OPTION = click.option(
     "--name",
@@ -59,7 +59,7 @@ def up(name: str, no_controllers: bool) -> None:
             detached=True,
             progress=lambda msg: click.echo(f"testbed: {msg}", err=True),
         )
-    except (BinariesMissing, TestBedError) as exc:
+    except TestBedError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
         f"testbed: '{name}' up in {time.monotonic() - started:.1f}s at {bed.server}", err=True

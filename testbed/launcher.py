@@ -41,6 +41,7 @@ from meshlib.ports import free_port
 from meshlib.processes import stop_process
 from testbed import pki as pki_mod
 from testbed.binaries import Binaries, cache_root
+from testbed.errors import ClusterError
 from testbed.versions import KUBERNETES_VERSION
 
 log = logging.getLogger("remora.testbed")
@@ -48,10 +49,6 @@ log = logging.getLogger("remora.testbed")
 SERVICE_CIDR = "10.96.0.0/16"
 STATE_FILE = "state.json"
 READY_TIMEOUT_S = 60.0
-
-
-class TestBedError(RuntimeError):
-    """The test bed could not start or stop; the message names the component and its log."""
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -109,6 +106,47 @@ def _kubeconfig(server: str, ca_pem_file: Path, user: str, cert: Path, key: Path
             {"name": "remora-testbed", "context": {"cluster": "remora-testbed", "user": user}}
         ],
         "current-context": "remora-testbed",
+    }
+
+
+def _etcd_argv(bins: Binaries, data_dir: Path, client_url: str, peer_port: int) -> list[str]:
+    """A one-member etcd on loopback, without fsync: the test bed's data is thrown away."""
+    peer_url = f"http://127.0.0.1:{peer_port}"
+    return [
+        str(bins.etcd),
+        "--name=testbed",
+        f"--data-dir={data_dir}",
+        f"--listen-client-urls={client_url}",
+        f"--advertise-client-urls={client_url}",
+        f"--listen-peer-urls={peer_url}",
+        f"--initial-advertise-peer-urls={peer_url}",
+        f"--initial-cluster=testbed={peer_url}",
+        "--unsafe-no-fsync=true",
+        "--log-level=warn",
+    ]
+
+
+def _apiserver_flags(etcd_url: str, port: int, keys: pki_mod.Pki) -> dict[str, str]:
+    """kube-apiserver's flags (``--name=value``), as envtest sets them, plus RBAC and the
+    admission webhooks."""
+    return {
+        "etcd-servers": etcd_url,
+        "bind-address": "127.0.0.1",
+        "secure-port": str(port),
+        "advertise-address": "127.0.0.1",
+        "endpoint-reconciler-type": "none",  # loopback cannot back the `kubernetes` Service
+        "tls-cert-file": str(keys.serving_cert_file),
+        "tls-private-key-file": str(keys.serving_key_file),
+        "client-ca-file": str(keys.ca_file),
+        "service-account-issuer": "https://kubernetes.default.svc.cluster.local",
+        "service-account-key-file": str(keys.sa_pub_file),
+        "service-account-signing-key-file": str(keys.sa_key_file),
+        "service-cluster-ip-range": SERVICE_CIDR,
+        "authorization-mode": "RBAC",
+        "allow-privileged": "true",
+        "enable-admission-plugins": "MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
+        "profiling": "false",
+        "v": "0",
     }
 
 
@@ -173,40 +211,9 @@ class TestBed:
             )
             bed = cls(state, owns_workdir=owns)
             say(f"starting etcd on 127.0.0.1:{etcd_port}")
-            bed._spawn(
-                "etcd",
-                [
-                    str(bins.etcd),
-                    "--name=testbed",
-                    f"--data-dir={root / 'etcd'}",
-                    f"--listen-client-urls={state.etcd_url}",
-                    f"--advertise-client-urls={state.etcd_url}",
-                    f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
-                    f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
-                    f"--initial-cluster=testbed=http://127.0.0.1:{etcd_peer}",
-                    "--unsafe-no-fsync=true",
-                    "--log-level=warn",
-                ],
-                detached,
-            )
+            bed._spawn("etcd", _etcd_argv(bins, root / "etcd", state.etcd_url, etcd_peer), detached)
             flags = {
-                "etcd-servers": state.etcd_url,
-                "bind-address": "127.0.0.1",
-                "secure-port": str(api_port),
-                "advertise-address": "127.0.0.1",
-                "endpoint-reconciler-type": "none",  # loopback cannot back the `kubernetes` Service
-                "tls-cert-file": str(keys.serving_cert_file),
-                "tls-private-key-file": str(keys.serving_key_file),
-                "client-ca-file": str(keys.ca_file),
-                "service-account-issuer": "https://kubernetes.default.svc.cluster.local",
-                "service-account-key-file": str(keys.sa_pub_file),
-                "service-account-signing-key-file": str(keys.sa_key_file),
-                "service-cluster-ip-range": SERVICE_CIDR,
-                "authorization-mode": "RBAC",
-                "allow-privileged": "true",
-                "enable-admission-plugins": "MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
-                "profiling": "false",
-                "v": "0",
+                **_apiserver_flags(state.etcd_url, api_port, keys),
                 **(extra_apiserver_flags or {}),
             }
             say(f"starting kube-apiserver {KUBERNETES_VERSION} on {server}")
@@ -291,7 +298,7 @@ class TestBed:
         try:
             state = TestBedState.load(workdir)
         except FileNotFoundError as exc:
-            raise TestBedError(
+            raise ClusterError(
                 f"no test bed in {workdir} (start one with 'remora testbed up')"
             ) from exc
         return cls(state, owns_workdir=False)
@@ -346,7 +353,7 @@ class TestBed:
             for comp in self.state.components:
                 proc = self._processes.get(comp.name)
                 if proc is not None and proc.poll() is not None:
-                    raise TestBedError(
+                    raise ClusterError(
                         f"{comp.name} exited with {proc.returncode}:\n{_tail(comp.log)}"
                     )
             with contextlib.suppress(OSError):
@@ -354,7 +361,7 @@ class TestBed:
                 if status == 200:
                     return
             if time.monotonic() > deadline:
-                raise TestBedError(
+                raise ClusterError(
                     f"kube-apiserver not ready after {timeout:.0f}s:\n{_tail(self._log('kube-apiserver'))}"
                 )
             time.sleep(0.1)

@@ -22,7 +22,8 @@ from collections.abc import Iterator
 import pytest
 
 from meshlib.processes import stop_process
-from testbed.binaries import Binaries, BinariesMissing
+from testbed.binaries import Binaries
+from testbed.errors import BinariesMissing
 from testbed.launcher import TestBed
 
 

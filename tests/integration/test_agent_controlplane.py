@@ -14,8 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from controlplane.testing import ControlPlaneThread, free_port
+from harness.control_plane import ControlPlaneThread
 from meshlib import certs
+from meshlib.ports import free_port
 from sidecar.readiness import parse_stats
 
 pytestmark = [pytest.mark.envoy, pytest.mark.timeout(90)]

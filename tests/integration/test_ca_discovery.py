@@ -26,7 +26,8 @@ from kubernetes import client
 
 from controlplane.ca.discovery import read_mesh_trust_domain
 from controlplane.ca.rootcert import CONFIGMAP_NAME, ROOT_KEY
-from controlplane.testing import free_port, wait_for
+from harness.polling import wait_for
+from meshlib.ports import free_port
 from sidecar.ca_client import GrpcCAProvider
 from sidecar.identity import CertificateManager
 

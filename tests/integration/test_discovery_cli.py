@@ -16,13 +16,10 @@ import yaml
 from click.testing import CliRunner
 
 from controlplane.cli import proxy_config, proxy_status
-from controlplane.testing import (
-    EnvoyProcess,
-    endpoint_slice_object,
-    free_port,
-    service_object,
-    wait_for,
-)
+from harness.envoy import EnvoyProcess
+from harness.kube_objects import endpoint_slice_object, service_object
+from harness.polling import wait_for
+from meshlib.ports import free_port
 
 pytestmark = [pytest.mark.envoy]
 

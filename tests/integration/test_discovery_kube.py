@@ -18,13 +18,11 @@ from kubernetes import client
 
 from controlplane.app import DiscoveryOptions
 from controlplane.sources.kube import KubeSource
-from controlplane.testing import (
-    ControlPlaneThread,
-    EnvoyProcess,
-    endpoint_slice_object,
-    free_port,
-    wait_for,
-)
+from harness.control_plane import ControlPlaneThread
+from harness.envoy import EnvoyProcess
+from harness.kube_objects import endpoint_slice_object
+from harness.polling import wait_for
+from meshlib.ports import free_port
 
 pytestmark = [pytest.mark.testbed, pytest.mark.envoy]
 

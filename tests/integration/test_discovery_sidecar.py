@@ -21,8 +21,9 @@ import httpx
 import pytest
 import yaml
 
-from controlplane.testing import free_port, wait_for
+from harness.polling import wait_for
 from meshlib import certs
+from meshlib.ports import free_port
 
 pytestmark = [pytest.mark.envoy]
 

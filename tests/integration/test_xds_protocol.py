@@ -25,16 +25,13 @@ from controlplane.model import MeshSnapshot
 from controlplane.proxy import ProxyIdentity
 from controlplane.resources import CLUSTER, ProxyResources, ResourceSet, make_resource
 from controlplane.store import Kind
-from controlplane.testing import (
-    ControlPlaneThread,
-    EnvoyProcess,
-    endpoint_slice_object,
-    free_port,
-    service_object,
-    wait_for,
-)
 from controlplane.translate.common import duration
 from controlplane.translate.generate import ConfigGenerator
+from harness.control_plane import ControlPlaneThread
+from harness.envoy import EnvoyProcess
+from harness.kube_objects import endpoint_slice_object, service_object
+from harness.polling import wait_for
+from meshlib.ports import free_port
 
 pytestmark = [pytest.mark.envoy]
 

@@ -1,7 +1,7 @@
 """Fixtures of the mesh end-to-end tests: a node, the control plane, the injector, two pods.
 
-See docs/e2e.md; the helpers are in ``mesh_harness.py`` (not here: two ``conftest`` modules
-in one run cannot be imported by name). A test module changes how ``remora discovery`` runs
+See docs/e2e.md; the helpers are in the ``harness`` package (:mod:`harness.mesh` and the
+modules beside it), which ``bench/mesh_latency.py`` uses too. A test module changes how ``remora discovery`` runs
 by overriding ``mesh_discovery_args`` and the mesh's trust domain by overriding
 ``mesh_trust_domain`` (both module scope).
 """
@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from mesh_harness import Mesh, Pods, open_mesh, peer_authentication_crd, server_and_client
 
+from harness.mesh import Mesh, open_mesh, peer_authentication_crd
+from harness.mesh_workloads import Pods, server_and_client
 from testbed.launcher import TestBed
 
 

@@ -16,19 +16,13 @@ import subprocess
 import time
 
 import pytest
-from mesh_harness import (
-    SERVER_PORT,
-    SERVICE_PORT,
-    Mesh,
-    Pods,
-    TrafficLoop,
-    call,
-    from_outside,
-    stat,
-    wait_until,
-)
 
-from testbed.pods import RunningPod
+from harness.mesh import Mesh
+from harness.mesh_traffic import TrafficLoop, call, from_outside
+from harness.mesh_workloads import SERVER_PORT, SERVICE_PORT, Pods
+from harness.pod_envoy import stat
+from harness.polling import wait_until
+from testbed.running_pod import RunningPod
 
 log = logging.getLogger(__name__)  # figures for the report: pytest --log-cli-level=INFO
 

@@ -21,22 +21,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from mesh_harness import (
-    SERVER_PORT,
-    SERVICE_PORT,
-    Mesh,
-    Pods,
-    TrafficLoop,
-    answers,
-    call,
-    from_outside,
-    served_serials,
-    start_calls,
-    stat,
-    stat_names,
-    wait_until,
-    xfcc,
-)
+
+from harness.mesh import Mesh
+from harness.mesh_traffic import TrafficLoop, answers, call, from_outside, start_calls, xfcc
+from harness.mesh_workloads import SERVER_PORT, SERVICE_PORT, Pods
+from harness.pod_envoy import served_serials, stat, stat_names
+from harness.polling import wait_until
 
 pytestmark = [
     pytest.mark.testbed,

@@ -20,8 +20,10 @@ from typing import Any
 
 import pytest
 
-from testbed import pods
-from testbed.pods import NODE_ADDRESS, Node, http_in_netns, in_netns
+import testbed.netns
+from testbed import mount_points
+from testbed.netns import http_in_netns, in_netns
+from testbed.node import NODE_ADDRESS, Node
 
 pytestmark = [pytest.mark.netns]
 
@@ -29,7 +31,7 @@ pytestmark = [pytest.mark.netns]
 def test_a_mount_point_lives_until_the_last_node_using_it_closes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pods, "MOUNT_POINT_REGISTRY", tmp_path / "registry.json")
+    monkeypatch.setattr(mount_points, "MOUNT_POINT_REGISTRY", tmp_path / "registry.json")
     target = tmp_path / "var" / "run" / "secrets" / "tokens"
     with Node() as first:
         first.ensure_mount_point(target)
@@ -46,7 +48,7 @@ def test_a_mount_point_lives_until_the_last_node_using_it_closes(
 def test_a_crashed_user_does_not_keep_a_mount_point_forever(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pods, "MOUNT_POINT_REGISTRY", tmp_path / "registry.json")
+    monkeypatch.setattr(mount_points, "MOUNT_POINT_REGISTRY", tmp_path / "registry.json")
     target = tmp_path / "etc" / "istio" / "pod"
     target.mkdir(parents=True)
     dead = 2**22 + 12345  # above the largest possible pid_max (2**22): no such process
@@ -61,7 +63,7 @@ def test_a_mkdir_failing_half_way_still_records_the_directories_it_made(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What was created before the failure is registered as the node's, and removed by it."""
-    monkeypatch.setattr(pods, "MOUNT_POINT_REGISTRY", tmp_path / "registry.json")
+    monkeypatch.setattr(mount_points, "MOUNT_POINT_REGISTRY", tmp_path / "registry.json")
     target = tmp_path / "made" / "also-made" / "refused"
     real_mkdir = Path.mkdir
 
@@ -88,7 +90,7 @@ def test_the_registry_survives_a_crash_between_writing_and_replacing_it(
     """The registry is replaced whole or not at all: a crash before the rename keeps every
     entry it had, and leaves no temporary file next to it."""
     registry_path = tmp_path / "registry.json"
-    monkeypatch.setattr(pods, "MOUNT_POINT_REGISTRY", registry_path)
+    monkeypatch.setattr(mount_points, "MOUNT_POINT_REGISTRY", registry_path)
     before = {str(tmp_path / "kept"): ["1:rmnode-other"]}
     registry_path.write_text(json.dumps(before))
     written: list[str] = []
@@ -97,8 +99,8 @@ def test_the_registry_survives_a_crash_between_writing_and_replacing_it(
         written.append(Path(source).read_text())  # the new registry was fully written...
         raise KeyboardInterrupt  # ...and the process dies before the rename
 
-    monkeypatch.setattr(pods.os, "replace", crash)
-    with pytest.raises(KeyboardInterrupt), pods._mount_point_registry() as registry:
+    monkeypatch.setattr(mount_points.os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt), mount_points.locked_registry() as registry:
         registry[str(tmp_path / "new")] = ["2:rmnode-new"]
     assert json.loads(written[0]) == {**before, str(tmp_path / "new"): ["2:rmnode-new"]}
     assert json.loads(registry_path.read_text()) == before
@@ -170,7 +172,7 @@ def test_http_in_netns_closes_its_socket_whenever_it_fails(
             http_in_netns(node.netns, "GET", NODE_ADDRESS, 9, "/")
         assert _sockets_open() == open_before
 
-        real_in_netns = pods.in_netns
+        real_in_netns = testbed.netns.in_netns
 
         @contextlib.contextmanager
         def failing_on_the_way_out(name: str) -> Iterator[None]:
@@ -178,7 +180,7 @@ def test_http_in_netns_closes_its_socket_whenever_it_fails(
                 yield
             raise OSError(errno.EPERM, "setns back to the test's namespace")
 
-        monkeypatch.setattr(pods, "in_netns", failing_on_the_way_out)
+        monkeypatch.setattr(testbed.netns, "in_netns", failing_on_the_way_out)
         answer = b"HTTP/1.1 204 No Content\r\n\r\n"
         with (
             _server(node.netns, answer) as port,

@@ -7,17 +7,16 @@ from typing import Any
 
 import pytest
 
-from testbed.pods import (
-    Image,
+from testbed.errors import PodError
+from testbed.images import Image, image_repository
+from testbed.podspec import (
     PodContext,
-    PodError,
     capability_set,
     container_argv,
     container_env,
     expand,
     field_value,
     hosts_file,
-    image_repository,
     parse_quantity,
     resource_value,
 )

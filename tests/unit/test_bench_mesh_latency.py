@@ -10,7 +10,6 @@ rewrites it: review the diff first).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import re
@@ -18,27 +17,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from bench import mesh_latency as bench
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden" / "bench"
 SAMPLE = GOLDEN / "fortio-mesh-1000qps"
-
-
-def _load_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "bench_mesh_latency", REPO / "bench" / "mesh_latency.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
 
 
 def _sample_json() -> str:

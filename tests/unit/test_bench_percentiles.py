@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import random
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-
-from percentiles import percentile
+from bench.percentiles import percentile
 
 
 def test_hand_computed_values() -> None:

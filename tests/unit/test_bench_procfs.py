@@ -8,13 +8,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-
-import procfs
+from bench import procfs
 
 BUSY = "import time\nend = time.process_time() + 30\nwhile time.process_time() < end: pass\n"
 

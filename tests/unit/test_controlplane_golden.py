@@ -21,9 +21,9 @@ from controlplane.proxy import parse_proxy_identity
 from controlplane.resources import TYPE_BY_SHORT_NAME, ProxyResources
 from controlplane.sources.files import load_into
 from controlplane.store import MeshStore
-from controlplane.testing import endpoint_slice_object, service_object
 from controlplane.translate.generate import translate
 from controlplane.validate import validate_with_envoy
+from harness.kube_objects import endpoint_slice_object, service_object
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "controlplane"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.yaml"))

@@ -16,10 +16,10 @@ from controlplane.model import MtlsMode, Protocol, Service
 from controlplane.proxy import parse_proxy_identity
 from controlplane.resources import TYPE_BY_SHORT_NAME
 from controlplane.store import Kind, MeshStore
-from controlplane.testing import endpoint_slice_object, service_object
 from controlplane.translate import listeners
 from controlplane.translate.generate import ConfigGenerator
 from controlplane.translate.peer_authentication import WorkloadMtls
+from harness.kube_objects import endpoint_slice_object, service_object
 from meshlib.meshconfig import MeshConfigError, parse_mesh_config
 
 

@@ -16,8 +16,8 @@ from controlplane.proxy import ProxyIdentityError, parse_proxy_identity
 from controlplane.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from controlplane.sources.files import FileSource, parse_objects
 from controlplane.store import Kind, MeshStore
-from controlplane.testing import endpoint_slice_object, service_object
 from controlplane.translate.generate import ConfigGenerator
+from harness.kube_objects import endpoint_slice_object, service_object
 
 
 @pytest.mark.parametrize(

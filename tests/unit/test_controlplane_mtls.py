@@ -25,12 +25,12 @@ from controlplane.resources import CLUSTER, ENDPOINT, LISTENER, ProxyResources
 from controlplane.sources.files import load_into
 from controlplane.sources.kube import KubeSource, _Resource
 from controlplane.store import Kind, MeshStore
-from controlplane.testing import endpoint_slice_object, service_object
 from controlplane.translate import listeners, tls
 from controlplane.translate.auto_mtls import service_mtls
 from controlplane.translate.generate import ConfigGenerator, policy_index, translate
 from controlplane.translate.listeners import InboundPort
 from controlplane.translate.peer_authentication import PolicyIndex, WorkloadMtls
+from harness.kube_objects import endpoint_slice_object, service_object
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "controlplane"
 ROOT = "istio-system"

@@ -25,18 +25,15 @@ from controlplane.proxy import parse_proxy_identity
 from controlplane.resources import CLUSTER, ENDPOINT, LISTENER
 from controlplane.sources.files import load_into
 from controlplane.store import MeshStore
-from controlplane.testing import (
-    EnvoyProcess,
-    endpoint_slice_object,
-    free_port,
-    service_object,
-    wait_for,
-)
-from controlplane.testing_sds import shared_sds
 from controlplane.translate import listeners
 from controlplane.translate.generate import translate
 from controlplane.translate.listeners import InboundPort
 from controlplane.translate.peer_authentication import WorkloadMtls
+from harness.envoy import EnvoyProcess
+from harness.kube_objects import endpoint_slice_object, service_object
+from harness.polling import wait_for
+from harness.sds import shared_sds
+from meshlib.ports import free_port
 
 pytestmark = pytest.mark.envoy
 

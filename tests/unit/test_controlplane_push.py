@@ -16,9 +16,9 @@ from controlplane.proxy import parse_proxy_identity
 from controlplane.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from controlplane.sources.kube import KubeSource
 from controlplane.store import Kind, MeshStore
-from controlplane.testing import endpoint_slice_object, service_object
 from controlplane.xds.protocol import DeltaProtocol, Response
 from controlplane.xds.server import ProxyConnection, PushHub
+from harness.kube_objects import endpoint_slice_object, service_object
 
 
 def connect(hub: PushHub, pod: str, ns: str, ip: str) -> ProxyConnection:

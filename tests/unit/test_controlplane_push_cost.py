@@ -27,12 +27,12 @@ from controlplane.resources import (
 )
 from controlplane.sources.files import load_into
 from controlplane.store import MeshStore
-from controlplane.testing import endpoint_slice_object, service_object
 from controlplane.translate import auto_mtls, clusters
 from controlplane.translate import generate as generate_module
 from controlplane.translate.common import ads
 from controlplane.translate.generate import ConfigGenerator, policy_index
 from controlplane.xds.protocol import DeltaProtocol, SotwProtocol
+from harness.kube_objects import endpoint_slice_object, service_object
 
 
 def mesh(services: int, endpoints: int) -> list[dict[str, Any]]:

@@ -24,8 +24,8 @@ from controlplane.proxy import parse_proxy_identity
 from controlplane.resources import CLUSTER, LISTENER
 from controlplane.sources.files import load_into
 from controlplane.store import Kind, MeshStore
-from controlplane.testing import endpoint_slice_object, service_object
 from controlplane.translate.generate import translate
+from harness.kube_objects import endpoint_slice_object, service_object
 
 MESH_CONFIGMAP = {
     "kind": "ConfigMap",

@@ -1,4 +1,4 @@
-"""Workload certificates for the test harness's Envoys, over SDS like the sidecar agent's.
+"""Workload certificates for the harness's Envoys, over SDS like the sidecar agent's.
 
 Every TLS context the control plane generates names the secrets ``default`` (the
 workload's SPIFFE certificate) and ``ROOTCA`` (the mesh root) on the static cluster
@@ -116,7 +116,9 @@ class HarnessSds:
             return self._leaves[key]
 
     def cluster(self) -> dict[str, Any]:
-        """The bootstrap's static ``sds-grpc`` cluster (HTTP/2 over the unix socket)."""
+        """A static ``sds-grpc`` cluster to this server (HTTP/2 over the unix socket), for a
+        test that writes its Envoy's ``static_resources`` itself; the sidecar bootstrap of a
+        :class:`harness.envoy.EnvoyProcess` has its own, pointing at the same socket."""
         return {
             "name": SDS_CLUSTER,
             "type": "STATIC",
