@@ -222,6 +222,12 @@ def test_networking_crd_is_established_with_istios_names(
     assert {c["type"]: c["status"] for c in status["conditions"]}["Established"] == "True"
     if crd in release.created_crds:
         assert status["acceptedNames"].get("shortNames", []) == ([short_name] if short_name else [])
+        assert status["storedVersions"] == ["v1"]
+        # What helm sent is the chart's file as read here: its YAML anchors and merge keys
+        # resolved alike, each version with the whole schema.
+        installed = _get_json(release.bed, "crd", crd)["spec"]["versions"]
+        charted = yaml.safe_load((CHART / "crds" / f"{crd}.yaml").read_text())["spec"]["versions"]
+        assert [v["schema"] for v in installed] == [v["schema"] for v in charted]
     # kubectl's discovery finds the kind by its short name and its categories, as with Istio.
     for name in (short_name, "istio-io", "networking-istio-io"):
         if name:
