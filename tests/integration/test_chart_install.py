@@ -2,15 +2,18 @@
 
 One release per module, in its own namespace, with every cluster-scoped name suffixed
 (``fullnameOverride``) so other tests on the shared test bed are not disturbed; everything it
-created (namespaces, CRD if it was absent, ClusterRoles, the webhook configuration) is removed.
+created (namespaces, each CRD that was absent, ClusterRoles, the webhook configuration) is
+removed; a CRD that was already there is left alone.
 
 What a wrong chart breaks here and not in the render tests: the API server's own admission of
-every object (CRD established, RBAC accepted), the permissions as the authorizer sees them
-(``kubectl auth can-i --as`` the ServiceAccounts), and the end-to-end path: with the injector
-run locally under the injector's ServiceAccount token (the chart's ``injector.webhookURL`` for
-out-of-cluster runs), Pods in a namespace labelled ``istio-injection=enabled`` are injected and
-the mesh namespace, kube-system and opted-out Pods are not; the caBundle is written and
-rotated with the injector account's permissions.
+every object (CRDs established, RBAC accepted), the CRD schemas as the API server applies them
+(Istio's documentation samples, ``tests/golden/chart/istio-samples/``, taken whole in every
+served version; misspelt fields and wrong types refused, naming the field), the permissions
+as the authorizer sees them (``kubectl auth can-i --as`` the ServiceAccounts), and the
+end-to-end path: with the injector run locally under the injector's ServiceAccount token (the
+chart's ``injector.webhookURL`` for out-of-cluster runs), Pods in a namespace labelled
+``istio-injection=enabled`` are injected and the mesh namespace, kube-system and opted-out
+Pods are not; the caBundle is written and rotated with the injector account's permissions.
 """
 
 from __future__ import annotations
@@ -41,7 +44,17 @@ pytestmark = [pytest.mark.testbed]
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "remora"
+SAMPLES = ROOT / "tests" / "golden" / "chart" / "istio-samples"
 PA_CRD = "peerauthentications.security.istio.io"
+NETWORKING = "networking.istio.io"
+NETWORKING_PLURALS = {
+    "VirtualService": "virtualservices",
+    "DestinationRule": "destinationrules",
+    "ServiceEntry": "serviceentries",
+    "Sidecar": "sidecars",
+}
+NETWORKING_CRDS = tuple(f"{plural}.{NETWORKING}" for plural in NETWORKING_PLURALS.values())
+CRDS = (PA_CRD, *NETWORKING_CRDS)
 
 
 def helm_path() -> str:
@@ -69,7 +82,7 @@ class Release:
     fullname: str
     webhook_port: int
     notes: str
-    created_crd: bool
+    created_crds: frozenset[str]
 
     @property
     def mwc(self) -> str:
@@ -124,7 +137,9 @@ def release(testbed: TestBed) -> Iterator[Release]:
     suffix = uuid.uuid4().hex[:6]
     namespace, fullname = f"remora-{suffix}", f"remora-{suffix}"
     testbed.create_namespace(namespace)
-    had_crd = testbed.kubectl("get", "crd", PA_CRD, check=False).returncode == 0
+    absent = frozenset(
+        crd for crd in CRDS if testbed.kubectl("get", "crd", crd, check=False).returncode != 0
+    )
     port = free_port()
     env = {**os.environ, "KUBECONFIG": str(testbed.kubeconfig)}
     install = subprocess.run(
@@ -136,9 +151,7 @@ def release(testbed: TestBed) -> Iterator[Release]:
         ],
         capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip
-    rel = Release(
-        testbed, helm, f"r{suffix}", namespace, fullname, port, install.stdout, not had_crd
-    )
+    rel = Release(testbed, helm, f"r{suffix}", namespace, fullname, port, install.stdout, absent)
     try:
         assert install.returncode == 0, install.stderr
         yield rel
@@ -154,8 +167,8 @@ def release(testbed: TestBed) -> Iterator[Release]:
               for c in ("discovery", "injector")),
         ):  # fmt: skip
             testbed.kubectl("delete", kind, name, "--ignore-not-found", check=False)
-        if rel.created_crd:
-            testbed.kubectl("delete", "crd", PA_CRD, "--ignore-not-found", check=False)
+        for crd in rel.created_crds:  # a CRD that was there before is left alone
+            testbed.kubectl("delete", "crd", crd, "--ignore-not-found", check=False)
         testbed.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
@@ -175,7 +188,7 @@ def test_crd_is_established_and_enforces_its_schema(release: Release) -> None:
     crd = _get_json(release.bed, "crd", PA_CRD)
     conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
     assert conditions["Established"] == "True"
-    if not release.created_crd:
+    if PA_CRD not in release.created_crds:
         pytest.skip("PeerAuthentication CRD was already installed: helm left it alone")
 
     def apply(spec: dict[str, Any]) -> subprocess.CompletedProcess[str]:
@@ -198,11 +211,175 @@ def test_crd_is_established_and_enforces_its_schema(release: Release) -> None:
     assert "portLevelMtls requires selector" in needs_selector.stderr
 
 
+@pytest.mark.parametrize(
+    ("crd", "short_name"),
+    list(zip(NETWORKING_CRDS, ("vs", "dr", "se", None), strict=True)),
+)
+def test_networking_crd_is_established_with_istios_names(
+    release: Release, crd: str, short_name: str | None
+) -> None:
+    status = _get_json(release.bed, "crd", crd)["status"]
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Established"] == "True"
+    if crd in release.created_crds:
+        assert status["acceptedNames"].get("shortNames", []) == ([short_name] if short_name else [])
+        assert status["storedVersions"] == ["v1"]
+        # What helm sent is the chart's file as read here: its YAML anchors and merge keys
+        # resolved alike, each version with the whole schema.
+        installed = _get_json(release.bed, "crd", crd)["spec"]["versions"]
+        charted = yaml.safe_load((CHART / "crds" / f"{crd}.yaml").read_text())["spec"]["versions"]
+        assert [v["schema"] for v in installed] == [v["schema"] for v in charted]
+    # kubectl's discovery finds the kind by its short name and its categories, as with Istio.
+    for name in (short_name, "istio-io", "networking-istio-io"):
+        if name:
+            out = release.bed.kubectl("get", name, "-n", release.namespace, check=False)
+            assert out.returncode == 0, out.stderr
+
+
+def _samples() -> list[dict[str, Any]]:
+    docs = [
+        doc
+        for path in sorted(SAMPLES.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+    assert {d["kind"] for d in docs} == set(NETWORKING_PLURALS)
+    return docs
+
+
+def _in_version(doc: dict[str, Any], number: int, version: str, namespace: str) -> dict[str, Any]:
+    """Sample ``number`` in another served version, under a name of its own (two samples of a
+    task share a name: the delay and the abort VirtualService are both ``ratings``)."""
+    assert doc["apiVersion"] == f"{NETWORKING}/v1"
+    name = f"{doc['metadata']['name']}-{number}-{version}"
+    return {
+        **doc,
+        "apiVersion": f"{NETWORKING}/{version}",
+        "metadata": {"name": name, "namespace": namespace},
+    }
+
+
+def _networking_crds_or_skip(release: Release) -> None:
+    if not set(NETWORKING_CRDS) <= release.created_crds:
+        pytest.skip("networking CRDs were already installed: helm left them alone")
+
+
+@pytest.mark.parametrize("version", ["v1", "v1beta1", "v1alpha3"])
+def test_istios_documentation_samples_apply_unchanged(release: Release, version: str) -> None:
+    """Every field of Istio's doc samples is in our schemas: applied in each served version,
+    read back in it, nothing pruned, nothing refused."""
+    _networking_crds_or_skip(release)
+    bed, ns = release.bed, release.namespace
+    samples = [_in_version(doc, n, version, ns) for n, doc in enumerate(_samples())]
+    out = bed.kubectl(
+        "apply", "--validate=strict", "-f", "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": samples}), check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    stored: dict[tuple[str, str], Any] = {}
+    for kind, plural in NETWORKING_PLURALS.items():
+        listed = _get_json(bed, f"{plural}.{version}.{NETWORKING}", "-n", ns)
+        for item in listed["items"]:
+            assert item["apiVersion"] == f"{NETWORKING}/{version}"
+            stored[kind, item["metadata"]["name"]] = item["spec"]
+    for sample in samples:
+        key = (sample["kind"], sample["metadata"]["name"])
+        assert stored.get(key) == sample["spec"], key
+
+
+def _reviews_90_10(namespace: str, name: str) -> dict[str, Any]:
+    doc = yaml.safe_load((SAMPLES / "virtual-service-reviews-90-10.yaml").read_text())
+    return {**doc, "metadata": {"name": name, "namespace": namespace}}
+
+
+def test_a_misspelt_field_is_refused_and_pruned_without_validation(release: Release) -> None:
+    """As with Istio's CRDs: kubectl's default, --validate=strict, has the API server refuse an
+    unknown field (naming it); with --validate=false the API server accepts the object and
+    prunes the field."""
+    _networking_crds_or_skip(release)
+    bed = release.bed
+    doc = _reviews_90_10(release.namespace, "misspelt")
+    route = doc["spec"]["http"][0]["route"][0]
+    route["wieght"] = route.pop("weight")
+    strict = bed.kubectl(
+        "apply", "--validate=strict", "-f", "-", input=json.dumps(doc), check=False
+    )
+    assert strict.returncode != 0
+    assert 'unknown field "spec.http[0].route[0].wieght"' in strict.stderr
+    assert (
+        bed.kubectl(
+            "get", f"virtualservices.{NETWORKING}", "misspelt", "-n", release.namespace, check=False
+        ).returncode
+        != 0
+    )
+    loose = bed.kubectl("apply", "--validate=false", "-f", "-", input=json.dumps(doc), check=False)
+    assert loose.returncode == 0, loose.stderr
+    stored = _get_json(bed, f"virtualservices.{NETWORKING}", "misspelt", "-n", release.namespace)
+    assert stored["spec"]["http"][0]["route"][0] == {"destination": route["destination"]}
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "complaint"),
+    [
+        (
+            ("http", 0, "route", 0, "weight"),
+            "ninety",
+            "spec.http[0].route[0].weight in body must be of type integer",
+        ),
+        (("http", 0, "timeout"), "3 seconds", "spec.http[0].timeout: Invalid value"),
+        (
+            ("http", 0, "route", 0, "destination"),
+            {"subset": "v1"},
+            "spec.http[0].route[0].destination.host: Required value",
+        ),
+    ],
+)
+def test_a_wrong_value_is_refused_by_the_api_server_naming_the_field(
+    release: Release, path: tuple[str | int, ...], value: Any, complaint: str
+) -> None:
+    _networking_crds_or_skip(release)
+    doc = _reviews_90_10(release.namespace, f"wrong-{uuid.uuid4().hex[:6]}")
+    node: Any = doc["spec"]
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = value
+    # --validate=false: the API server, not kubectl, is what refuses it.
+    out = release.bed.kubectl(
+        "apply", "--validate=false", "-f", "-", input=json.dumps(doc), check=False
+    )
+    assert out.returncode != 0
+    assert complaint in out.stderr
+
+
+def test_service_entry_rules_are_istios(release: Release) -> None:
+    _networking_crds_or_skip(release)
+    entry = {
+        "apiVersion": f"{NETWORKING}/v1",
+        "kind": "ServiceEntry",
+        "metadata": {"name": "bad-entry", "namespace": release.namespace},
+        "spec": {
+            "hosts": ["httpbin.org"],
+            "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+            "resolution": "DSN",
+        },
+    }
+    out = release.bed.kubectl("apply", "-f", "-", input=json.dumps(entry), check=False)
+    assert out.returncode != 0 and 'Unsupported value: "DSN"' in out.stderr
+    entry["spec"] |= {"resolution": "NONE", "endpoints": [{"address": "1.2.3.4"}]}
+    out = release.bed.kubectl("apply", "-f", "-", input=json.dumps(entry), check=False)
+    assert out.returncode != 0 and "NONE mode cannot set endpoints" in out.stderr
+
+
 def test_an_existing_crd_is_left_alone(release: Release) -> None:
     """A second install finds the CRD present: helm skips it instead of failing or owning it."""
     ns = f"remora2-{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "KUBECONFIG": str(release.bed.kubeconfig)}
-    before = _get_json(release.bed, "crd", PA_CRD)["metadata"]["resourceVersion"]
+
+    def versions() -> dict[str, str]:
+        return {
+            crd: _get_json(release.bed, "crd", crd)["metadata"]["resourceVersion"] for crd in CRDS
+        }
+
+    before = versions()
     release.bed.create_namespace(ns)
     try:
         out = subprocess.run(
@@ -211,7 +388,7 @@ def test_an_existing_crd_is_left_alone(release: Release) -> None:
             capture_output=True, text=True, env=env, check=False,
         )  # fmt: skip
         assert out.returncode == 0, out.stderr
-        assert _get_json(release.bed, "crd", PA_CRD)["metadata"]["resourceVersion"] == before
+        assert versions() == before
         mwc = f"{ns}-sidecar-injector-{ns}"
         assert (
             release.bed.kubectl("get", "mutatingwebhookconfiguration", mwc, check=False).returncode
@@ -237,7 +414,8 @@ def test_an_existing_crd_is_left_alone(release: Release) -> None:
         for kind, name in leftovers:  # never leave them to later tests
             release.bed.kubectl("delete", kind, name, check=False)
     assert leftovers == []
-    assert release.bed.kubectl("get", "crd", PA_CRD, check=False).returncode == 0
+    for crd in CRDS:
+        assert release.bed.kubectl("get", "crd", crd, check=False).returncode == 0, crd
 
 
 CONTROL_PLANE_CAN = [
@@ -246,6 +424,7 @@ CONTROL_PLANE_CAN = [
     ("watch", "namespaces"),
     ("list", "endpointslices.discovery.k8s.io", "--all-namespaces"),
     ("watch", "peerauthentications.security.istio.io", "--all-namespaces"),
+    *((verb, crd, "--all-namespaces") for crd in NETWORKING_CRDS for verb in ("list", "watch")),
     ("create", "tokenreviews.authentication.k8s.io"),
     ("create", "configmaps", "-n", "default"),
     ("update", "configmaps/istio-ca-root-cert", "-n", "default"),
@@ -259,6 +438,8 @@ CONTROL_PLANE_CANNOT = [
     ("update", "configmaps/kube-root-ca.crt", "-n", "default"),
     ("delete", "configmaps/istio-ca-root-cert", "-n", "default"),
     ("create", "peerauthentications.security.istio.io", "-n", "default"),
+    *((verb, crd, "-n", "default") for crd in NETWORKING_CRDS for verb in ("create", "update")),
+    ("list", f"gateways.{NETWORKING}", "--all-namespaces"),  # not a kind it reads
     ("patch", "mutatingwebhookconfigurations"),
 ]
 

@@ -44,6 +44,35 @@ RECOMMENDED_LABELS = (
     "app.kubernetes.io/part-of",
     "app.kubernetes.io/component",
 )
+# Istio's networking kinds the control plane reads: plural -> kind, short names and printer
+# columns (name: jsonPath) as Istio's own CRDs (manifests/charts/base/files/crd-all.gen.yaml).
+NETWORKING_CRDS: dict[str, tuple[str, list[str], dict[str, str]]] = {
+    "virtualservices": (
+        "VirtualService",
+        ["vs"],
+        {
+            "Gateways": ".spec.gateways",
+            "Hosts": ".spec.hosts",
+            "Age": ".metadata.creationTimestamp",
+        },
+    ),
+    "destinationrules": (
+        "DestinationRule",
+        ["dr"],
+        {"Host": ".spec.host", "Age": ".metadata.creationTimestamp"},
+    ),
+    "serviceentries": (
+        "ServiceEntry",
+        ["se"],
+        {
+            "Hosts": ".spec.hosts",
+            "Location": ".spec.location",
+            "Resolution": ".spec.resolution",
+            "Age": ".metadata.creationTimestamp",
+        },
+    ),
+    "sidecars": ("Sidecar", [], {}),
+}
 CLUSTER_SCOPED = {
     "ClusterRole",
     "ClusterRoleBinding",
@@ -505,11 +534,21 @@ def test_control_plane_rbac_reads_what_it_watches_and_the_ca_part_is_optional() 
         ("", "pods"),
         ("discovery.k8s.io", "endpointslices"),
         ("security.istio.io", "peerauthentications"),
+        *(("networking.istio.io", plural) for plural in NETWORKING_CRDS),
     ):
         assert _grants(cluster, group, resource, "list") and _grants(
             cluster, group, resource, "watch"
         )
         assert not _grants(cluster, group, resource, "update")
+    # Only the four kinds the control plane reads: no Gateway, EnvoyFilter, WorkloadEntry...
+    networking = [r for r in cluster if "networking.istio.io" in r["apiGroups"]]
+    assert networking == [
+        {
+            "apiGroups": ["networking.istio.io"],
+            "resources": list(NETWORKING_CRDS),
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
     assert _grants(cluster, "authentication.k8s.io", "tokenreviews", "create")
     assert _grants(cluster, "", "configmaps", "update", "istio-ca-root-cert")
     # The CA repairs the root ConfigMap everywhere: a name-filtered watch across namespaces.
@@ -608,15 +647,139 @@ def test_cert_manager_mode() -> None:
     assert one(custom, "Certificate")["spec"]["issuerRef"]["name"] == "corp-ca"
 
 
+def crd_named(docs: Any, name: str) -> dict[str, Any]:
+    found = [d for d in by_kind(docs, "CustomResourceDefinition") if d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one CRD {name}, got {len(found)}"
+    return found[0]
+
+
+def test_crds_are_the_istio_kinds_the_control_plane_reads() -> None:
+    names = {
+        d["metadata"]["name"]
+        for d in by_kind(rendered("default-values.yaml"), "CustomResourceDefinition")
+    }
+    assert names == {"peerauthentications.security.istio.io"} | {
+        f"{plural}.networking.istio.io" for plural in NETWORKING_CRDS
+    }
+    assert not by_kind(render(crds=False), "CustomResourceDefinition")
+
+
 def test_crd_is_istios_peer_authentication() -> None:
-    crd = one(rendered("default-values.yaml"), "CustomResourceDefinition")
-    assert crd["metadata"]["name"] == "peerauthentications.security.istio.io"
+    crd = crd_named(rendered("default-values.yaml"), "peerauthentications.security.istio.io")
     assert crd["spec"]["names"]["kind"] == "PeerAuthentication"
     versions = {v["name"]: v for v in crd["spec"]["versions"]}
     assert set(versions) == {"v1", "v1beta1"}
     assert [v["name"] for v in versions.values() if v["storage"]] == ["v1beta1"]
     mode = versions["v1"]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["mtls"]
     assert mode["properties"]["mode"]["enum"] == ["UNSET", "DISABLE", "PERMISSIVE", "STRICT"]
+
+
+def _structural_problems(node: Mapping[str, Any], path: str = "") -> list[str]:
+    """What the API server would refuse as a non-structural schema: a node without a type, or
+    a value validation (oneOf/anyOf/allOf/not) that declares types or descriptions."""
+    problems = []
+    if not (
+        {"type", "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields"} & set(node)
+    ):
+        problems.append(f"{path or '.'}: no type")
+    if "additionalProperties" in node and "properties" in node:
+        problems.append(f"{path}: both properties and additionalProperties")
+    for key in ("oneOf", "anyOf", "allOf"):
+        for branch in node.get(key, []):
+            problems += _validation_problems(branch, f"{path}.{key}")
+    if "not" in node:
+        problems += _validation_problems(node["not"], f"{path}.not")
+    for name, child in node.get("properties", {}).items():
+        problems += _structural_problems(child, f"{path}.{name}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), Mapping):
+            problems += _structural_problems(node[key], f"{path}[{key}]")
+    return problems
+
+
+def _validation_problems(node: Mapping[str, Any], path: str) -> list[str]:
+    allowed = {"required", "oneOf", "anyOf", "allOf", "not"}
+    problems = [f"{path}: {key} in a value validation" for key in set(node) - allowed]
+    for key in ("oneOf", "anyOf", "allOf"):
+        for branch in node.get(key, []):
+            problems += _validation_problems(branch, f"{path}.{key}")
+    if "not" in node:
+        problems += _validation_problems(node["not"], f"{path}.not")
+    return problems
+
+
+@pytest.mark.parametrize("plural", list(NETWORKING_CRDS))
+def test_networking_crds_are_istios(plural: str) -> None:
+    kind, short_names, columns = NETWORKING_CRDS[plural]
+    crd = crd_named(rendered("default-values.yaml"), f"{plural}.networking.istio.io")
+    spec = crd["spec"]
+    assert spec["group"] == "networking.istio.io"
+    assert spec["scope"] == "Namespaced"
+    assert spec["names"] == {
+        "kind": kind,
+        "listKind": f"{kind}List",
+        "plural": plural,
+        "singular": kind.lower(),
+        **({"shortNames": short_names} if short_names else {}),
+        "categories": ["istio-io", "networking-istio-io"],
+    }
+    versions = {v["name"]: v for v in spec["versions"]}
+    assert set(versions) == {"v1", "v1beta1", "v1alpha3"}
+    assert all(v["served"] for v in versions.values())
+    # One stored version, v1, as Istio's CRDs since 1.27; the others are the same schema, so
+    # the API server converts between them with no webhook (conversion strategy None).
+    assert [name for name, v in versions.items() if v["storage"]] == ["v1"]
+    assert "conversion" not in spec
+    for version in versions.values():
+        assert version["subresources"] == {"status": {}}
+        assert version["schema"] == versions["v1"]["schema"]
+        printed = {c["name"]: c["jsonPath"] for c in version.get("additionalPrinterColumns", [])}
+        assert printed == columns
+    schema = versions["v1"]["schema"]["openAPIV3Schema"]
+    assert _structural_problems(schema) == []
+    assert "x-kubernetes-preserve-unknown-fields" not in schema["properties"]["spec"]
+    assert schema["properties"]["status"]["x-kubernetes-preserve-unknown-fields"] is True
+
+
+def test_networking_schemas_have_istios_enums_and_types() -> None:
+    docs = rendered("default-values.yaml")
+
+    def spec_of(plural: str) -> Mapping[str, Any]:
+        crd = crd_named(docs, f"{plural}.networking.istio.io")
+        return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+
+    route = spec_of("virtualservices")["properties"]["http"]["items"]["properties"]["route"]
+    assert route["items"]["properties"]["weight"]["type"] == "integer"
+    assert route["items"]["required"] == ["destination"]
+    entry = spec_of("serviceentries")
+    assert entry["required"] == ["hosts"]
+    assert entry["properties"]["resolution"]["enum"] == [
+        "NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"
+    ]  # fmt: skip
+    assert entry["properties"]["location"]["enum"] == ["MESH_EXTERNAL", "MESH_INTERNAL"]
+    rule = spec_of("destinationrules")
+    assert rule["required"] == ["host"]
+    policy = rule["properties"]["trafficPolicy"]["properties"]
+    assert policy["tls"]["properties"]["mode"]["enum"] == [
+        "DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"
+    ]  # fmt: skip
+    assert (
+        rule["properties"]["subsets"]["items"]["properties"]["trafficPolicy"]
+        == rule["properties"]["trafficPolicy"]
+    )
+    sidecar = spec_of("sidecars")["properties"]
+    assert sidecar["egress"]["items"]["required"] == ["hosts"]
+    assert sidecar["outboundTrafficPolicy"]["properties"]["mode"]["enum"] == [
+        "REGISTRY_ONLY", "ALLOW_ANY"
+    ]  # fmt: skip
+
+
+def test_the_structural_check_finds_what_it_should() -> None:
+    """Guards the check above with the two mistakes a hand-written schema makes."""
+    assert _structural_problems({"type": "object", "properties": {"a": {"description": "x"}}})
+    assert _structural_problems(
+        {"type": "object", "oneOf": [{"type": "object", "required": ["a"]}]}
+    )
 
 
 # --- values: documented and schema-checked ------------------------------------------------
