@@ -12,7 +12,7 @@ build each Envoy resource once and reuse it while its inputs stay equal.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
@@ -378,7 +378,3 @@ class MeshSnapshot:
             if service.selects(labels)
         }
         return [found[name] for name in sorted(found)]
-
-    def sorted_services(self) -> Iterator[Service]:
-        for key in sorted(self.services):
-            yield self.services[key]

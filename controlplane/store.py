@@ -245,7 +245,6 @@ class MeshStore:
         for endpoint in new.endpoints if new is not None else ():
             self._address_slices.setdefault(endpoint.address, set()).add(key)
             touched.add(endpoint.address)
-        slices = self._objects[Kind.ENDPOINT_SLICE]
         for address in touched:
             keys = self._address_slices.get(address)
             if keys:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from envoy_validate import validate_with_envoy
 from google.protobuf import json_format
 
 from controlplane.proxy import parse_proxy_identity
@@ -23,7 +24,6 @@ from controlplane.sources.files import load_into
 from controlplane.store import MeshStore
 from controlplane.testing import endpoint_slice_object, service_object
 from controlplane.translate.generate import translate
-from controlplane.validate import validate_with_envoy
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "controlplane"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.yaml"))
