@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from controlplane.errors import ObjectError
 from controlplane.model import (
     ContainerPort,
     Endpoint,
@@ -39,10 +40,6 @@ MESH_CONFIGMAP_NAME = "istio"
 MESH_CONFIGMAP_KEY = "mesh"
 
 Object = Mapping[str, Any]
-
-
-class ObjectError(ValueError):
-    """A Kubernetes object the model cannot use; the message says which and why."""
 
 
 def object_ref(obj: Object) -> str:
