@@ -9,6 +9,7 @@ wrapped. The value errors also stay ``ValueError`` for callers that catch that.
 
     ControlPlaneError
     ├── ObjectError          a Kubernetes object the mesh model cannot use (convert)
+    │   └── InvalidConfig    an Istio networking object istiod would refuse (networking.parse)
     ├── ConfigDirError       a file of ``--config-dir`` cannot be read (sources.files)
     ├── ProxyIdentityError   an Envoy's node does not say which pod it is (proxy)
     └── CAError              the mesh certificate authority (ca)
@@ -25,6 +26,15 @@ class ControlPlaneError(Exception):
 
 class ObjectError(ControlPlaneError, ValueError):
     """A Kubernetes object the model cannot use; the message says which and why."""
+
+
+class InvalidConfig(ObjectError):
+    """An Istio networking object (VirtualService, DestinationRule ...) istiod would refuse.
+
+    The message is ``<Kind> <namespace>/<name>: <field path>: <problem>``, the field path in
+    the object's own camelCase spelling (``spec.http[0].route[1].weight``), so the user finds
+    the line to fix in the YAML they wrote.
+    """
 
 
 class ConfigDirError(ControlPlaneError, ValueError):
