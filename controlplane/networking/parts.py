@@ -1,0 +1,222 @@
+"""The parts several networking kinds share: hosts, string matches, destinations, selectors.
+
+Each reads one field with :class:`~controlplane.networking.fields.Fields` and checks it as
+istiod's validation does (pkg/config/validation), so a rule such as "a host's ``*`` may only
+be its whole first label" is written once for every kind.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from controlplane.model import Protocol
+from controlplane.networking.fields import Context, Fields
+from controlplane.networking.model import (
+    Destination,
+    HeaderMatch,
+    IPNetwork,
+    Labels,
+    MatchKind,
+    StringMatch,
+)
+from meshlib.syntax import SyntaxProblem, parse_cidr
+
+_DNS_LABEL = re.compile(r"[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_PROTOCOLS = {protocol.value.upper(): protocol for protocol in Protocol}
+_HEADER_NAME = re.compile(r"[-!#$%&'*+.^_`|~0-9a-z]+|:[a-z]+")  # RFC 7230 token, lower case
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` is not a valid service host (``reviews``, ``*.example.com``, ``*``), or None.
+
+    Istio's rule: at most 255 characters; labels of letters, digits and inner dashes, at
+    most 63 each, none empty; ``*`` only as the whole first label.
+    """
+    if not host:
+        return "a host must not be empty"
+    if len(host) > 255:
+        return f"host {host!r} is longer than 255 characters"
+    labels = host.split(".")
+    if labels[0] == "*":
+        labels = labels[1:]
+    for label in labels:
+        if not label:
+            return f"host {host!r} has an empty label"
+        if label.startswith("*") or label.endswith("*") or "*" in label:
+            return f"host {host!r}: a wildcard '*' may only be the whole first label, as in *.example.com"
+        if len(label) > 63 or not _DNS_LABEL.fullmatch(label):
+            return f"host {host!r}: label {label!r} must be letters, digits and inner dashes, at most 63"
+    return None
+
+
+def check_host(ctx: Context, path: str, host: str) -> str:
+    problem = host_problem(host)
+    if problem:
+        ctx.fail(path, problem)
+    return host
+
+
+def hosts(f: Fields, key: str = "hosts") -> tuple[str, ...]:
+    """A required, non-empty list of valid hosts."""
+    values = f.strings(key)
+    if not values:
+        f.fail(key, "at least one host is required")
+    for i, host in enumerate(values):
+        check_host(f.ctx, f"{f.at(key)}[{i}]", host)
+    return values
+
+
+def check_regex(ctx: Context, path: str, pattern: str) -> str:
+    """Envoy compiles RE2; we check with Python's ``re``, which accepts nearly all RE2 (not
+    possessive or look-around forms, which RE2 refuses and Python accepts: Envoy will)."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        ctx.fail(
+            path, f"{pattern!r} is not a regular expression (RE2, checked with Python re): {exc}"
+        )
+    return pattern
+
+
+def string_match(f: Fields, key: str) -> StringMatch | None:
+    """The ``StringMatch`` field ``key``; None when unset."""
+    raw = f.raw.get(key)
+    return None if raw is None else match_value(f.ctx, f.at(key), raw)
+
+
+def match_value(
+    ctx: Context, path: str, raw: object, *, empty_is_presence: bool = False
+) -> StringMatch | None:
+    """A ``StringMatch``: exactly one of exact, prefix, regex.
+
+    An empty ``{}`` is an error, except in header and query-parameter maps, where it means
+    "present" (``empty_is_presence``; then None).
+    """
+    match = Fields(ctx, path, raw, [kind.value for kind in MatchKind])
+    set_kinds = [kind for kind in MatchKind if kind.value in match.raw]
+    if not set_kinds and empty_is_presence:
+        return None
+    if len(set_kinds) != 1:
+        ctx.fail(path, "a string match needs exactly one of exact, prefix, regex")
+    kind = set_kinds[0]
+    value = match.text(kind.value)
+    if kind is MatchKind.REGEX:
+        check_regex(ctx, match.at(kind.value), value)
+    return StringMatch(kind, value)
+
+
+def header_matches(
+    f: Fields, key: str, *, names_are_headers: bool = True
+) -> tuple[HeaderMatch, ...]:
+    """``headers`` / ``withoutHeaders`` / ``queryParams``: name -> StringMatch, sorted by name.
+
+    Header names must be lower case (Istio refuses others: HTTP/2 sends them so and Envoy
+    matches them so); query parameter names are taken as written.
+    """
+    raw = f.mapping(key)
+    matches = []
+    for name in sorted(raw):
+        path = f"{f.at(key)}.{name}"
+        if names_are_headers and not _HEADER_NAME.fullmatch(name):
+            f.ctx.fail(path, f"header name {name!r} must be a lower-case HTTP header name")
+        matches.append(
+            HeaderMatch(name, match_value(f.ctx, path, raw[name], empty_is_presence=True))
+        )
+    return tuple(matches)
+
+
+def header_name(ctx: Context, path: str, name: str) -> str:
+    if not _HEADER_NAME.fullmatch(name.lower()):
+        ctx.fail(path, f"{name!r} is not an HTTP header name")
+    return name
+
+
+def port_selector(f: Fields, key: str = "port") -> int | None:
+    """Istio's ``PortSelector``: ``{number: N}``."""
+    port = f.fields(key, ["number"])
+    return None if port is None else port.port("number")
+
+
+def destination(f: Fields, key: str = "destination") -> Destination:
+    """A required ``Destination``: host, optional subset and port."""
+    raw = f.fields(key, ["host", "subset", "port"])
+    if raw is None:
+        f.fail(key, "a destination is required")
+    if not raw.text("host"):
+        raw.fail("host", "a destination host is required")
+    return Destination(
+        host=check_host(f.ctx, raw.at("host"), raw.text("host")),
+        subset=raw.text("subset"),
+        port=port_selector(raw),
+    )
+
+
+def protocol(f: Fields, key: str = "protocol") -> Protocol:
+    """A port's required protocol, case-insensitive as Istio parses it (``http``, ``HTTP``)."""
+    text = f.text(key)
+    if not text:
+        f.fail(key, "a port needs a protocol")
+    found = _PROTOCOLS.get(text.upper())
+    if found is None:
+        f.fail(key, f"{text!r} is not one of {', '.join(p.value for p in Protocol)}")
+    return found
+
+
+def port_name(f: Fields, key: str = "name") -> str:
+    name = f.text(key)
+    if not name:
+        f.fail(key, "a port needs a name")
+    return name
+
+
+def percent(f: Fields, key: str) -> float | None:
+    """Istio's ``Percent`` message, ``{value: 0-100}`` as a double."""
+    raw = f.fields(key, ["value"])
+    return None if raw is None else raw.number("value", 0, 100) or 0.0
+
+
+def workload_selector(f: Fields, key: str = "workloadSelector") -> Labels | None:
+    """``{matchLabels: {...}}``; None when unset (the resource covers every workload)."""
+    raw = f.fields(key, ["matchLabels"])
+    if raw is None:
+        return None
+    labels = raw.string_map("matchLabels")
+    if not labels:
+        raw.fail("matchLabels", "a workload selector needs at least one label")
+    return labels
+
+
+def export_to(f: Fields) -> tuple[str, ...]:
+    """``exportTo``: ``.`` (own namespace), ``*`` (all), ``~`` (none) or namespace names.
+
+    Istio refuses ``*`` or ``~`` mixed with anything else, and names that are not DNS labels.
+    """
+    values = f.strings("exportTo")
+    for i, value in enumerate(values):
+        if value not in (".", "*", "~") and not _NAMESPACE.fullmatch(value):
+            f.ctx.fail(
+                f"{f.at('exportTo')}[{i}]", f"{value!r} is not '.', '*', '~' or a namespace name"
+            )
+    for special in ("*", "~"):
+        if special in values and len(set(values)) > 1:
+            f.fail("exportTo", f"{special!r} cannot be combined with other values")
+    return values
+
+
+def subnet(ctx: Context, path: str, text: str) -> IPNetwork:
+    """An IP address or CIDR: Istio's ``addresses`` and ``destinationSubnets`` take both.
+
+    A bare address is its own /32 (or /128); the CIDR form goes through the shared syntax.
+    """
+    try:
+        if "/" in text:
+            return parse_cidr(text)
+        return ipaddress.ip_network(ipaddress.ip_address(text))
+    except (SyntaxProblem, ValueError):
+        ctx.fail(path, f"{text!r} is not an IP address or CIDR (e.g. 10.0.0.1 or 10.0.0.0/8)")
+
+
+def subnets(f: Fields, key: str) -> tuple[IPNetwork, ...]:
+    return tuple(subnet(f.ctx, path, str(item)) for path, item in f.items(key))

@@ -1,0 +1,424 @@
+"""A VirtualService's ``spec``, read and checked as istiod's validating webhook does."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from controlplane.networking import parts
+from controlplane.networking.fields import Context, Fields
+from controlplane.networking.model import (
+    MESH_GATEWAY,
+    CorsPolicy,
+    Delegate,
+    FaultAbort,
+    FaultDelay,
+    HeaderOperations,
+    Headers,
+    HTTPDirectResponse,
+    HTTPFaultInjection,
+    HTTPMatchRequest,
+    HTTPMirrorPolicy,
+    HTTPRedirect,
+    HTTPRetry,
+    HTTPRewrite,
+    HTTPRoute,
+    HTTPRouteDestination,
+    L4MatchAttributes,
+    RedirectPortSource,
+    RegexRewrite,
+    RouteDestination,
+    TCPRoute,
+    TLSMatchAttributes,
+    TLSRoute,
+    VirtualService,
+)
+from meshlib.syntax import split_list
+
+_HTTP_ROUTE_FIELDS = (
+    "name",
+    "match",
+    "route",
+    "redirect",
+    "directResponse",
+    "delegate",
+    "rewrite",
+    "timeout",
+    "retries",
+    "fault",
+    "mirror",
+    "mirrorPercentage",
+    "mirrorPercent",
+    "mirrors",
+    "corsPolicy",
+    "headers",
+)
+_MATCH_FIELDS = (
+    "name",
+    "uri",
+    "scheme",
+    "method",
+    "authority",
+    "headers",
+    "withoutHeaders",
+    "queryParams",
+    "port",
+    "sourceLabels",
+    "sourceNamespace",
+    "gateways",
+    "ignoreUriCase",
+)
+_REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+
+
+def virtual_service_spec(
+    ctx: Context, spec: Fields, name: str, namespace: str, created: str
+) -> VirtualService:
+    gateways = spec.strings("gateways")
+    hosts = parts.hosts(spec)
+    if "*" in hosts and (not gateways or MESH_GATEWAY in gateways):
+        spec.fail("hosts", "'*' is not allowed for a VirtualService of the mesh gateway (sidecars)")
+    return VirtualService(
+        name=name,
+        namespace=namespace,
+        hosts=hosts,
+        gateways=gateways,
+        http=tuple(_http_route(route) for route in spec.list_of("http", _HTTP_ROUTE_FIELDS)),
+        tcp=tuple(_tcp_route(route) for route in spec.list_of("tcp", ("match", "route"))),
+        tls=tuple(_tls_route(route) for route in spec.list_of("tls", ("match", "route"))),
+        export_to=parts.export_to(spec),
+        created=created,
+    )
+
+
+# --- http ---------------------------------------------------------------------------------------
+
+
+def _http_route(f: Fields) -> HTTPRoute:
+    actions = [key for key in ("route", "redirect", "directResponse", "delegate") if f.has(key)]
+    if len(actions) != 1:
+        problem = "needs" if not actions else f"has {' and '.join(actions)}; it needs"
+        f.ctx.fail(
+            f.path,
+            f"an HTTP route {problem} exactly one of route, redirect, directResponse, delegate",
+        )
+    route = tuple(
+        _http_route_destination(d) for d in f.list_of("route", ("destination", "weight", "headers"))
+    )
+    if f.has("route") and not route:
+        f.fail("route", "at least one destination is required")
+    _check_weights(f, "route", [d.weight for d in route])
+    return HTTPRoute(
+        name=f.text("name"),
+        match=tuple(_match(m) for m in f.list_of("match", _MATCH_FIELDS)),
+        route=route,
+        redirect=_redirect(f),
+        direct_response=_direct_response(f),
+        delegate=_delegate(f),
+        rewrite=_rewrite(f),
+        timeout=f.duration("timeout"),
+        retries=_retries(f),
+        fault=_fault(f),
+        mirrors=_mirrors(f),
+        cors_policy=_cors(f),
+        headers=_headers(f, "headers"),
+    )
+
+
+def _check_weights(f: Fields, key: str, weights: list[int | None]) -> None:
+    """Istio: each weight 0-100; with more than one destination they must add up to 100."""
+    if len(weights) < 2:
+        return
+    total = sum(w or 0 for w in weights)
+    if total != 100:
+        last = f"{f.at(key)}[{len(weights) - 1}].weight"
+        f.ctx.fail(last, f"weights must add up to 100, they add up to {total}")
+
+
+def _http_route_destination(f: Fields) -> HTTPRouteDestination:
+    return HTTPRouteDestination(
+        destination=parts.destination(f),
+        weight=f.integer("weight", 0, 100),
+        headers=_headers(f, "headers"),
+    )
+
+
+def _match(f: Fields) -> HTTPMatchRequest:
+    uri = parts.string_match(f, "uri")
+    return HTTPMatchRequest(
+        name=f.text("name"),
+        uri=uri,
+        scheme=parts.string_match(f, "scheme"),
+        method=parts.string_match(f, "method"),
+        authority=parts.string_match(f, "authority"),
+        headers=parts.header_matches(f, "headers"),
+        without_headers=parts.header_matches(f, "withoutHeaders"),
+        query_params=parts.header_matches(f, "queryParams", names_are_headers=False),
+        port=f.port("port"),
+        source_labels=f.string_map("sourceLabels"),
+        source_namespace=f.text("sourceNamespace"),
+        gateways=f.strings("gateways"),
+        ignore_uri_case=bool(f.flag("ignoreUriCase")),
+    )
+
+
+def _redirect(f: Fields) -> HTTPRedirect | None:
+    raw = f.fields("redirect", ("uri", "authority", "port", "derivePort", "scheme", "redirectCode"))
+    if raw is None:
+        return None
+    if raw.has("port") and raw.has("derivePort"):
+        raw.fail("derivePort", "a redirect sets port or derivePort, not both")
+    code = raw.integer("redirectCode")
+    if code is not None and code not in _REDIRECT_CODES:
+        raw.fail("redirectCode", f"{code} is not a redirect code (301, 302, 303, 307, 308)")
+    return HTTPRedirect(
+        uri=raw.text("uri"),
+        authority=raw.text("authority"),
+        port=raw.port("port"),
+        derive_port=raw.enum("derivePort", RedirectPortSource),
+        scheme=raw.text("scheme"),
+        redirect_code=code or 301,
+    )
+
+
+def _direct_response(f: Fields) -> HTTPDirectResponse | None:
+    raw = f.fields("directResponse", ("status", "body"))
+    if raw is None:
+        return None
+    status = raw.integer("status", 200, 599)
+    if status is None:
+        raw.fail("status", "a direct response needs a status")
+    body = raw.fields("body", ("string", "bytes"))
+    content: bytes | None = None
+    if body is not None:
+        if body.has("string") == body.has("bytes"):
+            raw.fail("body", "a body needs exactly one of string, bytes")
+        if body.has("string"):
+            content = body.text("string").encode()
+        else:
+            try:
+                content = base64.b64decode(body.text("bytes"), validate=True)
+            except binascii.Error:
+                body.fail("bytes", "must be base64")
+    return HTTPDirectResponse(status=status, body=content)
+
+
+def _delegate(f: Fields) -> Delegate | None:
+    raw = f.fields("delegate", ("name", "namespace"))
+    if raw is None:
+        return None
+    if not raw.text("name"):
+        raw.fail("name", "a delegate needs the name of a VirtualService")
+    return Delegate(name=raw.text("name"), namespace=raw.text("namespace"))
+
+
+def _rewrite(f: Fields) -> HTTPRewrite | None:
+    raw = f.fields("rewrite", ("uri", "authority", "uriRegexRewrite"))
+    if raw is None:
+        return None
+    regex = raw.fields("uriRegexRewrite", ("match", "rewrite"))
+    if regex is not None and raw.text("uri"):
+        raw.fail("uriRegexRewrite", "a rewrite sets uri or uriRegexRewrite, not both")
+    return HTTPRewrite(
+        uri=raw.text("uri"),
+        authority=raw.text("authority"),
+        uri_regex_rewrite=None
+        if regex is None
+        else RegexRewrite(
+            match=parts.check_regex(f.ctx, regex.at("match"), regex.text("match")),
+            rewrite=regex.text("rewrite"),
+        ),
+    )
+
+
+def _retries(f: Fields) -> HTTPRetry | None:
+    raw = f.fields("retries", ("attempts", "perTryTimeout", "retryOn", "retryRemoteLocalities"))
+    if raw is None:
+        return None
+    return HTTPRetry(
+        attempts=raw.integer("attempts", 0) or 0,
+        per_try_timeout=raw.duration("perTryTimeout"),
+        retry_on=tuple(split_list(raw.text("retryOn"))),
+        retry_remote_localities=raw.flag("retryRemoteLocalities"),
+    )
+
+
+def _fault_percentage(f: Fields) -> float | None:
+    """``percentage`` (a double) or the deprecated integer ``percent``, not both."""
+    if f.has("percentage") and f.has("percent"):
+        f.fail("percent", "set percentage or the deprecated percent, not both")
+    percent = f.integer("percent", 0, 100)
+    return parts.percent(f, "percentage") if percent is None else float(percent)
+
+
+def _fault(f: Fields) -> HTTPFaultInjection | None:
+    raw = f.fields("fault", ("delay", "abort"))
+    if raw is None:
+        return None
+    if not (raw.has("delay") or raw.has("abort")):
+        raw.ctx.fail(raw.path, "a fault needs a delay or an abort")
+    delay = raw.fields(
+        "delay", ("fixedDelay", "percentage", "percent"), unmodelled=("exponentialDelay",)
+    )
+    abort = raw.fields(
+        "abort", ("httpStatus", "grpcStatus", "percentage"), unmodelled=("http2Error",)
+    )
+    return HTTPFaultInjection(
+        delay=None if delay is None else _delay(delay),
+        abort=None if abort is None else _abort(abort),
+    )
+
+
+def _delay(f: Fields) -> FaultDelay:
+    fixed = f.duration("fixedDelay")
+    if fixed is None:
+        f.fail("fixedDelay", "a delay needs fixedDelay")
+    return FaultDelay(fixed_delay=fixed, percentage=_fault_percentage(f))
+
+
+def _abort(f: Fields) -> FaultAbort:
+    if f.has("httpStatus") == f.has("grpcStatus"):
+        f.ctx.fail(f.path, "an abort needs exactly one of httpStatus, grpcStatus")
+    return FaultAbort(
+        http_status=f.integer("httpStatus", 200, 599),
+        grpc_status=f.text("grpcStatus"),
+        percentage=parts.percent(f, "percentage"),
+    )
+
+
+def _mirrors(f: Fields) -> tuple[HTTPMirrorPolicy, ...]:
+    """``mirrors``, or the older ``mirror`` with ``mirrorPercentage``/``mirrorPercent``."""
+    if f.has("mirror") and f.has("mirrors"):
+        f.fail("mirrors", "set mirror or mirrors, not both")
+    if f.has("mirrorPercentage") and f.has("mirrorPercent"):
+        f.fail("mirrorPercent", "set mirrorPercentage or the deprecated mirrorPercent, not both")
+    mirrors = tuple(
+        HTTPMirrorPolicy(
+            destination=parts.destination(m), percentage=parts.percent(m, "percentage")
+        )
+        for m in f.list_of("mirrors", ("destination", "percentage"))
+    )
+    legacy = f.integer("mirrorPercent", 0, 100)
+    percentage = parts.percent(f, "mirrorPercentage") if legacy is None else float(legacy)
+    if not f.has("mirror"):
+        if percentage is not None:
+            f.fail("mirrorPercentage" if legacy is None else "mirrorPercent", "needs mirror")
+        return mirrors
+    return (HTTPMirrorPolicy(destination=parts.destination(f, "mirror"), percentage=percentage),)
+
+
+def _cors(f: Fields) -> CorsPolicy | None:
+    raw = f.fields(
+        "corsPolicy",
+        (
+            "allowOrigins",
+            "allowMethods",
+            "allowHeaders",
+            "exposeHeaders",
+            "maxAge",
+            "allowCredentials",
+        ),
+        unmodelled=("unmatchedPreflights",),
+    )
+    if raw is None:
+        return None
+    origins = (parts.match_value(raw.ctx, path, item) for path, item in raw.items("allowOrigins"))
+    return CorsPolicy(
+        allow_origins=tuple(origin for origin in origins if origin is not None),
+        allow_methods=raw.strings("allowMethods"),
+        allow_headers=_header_names(raw, "allowHeaders"),
+        expose_headers=_header_names(raw, "exposeHeaders"),
+        max_age=raw.duration("maxAge"),
+        allow_credentials=raw.flag("allowCredentials"),
+    )
+
+
+def _header_names(f: Fields, key: str) -> tuple[str, ...]:
+    names = f.strings(key)
+    for i, name in enumerate(names):
+        parts.header_name(f.ctx, f"{f.at(key)}[{i}]", name)
+    return names
+
+
+def _headers(f: Fields, key: str) -> Headers | None:
+    raw = f.fields(key, ("request", "response"))
+    if raw is None:
+        return None
+    return Headers(
+        request=_header_operations(raw, "request") or HeaderOperations(),
+        response=_header_operations(raw, "response") or HeaderOperations(),
+    )
+
+
+def _header_operations(f: Fields, key: str) -> HeaderOperations | None:
+    raw = f.fields(key, ("set", "add", "remove"))
+    if raw is None:
+        return None
+    for op in ("set", "add"):
+        for name, _ in raw.string_map(op):
+            parts.header_name(f.ctx, f"{raw.at(op)}.{name}", name)
+    return HeaderOperations(
+        set=raw.string_map("set"), add=raw.string_map("add"), remove=_header_names(raw, "remove")
+    )
+
+
+# --- tcp and tls --------------------------------------------------------------------------------
+
+
+def _route_destinations(f: Fields) -> tuple[RouteDestination, ...]:
+    route = tuple(
+        RouteDestination(destination=parts.destination(d), weight=d.integer("weight", 0, 100))
+        for d in f.list_of("route", ("destination", "weight"))
+    )
+    if not route:
+        f.fail("route", "at least one destination is required")
+    _check_weights(f, "route", [d.weight for d in route])
+    return route
+
+
+def _tcp_route(f: Fields) -> TCPRoute:
+    known = ("destinationSubnets", "port", "sourceLabels", "sourceNamespace", "gateways")
+    return TCPRoute(
+        match=tuple(
+            L4MatchAttributes(
+                destination_subnets=parts.subnets(m, "destinationSubnets"),
+                port=m.port("port"),
+                source_labels=m.string_map("sourceLabels"),
+                source_namespace=m.text("sourceNamespace"),
+                gateways=m.strings("gateways"),
+            )
+            for m in f.list_of("match", known)
+        ),
+        route=_route_destinations(f),
+    )
+
+
+def _tls_route(f: Fields) -> TLSRoute:
+    known = (
+        "sniHosts",
+        "destinationSubnets",
+        "port",
+        "sourceLabels",
+        "sourceNamespace",
+        "gateways",
+    )
+    matches = tuple(_tls_match(m) for m in f.list_of("match", known))
+    if not matches:
+        f.fail("match", "a TLS route needs at least one match")
+    return TLSRoute(match=matches, route=_route_destinations(f))
+
+
+def _tls_match(m: Fields) -> TLSMatchAttributes:
+    sni_hosts = m.strings("sniHosts")
+    if not sni_hosts:
+        m.fail("sniHosts", "a TLS match needs at least one SNI host")
+    for i, host in enumerate(sni_hosts):
+        parts.check_host(m.ctx, f"{m.at('sniHosts')}[{i}]", host)
+    return TLSMatchAttributes(
+        sni_hosts=sni_hosts,
+        destination_subnets=parts.subnets(m, "destinationSubnets"),
+        port=m.port("port"),
+        source_labels=m.string_map("sourceLabels"),
+        source_namespace=m.text("sourceNamespace"),
+        gateways=m.strings("gateways"),
+    )
