@@ -60,14 +60,10 @@ def _subset(f: Fields) -> Subset:
     name = f.text("name")
     if not name:
         f.fail("name", "a subset needs a name")
-    if parts.host_problem(name) or "." in name or "*" in name:
-        f.fail("name", f"subset name {name!r} must be a DNS label (letters, digits, dashes)")
-    labels = f.string_map("labels")
-    if not labels:
-        f.fail("labels", "a subset needs at least one label to select its endpoints")
+    parts.check_label(f.ctx, f.at("name"), name, "subset name")
     return Subset(
         name=name,
-        labels=labels,
+        labels=f.string_map("labels"),  # empty: every endpoint (istiod admits it)
         traffic_policy=_traffic_policy(f, "trafficPolicy", port_level=True),
     )
 
@@ -77,6 +73,8 @@ def _traffic_policy(f: Fields, key: str, *, port_level: bool) -> TrafficPolicy |
     raw = f.fields(key, known, _UNMODELLED_POLICY_FIELDS)
     if raw is None:
         return None
+    if not raw.raw:
+        f.fail(key, "a traffic policy needs at least one setting")
     return TrafficPolicy(
         load_balancer=_load_balancer(raw),
         connection_pool=_connection_pool(raw),
@@ -92,6 +90,8 @@ def _port_policy(f: Fields) -> PortTrafficPolicy:
     port = parts.port_selector(f)
     if port is None:
         f.fail("port", "a port-level setting needs port.number")
+    if len(f.raw) < 2:
+        f.ctx.fail(f.path, "a port-level setting needs a policy besides its port")
     return PortTrafficPolicy(
         port=port,
         load_balancer=_load_balancer(f),
@@ -130,6 +130,8 @@ def _consistent_hash(f: Fields) -> ConsistentHash | None:
     cookie = raw.fields("httpCookie", ("name", "path", "ttl"))
     if cookie is not None and not cookie.text("name"):
         cookie.fail("name", "a hash cookie needs a name")
+    if raw.has("minimumRingSize") and (raw.has("ringHash") or raw.has("maglev")):
+        raw.fail("minimumRingSize", "set minimumRingSize or ringHash/maglev, not both")
     if raw.has("useSourceIp") and not raw.flag("useSourceIp"):
         raw.fail("useSourceIp", "false hashes on nothing: set it true or use another key")
     return ConsistentHash(
@@ -151,6 +153,8 @@ def _connection_pool(f: Fields) -> ConnectionPoolSettings | None:
     raw = f.fields("connectionPool", ("tcp", "http"))
     if raw is None:
         return None
+    if not (raw.has("tcp") or raw.has("http")):
+        f.fail("connectionPool", "a connection pool needs tcp or http settings")
     tcp = raw.fields(
         "tcp",
         ("maxConnections", "connectTimeout", "tcpKeepalive", "maxConnectionDuration"),
@@ -192,13 +196,16 @@ def _tcp_settings(f: Fields) -> TCPSettings:
 
 
 def _http_settings(f: Fields) -> HTTPSettings:
+    upgrade = f.enum("h2UpgradePolicy", H2UpgradePolicy)
+    if upgrade is H2UpgradePolicy.UPGRADE and f.flag("useClientProtocol"):
+        f.fail("useClientProtocol", "cannot be true with h2UpgradePolicy UPGRADE")
     return HTTPSettings(
         http1_max_pending_requests=f.integer("http1MaxPendingRequests", 0),
         http2_max_requests=f.integer("http2MaxRequests", 0),
         max_requests_per_connection=f.integer("maxRequestsPerConnection", 0),
         max_retries=f.integer("maxRetries", 0),
         idle_timeout=f.duration("idleTimeout"),
-        h2_upgrade_policy=f.enum("h2UpgradePolicy", H2UpgradePolicy),
+        h2_upgrade_policy=upgrade,
         use_client_protocol=bool(f.flag("useClientProtocol")),
         max_concurrent_streams=f.integer("maxConcurrentStreams", 0),
     )
@@ -264,6 +271,8 @@ def _tls(f: Fields) -> ClientTLSSettings | None:
             (files or ["credentialName"])[0],
             "ISTIO_MUTUAL uses the mesh's certificates: leave certificates and credentialName unset",
         )
+    if mode in (TLSMode.SIMPLE, TLSMode.MUTUAL) and raw.has("credentialName") and files:
+        raw.fail(files[0], "credentialName brings the certificates: leave the files unset")
     if mode is TLSMode.MUTUAL and not raw.has("credentialName"):
         for key in ("clientCertificate", "privateKey"):
             if not raw.has(key):

@@ -129,6 +129,8 @@ class Fields:
             self.fail(key, str(exc))
         if seconds < minimum:
             self.fail(key, f"{text!r} is too short: a duration here must be at least 1ms")
+        if abs(seconds * 1000 - round(seconds * 1000)) > 1e-6:
+            self.fail(key, f"{text!r} is finer than Istio takes: durations are whole milliseconds")
         return seconds
 
     def enum(self, key: str, kind: type[E]) -> E | None:

@@ -177,7 +177,7 @@ class HTTPRetry:
 @dataclass(frozen=True)
 class FaultDelay:
     fixed_delay: float
-    percentage: float | None = None  # None: every request (``percent`` folded in here)
+    percentage: float | None = None  # ``percent`` folded in; None: Istio sends 0% (none)
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ class FaultAbort:
 
     http_status: int | None = None
     grpc_status: str = ""
-    percentage: float | None = None  # None: every request
+    percentage: float | None = None  # None: Istio sends 0% (none), as for a delay
 
 
 @dataclass(frozen=True)
@@ -549,8 +549,8 @@ class EgressListener:
 
 
 class OutboundTrafficMode(enum.StrEnum):
-    REGISTRY_ONLY = "REGISTRY_ONLY"
-    ALLOW_ANY = "ALLOW_ANY"  # Istio's default (mesh config's outboundTrafficPolicy)
+    REGISTRY_ONLY = "REGISTRY_ONLY"  # the default of a policy written without a mode
+    ALLOW_ANY = "ALLOW_ANY"  # mesh config's default when a Sidecar sets no policy
 
 
 @dataclass(frozen=True)

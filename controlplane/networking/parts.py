@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from controlplane.model import Protocol
+from controlplane.model import Protocol, infer_protocol
 from controlplane.networking.fields import Context, Fields
 from controlplane.networking.model import (
     Destination,
@@ -144,31 +144,54 @@ def destination(f: Fields, key: str = "destination") -> Destination:
     raw = f.fields(key, ["host", "subset", "port"])
     if raw is None:
         f.fail(key, "a destination is required")
-    if not raw.text("host"):
+    host = raw.text("host")
+    if not host:
         raw.fail("host", "a destination host is required")
+    if host == "*":
+        raw.fail("host", "'*' is not a destination: name a service host")
+    subset = raw.text("subset")
+    if subset:
+        check_label(f.ctx, raw.at("subset"), subset, "subset name")
     return Destination(
-        host=check_host(f.ctx, raw.at("host"), raw.text("host")),
-        subset=raw.text("subset"),
+        host=check_host(f.ctx, raw.at("host"), host),
+        subset=subset,
         port=port_selector(raw),
     )
 
 
-def protocol(f: Fields, key: str = "protocol") -> Protocol:
-    """A port's required protocol, case-insensitive as Istio parses it (``http``, ``HTTP``)."""
+def check_label(ctx: Context, path: str, text: str, what: str) -> str:
+    """A DNS-1123 label (subset and port names): lower case, digits, inner dashes, <= 63."""
+    if len(text) > 63 or not _NAMESPACE.fullmatch(text):
+        ctx.fail(
+            path,
+            f"{what} {text!r} must be lower-case letters, digits and inner dashes (at most 63)",
+        )
+    return text
+
+
+def port_name(f: Fields, key: str = "name", *, required: bool) -> str:
+    """A port's name: a DNS-1123 label, required on ServiceEntry ports, optional on Sidecars."""
+    name = f.text(key)
+    if not name:
+        if required:
+            f.fail(key, "a port needs a name")
+        return name
+    return check_label(f.ctx, f.at(key), name, "port name")
+
+
+def protocol(f: Fields, name: str, key: str = "protocol") -> Protocol:
+    """A port's protocol, case-insensitive as Istio parses it (``http``, ``HTTP``).
+
+    Unset, Istio sniffs the protocol; Remora does not sniff, so it takes the protocol from
+    the port name as it does for Kubernetes Services (``http-web`` is HTTP, else TCP).
+    """
     text = f.text(key)
     if not text:
-        f.fail(key, "a port needs a protocol")
+        return infer_protocol(name, None)
     found = _PROTOCOLS.get(text.upper())
     if found is None:
         f.fail(key, f"{text!r} is not one of {', '.join(p.value for p in Protocol)}")
     return found
-
-
-def port_name(f: Fields, key: str = "name") -> str:
-    name = f.text(key)
-    if not name:
-        f.fail(key, "a port needs a name")
-    return name
 
 
 def percent(f: Fields, key: str) -> float | None:
@@ -203,6 +226,15 @@ def export_to(f: Fields) -> tuple[str, ...]:
         if special in values and len(set(values)) > 1:
             f.fail("exportTo", f"{special!r} cannot be combined with other values")
     return values
+
+
+def is_ip(text: str) -> bool:
+    """Whether ``text`` is one IPv4 or IPv6 address (endpoint addresses, listener binds)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def subnet(ctx: Context, path: str, text: str) -> IPNetwork:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
-
+from controlplane.model import Protocol
 from controlplane.networking import parts
 from controlplane.networking.fields import Context, Fields
 from controlplane.networking.model import (
+    IPNetwork,
+    Labels,
     Location,
     Resolution,
     ServiceEntry,
@@ -15,6 +16,8 @@ from controlplane.networking.model import (
 )
 
 _ENDPOINT_FIELDS = ("address", "ports", "labels", "network", "locality", "weight", "serviceAccount")
+_DNS = (Resolution.DNS, Resolution.DNS_ROUND_ROBIN)
+UNIX_PREFIX = "unix://"
 
 
 def service_entry_spec(
@@ -24,15 +27,8 @@ def service_entry_spec(
     if "*" in hosts:
         spec.fail("hosts", "'*' is not allowed in a ServiceEntry: name the hosts")
     resolution = spec.enum("resolution", Resolution) or Resolution.NONE
-    addresses = parts.subnets(spec, "addresses")
-    if resolution in (Resolution.DNS, Resolution.DNS_ROUND_ROBIN):
-        for i, address in enumerate(addresses):
-            if address.num_addresses > 1:
-                ctx.fail(
-                    f"{spec.at('addresses')}[{i}]",
-                    f"{address} is a range: resolution {resolution} takes single addresses only",
-                )
     ports = _ports(spec)
+    _check_hosts_and_ports(spec, resolution, hosts, ports)
     endpoints = tuple(
         _endpoint(e, resolution, ports) for e in spec.list_of("endpoints", _ENDPOINT_FIELDS)
     )
@@ -42,7 +38,7 @@ def service_entry_spec(
         name=name,
         namespace=namespace,
         hosts=hosts,
-        addresses=addresses,
+        addresses=_addresses(spec, resolution),
         ports=ports,
         location=spec.enum("location", Location) or Location.MESH_EXTERNAL,
         resolution=resolution,
@@ -54,16 +50,28 @@ def service_entry_spec(
     )
 
 
+def _addresses(spec: Fields, resolution: Resolution) -> tuple[IPNetwork, ...]:
+    """IPs or CIDRs; a CIDR only where nothing is resolved (NONE, STATIC), as Istio says."""
+    addresses = []
+    for path, item in spec.items("addresses"):
+        text = str(item)
+        if "/" in text and resolution in _DNS:
+            spec.ctx.fail(path, f"{text!r}: CIDR addresses need resolution NONE or STATIC")
+        addresses.append(parts.subnet(spec.ctx, path, text))
+    return tuple(addresses)
+
+
 def _ports(spec: Fields) -> tuple[ServiceEntryPort, ...]:
     ports: list[ServiceEntryPort] = []
     for f in spec.list_of("ports", ("number", "protocol", "name", "targetPort")):
         number = f.port("number")
         if number is None:
             f.fail("number", "a port needs a number")
+        name = parts.port_name(f, required=True)
         port = ServiceEntryPort(
             number=number,
-            protocol=parts.protocol(f),
-            name=parts.port_name(f),
+            protocol=parts.protocol(f, name),
+            name=name,
             target_port=f.port("targetPort"),
         )
         if any(p.number == port.number for p in ports):
@@ -74,33 +82,42 @@ def _ports(spec: Fields) -> tuple[ServiceEntryPort, ...]:
     return tuple(ports)
 
 
+def _check_hosts_and_ports(
+    spec: Fields,
+    resolution: Resolution,
+    hosts: tuple[str, ...],
+    ports: tuple[ServiceEntryPort, ...],
+) -> None:
+    """Several hosts on one opaque TCP port cannot be told apart (no Host header, no SNI)."""
+    if resolution is Resolution.NONE or len(hosts) < 2:
+        return
+    for i, port in enumerate(ports):
+        if not (port.protocol.is_http or port.protocol in (Protocol.HTTPS, Protocol.TLS)):
+            spec.ctx.fail(
+                f"{spec.at('ports')}[{i}]",
+                f"{port.protocol} port {port.number} cannot tell {len(hosts)} hosts apart "
+                "(only HTTP, HTTPS and TLS can): use one host or resolution NONE",
+            )
+
+
 def _endpoint(
     f: Fields, resolution: Resolution, ports: tuple[ServiceEntryPort, ...]
 ) -> WorkloadEntry:
     address = f.text("address")
-    if not address and resolution is not Resolution.NONE:
+    if not address:
         f.fail("address", "an endpoint needs an address")
-    if resolution is Resolution.STATIC and not address.startswith("unix://"):
-        try:
-            ipaddress.ip_address(address)
-        except ValueError:
-            f.fail("address", f"{address!r} is not an IP address (resolution STATIC)")
-    elif address and resolution in (Resolution.DNS, Resolution.DNS_ROUND_ROBIN):
-        problem = parts.host_problem(address)
-        if problem and not _is_ip(address):
-            f.fail("address", problem)
-    names = {p.name for p in ports}
-    endpoint_ports = []
-    for port_key, number in sorted(f.mapping("ports").items()):
-        path = f"{f.at('ports')}.{port_key}"
-        if port_key not in names:
-            f.ctx.fail(path, f"the ServiceEntry declares no port named {port_key!r}")
-        if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 65535:
-            f.ctx.fail(path, f"{number!r} is not a port number (1-65535)")
-        endpoint_ports.append((str(port_key), number))
+    if address.startswith(UNIX_PREFIX):
+        if f.has("ports"):
+            f.fail("ports", "a unix:// endpoint has no ports")
+        if len(ports) != 1:
+            f.fail("address", "a unix:// endpoint needs a ServiceEntry with exactly one port")
+    elif resolution is Resolution.STATIC and not parts.is_ip(address):
+        f.fail("address", f"{address!r} is not an IP address (resolution STATIC)")
+    elif not parts.is_ip(address) and parts.host_problem(address):
+        f.fail("address", f"{address!r} is not an IP address or a DNS name")
     return WorkloadEntry(
         address=address,
-        ports=tuple(endpoint_ports),
+        ports=_endpoint_ports(f, ports),
         labels=f.string_map("labels"),
         network=f.text("network"),
         locality=f.text("locality"),
@@ -109,12 +126,18 @@ def _endpoint(
     )
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+def _endpoint_ports(f: Fields, ports: tuple[ServiceEntryPort, ...]) -> tuple[tuple[str, int], ...]:
+    """``ports``: service port name -> this endpoint's port number, sorted by name."""
+    names = {p.name for p in ports}
+    endpoint_ports = []
+    for name, number in sorted(f.mapping("ports").items()):
+        path = f"{f.at('ports')}.{name}"
+        if name not in names:
+            f.ctx.fail(path, f"the ServiceEntry declares no port named {name!r}")
+        if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 65535:
+            f.ctx.fail(path, f"{number!r} is not a port number (1-65535)")
+        endpoint_ports.append((str(name), number))
+    return tuple(endpoint_ports)
 
 
 def _check_endpoints(
@@ -122,7 +145,7 @@ def _check_endpoints(
     resolution: Resolution,
     hosts: tuple[str, ...],
     endpoints: tuple[WorkloadEntry, ...],
-    selector: object,
+    selector: Labels | None,
 ) -> None:
     """Which endpoints each resolution needs, as Istio checks them."""
     if endpoints and selector is not None:
@@ -133,7 +156,7 @@ def _check_endpoints(
         spec.fail("endpoints", "resolution NONE forwards to the original address: no endpoints")
     if resolution is Resolution.STATIC and not endpoints and selector is None:
         spec.fail("endpoints", "resolution STATIC needs endpoints (or a workloadSelector)")
-    if resolution in (Resolution.DNS, Resolution.DNS_ROUND_ROBIN) and not endpoints:
+    if resolution in _DNS and not endpoints:
         for i, host in enumerate(hosts):
             if host.startswith("*"):
                 spec.ctx.fail(

@@ -6,8 +6,6 @@ the store applies it (oldest wins, as in Istio), not this module.
 
 from __future__ import annotations
 
-import ipaddress
-
 from controlplane.networking import parts
 from controlplane.networking.fields import Context, Fields
 from controlplane.networking.model import (
@@ -18,6 +16,7 @@ from controlplane.networking.model import (
     Sidecar,
     SidecarPort,
 )
+from controlplane.networking.service_entry import UNIX_PREFIX
 
 _EGRESS_NAMESPACES = (".", "*", "~")
 
@@ -28,23 +27,35 @@ def sidecar_spec(ctx: Context, spec: Fields, name: str, namespace: str, created:
     egress = tuple(
         _egress(e) for e in spec.list_of("egress", ("port", "bind", "captureMode", "hosts"))
     )
-    for i, listener in enumerate(egress[:-1]):
-        if listener.port is None:
-            ctx.fail(
-                f"{spec.at('egress')}[{i}].port",
-                "only the last egress listener may leave the port unset (it catches every port)",
-            )
-    policy = spec.fields("outboundTrafficPolicy", ("mode",), unmodelled=("egressProxy",))
+    _check_listeners(spec, egress)
     return Sidecar(
         name=name,
         namespace=namespace,
         egress=egress,
         workload_selector=parts.workload_selector(spec),
-        outbound_traffic_policy=None
-        if policy is None
-        else policy.enum("mode", OutboundTrafficMode),
+        outbound_traffic_policy=_outbound_mode(spec),
         created=created,
     )
+
+
+def _check_listeners(spec: Fields, egress: tuple[EgressListener, ...]) -> None:
+    """One port-less (catch-all) listener at most, last; IP-bound ports and sockets unique."""
+    seen: set[tuple[str, int]] = set()
+    for i, listener in enumerate(egress):
+        path = f"{spec.at('egress')}[{i}]"
+        if listener.port is None:
+            if i != len(egress) - 1:
+                spec.ctx.fail(
+                    f"{path}.port",
+                    "only the last egress listener may leave the port unset (it catches the rest)",
+                )
+            continue
+        unix = listener.bind.startswith(UNIX_PREFIX)
+        key = (listener.bind, 0) if unix else ("", listener.port.number)
+        if key in seen:
+            what = f"socket {listener.bind}" if unix else f"port {listener.port.number}"
+            spec.ctx.fail(f"{path}.port", f"{what} already has an egress listener")
+        seen.add(key)
 
 
 def _egress(f: Fields) -> EgressListener:
@@ -52,25 +63,28 @@ def _egress(f: Fields) -> EgressListener:
     if not hosts:
         f.fail("hosts", "an egress listener needs at least one host (namespace/dnsName)")
     bind = f.text("bind")
-    if bind and not bind.startswith("unix://"):
-        try:
-            ipaddress.ip_address(bind)
-        except ValueError:
-            f.fail("bind", f"{bind!r} is not an IP address or unix:// path")
+    capture = f.enum("captureMode", CaptureMode) or CaptureMode.DEFAULT
     port = f.fields("port", ("number", "protocol", "name"), unmodelled=("targetPort",))
+    if bind.startswith(UNIX_PREFIX):
+        if capture is CaptureMode.IPTABLES:
+            f.fail("captureMode", "a unix:// listener cannot capture with IPTABLES")
+    elif bind and not parts.is_ip(bind):
+        f.fail("bind", f"{bind!r} is not an IP address or unix:// path")
     return EgressListener(
         hosts=hosts,
-        port=None if port is None else _port(port),
+        port=None if port is None else _port(port, unix=bind.startswith(UNIX_PREFIX)),
         bind=bind,
-        capture_mode=f.enum("captureMode", CaptureMode) or CaptureMode.DEFAULT,
+        capture_mode=capture,
     )
 
 
-def _port(f: Fields) -> SidecarPort:
-    number = f.port("number")
-    if number is None:
-        f.fail("number", "a port needs a number")
-    return SidecarPort(number=number, protocol=parts.protocol(f), name=parts.port_name(f))
+def _port(f: Fields, *, unix: bool) -> SidecarPort:
+    """A listener port; number 0 only for a unix:// bind. Name and protocol are optional."""
+    number = f.integer("number", 0, 65535) or 0
+    if number == 0 and not unix:
+        f.fail("number", "a port needs a number 1-65535 (0 only with a unix:// bind)")
+    name = parts.port_name(f, required=False)
+    return SidecarPort(number=number, protocol=parts.protocol(f, name), name=name)
 
 
 def _egress_host(ctx: Context, path: str, item: object) -> EgressHost:
@@ -87,3 +101,13 @@ def _egress_host(ctx: Context, path: str, item: object) -> EgressHost:
         if problem:
             ctx.fail(path, problem)
     return EgressHost(namespace=namespace, dns_name=dns_name)
+
+
+def _outbound_mode(spec: Fields) -> OutboundTrafficMode | None:
+    policy = spec.fields("outboundTrafficPolicy", ("mode",), unmodelled=("egressProxy",))
+    if policy is None:
+        return None
+    mode = policy.enum("mode", OutboundTrafficMode) or OutboundTrafficMode.REGISTRY_ONLY
+    if policy.has("egressProxy") and mode is not OutboundTrafficMode.ALLOW_ANY:
+        policy.fail("egressProxy", "an egress proxy needs mode ALLOW_ANY")
+    return mode

@@ -31,5 +31,10 @@ def _virtual_service(vs: VirtualService) -> tuple[str, ...]:
         f"spec.gateways[{i}]" for i, gateway in enumerate(vs.gateways) if gateway != MESH_GATEWAY
     ]
     paths += [f"spec.http[{i}].delegate" for i, route in enumerate(vs.http) if route.delegate]
+    paths += [
+        f"spec.http[{i}].fault.abort.grpcStatus"
+        for i, route in enumerate(vs.http)
+        if route.fault and route.fault.abort and route.fault.abort.grpc_status
+    ]
     paths += [f"spec.tls[{i}]" for i in range(len(vs.tls))]
     return tuple(paths)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from http import HTTPStatus
 
 from controlplane.networking import parts
 from controlplane.networking.fields import Context, Fields
@@ -68,13 +69,38 @@ _MATCH_FIELDS = (
     "gateways",
     "ignoreUriCase",
 )
-_REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+_REDIRECT_TARGETS = ("uri", "authority", "port", "derivePort", "scheme")
+_HTTP_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+)
+# Envoy's retry conditions Istio accepts in retryOn (besides HTTP status codes).
+_RETRY_ON = frozenset(
+    (
+        "5xx",
+        "gateway-error",
+        "reset",
+        "reset-before-request",
+        "connect-failure",
+        "envoy-ratelimited",
+        "retriable-4xx",
+        "refused-stream",
+        "retriable-status-codes",
+        "retriable-headers",
+        "http3-post-connect-failure",
+        # gRPC status names
+        "cancelled",
+        "deadline-exceeded",
+        "internal",
+        "resource-exhausted",
+        "unavailable",
+    )
+)
 
 
 def virtual_service_spec(
     ctx: Context, spec: Fields, name: str, namespace: str, created: str
 ) -> VirtualService:
-    gateways = spec.strings("gateways")
+    gateways = _gateways(spec)
     hosts = parts.hosts(spec)
     if "*" in hosts and (not gateways or MESH_GATEWAY in gateways):
         spec.fail("hosts", "'*' is not allowed for a VirtualService of the mesh gateway (sidecars)")
@@ -91,11 +117,30 @@ def virtual_service_spec(
     )
 
 
+def _gateways(f: Fields) -> tuple[str, ...]:
+    """``mesh``, ``<gateway>`` (the VirtualService's namespace) or ``<namespace>/<gateway>``."""
+    gateways = f.strings("gateways")
+    for i, gateway in enumerate(gateways):
+        namespace, _, name = gateway.rpartition("/")
+        if (
+            (namespace and parts.host_problem(namespace))
+            or parts.host_problem(name)
+            or "*" in gateway
+        ):
+            f.ctx.fail(
+                f"{f.at('gateways')}[{i}]",
+                f"{gateway!r} is not mesh, a gateway name or namespace/name",
+            )
+    return gateways
+
+
 # --- http ---------------------------------------------------------------------------------------
 
 
 def _http_route(f: Fields) -> HTTPRoute:
     actions = [key for key in ("route", "redirect", "directResponse", "delegate") if f.has(key)]
+    if f.has("rewrite") and f.has("redirect"):
+        f.fail("rewrite", "a route that redirects cannot rewrite as well")
     if len(actions) != 1:
         problem = "needs" if not actions else f"has {' and '.join(actions)}; it needs"
         f.ctx.fail(
@@ -166,11 +211,13 @@ def _redirect(f: Fields) -> HTTPRedirect | None:
     raw = f.fields("redirect", ("uri", "authority", "port", "derivePort", "scheme", "redirectCode"))
     if raw is None:
         return None
+    if not any(raw.has(key) for key in _REDIRECT_TARGETS):
+        f.fail("redirect", "a redirect needs at least one of uri, authority, scheme, port")
     if raw.has("port") and raw.has("derivePort"):
         raw.fail("derivePort", "a redirect sets port or derivePort, not both")
-    code = raw.integer("redirectCode")
-    if code is not None and code not in _REDIRECT_CODES:
-        raw.fail("redirectCode", f"{code} is not a redirect code (301, 302, 303, 307, 308)")
+    code = raw.integer("redirectCode", 300, 399)
+    if raw.text("scheme") not in ("", "http", "https"):
+        raw.fail("scheme", f"{raw.text('scheme')!r} is not http or https")
     return HTTPRedirect(
         uri=raw.text("uri"),
         authority=raw.text("authority"),
@@ -217,6 +264,8 @@ def _rewrite(f: Fields) -> HTTPRewrite | None:
     if raw is None:
         return None
     regex = raw.fields("uriRegexRewrite", ("match", "rewrite"))
+    if not (raw.text("uri") or raw.text("authority") or regex is not None):
+        f.fail("rewrite", "a rewrite needs uri, authority or uriRegexRewrite")
     if regex is not None and raw.text("uri"):
         raw.fail("uriRegexRewrite", "a rewrite sets uri or uriRegexRewrite, not both")
     return HTTPRewrite(
@@ -235,12 +284,24 @@ def _retries(f: Fields) -> HTTPRetry | None:
     raw = f.fields("retries", ("attempts", "perTryTimeout", "retryOn", "retryRemoteLocalities"))
     if raw is None:
         return None
+    attempts = raw.integer("attempts", 0) or 0
+    others = [key for key in ("perTryTimeout", "retryOn", "retryRemoteLocalities") if raw.has(key)]
+    if attempts == 0 and others:
+        raw.fail(others[0], "retries with attempts 0 (off) cannot set anything else")
+    retry_on = tuple(split_list(raw.text("retryOn")))
+    for condition in retry_on:
+        if condition not in _RETRY_ON and not _is_http_status(condition):
+            raw.fail("retryOn", f"{condition!r} is not a retry condition or HTTP status code")
     return HTTPRetry(
-        attempts=raw.integer("attempts", 0) or 0,
+        attempts=attempts,
         per_try_timeout=raw.duration("perTryTimeout"),
-        retry_on=tuple(split_list(raw.text("retryOn"))),
+        retry_on=retry_on,
         retry_remote_localities=raw.flag("retryRemoteLocalities"),
     )
+
+
+def _is_http_status(text: str) -> bool:
+    return text.isdigit() and int(text) in {status.value for status in HTTPStatus}
 
 
 def _fault_percentage(f: Fields) -> float | None:
@@ -257,12 +318,8 @@ def _fault(f: Fields) -> HTTPFaultInjection | None:
         return None
     if not (raw.has("delay") or raw.has("abort")):
         raw.ctx.fail(raw.path, "a fault needs a delay or an abort")
-    delay = raw.fields(
-        "delay", ("fixedDelay", "percentage", "percent"), unmodelled=("exponentialDelay",)
-    )
-    abort = raw.fields(
-        "abort", ("httpStatus", "grpcStatus", "percentage"), unmodelled=("http2Error",)
-    )
+    delay = raw.fields("delay", ("fixedDelay", "percentage", "percent", "exponentialDelay"))
+    abort = raw.fields("abort", ("httpStatus", "grpcStatus", "percentage", "http2Error"))
     return HTTPFaultInjection(
         delay=None if delay is None else _delay(delay),
         abort=None if abort is None else _abort(abort),
@@ -270,6 +327,8 @@ def _fault(f: Fields) -> HTTPFaultInjection | None:
 
 
 def _delay(f: Fields) -> FaultDelay:
+    if f.has("exponentialDelay"):
+        f.fail("exponentialDelay", "Istio does not support exponential delays: use fixedDelay")
     fixed = f.duration("fixedDelay")
     if fixed is None:
         f.fail("fixedDelay", "a delay needs fixedDelay")
@@ -277,6 +336,8 @@ def _delay(f: Fields) -> FaultDelay:
 
 
 def _abort(f: Fields) -> FaultAbort:
+    if f.has("http2Error"):
+        f.fail("http2Error", "Istio does not support HTTP/2 error aborts: use httpStatus")
     if f.has("httpStatus") == f.has("grpcStatus"):
         f.ctx.fail(f.path, "an abort needs exactly one of httpStatus, grpcStatus")
     return FaultAbort(
@@ -322,13 +383,25 @@ def _cors(f: Fields) -> CorsPolicy | None:
     )
     if raw is None:
         return None
-    origins = (parts.match_value(raw.ctx, path, item) for path, item in raw.items("allowOrigins"))
+    origins = []
+    for path, item in raw.items("allowOrigins"):
+        origin = parts.match_value(raw.ctx, path, item)
+        if origin is None or not origin.value:
+            raw.ctx.fail(path, "an allowed origin needs a non-empty exact, prefix or regex")
+        origins.append(origin)
+    methods = raw.strings("allowMethods")
+    for i, method in enumerate(methods):
+        if method not in _HTTP_METHODS:
+            raw.ctx.fail(f"{raw.at('allowMethods')}[{i}]", f"{method!r} is not an HTTP method")
+    max_age = raw.duration("maxAge")
+    if max_age is not None and max_age != int(max_age):
+        raw.fail("maxAge", "browsers cache preflights in whole seconds: use e.g. 24h or 30s")
     return CorsPolicy(
-        allow_origins=tuple(origin for origin in origins if origin is not None),
-        allow_methods=raw.strings("allowMethods"),
+        allow_origins=tuple(origins),
+        allow_methods=methods,
         allow_headers=_header_names(raw, "allowHeaders"),
         expose_headers=_header_names(raw, "exposeHeaders"),
-        max_age=raw.duration("maxAge"),
+        max_age=max_age,
         allow_credentials=raw.flag("allowCredentials"),
     )
 
