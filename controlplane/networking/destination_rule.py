@@ -28,9 +28,15 @@ _UNMODELLED_POLICY_FIELDS = ("tunnel", "proxyProtocol", "retryBudget")
 _HASH_KEYS = ("httpHeaderName", "httpCookie", "useSourceIp", "httpQueryParameterName")
 
 
+SPEC_FIELDS = ("host", "trafficPolicy", "subsets", "exportTo", "workloadSelector")
+UNMODELLED_SPEC_FIELDS: tuple[str, ...] = ()
+
+
 def destination_rule_spec(
-    ctx: Context, spec: Fields, name: str, namespace: str, created: str
+    ctx: Context, raw: object, name: str, namespace: str, created: str
 ) -> DestinationRule:
+    """The checked value of a DestinationRule whose ``spec`` is ``raw``."""
+    spec = Fields(ctx, "spec", raw, SPEC_FIELDS, UNMODELLED_SPEC_FIELDS)
     host = spec.text("host")
     if not host:
         spec.fail("host", "a DestinationRule needs a host")

@@ -20,9 +20,25 @@ _DNS = (Resolution.DNS, Resolution.DNS_ROUND_ROBIN)
 UNIX_PREFIX = "unix://"
 
 
+SPEC_FIELDS = (
+    "hosts",
+    "addresses",
+    "ports",
+    "location",
+    "resolution",
+    "endpoints",
+    "workloadSelector",
+    "exportTo",
+    "subjectAltNames",
+)
+UNMODELLED_SPEC_FIELDS: tuple[str, ...] = ()
+
+
 def service_entry_spec(
-    ctx: Context, spec: Fields, name: str, namespace: str, created: str
+    ctx: Context, raw: object, name: str, namespace: str, created: str
 ) -> ServiceEntry:
+    """The checked value of a ServiceEntry whose ``spec`` is ``raw``."""
+    spec = Fields(ctx, "spec", raw, SPEC_FIELDS, UNMODELLED_SPEC_FIELDS)
     hosts = parts.hosts(spec)
     if "*" in hosts:
         spec.fail("hosts", "'*' is not allowed in a ServiceEntry: name the hosts")

@@ -97,9 +97,15 @@ _RETRY_ON = frozenset(
 )
 
 
+SPEC_FIELDS = ("hosts", "gateways", "http", "tcp", "tls", "exportTo")
+UNMODELLED_SPEC_FIELDS: tuple[str, ...] = ()
+
+
 def virtual_service_spec(
-    ctx: Context, spec: Fields, name: str, namespace: str, created: str
+    ctx: Context, raw: object, name: str, namespace: str, created: str
 ) -> VirtualService:
+    """The checked value of a VirtualService whose ``spec`` is ``raw``."""
+    spec = Fields(ctx, "spec", raw, SPEC_FIELDS, UNMODELLED_SPEC_FIELDS)
     gateways = _gateways(spec)
     hosts = parts.hosts(spec)
     if "*" in hosts and (not gateways or MESH_GATEWAY in gateways):
