@@ -22,8 +22,8 @@ from controlplane.networking.model import (
 )
 from meshlib.syntax import SyntaxProblem, parse_cidr
 
-_DNS_LABEL = re.compile(r"[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?")
-_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_HOST_LABEL = re.compile(r"[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?")
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _PROTOCOLS = {protocol.value.upper(): protocol for protocol in Protocol}
 _HEADER_NAME = re.compile(r"[-!#$%&'*+.^_`|~0-9a-z]+|:[a-z]+")  # RFC 7230 token, lower case
 
@@ -44,11 +44,16 @@ def host_problem(host: str) -> str | None:
     for label in labels:
         if not label:
             return f"host {host!r} has an empty label"
-        if label.startswith("*") or label.endswith("*") or "*" in label:
+        if "*" in label:
             return f"host {host!r}: a wildcard '*' may only be the whole first label, as in *.example.com"
-        if len(label) > 63 or not _DNS_LABEL.fullmatch(label):
+        if len(label) > 63 or not _HOST_LABEL.fullmatch(label):
             return f"host {host!r}: label {label!r} must be letters, digits and inner dashes, at most 63"
     return None
+
+
+def is_dns1123_label(text: str) -> bool:
+    """Kubernetes' name rule for namespaces, and Istio's for subset and port names."""
+    return len(text) <= 63 and _DNS1123_LABEL.fullmatch(text) is not None
 
 
 def check_host(ctx: Context, path: str, host: str) -> str:
@@ -161,7 +166,7 @@ def destination(f: Fields, key: str = "destination") -> Destination:
 
 def check_label(ctx: Context, path: str, text: str, what: str) -> str:
     """A DNS-1123 label (subset and port names): lower case, digits, inner dashes, <= 63."""
-    if len(text) > 63 or not _NAMESPACE.fullmatch(text):
+    if not is_dns1123_label(text):
         ctx.fail(
             path,
             f"{what} {text!r} must be lower-case letters, digits and inner dashes (at most 63)",
@@ -218,7 +223,7 @@ def export_to(f: Fields) -> tuple[str, ...]:
     """
     values = f.strings("exportTo")
     for i, value in enumerate(values):
-        if value not in (".", "*", "~") and not _NAMESPACE.fullmatch(value):
+        if value not in (".", "*", "~") and not is_dns1123_label(value):
             f.ctx.fail(
                 f"{f.at('exportTo')}[{i}]", f"{value!r} is not '.', '*', '~' or a namespace name"
             )

@@ -101,7 +101,7 @@ def _egress_host(ctx: Context, path: str, item: object) -> EgressHost:
     namespace, slash, dns_name = item.partition("/")
     if not slash or not namespace or not dns_name:
         ctx.fail(path, f"{item!r} is not namespace/dnsName (e.g. ./* or istio-system/*)")
-    if namespace not in _EGRESS_NAMESPACES and parts.host_problem(namespace) is not None:
+    if namespace not in _EGRESS_NAMESPACES and not parts.is_dns1123_label(namespace):
         ctx.fail(path, f"{namespace!r} is not '.', '*', '~' or a namespace name")
     if dns_name != "*":
         problem = parts.host_problem(dns_name)

@@ -73,6 +73,7 @@ _REDIRECT_TARGETS = ("uri", "authority", "port", "derivePort", "scheme")
 _HTTP_METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 )
+_HTTP_STATUSES = frozenset(status.value for status in HTTPStatus)
 # Envoy's retry conditions Istio accepts in retryOn (besides HTTP status codes).
 _RETRY_ON = frozenset(
     (
@@ -127,12 +128,9 @@ def _gateways(f: Fields) -> tuple[str, ...]:
     """``mesh``, ``<gateway>`` (the VirtualService's namespace) or ``<namespace>/<gateway>``."""
     gateways = f.strings("gateways")
     for i, gateway in enumerate(gateways):
-        namespace, _, name = gateway.rpartition("/")
-        if (
-            (namespace and parts.host_problem(namespace))
-            or parts.host_problem(name)
-            or "*" in gateway
-        ):
+        namespace, slash, name = gateway.rpartition("/")
+        valid_namespace = not slash or parts.is_dns1123_label(namespace)
+        if "*" in gateway or not valid_namespace or parts.host_problem(name):
             f.ctx.fail(
                 f"{f.at('gateways')}[{i}]",
                 f"{gateway!r} is not mesh, a gateway name or namespace/name",
@@ -177,7 +175,10 @@ def _http_route(f: Fields) -> HTTPRoute:
 
 
 def _check_weights(f: Fields, key: str, weights: list[int | None]) -> None:
-    """Istio: each weight 0-100; with more than one destination they must add up to 100."""
+    """With more than one destination the weights must add up to 100 (a lone one may omit it).
+
+    The error names the last weight: the sum is wrong there at the latest.
+    """
     if len(weights) < 2:
         return
     total = sum(w or 0 for w in weights)
@@ -195,10 +196,9 @@ def _http_route_destination(f: Fields) -> HTTPRouteDestination:
 
 
 def _match(f: Fields) -> HTTPMatchRequest:
-    uri = parts.string_match(f, "uri")
     return HTTPMatchRequest(
         name=f.text("name"),
-        uri=uri,
+        uri=parts.string_match(f, "uri"),
         scheme=parts.string_match(f, "scheme"),
         method=parts.string_match(f, "method"),
         authority=parts.string_match(f, "authority"),
@@ -307,7 +307,7 @@ def _retries(f: Fields) -> HTTPRetry | None:
 
 
 def _is_http_status(text: str) -> bool:
-    return text.isdigit() and int(text) in {status.value for status in HTTPStatus}
+    return text.isdigit() and int(text) in _HTTP_STATUSES
 
 
 def _fault_percentage(f: Fields) -> float | None:

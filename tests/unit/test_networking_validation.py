@@ -123,6 +123,14 @@ VS_REFUSED = [
         "spec.gateways[0]: 'a/b/c' is not mesh, a gateway name or namespace/name",
     ),
     (
+        "{hosts: [r], gateways: ['*']}",
+        "spec.gateways[0]: '*' is not mesh, a gateway name or namespace/name",
+    ),
+    (
+        "{hosts: [r], gateways: ['/public']}",
+        "spec.gateways[0]: '/public' is not mesh, a gateway name or namespace/name",
+    ),
+    (
         "{hosts: [r], http: [{route: [{destination: {host: '*'}}]}]}",
         "spec.http[0].route[0].destination.host: '*' is not a destination: name a service host",
     ),
@@ -294,6 +302,7 @@ VS_ACCEPTED = [
     "{hosts: [r], http: [{route: [{destination: {host: a}, weight: 100}, {destination: {host: b}, weight: 0}]}]}",
     "{hosts: ['*.example.com', reviews.shop.svc.cluster.local]}",
     "{hosts: ['*'], gateways: [istio-system/public]}",
+    "{hosts: [r], gateways: [mesh, public, public.istio-system.svc.cluster.local]}",
     "{hosts: [r], http: [{timeout: 1ms, directResponse: {status: 200}}, {directResponse: {status: 599}}]}",
     f"{{hosts: [r], http: [{{retries: {{attempts: 0}}, {ROUTE}}}]}}",
     f"{{hosts: [r], http: [{{fault: {{abort: {{httpStatus: 200, percentage: {{value: 0}}}}}}, {ROUTE}}}]}}",
