@@ -25,6 +25,8 @@ from meshlib.syntax import SyntaxProblem, parse_cidr
 _HOST_LABEL = re.compile(r"[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?")
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _PROTOCOLS = {protocol.value.upper(): protocol for protocol in Protocol}
+# (?= (?! (?<= (?<! and \1 .. \9 (a backslash not itself escaped)
+_NOT_RE2 = re.compile(r"\(\?<?[=!]|(?<!\\)\\[1-9]")
 _HEADER_NAME = re.compile(r"[-!#$%&'*+.^_`|~0-9a-z]+|:[a-z]+")  # RFC 7230 token, lower case
 
 
@@ -74,8 +76,13 @@ def hosts(f: Fields, key: str = "hosts") -> tuple[str, ...]:
 
 
 def check_regex(ctx: Context, path: str, pattern: str) -> str:
-    """Envoy compiles RE2; we check with Python's ``re``, which accepts nearly all RE2 (not
-    possessive or look-around forms, which RE2 refuses and Python accepts: Envoy will)."""
+    """A regular expression Envoy's RE2 will compile.
+
+    Python's ``re`` checks the syntax; RE2 is nearly a subset of it, except for look-arounds
+    and backreferences, which Python accepts and RE2 refuses, so those are refused here.
+    """
+    if _NOT_RE2.search(pattern):
+        ctx.fail(path, f"{pattern!r} uses a look-around or backreference, which RE2 does not have")
     try:
         re.compile(pattern)
     except re.error as exc:
@@ -133,6 +140,7 @@ def header_matches(
 
 
 def header_name(ctx: Context, path: str, name: str) -> str:
+    """A header name to set, add, remove or allow (any case: these are not matched)."""
     if not _HEADER_NAME.fullmatch(name.lower()):
         ctx.fail(path, f"{name!r} is not an HTTP header name")
     return name
@@ -202,7 +210,10 @@ def protocol(f: Fields, name: str, key: str = "protocol") -> Protocol:
 def percent(f: Fields, key: str) -> float | None:
     """Istio's ``Percent`` message, ``{value: 0-100}`` as a double."""
     raw = f.fields(key, ["value"])
-    return None if raw is None else raw.number("value", 0, 100) or 0.0
+    if raw is None:
+        return None
+    value = raw.number("value", 0, 100)
+    return 0.0 if value is None else value
 
 
 def workload_selector(f: Fields, key: str = "workloadSelector") -> Labels | None:

@@ -160,6 +160,14 @@ VS_REFUSED = [
         "spec.http[0].match[0].uri.regex: '(unclosed' is not a regular expression (RE2, checked with Python re): missing ), unterminated subpattern at position 0",
     ),
     (
+        f"{{hosts: [r], http: [{{match: [{{uri: {{regex: '/(?!admin).*'}}}}], {ROUTE}}}]}}",
+        "spec.http[0].match[0].uri.regex: '/(?!admin).*' uses a look-around or backreference, which RE2 does not have",
+    ),
+    (
+        f"{{hosts: [r], http: [{{match: [{{headers: {{x-v: {{regex: '(a)\\1'}}}}}}], {ROUTE}}}]}}",
+        "spec.http[0].match[0].headers.x-v.regex: '(a)\\\\1' uses a look-around or backreference, which RE2 does not have",
+    ),
+    (
         f"{{hosts: [r], http: [{{match: [{{port: 0}}], {ROUTE}}}]}}",
         "spec.http[0].match[0].port: must be 1 or more, not 0",
     ),
@@ -308,6 +316,7 @@ VS_ACCEPTED = [
     f"{{hosts: [r], http: [{{fault: {{abort: {{httpStatus: 200, percentage: {{value: 0}}}}}}, {ROUTE}}}]}}",
     f"{{hosts: [r], http: [{{fault: {{delay: {{fixedDelay: 1ms, percentage: {{value: 100}}}}}}, {ROUTE}}}]}}",
     f"{{hosts: [r], http: [{{match: [{{headers: {{x-present: {{}}}}}}], {ROUTE}}}]}}",
+    f"{{hosts: [r], http: [{{match: [{{uri: {{regex: '/(?:v1|v2)/[^/]+\\.json'}}}}], {ROUTE}}}]}}",
     "{hosts: [r], http: [{redirect: {port: 8443, redirectCode: 308}}]}",
     "{hosts: [r], exportTo: [., other-ns]}",
 ]
