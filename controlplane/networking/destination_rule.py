@@ -56,7 +56,7 @@ def destination_rule_spec(
         host=host,
         traffic_policy=policy,
         subsets=subsets,
-        workload_selector=parts.workload_selector(spec),
+        workload_selector=parts.workload_selector(spec, "matchLabels"),
         export_to=parts.export_to(spec),
         created=created,
     )
@@ -111,7 +111,7 @@ def _load_balancer(f: Fields) -> LoadBalancerSettings | None:
     raw = f.fields(
         "loadBalancer",
         ("simple", "consistentHash", "warmupDurationSecs"),
-        unmodelled=("localityLbSetting", "warmup"),
+        unmodelled=("localityLbSetting", "zoneAwareLbSetting", "warmup"),
     )
     if raw is None:
         return None
@@ -133,7 +133,7 @@ def _consistent_hash(f: Fields) -> ConsistentHash | None:
     keys = [key for key in _HASH_KEYS if raw.has(key)]
     if len(keys) != 1:
         raw.ctx.fail(raw.path, f"a consistent hash needs exactly one of {', '.join(_HASH_KEYS)}")
-    cookie = raw.fields("httpCookie", ("name", "path", "ttl"))
+    cookie = raw.fields("httpCookie", ("name", "path", "ttl"), unmodelled=("attributes",))
     if cookie is not None and not cookie.text("name"):
         cookie.fail("name", "a hash cookie needs a name")
     if raw.has("minimumRingSize") and (raw.has("ringHash") or raw.has("maglev")):
@@ -178,6 +178,7 @@ def _connection_pool(f: Fields) -> ConnectionPoolSettings | None:
             "useClientProtocol",
             "maxConcurrentStreams",
         ),
+        unmodelled=("http2KeepAlive",),
     )
     return ConnectionPoolSettings(
         tcp=None if tcp is None else _tcp_settings(tcp),
@@ -231,6 +232,7 @@ def _outlier_detection(f: Fields) -> OutlierDetection | None:
             "maxEjectionPercent",
             "minHealthPercent",
         ),
+        unmodelled=("outlierDetectionHttpErrorCodes",),
     )
     if raw is None:
         return None

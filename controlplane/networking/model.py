@@ -447,7 +447,8 @@ class DestinationRule:
     host: str
     traffic_policy: TrafficPolicy | None = None
     subsets: tuple[Subset, ...] = ()
-    workload_selector: Labels | None = None  # None: every workload the rule is visible to
+    # ``matchLabels``; None: every workload the rule is visible to
+    workload_selector: Labels | None = None
     export_to: tuple[str, ...] = ()  # empty: Istio's default, every namespace
     created: str = ""
     unmodelled: tuple[str, ...] = ()
@@ -505,6 +506,8 @@ class ServiceEntry:
     location: Location = Location.MESH_EXTERNAL
     resolution: Resolution = Resolution.NONE
     endpoints: tuple[WorkloadEntry, ...] = ()
+    # ``labels``: the pods (and WorkloadEntries) of the namespace that are its endpoints;
+    # None: none (``endpoints`` or DNS instead); (): every one of them
     workload_selector: Labels | None = None
     export_to: tuple[str, ...] = ()  # empty: Istio's default, every namespace
     subject_alt_names: tuple[str, ...] = ()
@@ -557,8 +560,9 @@ class OutboundTrafficMode(enum.StrEnum):
 class Sidecar:
     """Istio's ``Sidecar``: what the selected proxies may reach (Istio's has no exportTo).
 
-    ``workload_selector`` None: every pod of the namespace without a more specific Sidecar
-    (at most one such Sidecar per namespace: a cross-object rule the store applies).
+    ``workload_selector`` is Istio's ``labels`` (() matches every pod). Without one, the
+    Sidecar covers every pod of its namespace that no selecting Sidecar covers; at most one
+    such Sidecar per namespace is a rule across objects, for the store to apply.
     """
 
     name: str

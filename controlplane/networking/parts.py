@@ -216,15 +216,16 @@ def percent(f: Fields, key: str) -> float | None:
     return 0.0 if value is None else value
 
 
-def workload_selector(f: Fields, key: str = "workloadSelector") -> Labels | None:
-    """``{matchLabels: {...}}``; None when unset (the resource covers every workload)."""
-    raw = f.fields(key, ["matchLabels"])
-    if raw is None:
-        return None
-    labels = raw.string_map("matchLabels")
-    if not labels:
-        raw.fail("matchLabels", "a workload selector needs at least one label")
-    return labels
+def workload_selector(f: Fields, labels_key: str) -> Labels | None:
+    """``workloadSelector``; None when unset (the resource covers every workload).
+
+    Istio spells it two ways: ``{matchLabels: ...}`` (istio.type.v1beta1, DestinationRule)
+    and ``{labels: ...}`` (networking's own, ServiceEntry and Sidecar). A selector without
+    labels selects every workload of the namespace: istiod warns and admits it, so it is
+    kept as ``()``, which differs from None for a ServiceEntry (no workload endpoints).
+    """
+    raw = f.fields("workloadSelector", [labels_key])
+    return None if raw is None else raw.string_map(labels_key)
 
 
 def export_to(f: Fields) -> tuple[str, ...]:

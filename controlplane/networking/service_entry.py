@@ -48,7 +48,7 @@ def service_entry_spec(
     endpoints = tuple(
         _endpoint(e, resolution, ports) for e in spec.list_of("endpoints", _ENDPOINT_FIELDS)
     )
-    selector = parts.workload_selector(spec)
+    selector = parts.workload_selector(spec, "labels")
     _check_endpoints(spec, resolution, hosts, endpoints, selector)
     return ServiceEntry(
         name=name,

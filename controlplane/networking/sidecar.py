@@ -39,7 +39,7 @@ def sidecar_spec(ctx: Context, raw: object, name: str, namespace: str, created: 
         name=name,
         namespace=namespace,
         egress=egress,
-        workload_selector=parts.workload_selector(spec),
+        workload_selector=parts.workload_selector(spec, "labels"),
         outbound_traffic_policy=_outbound_mode(spec),
         created=created,
     )

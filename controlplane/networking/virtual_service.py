@@ -26,9 +26,11 @@ from controlplane.networking.model import (
     HTTPRoute,
     HTTPRouteDestination,
     L4MatchAttributes,
+    MatchKind,
     RedirectPortSource,
     RegexRewrite,
     RouteDestination,
+    StringMatch,
     TCPRoute,
     TLSMatchAttributes,
     TLSRoute,
@@ -69,7 +71,7 @@ _MATCH_FIELDS = (
     "gateways",
     "ignoreUriCase",
 )
-_REDIRECT_TARGETS = ("uri", "authority", "port", "derivePort", "scheme")
+_REDIRECT_TARGETS = ("uri", "authority", "port", "derivePort", "scheme", "prefixRewrite")
 _HTTP_METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 )
@@ -159,7 +161,7 @@ def _http_route(f: Fields) -> HTTPRoute:
     _check_weights(f, "route", [d.weight for d in route])
     return HTTPRoute(
         name=f.text("name"),
-        match=tuple(_match(m) for m in f.list_of("match", _MATCH_FIELDS)),
+        match=tuple(_match(m) for m in f.list_of("match", _MATCH_FIELDS, ("statPrefix",))),
         route=route,
         redirect=_redirect(f),
         direct_response=_direct_response(f),
@@ -214,11 +216,17 @@ def _match(f: Fields) -> HTTPMatchRequest:
 
 
 def _redirect(f: Fields) -> HTTPRedirect | None:
-    raw = f.fields("redirect", ("uri", "authority", "port", "derivePort", "scheme", "redirectCode"))
+    raw = f.fields(
+        "redirect",
+        ("uri", "authority", "port", "derivePort", "scheme", "redirectCode"),
+        unmodelled=("prefixRewrite",),
+    )
     if raw is None:
         return None
     if not any(raw.has(key) for key in _REDIRECT_TARGETS):
         f.fail("redirect", "a redirect needs at least one of uri, authority, scheme, port")
+    if raw.has("uri") and raw.has("prefixRewrite"):
+        raw.fail("prefixRewrite", "a redirect sets uri or prefixRewrite, not both")
     if raw.has("port") and raw.has("derivePort"):
         raw.fail("derivePort", "a redirect sets port or derivePort, not both")
     code = raw.integer("redirectCode", 300, 399)
@@ -287,7 +295,11 @@ def _rewrite(f: Fields) -> HTTPRewrite | None:
 
 
 def _retries(f: Fields) -> HTTPRetry | None:
-    raw = f.fields("retries", ("attempts", "perTryTimeout", "retryOn", "retryRemoteLocalities"))
+    raw = f.fields(
+        "retries",
+        ("attempts", "perTryTimeout", "retryOn", "retryRemoteLocalities"),
+        unmodelled=("retryIgnorePreviousHosts", "backoff"),
+    )
     if raw is None:
         return None
     attempts = raw.integer("attempts", 0) or 0
@@ -379,6 +391,7 @@ def _cors(f: Fields) -> CorsPolicy | None:
         "corsPolicy",
         (
             "allowOrigins",
+            "allowOrigin",
             "allowMethods",
             "allowHeaders",
             "exposeHeaders",
@@ -389,7 +402,8 @@ def _cors(f: Fields) -> CorsPolicy | None:
     )
     if raw is None:
         return None
-    origins = []
+    # The deprecated ``allowOrigin`` strings are exact matches, as Istio reads them.
+    origins = [StringMatch(MatchKind.EXACT, origin) for origin in raw.strings("allowOrigin")]
     for path, item in raw.items("allowOrigins"):
         origin = parts.match_value(raw.ctx, path, item)
         if origin is None or not origin.value:
@@ -457,6 +471,7 @@ def _route_destinations(f: Fields) -> tuple[RouteDestination, ...]:
 
 def _tcp_route(f: Fields) -> TCPRoute:
     known = ("destinationSubnets", "port", "sourceLabels", "sourceNamespace", "gateways")
+    unmodelled = ("sourceSubnet",)
     return TCPRoute(
         match=tuple(
             L4MatchAttributes(
@@ -466,7 +481,7 @@ def _tcp_route(f: Fields) -> TCPRoute:
                 source_namespace=m.text("sourceNamespace"),
                 gateways=m.strings("gateways"),
             )
-            for m in f.list_of("match", known)
+            for m in f.list_of("match", known, unmodelled)
         ),
         route=_route_destinations(f),
     )

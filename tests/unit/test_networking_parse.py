@@ -213,6 +213,7 @@ spec:
     timeout: 1m30s
     retries: {attempts: 3, perTryTimeout: 2s, retryOn: "5xx,connect-failure,503"}
     corsPolicy:
+      allowOrigin: [https://old.example.com]
       allowOrigins: [{exact: https://example.com}]
       allowMethods: [GET, POST]
       allowHeaders: [X-Custom]
@@ -253,7 +254,10 @@ spec:
         attempts=3, per_try_timeout=2.0, retry_on=("5xx", "connect-failure", "503")
     )
     assert api.cors_policy == CorsPolicy(
-        allow_origins=(StringMatch(MatchKind.EXACT, "https://example.com"),),
+        allow_origins=(
+            StringMatch(MatchKind.EXACT, "https://old.example.com"),  # deprecated allowOrigin
+            StringMatch(MatchKind.EXACT, "https://example.com"),
+        ),
         allow_methods=("GET", "POST"),
         allow_headers=("X-Custom",),
         max_age=86400.0,
@@ -520,7 +524,7 @@ kind: Sidecar
 metadata: {name: ratings, namespace: prod-us1}
 spec:
   workloadSelector:
-    matchLabels: {app: ratings}
+    labels: {app: ratings}
   egress:
   - port: {number: 9080, protocol: HTTP, name: egresshttp}
     hosts: [prod-us1/*]
@@ -547,6 +551,48 @@ def test_an_outbound_policy_without_mode_is_registry_only_as_in_istio() -> None:
         "metadata: {name: s, namespace: n}\nspec: {outboundTrafficPolicy: {}}"
     )
     assert sidecar_from_object(obj).outbound_traffic_policy is OutboundTrafficMode.REGISTRY_ONLY
+
+
+# --- workload selectors -------------------------------------------------------------------------
+
+
+def test_destination_rules_select_with_match_labels_service_entries_and_sidecars_with_labels() -> (
+    None
+):
+    dr = destination_rule_from_object(
+        load("""
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: r, namespace: n}
+spec: {host: r, workloadSelector: {matchLabels: {app: client}}}
+""")
+    )
+    se = service_entry_from_object(
+        load("""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: vm, namespace: n}
+spec:
+  hosts: [vm.example.com]
+  ports: [{number: 80, name: http}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: vm}}
+""")
+    )
+    assert dr.workload_selector == (("app", "client"),)
+    assert se.workload_selector == (("app", "vm"),)
+
+
+def test_an_empty_selector_selects_every_workload_and_differs_from_none() -> None:
+    sidecar = sidecar_from_object(
+        load("""
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: s, namespace: n}
+spec: {workloadSelector: {}, egress: [{hosts: ["./*"]}]}
+""")
+    )
+    assert sidecar.workload_selector == ()
 
 
 # --- the envelope -------------------------------------------------------------------------------
@@ -610,7 +656,9 @@ spec:
   http:
   - match: [{uri: {prefix: /a}}]
     delegate: {name: a-routes, namespace: a}
-  - corsPolicy:
+  - match: [{statPrefix: front-api}]
+    retries: {attempts: 2, retryIgnorePreviousHosts: true}
+    corsPolicy:
       allowOrigins: [{exact: https://x.example}]
       unmatchedPreflights: IGNORE
     fault:
@@ -628,6 +676,8 @@ spec:
         "spec.http[0].delegate",
         "spec.http[1].fault.abort.grpcStatus",
         "spec.tls[0]",
+        "spec.http[1].match[0].statPrefix",
+        "spec.http[1].retries.retryIgnorePreviousHosts",
         "spec.http[1].corsPolicy.unmatchedPreflights",
     )
 

@@ -438,8 +438,8 @@ DR_REFUSED = [
         "spec.subsets[0].trafficPolicy.loadBalancer.simple: 'random' is not one of UNSPECIFIED, LEAST_CONN, RANDOM, PASSTHROUGH, ROUND_ROBIN, LEAST_REQUEST",
     ),
     (
-        "{host: r, workloadSelector: {matchLabels: {}}}",
-        "spec.workloadSelector.matchLabels: a workload selector needs at least one label",
+        "{host: r, workloadSelector: {labels: {app: a}}}",
+        "spec.workloadSelector.labels: unknown field (Istio's API has no such field)",
     ),
 ]
 
@@ -549,7 +549,7 @@ SE_REFUSED = [
     (
         "{hosts: [a.com], resolution: STATIC, "
         + HTTP_PORT
-        + ", endpoints: [{address: 10.0.0.1}], workloadSelector: {matchLabels: {app: a}}}",
+        + ", endpoints: [{address: 10.0.0.1}], workloadSelector: {labels: {app: a}}}",
         "spec.workloadSelector: a ServiceEntry has endpoints or a workloadSelector, not both",
     ),
     (
@@ -573,7 +573,7 @@ SE_ACCEPTED = [
     + ", endpoints: [{address: 10.0.0.1}, {address: 'fd00::1'}]}",
     "{hosts: [a.com], resolution: STATIC, "
     + HTTP_PORT
-    + ", workloadSelector: {matchLabels: {app: vm}}}",
+    + ", workloadSelector: {labels: {app: vm}}}",
     "{hosts: [a.com], resolution: DNS, "
     + HTTP_PORT
     + ", endpoints: [{address: a-1.example.com}, {address: 10.0.0.2}]}",
@@ -645,8 +645,8 @@ SIDECAR_REFUSED = [
         "spec.outboundTrafficPolicy.egressProxy: an egress proxy needs mode ALLOW_ANY",
     ),
     (
-        "{egress: [{hosts: ['./*']}], workloadSelector: {labels: {app: a}}}",
-        "spec.workloadSelector.labels: unknown field (Istio's API has no such field)",
+        "{egress: [{hosts: ['./*']}], workloadSelector: {matchLabels: {app: a}}}",
+        "spec.workloadSelector.matchLabels: unknown field (Istio's API has no such field)",
     ),
 ]
 
