@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 
 from controlplane.model import Protocol, infer_protocol
 from controlplane.networking.fields import Context, Fields
@@ -26,6 +27,7 @@ _HOST_LABEL = re.compile(r"[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?")
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _PROTOCOLS = {protocol.value.upper(): protocol for protocol in Protocol}
 # (?= (?! (?<= (?<! and \1 .. \9 (a backslash not itself escaped)
+JWT_CLAIM_PREFIX = "@request.auth.claims."
 _NOT_RE2 = re.compile(r"\(\?<?[=!]|(?<!\\)\\[1-9]")
 _HEADER_NAME = re.compile(r"[-!#$%&'*+.^_`|~0-9a-z]+|:[a-z]+")  # RFC 7230 token, lower case
 
@@ -120,7 +122,7 @@ def match_value(
 
 
 def header_matches(
-    f: Fields, key: str, *, names_are_headers: bool = True
+    f: Fields, key: str, *, names_are_headers: bool = True, star_is_presence: bool = False
 ) -> tuple[HeaderMatch, ...]:
     """``headers`` / ``withoutHeaders`` / ``queryParams``: name -> StringMatch, sorted by name.
 
@@ -131,12 +133,19 @@ def header_matches(
     matches = []
     for name in sorted(raw):
         path = f"{f.at(key)}.{name}"
-        if names_are_headers and not _HEADER_NAME.fullmatch(name):
+        if names_are_headers and not _matchable_header(name):
             f.ctx.fail(path, f"header name {name!r} must be a lower-case HTTP header name")
-        matches.append(
-            HeaderMatch(name, match_value(f.ctx, path, raw[name], empty_is_presence=True))
-        )
+        value = raw[name]
+        if star_is_presence and isinstance(value, Mapping) and value == {"regex": "*"}:
+            matches.append(HeaderMatch(name, None))
+            continue
+        matches.append(HeaderMatch(name, match_value(f.ctx, path, value, empty_is_presence=True)))
     return tuple(matches)
+
+
+def _matchable_header(name: str) -> bool:
+    """A lower-case header name, or a JWT claim (``@request.auth.claims.groups``) to route on."""
+    return name.startswith(JWT_CLAIM_PREFIX) or _HEADER_NAME.fullmatch(name) is not None
 
 
 def header_name(ctx: Context, path: str, name: str) -> str:

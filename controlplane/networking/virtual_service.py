@@ -75,6 +75,7 @@ _REDIRECT_TARGETS = ("uri", "authority", "port", "derivePort", "scheme", "prefix
 _HTTP_METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
 )
+_MAX_DIRECT_BODY = 1024 * 1024
 _HTTP_STATUSES = frozenset(status.value for status in HTTPStatus)
 # Envoy's retry conditions Istio accepts in retryOn (besides HTTP status codes).
 _RETRY_ON = frozenset(
@@ -145,8 +146,10 @@ def _gateways(f: Fields) -> tuple[str, ...]:
 
 def _http_route(f: Fields) -> HTTPRoute:
     actions = [key for key in ("route", "redirect", "directResponse", "delegate") if f.has(key)]
-    if f.has("rewrite") and f.has("redirect"):
-        f.fail("rewrite", "a route that redirects cannot rewrite as well")
+    for answer in ("redirect", "directResponse"):  # answered by the proxy: nothing to alter
+        for key in ("rewrite", "fault"):
+            if f.has(answer) and f.has(key):
+                f.fail(key, f"a route with {answer} answers itself: it cannot have {key}")
     if len(actions) != 1:
         problem = "needs" if not actions else f"has {' and '.join(actions)}; it needs"
         f.ctx.fail(
@@ -159,6 +162,9 @@ def _http_route(f: Fields) -> HTTPRoute:
     if f.has("route") and not route:
         f.fail("route", "at least one destination is required")
     _check_weights(f, "route", [d.weight for d in route])
+    rewrite = _rewrite(f)
+    headers = _headers(f, "headers")
+    _check_authority_rewrites(f, rewrite, headers)
     return HTTPRoute(
         name=f.text("name"),
         match=tuple(_match(m) for m in f.list_of("match", _MATCH_FIELDS, ("statPrefix",))),
@@ -166,14 +172,26 @@ def _http_route(f: Fields) -> HTTPRoute:
         redirect=_redirect(f),
         direct_response=_direct_response(f),
         delegate=_delegate(f),
-        rewrite=_rewrite(f),
+        rewrite=rewrite,
         timeout=f.duration("timeout"),
         retries=_retries(f),
         fault=_fault(f),
         mirrors=_mirrors(f),
         cors_policy=_cors(f),
-        headers=_headers(f, "headers"),
+        headers=headers,
     )
+
+
+def _check_authority_rewrites(
+    f: Fields, rewrite: HTTPRewrite | None, headers: Headers | None
+) -> None:
+    """The authority may be rewritten in one place: ``rewrite.authority`` or one header."""
+    places = ["rewrite.authority"] if rewrite and rewrite.authority else []
+    if headers:
+        for op, pairs in (("set", headers.request.set), ("add", headers.request.add)):
+            places += [f"headers.request.{op}.{name}" for name, _ in pairs if _is_authority(name)]
+    if len(places) > 1:
+        f.ctx.fail(f"{f.path}.{places[1]}", f"the authority is already rewritten by {places[0]}")
 
 
 def _check_weights(f: Fields, key: str, weights: list[int | None]) -> None:
@@ -198,6 +216,13 @@ def _http_route_destination(f: Fields) -> HTTPRouteDestination:
 
 
 def _match(f: Fields) -> HTTPMatchRequest:
+    for key in ("scheme", "method", "authority"):  # unlike uri, Envoy takes no empty match here
+        match = parts.string_match(f, key)
+        if match is not None and not match.value:
+            f.fail(key, f"an empty {match.kind} match is allowed on uri only")
+    source_namespace = f.text("sourceNamespace")
+    if source_namespace and not parts.is_dns1123_label(source_namespace):
+        f.fail("sourceNamespace", f"{source_namespace!r} is not a namespace name")
     return HTTPMatchRequest(
         name=f.text("name"),
         uri=parts.string_match(f, "uri"),
@@ -205,11 +230,12 @@ def _match(f: Fields) -> HTTPMatchRequest:
         method=parts.string_match(f, "method"),
         authority=parts.string_match(f, "authority"),
         headers=parts.header_matches(f, "headers"),
-        without_headers=parts.header_matches(f, "withoutHeaders"),
+        # Istio's one non-RE2 regex: "*" in withoutHeaders means "the header is present".
+        without_headers=parts.header_matches(f, "withoutHeaders", star_is_presence=True),
         query_params=parts.header_matches(f, "queryParams", names_are_headers=False),
         port=f.port("port"),
         source_labels=f.string_map("sourceLabels"),
-        source_namespace=f.text("sourceNamespace"),
+        source_namespace=source_namespace,
         gateways=f.strings("gateways"),
         ignore_uri_case=bool(f.flag("ignoreUriCase")),
     )
@@ -261,6 +287,10 @@ def _direct_response(f: Fields) -> HTTPDirectResponse | None:
                 content = base64.b64decode(body.text("bytes"), validate=True)
             except binascii.Error:
                 body.fail("bytes", "must be base64")
+    if content is not None and len(content) > _MAX_DIRECT_BODY:
+        raw.fail(
+            "body", f"{len(content)} bytes is too large (at most 1 MiB: it rides in every push)"
+        )
     return HTTPDirectResponse(status=status, body=content)
 
 
@@ -444,15 +474,26 @@ def _headers(f: Fields, key: str) -> Headers | None:
 
 
 def _header_operations(f: Fields, key: str) -> HeaderOperations | None:
+    """Headers to set, add or remove. Pseudo-headers and Host are Envoy's own, except that a
+    request may set its authority (``:authority`` or ``Host``), as Istio allows."""
     raw = f.fields(key, ("set", "add", "remove"))
     if raw is None:
         return None
-    for op in ("set", "add"):
-        for name, _ in raw.string_map(op):
-            parts.header_name(f.ctx, f"{raw.at(op)}.{name}", name)
+    for op in ("set", "add", "remove"):
+        names = [name for name, _ in raw.string_map(op)] if op != "remove" else raw.strings(op)
+        for i, name in enumerate(names):
+            path = f"{raw.at(op)}.{name}" if op != "remove" else f"{raw.at(op)}[{i}]"
+            parts.header_name(f.ctx, path, name)
+            internal = name.startswith(":") or name.lower() == "host"
+            if internal and not (key == "request" and op != "remove" and _is_authority(name)):
+                f.ctx.fail(path, f"{name!r} is Envoy's own header: a route cannot {op} it")
     return HeaderOperations(
-        set=raw.string_map("set"), add=raw.string_map("add"), remove=_header_names(raw, "remove")
+        set=raw.string_map("set"), add=raw.string_map("add"), remove=raw.strings("remove")
     )
+
+
+def _is_authority(name: str) -> bool:
+    return name.lower() in (":authority", "host")
 
 
 # --- tcp and tls --------------------------------------------------------------------------------

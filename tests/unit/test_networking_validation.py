@@ -102,6 +102,26 @@ VS_REFUSED = [
         f"{{hosts: [r], http: [{{rewrite: {{}}, {ROUTE}}}]}}",
         "spec.http[0].rewrite: a rewrite needs uri, authority or uriRegexRewrite",
     ),
+    (
+        "{hosts: [r], http: [{redirect: {uri: /x}, fault: {abort: {httpStatus: 500}}}]}",
+        "spec.http[0].fault: a route with redirect answers itself: it cannot have fault",
+    ),
+    (
+        "{hosts: [r], http: [{directResponse: {status: 200}, rewrite: {uri: /}}]}",
+        "spec.http[0].rewrite: a route with directResponse answers itself: it cannot have rewrite",
+    ),
+    (
+        f"{{hosts: [r], http: [{{rewrite: {{authority: a}}, headers: {{request: {{set: {{host: b}}}}}}, {ROUTE}}}]}}",
+        "spec.http[0].headers.request.set.host: the authority is already rewritten by rewrite.authority",
+    ),
+    (
+        f"{{hosts: [r], http: [{{headers: {{response: {{set: {{':status': '200'}}}}}}, {ROUTE}}}]}}",
+        "spec.http[0].headers.response.set.:status: ':status' is Envoy's own header: a route cannot set it",
+    ),
+    (
+        f"{{hosts: [r], http: [{{headers: {{request: {{remove: [Host]}}}}, {ROUTE}}}]}}",
+        "spec.http[0].headers.request.remove[0]: 'Host' is Envoy's own header: a route cannot remove it",
+    ),
     # hosts
     ("{http: [{" + ROUTE + "}]}", "spec.hosts: at least one host is required"),
     ("{hosts: []}", "spec.hosts: at least one host is required"),
@@ -170,6 +190,22 @@ VS_REFUSED = [
     (
         f"{{hosts: [r], http: [{{match: [{{port: 0}}], {ROUTE}}}]}}",
         "spec.http[0].match[0].port: must be 1 or more, not 0",
+    ),
+    (
+        f"{{hosts: [r], http: [{{match: [{{method: {{exact: ''}}}}], {ROUTE}}}]}}",
+        "spec.http[0].match[0].method: an empty exact match is allowed on uri only",
+    ),
+    (
+        f"{{hosts: [r], http: [{{match: [{{sourceNamespace: Prod_1}}], {ROUTE}}}]}}",
+        "spec.http[0].match[0].sourceNamespace: 'Prod_1' is not a namespace name",
+    ),
+    (
+        f"{{hosts: [r], http: [{{match: [{{headers: {{x-a: {{regex: '*'}}}}}}], {ROUTE}}}]}}",
+        "spec.http[0].match[0].headers.x-a.regex: '*' is not a regular expression (RE2, checked with Python re): nothing to repeat at position 0",
+    ),
+    (
+        f"{{hosts: [r], http: [{{match: [{{headers: {{x-a: null}}}}], {ROUTE}}}]}}",
+        "spec.http[0].match[0].headers.x-a: must be an object, not null",
     ),
     # timeouts and retries
     (
@@ -316,6 +352,10 @@ VS_ACCEPTED = [
     f"{{hosts: [r], http: [{{fault: {{abort: {{httpStatus: 200, percentage: {{value: 0}}}}}}, {ROUTE}}}]}}",
     f"{{hosts: [r], http: [{{fault: {{delay: {{fixedDelay: 1ms, percentage: {{value: 100}}}}}}, {ROUTE}}}]}}",
     f"{{hosts: [r], http: [{{match: [{{headers: {{x-present: {{}}}}}}], {ROUTE}}}]}}",
+    f"{{hosts: [r], http: [{{match: [{{withoutHeaders: {{x-debug: {{regex: '*'}}}}}}], {ROUTE}}}]}}",
+    f"{{hosts: [r], http: [{{match: [{{headers: {{'@request.auth.claims.group': {{exact: admin}}}}}}], {ROUTE}}}]}}",
+    f"{{hosts: [r], http: [{{match: [{{uri: {{prefix: ''}}}}], {ROUTE}}}]}}",
+    f"{{hosts: [r], http: [{{headers: {{request: {{set: {{':authority': b}}}}}}, {ROUTE}}}]}}",
     f"{{hosts: [r], http: [{{match: [{{uri: {{regex: '/(?:v1|v2)/[^/]+\\.json'}}}}], {ROUTE}}}]}}",
     "{hosts: [r], http: [{redirect: {port: 8443, redirectCode: 308}}]}",
     "{hosts: [r], exportTo: [., other-ns]}",
@@ -325,6 +365,17 @@ VS_ACCEPTED = [
 @pytest.mark.parametrize("spec", VS_ACCEPTED)
 def test_virtual_service_accepted(spec: str) -> None:
     virtual_service_from_object(obj("VirtualService", spec))
+
+
+def test_a_direct_response_body_is_at_most_one_mebibyte() -> None:
+    spec = "{hosts: [r], http: [{directResponse: {status: 200, body: {string: %s}}}]}"
+    virtual_service_from_object(obj("VirtualService", spec % ("x" * 1024 * 1024)))
+    assert refused(
+        virtual_service_from_object, "VirtualService", spec % ("x" * (1024 * 1024 + 1))
+    ) == (
+        "VirtualService shop/reviews: spec.http[0].directResponse.body: "
+        "1048577 bytes is too large (at most 1 MiB: it rides in every push)"
+    )
 
 
 # --- DestinationRule ----------------------------------------------------------------------------
