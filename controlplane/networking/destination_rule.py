@@ -50,14 +50,18 @@ def destination_rule_spec(
         if subset.name in seen:
             ctx.fail(f"{spec.at('subsets')}[{i}].name", f"subset {subset.name!r} is defined twice")
         seen.add(subset.name)
+    selector = parts.workload_selector(spec, "matchLabels")
+    export_to = parts.export_to(spec, namespace)
+    if selector is not None and set(export_to) - {".", namespace}:
+        spec.fail("exportTo", "a rule with a workloadSelector applies in its own namespace only")
     return DestinationRule(
         name=name,
         namespace=namespace,
         host=host,
         traffic_policy=policy,
         subsets=subsets,
-        workload_selector=parts.workload_selector(spec, "matchLabels"),
-        export_to=parts.export_to(spec),
+        workload_selector=selector,
+        export_to=export_to,
         created=created,
     )
 

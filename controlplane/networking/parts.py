@@ -234,22 +234,37 @@ def workload_selector(f: Fields, labels_key: str) -> Labels | None:
     kept as ``()``, which differs from None for a ServiceEntry (no workload endpoints).
     """
     raw = f.fields("workloadSelector", [labels_key])
-    return None if raw is None else raw.string_map(labels_key)
+    if raw is None:
+        return None
+    labels = raw.string_map(labels_key)
+    for key, value in labels:
+        if not key or "*" in key or "*" in value:
+            raw.fail(
+                labels_key, f"{key}={value}: selectors take exact labels (no empty key, no '*')"
+            )
+    return labels
 
 
-def export_to(f: Fields) -> tuple[str, ...]:
-    """``exportTo``: ``.`` (own namespace), ``*`` (all), ``~`` (none) or namespace names.
+def export_to(f: Fields, namespace: str, *, none_allowed: bool = False) -> tuple[str, ...]:
+    """``exportTo``: ``.`` (own namespace), ``*`` (all) or namespace names, each once.
 
-    Istio refuses ``*`` or ``~`` mixed with anything else, and names that are not DNS labels.
+    ``~`` (no namespace: only the service's own proxies see it) exists for ServiceEntries
+    only (``none_allowed``). ``*`` and ``~`` stand alone, as istiod requires.
     """
     values = f.strings("exportTo")
+    specials = (".", "*", "~") if none_allowed else (".", "*")
+    seen: set[str] = set()
     for i, value in enumerate(values):
-        if value not in (".", "*", "~") and not is_dns1123_label(value):
-            f.ctx.fail(
-                f"{f.at('exportTo')}[{i}]", f"{value!r} is not '.', '*', '~' or a namespace name"
-            )
+        path = f"{f.at('exportTo')}[{i}]"
+        if value not in specials and not is_dns1123_label(value):
+            choices = "'.', '*', '~'" if none_allowed else "'.', '*'"
+            f.ctx.fail(path, f"{value!r} is not {choices} or a namespace name")
+        key = namespace if value == "." else value
+        if key in seen:
+            f.ctx.fail(path, f"{value!r} repeats namespace {key} ('.' is this object's own)")
+        seen.add(key)
     for special in ("*", "~"):
-        if special in values and len(set(values)) > 1:
+        if special in values and len(values) > 1:
             f.fail("exportTo", f"{special!r} cannot be combined with other values")
     return values
 

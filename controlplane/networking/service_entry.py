@@ -60,7 +60,7 @@ def service_entry_spec(
         resolution=resolution,
         endpoints=endpoints,
         workload_selector=selector,
-        export_to=parts.export_to(spec),
+        export_to=parts.export_to(spec, namespace, none_allowed=True),
         subject_alt_names=spec.strings("subjectAltNames"),
         created=created,
     )

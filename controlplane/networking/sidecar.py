@@ -107,6 +107,11 @@ def _egress_host(ctx: Context, path: str, item: object) -> EgressHost:
         problem = parts.host_problem(dns_name)
         if problem:
             ctx.fail(path, problem)
+        if "." not in dns_name:  # a short name resolves differently in every namespace
+            ctx.fail(
+                path,
+                f"{dns_name!r} is a short name: write the FQDN, e.g. {dns_name}.<ns>.svc.cluster.local",
+            )
     return EgressHost(namespace=namespace, dns_name=dns_name)
 
 

@@ -122,7 +122,7 @@ def virtual_service_spec(
         http=tuple(_http_route(route) for route in spec.list_of("http", _HTTP_ROUTE_FIELDS)),
         tcp=tuple(_tcp_route(route) for route in spec.list_of("tcp", ("match", "route"))),
         tls=tuple(_tls_route(route) for route in spec.list_of("tls", ("match", "route"))),
-        export_to=parts.export_to(spec),
+        export_to=parts.export_to(spec, namespace),
         created=created,
     )
 

@@ -328,7 +328,15 @@ VS_REFUSED = [
     ),
     (
         "{hosts: [r], exportTo: [Bad_NS]}",
-        "spec.exportTo[0]: 'Bad_NS' is not '.', '*', '~' or a namespace name",
+        "spec.exportTo[0]: 'Bad_NS' is not '.', '*' or a namespace name",
+    ),
+    (
+        "{hosts: [r], exportTo: ['~']}",
+        "spec.exportTo[0]: '~' is not '.', '*' or a namespace name",
+    ),
+    (
+        "{hosts: [r], exportTo: [., shop]}",
+        "spec.exportTo[1]: 'shop' repeats namespace shop ('.' is this object's own)",
     ),
 ]
 
@@ -381,6 +389,14 @@ def test_a_direct_response_body_is_at_most_one_mebibyte() -> None:
 # --- DestinationRule ----------------------------------------------------------------------------
 
 DR_REFUSED = [
+    (
+        "{host: r, workloadSelector: {matchLabels: {app: a}}, exportTo: [other]}",
+        "spec.exportTo: a rule with a workloadSelector applies in its own namespace only",
+    ),
+    (
+        "{host: r, workloadSelector: {matchLabels: {app: '*'}}}",
+        "spec.workloadSelector.matchLabels: app=*: selectors take exact labels (no empty key, no '*')",
+    ),
     ("{}", "spec.host: a DestinationRule needs a host"),
     ("{host: 'r..s'}", "spec.host: host 'r..s' has an empty label"),
     (
@@ -504,6 +520,8 @@ def test_destination_rule_refused(spec: str, problem: str) -> None:
 
 DR_ACCEPTED = [
     "{host: '*.example.com'}",
+    "{host: r, workloadSelector: {matchLabels: {app: a}}, exportTo: [.]}",
+    "{host: r, workloadSelector: {matchLabels: {app: a}}, exportTo: [shop]}",
     "{host: r, trafficPolicy: {connectionPool: {tcp: {maxConnections: 0, connectTimeout: 1ms}}}}",
     "{host: r, trafficPolicy: {outlierDetection: {consecutive5xxErrors: 0, maxEjectionPercent: 100, minHealthPercent: 0}}}",
     "{host: r, trafficPolicy: {outlierDetection: {consecutiveLocalOriginFailures: 3, splitExternalLocalOriginErrors: true}}}",
@@ -523,6 +541,10 @@ def test_destination_rule_accepted(spec: str) -> None:
 HTTP_PORT = "ports: [{number: 80, name: http, protocol: HTTP}]"
 
 SE_REFUSED = [
+    (
+        "{hosts: [a.com], exportTo: ['~', '.']}",
+        "spec.exportTo: '~' cannot be combined with other values",
+    ),
     ("{" + HTTP_PORT + "}", "spec.hosts: at least one host is required"),
     ("{hosts: ['*']}", "spec.hosts: '*' is not allowed in a ServiceEntry: name the hosts"),
     (
@@ -631,6 +653,7 @@ SE_ACCEPTED = [
     "{hosts: [a.com, b.com], resolution: DNS, ports: [{number: 443, name: tls, protocol: TLS}]}",
     "{hosts: [a.com, b.com], resolution: NONE, ports: [{number: 5432, name: db, protocol: TCP}]}",
     "{hosts: [a.com], ports: [{number: 65535, name: top, protocol: tcp}]}",
+    "{hosts: [a.com], exportTo: ['~']}",  # only its own proxies see it
 ]
 
 
@@ -642,6 +665,10 @@ def test_service_entry_accepted(spec: str) -> None:
 # --- Sidecar ------------------------------------------------------------------------------------
 
 SIDECAR_REFUSED = [
+    (
+        "{egress: [{hosts: ['./reviews']}]}",
+        "spec.egress[0].hosts[0]: 'reviews' is a short name: write the FQDN, e.g. reviews.<ns>.svc.cluster.local",
+    ),
     ("{}", "spec: a Sidecar needs egress, ingress or outboundTrafficPolicy"),
     (
         "{egress: [{port: {number: 80}}]}",
@@ -709,6 +736,7 @@ def test_sidecar_refused(spec: str, problem: str) -> None:
 
 SIDECAR_ACCEPTED = [
     "{egress: [{hosts: ['~/*']}]}",
+    "{egress: [{hosts: ['./reviews.shop.svc.cluster.local', 'istio-system/*.example.com']}]}",
     "{egress: [{port: {number: 80}, hosts: ['./*']}, {port: {number: 81}, hosts: ['./*']}, {hosts: ['*/*']}]}",
     "{egress: [{port: {number: 0}, bind: 'unix:///var/run/s', captureMode: NONE, hosts: ['./*']}]}",
     "{egress: [{port: {number: 80}, bind: 127.0.0.1, hosts: ['./*']}]}",
