@@ -36,13 +36,16 @@ def host_problem(host: str) -> str | None:
     """Why ``host`` is not a valid service host (``reviews``, ``*.example.com``, ``*``), or None.
 
     Istio's rule: at most 255 characters; labels of letters, digits and inner dashes, at
-    most 63 each, none empty; ``*`` only as the whole first label.
+    most 63 each, none empty but for a final dot (``istio.io.``); ``*`` only as the whole
+    first label; the last label not all digits (an IP address is not a host).
     """
     if not host:
         return "a host must not be empty"
     if len(host) > 255:
         return f"host {host!r} is longer than 255 characters"
-    labels = host.split(".")
+    labels = host.removesuffix(".").split(".")
+    if labels[-1].isdigit():
+        return f"host {host!r}: the last label is all digits (an IP address is not a host)"
     if labels[0] == "*":
         labels = labels[1:]
     for label in labels:

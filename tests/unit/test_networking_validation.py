@@ -123,6 +123,10 @@ VS_REFUSED = [
         "spec.http[0].headers.request.remove[0]: 'Host' is Envoy's own header: a route cannot remove it",
     ),
     # hosts
+    (
+        "{hosts: [10.0.0.1]}",
+        "spec.hosts[0]: host '10.0.0.1': the last label is all digits (an IP address is not a host)",
+    ),
     ("{http: [{" + ROUTE + "}]}", "spec.hosts: at least one host is required"),
     ("{hosts: []}", "spec.hosts: at least one host is required"),
     ("{hosts: ['reviews..shop']}", "spec.hosts[0]: host 'reviews..shop' has an empty label"),
@@ -352,7 +356,7 @@ VS_ACCEPTED = [
     # a lone destination may omit its weight; several must add up to exactly 100
     "{hosts: [r], http: [{route: [{destination: {host: a}}]}]}",
     "{hosts: [r], http: [{route: [{destination: {host: a}, weight: 100}, {destination: {host: b}, weight: 0}]}]}",
-    "{hosts: ['*.example.com', reviews.shop.svc.cluster.local]}",
+    "{hosts: ['*.example.com', reviews.shop.svc.cluster.local, 'istio.io.']}",
     "{hosts: ['*'], gateways: [istio-system/public]}",
     "{hosts: [r], gateways: [mesh, public, public.istio-system.svc.cluster.local]}",
     "{hosts: [r], http: [{timeout: 1ms, directResponse: {status: 200}}, {directResponse: {status: 599}}]}",
