@@ -41,7 +41,7 @@ def destination_rule_spec(
     if not host:
         spec.fail("host", "a DestinationRule needs a host")
     parts.check_host(ctx, spec.at("host"), host)
-    policy = _traffic_policy(spec, "trafficPolicy", port_level=True)
+    policy = _traffic_policy(spec)
     subsets = tuple(
         _subset(s) for s in spec.list_of("subsets", ("name", "labels", "trafficPolicy"))
     )
@@ -74,17 +74,18 @@ def _subset(f: Fields) -> Subset:
     return Subset(
         name=name,
         labels=f.string_map("labels"),  # empty: every endpoint (istiod admits it)
-        traffic_policy=_traffic_policy(f, "trafficPolicy", port_level=True),
+        traffic_policy=_traffic_policy(f),
     )
 
 
-def _traffic_policy(f: Fields, key: str, *, port_level: bool) -> TrafficPolicy | None:
-    known = (*_POLICY_FIELDS, "portLevelSettings") if port_level else _POLICY_FIELDS
-    raw = f.fields(key, known, _UNMODELLED_POLICY_FIELDS)
+def _traffic_policy(f: Fields) -> TrafficPolicy | None:
+    """``trafficPolicy`` of the rule or a subset; port-level entries override it per port."""
+    known = (*_POLICY_FIELDS, "portLevelSettings")
+    raw = f.fields("trafficPolicy", known, _UNMODELLED_POLICY_FIELDS)
     if raw is None:
         return None
     if not raw.raw:
-        f.fail(key, "a traffic policy needs at least one setting")
+        f.fail("trafficPolicy", "a traffic policy needs at least one setting")
     return TrafficPolicy(
         load_balancer=_load_balancer(raw),
         connection_pool=_connection_pool(raw),
