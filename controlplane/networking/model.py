@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from controlplane.model import Protocol
 
@@ -456,6 +456,44 @@ class DestinationRule:
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
+
+    def subset(self, name: str) -> Subset | None:
+        return next((subset for subset in self.subsets if subset.name == name), None)
+
+    def policy_for(self, subset: str = "", port: int | None = None) -> TrafficPolicy | None:
+        """The policy for traffic to ``subset`` (or the whole host) on ``port``, as Istio
+        merges it: the rule's policy, its settings for the port, then the subset's policy
+        and the subset's settings for the port, each replacing whole parts (load balancer,
+        connection pool, outlier detection, TLS) and leaving the others. The result has no
+        port-level settings left; None when nothing applies.
+        """
+        policy = _overlay(self.traffic_policy, _port_settings(self.traffic_policy, port))
+        chosen = self.subset(subset) if subset else None
+        if chosen is not None and chosen.traffic_policy is not None:
+            policy = _overlay(policy, chosen.traffic_policy)
+            policy = _overlay(policy, _port_settings(chosen.traffic_policy, port))
+        return policy
+
+
+_POLICY_PARTS = ("load_balancer", "connection_pool", "outlier_detection", "tls")
+
+
+def _port_settings(policy: TrafficPolicy | None, port: int | None) -> PortTrafficPolicy | None:
+    if policy is None or port is None:
+        return None
+    return next((p for p in policy.port_level_settings if p.port == port), None)
+
+
+def _overlay(
+    base: TrafficPolicy | None, top: TrafficPolicy | PortTrafficPolicy | None
+) -> TrafficPolicy | None:
+    """``base`` with each part ``top`` sets replaced by ``top``'s, port-level settings gone."""
+    if base is None and top is None:
+        return None
+    parts = {
+        name: value for name in _POLICY_PARTS if (value := getattr(top, name, None)) is not None
+    }
+    return replace(base or TrafficPolicy(), port_level_settings=(), **parts)
 
 
 # --- ServiceEntry -------------------------------------------------------------------------------

@@ -408,6 +408,67 @@ spec:
     )
 
 
+LAYERED_POLICIES = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: {simple: RANDOM}
+    connectionPool: {tcp: {maxConnections: 100}}
+    portLevelSettings:
+    - port: {number: 9080}
+      loadBalancer: {simple: LEAST_REQUEST}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      connectionPool: {tcp: {maxConnections: 10}}
+      portLevelSettings:
+      - port: {number: 9080}
+        tls: {mode: ISTIO_MUTUAL}
+"""
+
+
+@pytest.mark.parametrize(
+    ("subset", "port", "simple", "max_connections", "tls"),
+    [
+        ("", None, SimpleLB.RANDOM, 100, None),
+        ("", 9080, SimpleLB.LEAST_REQUEST, 100, None),  # the rule's port-level part wins
+        ("v1", 9080, SimpleLB.LEAST_REQUEST, 100, None),  # a subset without policy inherits
+        ("v2", 8080, SimpleLB.RANDOM, 10, None),  # the subset replaces the connection pool
+        ("v2", 9080, SimpleLB.LEAST_REQUEST, 10, TLSMode.ISTIO_MUTUAL),
+        ("v9", 9080, SimpleLB.LEAST_REQUEST, 100, None),  # an unknown subset: the rule's
+    ],
+)
+def test_policy_for_merges_rule_port_subset_and_subset_port_as_istio_does(
+    subset: str, port: int | None, simple: SimpleLB, max_connections: int, tls: TLSMode | None
+) -> None:
+    policy = destination_rule_from_object(load(LAYERED_POLICIES)).policy_for(subset, port)
+    assert policy is not None
+    assert policy.load_balancer == LoadBalancerSettings(simple=simple)
+    assert policy.connection_pool == ConnectionPoolSettings(
+        tcp=TCPSettings(max_connections=max_connections)
+    )
+    assert (policy.tls.mode if policy.tls else None) == tls
+    assert policy.port_level_settings == ()
+
+
+def test_policy_for_is_none_without_any_policy() -> None:
+    dr = destination_rule_from_object(
+        load(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+            "metadata: {name: r, namespace: n}\nspec: {host: r, subsets: [{name: v1}]}"
+        )
+    )
+    assert dr.policy_for("v1", 80) is None
+    assert dr.subset("v1") == Subset("v1", ())
+    assert dr.subset("v2") is None
+
+
 # --- ServiceEntry -------------------------------------------------------------------------------
 
 
