@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import yaml
 
+from controlplane.errors import ObjectError
 from controlplane.model import (
     ContainerPort,
     Endpoint,
@@ -28,6 +28,7 @@ from controlplane.model import (
     Workload,
     infer_protocol,
 )
+from controlplane.objectmeta import Object, creation_timestamp, namespace_and_name, object_ref
 from meshlib.meshconfig import MeshConfig, parse_mesh_config
 from meshlib.pod_markers import SIDECAR_STATUS_ANNOTATION, TLS_MODE_ISTIO, TLS_MODE_LABEL
 
@@ -38,35 +39,13 @@ TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 MESH_CONFIGMAP_NAME = "istio"
 MESH_CONFIGMAP_KEY = "mesh"
 
-Object = Mapping[str, Any]
-
-
-class ObjectError(ValueError):
-    """A Kubernetes object the model cannot use; the message says which and why."""
-
-
-def object_ref(obj: Object) -> str:
-    """``Kind namespace/name`` for log lines and errors."""
-    meta = obj.get("metadata") or {}
-    ns = meta.get("namespace")
-    name = meta.get("name", "?")
-    return f"{obj.get('kind', '?')} {ns}/{name}" if ns else f"{obj.get('kind', '?')} {name}"
-
-
-def _meta(obj: Object) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
-    name = meta.get("name")
-    if not name:
-        raise ObjectError(f"{object_ref(obj)}: metadata.name is missing")
-    return str(meta.get("namespace") or "default"), str(name)
-
 
 def _labels(raw: Any) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((str(k), str(v)) for k, v in (raw or {}).items()))
 
 
 def service_from_object(obj: Object) -> Service:
-    namespace, name = _meta(obj)
+    namespace, name = namespace_and_name(obj)
     spec = obj.get("spec") or {}
     kind_name = spec.get("type") or "ClusterIP"
     cluster_ips = tuple(
@@ -119,7 +98,7 @@ def _condition(conditions: Mapping[str, Any], name: str, default: bool) -> bool:
 
 
 def endpoint_slice_from_object(obj: Object) -> EndpointSlice:
-    namespace, name = _meta(obj)
+    namespace, name = namespace_and_name(obj)
     labels = (obj.get("metadata") or {}).get("labels") or {}
     service_name = labels.get(SERVICE_NAME_LABEL)
     if not service_name:
@@ -174,7 +153,7 @@ def is_meshed(labels: Mapping[str, Any], annotations: Mapping[str, Any]) -> bool
 
 
 def workload_from_pod(obj: Object) -> Workload:
-    namespace, name = _meta(obj)
+    namespace, name = namespace_and_name(obj)
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
@@ -226,24 +205,6 @@ def _mtls_mode(obj: Object, raw: Any, where: str) -> MtlsMode:
         ) from None
 
 
-def _timestamp(obj: Object, raw: Any) -> str:
-    """A creationTimestamp as UTC ISO text (sorts by time); "" when absent (sorts first).
-
-    The API serves ``2024-05-01T10:00:00Z``; YAML files may hand over a parsed datetime.
-    """
-    if raw is None or raw == "":
-        return ""
-    try:
-        when = raw if isinstance(raw, datetime) else datetime.fromisoformat(str(raw))
-    except ValueError:
-        raise ObjectError(
-            f"{object_ref(obj)}: metadata.creationTimestamp {raw!r} is not RFC 3339"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).isoformat()
-
-
 def peer_authentication_from_object(obj: Object) -> PeerAuthentication:
     """An Istio ``PeerAuthentication`` (security.istio.io/v1 or v1beta1).
 
@@ -252,7 +213,7 @@ def peer_authentication_from_object(obj: Object) -> PeerAuthentication:
     its mode kept, as Istio does without its validating webhook: refusing the whole object
     would silently leave its namespace in the previous (weaker) mode.
     """
-    namespace, name = _meta(obj)
+    namespace, name = namespace_and_name(obj)
     spec = obj.get("spec") or {}
     selector_spec = spec.get("selector") or {}
     match_labels = selector_spec.get("matchLabels") if isinstance(selector_spec, Mapping) else None
@@ -281,7 +242,7 @@ def peer_authentication_from_object(obj: Object) -> PeerAuthentication:
         mode=_mtls_mode(obj, spec.get("mtls"), "spec.mtls"),
         selector=selector,
         port_modes=tuple(sorted(port_modes)),
-        created=_timestamp(obj, (obj.get("metadata") or {}).get("creationTimestamp")),
+        created=creation_timestamp(obj),
     )
 
 

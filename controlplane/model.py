@@ -12,11 +12,8 @@ build each Envoy resource once and reuse it while its inputs stay equal.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
-from types import MappingProxyType
-from typing import ClassVar
 
 from meshlib.meshconfig import MeshConfig
 
@@ -255,6 +252,11 @@ class Namespace:
 class MeshSnapshot:
     """Everything translation needs, consistent as of one moment. Never mutated.
 
+    The objects of each kind come with the indexes translation looks things up by, all
+    built by the store (:class:`controlplane.store.MeshStore`), which hands a snapshot the
+    very same map as the previous one for every kind, and index, that has not changed: an
+    endpoint change re-sorts no service, and translation recognises what it can reuse.
+
     ``generation`` increases with every snapshot a store produces; it is for logs and
     debugging, never part of a resource version (versions are content hashes).
     """
@@ -267,72 +269,32 @@ class MeshSnapshot:
     peer_authentications: Mapping[tuple[str, str], PeerAuthentication] = field(default_factory=dict)
     domain_suffix: str = DEFAULT_DOMAIN_SUFFIX
     generation: int = 0
-    # The generation at which each kind (by Kubernetes kind name) last changed: translation
-    # reuses whatever only depends on kinds that did not change.
+    # The generation at which each kind (by Kubernetes kind name) last changed.
     revisions: Mapping[str, int] = field(default_factory=dict)
-    # Endpoint address -> services, maintained incrementally by the store (computing it
-    # per snapshot is O(all endpoints)); computed on demand when not given.
-    endpoint_index: Mapping[str, frozenset[tuple[str, str]]] | None = None
-    # Service -> its EndpointSlices, also maintained by the store: an unchanged service
-    # keeps the very same tuple from snapshot to snapshot, which makes reuse cheap.
-    slice_index: Mapping[tuple[str, str], tuple[EndpointSlice, ...]] | None = None
-    # Service -> the generation at which a pod behind it (by endpoint address) last changed,
-    # kept by the store as pod events arrive: a pod change then redoes the auto-mTLS of the
-    # services it is behind, found without comparing every pod of two snapshots.
+    # Service -> its EndpointSlices, in slice-name order (deterministic output); an unchanged
+    # service keeps the very same tuple from snapshot to snapshot.
+    endpoints_by_service: Mapping[tuple[str, str], tuple[EndpointSlice, ...]] = field(
+        default_factory=dict
+    )
+    # Endpoint address -> the services it belongs to: finds a proxy's own services fast.
+    services_by_endpoint_address: Mapping[str, frozenset[tuple[str, str]]] = field(
+        default_factory=dict
+    )
+    # Namespace -> its services, in name order.
+    services_by_namespace: Mapping[str, tuple[Service, ...]] = field(default_factory=dict)
+    # (namespace, key, value) of the first label of each service's selector -> those services:
+    # a pod can only be selected by a service indexed under one of its own labels, so finding
+    # a proxy's services looks at a handful of candidates, not every service.
+    services_by_selector_label: Mapping[tuple[str, str, str], tuple[Service, ...]] = field(
+        default_factory=dict
+    )
+    # Pod IP -> the pod (the first by namespace and name): what an endpoint without a pod
+    # reference is.
+    workloads_by_ip: Mapping[str, Workload] = field(default_factory=dict)
+    # Service -> the generation at which a pod behind it (by endpoint address) last changed:
+    # a pod change then redoes the auto-mTLS of the services it is behind, found without
+    # comparing every pod of two snapshots.
     pod_changes: Mapping[tuple[str, str], int] = field(default_factory=dict)
-
-    # Derived indexes (cached properties) and the kind each one depends on.
-    _DERIVED: ClassVar[Mapping[str, str]] = {
-        "endpoints_by_service": "EndpointSlice",
-        "services_by_namespace": "Service",
-        "services_by_selector_label": "Service",
-        "workloads_by_ip": "Pod",
-    }
-
-    def inherit_indexes(self, previous: MeshSnapshot) -> None:
-        """Reuse ``previous``'s derived indexes whose source kind has not changed since.
-
-        Called by the store on each new snapshot, so an endpoint change does not re-sort
-        a thousand services. (Cached properties live in ``__dict__``; a frozen dataclass
-        only forbids ``setattr``.)
-        """
-        for name, kind in self._DERIVED.items():
-            if name in previous.__dict__ and previous.revisions.get(kind) == self.revisions.get(
-                kind
-            ):
-                self.__dict__.setdefault(name, previous.__dict__[name])
-
-    @cached_property
-    def endpoints_by_service(self) -> Mapping[tuple[str, str], tuple[EndpointSlice, ...]]:
-        """The EndpointSlices of each service, in slice-name order (deterministic output)."""
-        if self.slice_index is not None:
-            return self.slice_index
-        grouped: dict[tuple[str, str], list[EndpointSlice]] = {}
-        for key in sorted(self.endpoint_slices):
-            eps = self.endpoint_slices[key]
-            grouped.setdefault((eps.namespace, eps.service_name), []).append(eps)
-        return MappingProxyType({k: tuple(v) for k, v in grouped.items()})
-
-    @cached_property
-    def services_by_endpoint_address(self) -> Mapping[str, frozenset[tuple[str, str]]]:
-        """The services each endpoint address belongs to: finds a proxy's own services fast."""
-        if self.endpoint_index is not None:
-            return self.endpoint_index
-        index: dict[str, set[tuple[str, str]]] = {}
-        for eps in self.endpoint_slices.values():
-            for endpoint in eps.endpoints:
-                index.setdefault(endpoint.address, set()).add((eps.namespace, eps.service_name))
-        return MappingProxyType({address: frozenset(keys) for address, keys in index.items()})
-
-    @cached_property
-    def workloads_by_ip(self) -> Mapping[str, Workload]:
-        """Pods by IP: what an endpoint without a pod reference is (first pod by name wins)."""
-        index: dict[str, Workload] = {}
-        for key in sorted(self.workloads):
-            workload = self.workloads[key]
-            for ip in workload.ips:
-                index.setdefault(ip, workload)
-        return MappingProxyType(index)
 
     def workload_of(self, namespace: str, endpoint: Endpoint) -> Workload | None:
         """The pod behind an endpoint: by its targetRef when set, else by address."""
@@ -345,29 +307,6 @@ class MeshSnapshot:
     def slices_for(self, service: Service) -> tuple[EndpointSlice, ...]:
         return self.endpoints_by_service.get(service.key, ())
 
-    @cached_property
-    def services_by_namespace(self) -> Mapping[str, tuple[Service, ...]]:
-        """Services per namespace, each tuple in name order."""
-        grouped: dict[str, list[Service]] = {}
-        for key in sorted(self.services):
-            grouped.setdefault(key[0], []).append(self.services[key])
-        return MappingProxyType({ns: tuple(v) for ns, v in grouped.items()})
-
-    @cached_property
-    def services_by_selector_label(self) -> Mapping[tuple[str, str, str], tuple[Service, ...]]:
-        """Services with a selector, by (namespace, key, value) of one of their selector labels.
-
-        A pod can only be selected by a service indexed under one of its own labels, so
-        finding a proxy's services looks at a handful of candidates, not every service.
-        """
-        index: dict[tuple[str, str, str], list[Service]] = {}
-        for key in sorted(self.services):
-            service = self.services[key]
-            if service.selector:
-                label, value = service.selector[0]
-                index.setdefault((service.namespace, label, value), []).append(service)
-        return MappingProxyType({k: tuple(v) for k, v in index.items()})
-
     def services_selecting(self, namespace: str, labels: Mapping[str, str]) -> list[Service]:
         """The services of ``namespace`` whose selector matches ``labels``, in name order."""
         index = self.services_by_selector_label
@@ -378,7 +317,3 @@ class MeshSnapshot:
             if service.selects(labels)
         }
         return [found[name] for name in sorted(found)]
-
-    def sorted_services(self) -> Iterator[Service]:
-        for key in sorted(self.services):
-            yield self.services[key]

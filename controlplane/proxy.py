@@ -24,9 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-
-class ProxyIdentityError(ValueError):
-    """The node does not say which pod it is; the message says what the bootstrap must set."""
+from controlplane.errors import ProxyIdentityError
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from controlplane import convert
-from controlplane.model import EndpointSlice, MeshSnapshot, Workload
+from controlplane.model import EndpointSlice, MeshSnapshot, Service, Workload
 from meshlib.meshconfig import MeshConfig
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,25 @@ _CONVERTERS: dict[Kind, Callable[[convert.Object], Any]] = {
 }
 
 Key = tuple[str, str]
+
+
+def _by_namespace(services: Mapping[Key, Service]) -> dict[str, tuple[Service, ...]]:
+    grouped: dict[str, list[Service]] = {}
+    for key in sorted(services):
+        grouped.setdefault(key[0], []).append(services[key])
+    return {namespace: tuple(found) for namespace, found in grouped.items()}
+
+
+def _by_selector_label(
+    services: Mapping[Key, Service],
+) -> dict[tuple[str, str, str], tuple[Service, ...]]:
+    index: dict[tuple[str, str, str], list[Service]] = {}
+    for key in sorted(services):
+        service = services[key]
+        if service.selector:
+            label, value = service.selector[0]
+            index.setdefault((service.namespace, label, value), []).append(service)
+    return {label: tuple(found) for label, found in index.items()}
 
 
 def object_key(kind: Kind, obj: convert.Object) -> Key:
@@ -80,7 +99,6 @@ class MeshStore:
         self._generation = 0
         self._revisions: dict[str, int] = {kind.value: 0 for kind in Kind}
         self._snapshot: MeshSnapshot | None = None
-        self._previous: MeshSnapshot | None = None
         # Endpoint address -> slices listing it, and -> their services (kept incrementally).
         self._address_slices: dict[str, set[Key]] = {}
         self._address_services: dict[str, frozenset[Key]] = {}
@@ -90,9 +108,12 @@ class MeshStore:
         self._service_slice_keys: dict[Key, set[Key]] = {}
         # Service -> generation at which a pod behind it last changed (MeshSnapshot.pod_changes).
         self._pod_changes: dict[Key, int] = {}
+        # Pod IP -> the pods claiming it, and -> the first of them by key (MeshSnapshot.workloads_by_ip).
+        self._ip_pods: dict[str, set[Key]] = {}
+        self._pod_by_ip: dict[str, Workload] = {}
         # Read-only copies handed to snapshots, per kind or index, with the revision they
-        # copy: reused while that revision stands.
-        self._frozen: dict[str, tuple[int, MappingProxyType[Any, Any]]] = {}
+        # copy: reused while that revision stands (see _kept).
+        self._copies: dict[str, tuple[int, MappingProxyType[Any, Any]]] = {}
 
     def set_listener(self, on_change: Callable[[Kind], None]) -> None:
         self._on_change = on_change
@@ -163,57 +184,66 @@ class MeshStore:
     def snapshot(self) -> MeshSnapshot:
         """The current state as an immutable snapshot (the same object until the next change)."""
         if self._snapshot is None:
-            configs = list(self._objects[Kind.MESH_CONFIG].values())
-            source = configs[0] if configs else None
-            if source is not self._mesh_source:
-                self._mesh_source = source
-                self._mesh = self._effective_mesh(source or MeshConfig())
-            slices = Kind.ENDPOINT_SLICE
-            self._snapshot = MeshSnapshot(
-                mesh=self._mesh,
-                services=self._freeze("services", Kind.SERVICE, self._objects[Kind.SERVICE]),
-                endpoint_slices=self._freeze("slices", slices, self._objects[slices]),
-                workloads=self._freeze("pods", Kind.POD, self._objects[Kind.POD]),
-                namespaces=self._freeze(
-                    "namespaces",
-                    Kind.NAMESPACE,
-                    self._objects[Kind.NAMESPACE],
-                    key=lambda k: k[1],  # cluster-scoped: by name alone
-                ),
-                peer_authentications=self._freeze(
-                    "policies",
-                    Kind.PEER_AUTHENTICATION,
-                    self._objects[Kind.PEER_AUTHENTICATION],
-                ),
-                domain_suffix=self._domain_suffix,
-                generation=self._generation,
-                revisions=MappingProxyType(dict(self._revisions)),
-                endpoint_index=self._freeze("endpoint_index", slices, self._address_services),
-                slice_index=self._freeze("slice_index", slices, self._service_slices),
-                pod_changes=self._freeze("pod_changes", Kind.POD, self._pod_changes),
-            )
-            if self._previous is not None:
-                self._snapshot.inherit_indexes(self._previous)
-            self._previous = self._snapshot
+            self._snapshot = self._assemble()
         return self._snapshot
 
-    def _freeze(
-        self,
-        name: str,
-        kind: Kind,
-        current: dict[Any, Any],
-        key: Callable[[Any], Any] | None = None,
+    def _assemble(self) -> MeshSnapshot:
+        configs = list(self._objects[Kind.MESH_CONFIG].values())
+        source = configs[0] if configs else None
+        if source is not self._mesh_source:
+            self._mesh_source = source
+            self._mesh = self._effective_mesh(source or MeshConfig())
+        services = self._kept(Kind.SERVICE, "services", lambda: self._objects[Kind.SERVICE])
+        workloads = self._kept(Kind.POD, "pods", lambda: self._objects[Kind.POD])
+        slices, pods = Kind.ENDPOINT_SLICE, Kind.POD
+        return MeshSnapshot(
+            mesh=self._mesh,
+            services=services,
+            endpoint_slices=self._kept(slices, "slices", lambda: self._objects[slices]),
+            workloads=workloads,
+            namespaces=self._kept(
+                Kind.NAMESPACE,
+                "namespaces",  # cluster-scoped: by name alone
+                lambda: {name: ns for (_, name), ns in self._objects[Kind.NAMESPACE].items()},
+            ),
+            peer_authentications=self._kept(
+                Kind.PEER_AUTHENTICATION,
+                "policies",
+                lambda: self._objects[Kind.PEER_AUTHENTICATION],
+            ),
+            domain_suffix=self._domain_suffix,
+            generation=self._generation,
+            revisions=MappingProxyType(dict(self._revisions)),
+            endpoints_by_service=self._kept(slices, "slice index", lambda: self._service_slices),
+            services_by_endpoint_address=self._kept(
+                slices, "address index", lambda: self._address_services
+            ),
+            services_by_namespace=self._kept(
+                Kind.SERVICE, "namespace index", lambda: _by_namespace(services)
+            ),
+            services_by_selector_label=self._kept(
+                Kind.SERVICE, "selector index", lambda: _by_selector_label(services)
+            ),
+            workloads_by_ip=self._kept(pods, "IP index", lambda: self._pod_by_ip),
+            pod_changes=self._kept(pods, "pod changes", lambda: self._pod_changes),
+        )
+
+    def _kept(
+        self, kind: Kind, name: str, current: Callable[[], Mapping[Any, Any]]
     ) -> MappingProxyType[Any, Any]:
-        """A read-only copy of ``current`` (its keys mapped by ``key``), the previous copy
-        while ``kind`` has not changed."""
+        """A read-only copy of ``current()``, or the very copy made for the previous snapshot
+        while ``kind`` has not changed since (``name`` tells the copies of a kind apart).
+
+        Every map a snapshot holds is made here: an unchanged kind costs nothing, and hands
+        translation the same objects it built from last time.
+        """
         revision = self._revisions[kind.value]
-        cached = self._frozen.get(name)
-        if cached is not None and cached[0] == revision:
-            return cached[1]
-        copy = dict(current) if key is None else {key(k): v for k, v in current.items()}
-        frozen = MappingProxyType(copy)
-        self._frozen[name] = (revision, frozen)
-        return frozen
+        kept = self._copies.get(name)
+        if kept is not None and kept[0] == revision:
+            return kept[1]
+        copy = MappingProxyType(dict(current()))
+        self._copies[name] = (revision, copy)
+        return copy
 
     def _effective_mesh(self, mesh: MeshConfig) -> MeshConfig:
         if self._trust_domain is None or mesh.trust_domain == self._trust_domain:
@@ -245,7 +275,6 @@ class MeshStore:
         for endpoint in new.endpoints if new is not None else ():
             self._address_slices.setdefault(endpoint.address, set()).add(key)
             touched.add(endpoint.address)
-        slices = self._objects[Kind.ENDPOINT_SLICE]
         for address in touched:
             keys = self._address_slices.get(address)
             if keys:
@@ -255,6 +284,26 @@ class MeshStore:
             else:
                 self._address_slices.pop(address, None)
                 self._address_services.pop(address, None)
+
+    def _index_pod(self, old: Workload | None, new: Workload | None) -> None:
+        """Keep ``workloads_by_ip`` for a changed pod: the first pod by key claiming an IP."""
+        touched: set[str] = set()
+        if old is not None:
+            for ip in old.ips:
+                self._ip_pods.get(ip, set()).discard(old.key)
+                touched.add(ip)
+        if new is not None:
+            for ip in new.ips:
+                self._ip_pods.setdefault(ip, set()).add(new.key)
+                touched.add(ip)
+        pods = self._objects[Kind.POD]
+        for ip in touched:
+            claims = self._ip_pods.get(ip)
+            if claims:
+                self._pod_by_ip[ip] = pods[min(claims)]
+            else:
+                self._ip_pods.pop(ip, None)
+                self._pod_by_ip.pop(ip, None)
 
     def _stamp_pod_change(self, old: Workload | None, new: Workload | None) -> None:
         """Note, at this generation, the services a changed pod is behind: those whose
@@ -285,6 +334,7 @@ class MeshStore:
         self._generation += 1
         self._revisions[kind.value] = self._generation
         for old, new in pods:
+            self._index_pod(old, new)
             self._stamp_pod_change(old, new)
         self._snapshot = None
         if self._on_change is not None:

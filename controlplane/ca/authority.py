@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from controlplane.errors import CAMaterialError
 from meshlib import certs
 from meshlib.certs import KeyPair, key_to_pem, leaf_key_usage, new_ca
 from meshlib.spiffe import WorkloadIdentity
@@ -39,10 +40,6 @@ DEFAULT_WORKLOAD_TTL = dt.timedelta(hours=24)
 DEFAULT_MAX_WORKLOAD_TTL = dt.timedelta(days=90)  # Istio's default MAX_WORKLOAD_CERT_TTL
 BACKDATE = dt.timedelta(minutes=1)  # absorbs clock skew between CA and workloads
 SELF_SIGNED_ORG = "cluster.local"  # Istio's self-signed root: O=<trust domain>
-
-
-class CAMaterialError(ValueError):
-    """The CA files are missing, unreadable or do not belong together."""
 
 
 def _pem_certs(data: bytes, what: str) -> list[x509.Certificate]:

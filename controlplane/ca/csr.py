@@ -13,19 +13,10 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from controlplane.errors import Refusal
 from meshlib.spiffe import InvalidSpiffeId, WorkloadIdentity, parse_spiffe_id
 
 MIN_RSA_BITS = 2048
-
-
-class Refusal(Exception):
-    """Why a request is refused: a metric ``reason``, a gRPC status name and a message."""
-
-    def __init__(self, reason: str, code: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.code = code  # "PERMISSION_DENIED", "UNAUTHENTICATED", "INVALID_ARGUMENT"
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from controlplane.convert import MESH_CONFIGMAP_NAME
+from controlplane.errors import ConfigDirError
 from controlplane.store import Kind, MeshStore, object_key
 
 log = logging.getLogger(__name__)
@@ -29,10 +30,6 @@ log = logging.getLogger(__name__)
 _KINDS = {kind.value: kind for kind in Kind}
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available: ~10x faster
 _SUFFIXES = (".yaml", ".yml", ".json")
-
-
-class ConfigDirError(ValueError):
-    """A file in the config directory cannot be read; the message names it."""
 
 
 def _flatten(doc: Any, where: str) -> Iterator[Mapping[str, Any]]:

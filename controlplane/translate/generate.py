@@ -1,36 +1,34 @@
 """Model + proxy -> the Envoy resources that proxy should have.
 
 :func:`translate` is the pure definition, used by the golden tests. :class:`ConfigGenerator`
-computes the same thing for a running control plane, reusing work:
+computes the same thing for a running control plane, reusing work by one rule: **a result
+is reused exactly while what it is built from is equal**.
 
-* per-service clusters and load assignments are cached by the *identity* of their inputs
-  (the store keeps an unchanged object identical across snapshots), so an endpoint change
-  rebuilds one load assignment, not a thousand;
-* listeners and routes depend only on services, the mesh config and the proxy's shape,
-  and are rebuilt only when one of those changed;
-* proxies of the same shape (namespace, scope, served ports, IP families, mTLS modes)
-  share one :class:`ProxyResources` object per snapshot: each resource is built and
-  packed once;
-* auto-mTLS (which endpoints take mTLS, whose identities to expect) is computed per
-  service from its endpoints, pods and policies, and clusters and load assignments are
-  cached by that value, so a pod change rebuilds only the services it is behind (the
-  store notes which, ``MeshSnapshot.pod_changes``).
+* Each resource set (clusters, endpoints, listeners, routes) has one frozen inputs value
+  (:mod:`controlplane.translate.inputs`), filled from the facts a proxy sees
+  (:class:`_Facts`, and :class:`_Seen` for those shared by every proxy of a scope): it is
+  at once all its builder reads and its cache key. An endpoint change thus leaves the
+  cluster, listener and route sets the very same objects, which the streams recognise in
+  O(1). To make a set depend on something new, add a field to its inputs and, if no set
+  read it before, the fact of that name.
+* Proxies of the same :class:`ProxyShape` (namespace, scope, served ports, IP families,
+  mTLS modes) share one :class:`ProxyResources` per snapshot.
+* Inside a set, each service's clusters, load assignments and auto-mTLS (which endpoints
+  take mTLS, whose identities to expect) are rebuilt only when that service's own inputs
+  differ, so an endpoint change rebuilds one load assignment, not a thousand. The pods
+  behind a service enter its auto-mTLS by the generation at which one of them last changed
+  (the store notes it, ``MeshSnapshot.pod_changes``): comparing them would cost what
+  recomputing does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from functools import partial
-from typing import Generic, TypeVar
+from functools import cached_property, partial
+from typing import Any, Generic, TypeVar
 
-from controlplane.model import (
-    EndpointSlice,
-    MeshSnapshot,
-    Protocol,
-    Service,
-    ServiceKind,
-)
+from controlplane.model import EndpointSlice, MeshSnapshot, Protocol, Service, ServiceKind
 from controlplane.proxy import ProxyIdentity
 from controlplane.resources import (
     CLUSTER,
@@ -45,12 +43,24 @@ from controlplane.resources import (
 )
 from controlplane.translate import clusters, endpoints, listeners, names, routes
 from controlplane.translate.auto_mtls import ServiceMtls, service_mtls
+from controlplane.translate.inputs import (
+    ClusterInputs,
+    EndpointInputs,
+    InboundClusterInputs,
+    InboundListenerInputs,
+    ListenerInputs,
+    OutboundListenerInputs,
+    RouteInputs,
+    Same,
+    inputs_of,
+)
 from controlplane.translate.listeners import InboundPort
 from controlplane.translate.peer_authentication import PolicyIndex, WorkloadMtls
 from controlplane.translate.scope import inbound_ports, visible_namespaces, visible_services
 
 V = TypeVar("V")
 _MtlsEntry = tuple[ServiceMtls, "clusters.UpstreamMtls | None"]
+_NO_MTLS_ENDPOINTS: frozenset[tuple[str, int]] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -87,31 +97,6 @@ def proxy_shape(
     )
 
 
-class _Memo(Generic[V]):
-    """Results cached under a key, kept only while still in use.
-
-    Keys may contain ``id()`` of inputs; each entry also holds those inputs, so they stay
-    alive and their ids cannot be reused while the entry exists. :meth:`rotate` starts a
-    new round: entries not used during the previous round are dropped at the next one.
-    """
-
-    def __init__(self) -> None:
-        self._current: dict[Hashable, tuple[object, V]] = {}
-        self._previous: dict[Hashable, tuple[object, V]] = {}
-
-    def rotate(self) -> None:
-        self._previous, self._current = self._current, {}
-
-    def get(self, key: Hashable, inputs: object, build: Callable[[], V]) -> V:
-        entry = self._current.get(key)
-        if entry is None:
-            entry = self._previous.pop(key, None)
-            if entry is None:
-                entry = (inputs, build())
-            self._current[key] = entry
-        return entry[1]
-
-
 def upstream_mtls(service: Service, view: ServiceMtls) -> clusters.UpstreamMtls | None:
     """How the clusters of ``service`` use mTLS (None: plaintext only).
 
@@ -133,30 +118,67 @@ def upstream_mtls(service: Service, view: ServiceMtls) -> clusters.UpstreamMtls 
     return None
 
 
-def _service_clusters(
-    service: Service,
-    domain_suffix: str,
-    mtls: clusters.UpstreamMtls | None,
-    prototypes: dict[Protocol, NameOnlyVariants],
-) -> tuple[Resource, ...]:
-    """The service's clusters; those that differ from others only by name are made from
-    ``prototypes`` (one per protocol, seeded with the first such cluster built)."""
-    out = []
-    shared = clusters.same_but_for_name(service, mtls)
-    for port in service.ports:
-        if port.protocol is Protocol.UDP:
-            continue
-        variants = prototypes.get(port.protocol) if shared else None
-        if variants is not None:
-            out.append(
-                variants.make(names.outbound_cluster(port.port, service.fqdn(domain_suffix)))
-            )
-            continue
-        cluster = clusters.outbound_cluster(service, port, domain_suffix, mtls)
-        if shared:
-            prototypes[port.protocol] = NameOnlyVariants(cluster)
-        out.append(make_resource(cluster.name, cluster))
-    return tuple(out)
+class _Memo(Generic[V]):
+    """``build(*inputs)``, remembered under its inputs while they are still asked for.
+
+    :meth:`rotate` starts a new round (a new snapshot): entries not asked for during the
+    previous round are dropped at the next one.
+    """
+
+    def __init__(self) -> None:
+        self._current: dict[Hashable, V] = {}
+        self._previous: dict[Hashable, V] = {}
+
+    def rotate(self) -> None:
+        self._previous, self._current = self._current, {}
+
+    def get(self, build: Callable[..., V], *inputs: Hashable) -> V:
+        found = self._current.get(inputs)
+        if found is None:
+            found = self._previous.pop(inputs, None)
+            if found is None:
+                found = build(*inputs)
+            self._current[inputs] = found
+        return found
+
+
+class _Latest(Generic[V]):
+    """Per name (a service, a scope), the last ``build(*inputs)`` and its inputs: rebuilt
+    when asked with inputs that differ (``==``, which is O(1) for the very same objects).
+
+    For results with one current version each: unlike :class:`_Memo`, the inputs are never
+    hashed, only compared, so large values (a service, its slices) cost nothing to look up.
+    Rounds as :class:`_Memo`.
+    """
+
+    def __init__(self) -> None:
+        self._current: dict[Hashable, tuple[tuple[Any, ...], V]] = {}
+        self._previous: dict[Hashable, tuple[tuple[Any, ...], V]] = {}
+
+    def rotate(self) -> None:
+        self._previous, self._current = self._current, {}
+
+    def get(self, name: Hashable, build: Callable[..., V], *inputs: Any) -> V:
+        entry = self._current.get(name)
+        if entry is None:
+            entry = self._previous.pop(name, None)
+        if entry is None or entry[0] != inputs:
+            entry = (inputs, build(*inputs))
+        self._current[name] = entry
+        return entry[1]
+
+
+def _inbound_clusters(inputs: InboundClusterInputs) -> tuple[Resource, ...]:
+    built = [
+        clusters.passthrough_cluster(),
+        clusters.blackhole_cluster(),
+        clusters.inbound_passthrough_cluster(inputs.ipv4, inputs.ipv6),
+        *(
+            clusters.inbound_cluster(p.port, p.protocol, inputs.ipv4, inputs.ipv6)
+            for p in inputs.inbound
+        ),
+    ]
+    return tuple(make_resource(c.name, c) for c in built)
 
 
 def _service_load_assignments(
@@ -176,274 +198,329 @@ def _service_load_assignments(
     return tuple(out)
 
 
-def _fixed_clusters(shape: ProxyShape) -> list[Resource]:
-    built = [
-        clusters.passthrough_cluster(),
-        clusters.blackhole_cluster(),
-        clusters.inbound_passthrough_cluster(shape.ipv4, shape.ipv6),
-        *(
-            clusters.inbound_cluster(p.port, p.protocol, shape.ipv4, shape.ipv6)
-            for p in shape.inbound
-        ),
-    ]
-    return [make_resource(c.name, c) for c in built]
+def _outbound_listener(inputs: OutboundListenerInputs) -> Resource:
+    services = inputs.services.value
+    by_ips = [s for s in services if listeners.matches_endpoint_ips(s)]
+    slices = dict(zip([s.key for s in by_ips], inputs.endpoint_ip_slices.value, strict=True))
+    listener = listeners.outbound_listener(
+        services,
+        lambda service: slices.get(service.key, ()),
+        inputs.domain_suffix,
+        inputs.allow_any,
+        inputs.ipv6,
+        detection_timeout_s=inputs.detection_timeout_s,
+    )
+    return make_resource(listener.name, listener)
+
+
+def _inbound_listener(inputs: InboundListenerInputs) -> Resource:
+    listener = listeners.inbound_listener(
+        inputs.inbound,
+        inputs.ipv6,
+        inputs.mtls,
+        inputs.trust_domain,
+        detection_timeout_s=inputs.detection_timeout_s,
+    )
+    return make_resource(listener.name, listener)
+
+
+def _routes(inputs: RouteInputs) -> ResourceSet:
+    configs = routes.outbound_route_configs(
+        inputs.services.value, inputs.namespace, inputs.domain_suffix, inputs.allow_any
+    )
+    return ResourceSet.of(ROUTE, (make_resource(c.name, c) for c in configs))
+
+
+class _Seen:
+    """What every proxy of one scope sees under one snapshot (its services, their auto-mTLS),
+    computed once per snapshot and scope, on first use.
+
+    Each value is interned: equal to the previous snapshot's, it is that very object, so
+    the inputs holding it compare and hash in O(1) (:class:`Same`) for every shape.
+    """
+
+    def __init__(
+        self, generator: ConfigGenerator, snapshot: MeshSnapshot, scope: frozenset[str] | None
+    ) -> None:
+        self._generator = generator
+        self._snapshot = snapshot
+        self._scope = scope
+        self.services = generator.interned(
+            ("services", scope),
+            visible_services(snapshot.services_by_namespace, scope),
+        )
+
+    @cached_property
+    def _auto_mtls(self) -> tuple[_MtlsEntry | None, ...] | None:
+        """Each service's auto-mTLS; None for all when no service can have any (auto-mTLS
+        off, or no pod known, hence no sidecar to upgrade to)."""
+        snapshot = self._snapshot
+        if not (snapshot.mesh.enable_auto_mtls and snapshot.workloads):
+            return None
+        of = self._generator.auto_mtls
+        return tuple(
+            None if service.kind is ServiceKind.EXTERNAL_NAME else of(snapshot, service)
+            for service in self.services.value
+        )
+
+    @cached_property
+    def upstream_mtls(self) -> Same[tuple[clusters.UpstreamMtls | None, ...]]:
+        entries = self._auto_mtls
+        values = (
+            (None,) * len(self.services.value)
+            if entries is None
+            else tuple(None if entry is None else entry[1] for entry in entries)
+        )
+        return self._generator.interned(("upstream mTLS", self._scope), values)
+
+    @cached_property
+    def mtls_endpoints(self) -> Same[tuple[frozenset[tuple[str, int]], ...]]:
+        services, entries = self.services.value, self._auto_mtls
+        values = (
+            (_NO_MTLS_ENDPOINTS,) * len(services)
+            if entries is None
+            else tuple(
+                entry[0].endpoints
+                if entry is not None and clusters.uses_eds(service)
+                else _NO_MTLS_ENDPOINTS
+                for service, entry in zip(services, entries, strict=True)
+            )
+        )
+        return self._generator.interned(("mTLS endpoints", self._scope), values)
+
+    @cached_property
+    def endpoint_ip_slices(self) -> Same[tuple[tuple[EndpointSlice, ...], ...]]:
+        slices_for = self._snapshot.slices_for
+        values = tuple(
+            slices_for(s) for s in self.services.value if listeners.matches_endpoint_ips(s)
+        )
+        return self._generator.interned(("endpoint IP slices", self._scope), values)
+
+
+class _Facts:
+    """What a proxy of one shape sees under one snapshot: the values resource-set inputs
+    are made of (an inputs field takes the fact of its name)."""
+
+    def __init__(self, snapshot: MeshSnapshot, shape: ProxyShape, seen: _Seen) -> None:
+        self._seen = seen
+        self.namespace = shape.namespace
+        self.inbound = shape.inbound
+        self.ipv4 = shape.ipv4
+        self.ipv6 = shape.ipv6
+        self.mtls = shape.mtls
+        self.trust_domain = shape.trust_domain
+        self.domain_suffix = snapshot.domain_suffix
+        self.allow_any = snapshot.mesh.outbound_traffic_policy != "REGISTRY_ONLY"
+        self.detection_timeout_s = snapshot.mesh.protocol_detection_timeout_s
+        self.endpoints_by_service = Same(snapshot.endpoints_by_service)
+        self.services = seen.services
+
+    @property
+    def upstream_mtls(self) -> Same[tuple[clusters.UpstreamMtls | None, ...]]:
+        return self._seen.upstream_mtls
+
+    @property
+    def mtls_endpoints(self) -> Same[tuple[frozenset[tuple[str, int]], ...]]:
+        return self._seen.mtls_endpoints
+
+    @property
+    def endpoint_ip_slices(self) -> Same[tuple[tuple[EndpointSlice, ...], ...]]:
+        return self._seen.endpoint_ip_slices
+
+    @property
+    def inbound_clusters(self) -> InboundClusterInputs:
+        return inputs_of(InboundClusterInputs, self)
+
+    @property
+    def outbound_listener(self) -> OutboundListenerInputs:
+        return inputs_of(OutboundListenerInputs, self)
+
+    @property
+    def inbound_listener(self) -> InboundListenerInputs:
+        return inputs_of(InboundListenerInputs, self)
 
 
 class ConfigGenerator:
     """Builds and caches :class:`ProxyResources`; see the module docstring.
 
-    One generator serves the snapshots of one store (its caches are keyed by that store's
-    revisions). Not thread-safe: use it from the event loop.
+    Not thread-safe: use it from the event loop.
     """
 
     def __init__(self) -> None:
         self._snapshot: MeshSnapshot | None = None
-        self._clusters: _Memo[tuple[Resource, ...]] = _Memo()
-        self._assignments: _Memo[tuple[Resource, ...]] = _Memo()
-        self._listeners: _Memo[Resource] = _Memo()
-        self._routes: _Memo[tuple[Resource, ...]] = _Memo()
-        self._fixed: _Memo[list[Resource]] = _Memo()
-        self._sets: _Memo[ResourceSet] = _Memo()
-        self._service_mtls: _Memo[_MtlsEntry] = _Memo()
-        self._policies: _Memo[PolicyIndex] = _Memo()
-        # Plaintext EDS clusters by protocol, minus their names (see _service_clusters); new
-        # for each snapshot, so nothing a snapshot decides can outlive it in a prototype.
-        self._cluster_prototypes: dict[Protocol, NameOnlyVariants] = {}
         self._by_shape: dict[ProxyShape, ProxyResources] = {}
-        # Auto-mTLS of each service for the current snapshot (shared by every shape), and the
-        # snapshot's policy index (looked up once per service on a full push).
-        self._mtls_now: dict[tuple[str, str], _MtlsEntry] = {}
+        self._sets: _Memo[ResourceSet] = _Memo()
+        self._inbound_clusters: _Memo[tuple[Resource, ...]] = _Memo()
+        self._listeners: _Memo[Resource] = _Memo()
+        self._policies: _Memo[PolicyIndex] = _Memo()
+        self._interned: _Latest[Same[Any]] = _Latest()
+        self._service_clusters: _Latest[tuple[Resource, ...]] = _Latest()
+        self._assignments: _Latest[tuple[Resource, ...]] = _Latest()
+        self._service_mtls: _Latest[_MtlsEntry] = _Latest()
+        self._rounds: tuple[_Memo[Any] | _Latest[Any], ...] = (
+            self._sets,
+            self._inbound_clusters,
+            self._listeners,
+            self._policies,
+            self._interned,
+            self._service_clusters,
+            self._assignments,
+            self._service_mtls,
+        )
+        # Plaintext EDS clusters by protocol, minus their names (see _clusters_of_service);
+        # new for each snapshot, so nothing a snapshot decides can outlive it in a prototype.
+        self._cluster_prototypes: dict[Protocol, NameOnlyVariants] = {}
+        # For the current snapshot: the policy index (every proxy's shape asks for it) and
+        # each service's auto-mTLS (every shape asks for those of the services it sees).
         self._policies_now: PolicyIndex | None = None
+        self._mtls_now: dict[tuple[str, str], _MtlsEntry] = {}
+        self._seen_now: dict[frozenset[str] | None, _Seen] = {}
+        # Each resource set: its inputs, and how it is built from them.
+        self._set_builders: Mapping[str, tuple[type, Callable[[Any], ResourceSet]]] = {
+            CLUSTER: (ClusterInputs, self._clusters),
+            ENDPOINT: (EndpointInputs, self._endpoints),
+            LISTENER: (ListenerInputs, self._listener_set),
+            ROUTE: (RouteInputs, _routes),
+        }
 
     def generate(self, snapshot: MeshSnapshot, proxy: ProxyIdentity) -> ProxyResources:
         if snapshot is not self._snapshot:
-            self._snapshot = snapshot
-            self._by_shape = {}
-            for memo in (
-                self._sets,
-                self._clusters,
-                self._assignments,
-                self._listeners,
-                self._routes,
-                self._fixed,
-                self._service_mtls,
-                self._policies,
-            ):
-                memo.rotate()
-            self._mtls_now = {}
-            self._policies_now = None
-            self._cluster_prototypes = {}
+            self._start_round(snapshot)
         shape = proxy_shape(snapshot, proxy, self._policy_index(snapshot))
         found = self._by_shape.get(shape)
         if found is None:
-            found = self._by_shape[shape] = self._build(snapshot, shape)
+            seen = self._seen_now.get(shape.scope)
+            if seen is None:
+                seen = self._seen_now[shape.scope] = _Seen(self, snapshot, shape.scope)
+            facts = _Facts(snapshot, shape, seen)
+            # Inputs now (they are the keys), sets when first asked for: the server sends
+            # clusters first, and building the rest overlaps Envoy's work on them.
+            found = self._by_shape[shape] = ProxyResources(
+                {
+                    type_url: partial(self._sets.get, build, inputs_of(inputs, facts))
+                    for type_url, (inputs, build) in self._set_builders.items()
+                }
+            )
         return found
+
+    def _start_round(self, snapshot: MeshSnapshot) -> None:
+        self._snapshot = snapshot
+        self._by_shape = {}
+        for memo in self._rounds:
+            memo.rotate()
+        self._cluster_prototypes = {}
+        self._policies_now = None
+        self._mtls_now = {}
+        self._seen_now = {}
 
     def _policy_index(self, snapshot: MeshSnapshot) -> PolicyIndex:
         if self._policies_now is not None and snapshot is self._snapshot:
             return self._policies_now
-        key = (
-            snapshot.revisions.get("PeerAuthentication", 0),
-            snapshot.revisions.get("ConfigMap", 0),
+        found = self._policies.get(
+            _policy_index, Same(snapshot.peer_authentications), snapshot.mesh.root_namespace
         )
-        found = self._policies.get(key, None, partial(policy_index, snapshot))
         if snapshot is self._snapshot:
             self._policies_now = found
         return found
 
-    def _mtls_of(self, snapshot: MeshSnapshot, service: Service) -> _MtlsEntry:
+    def interned(self, name: Hashable, value: V) -> Same[V]:
+        """``value``, or the equal one given under ``name`` for the previous snapshot (then
+        compared in O(1) by identity, see :class:`Same`)."""
+        return self._interned.get(name, Same, value)
+
+    def auto_mtls(self, snapshot: MeshSnapshot, service: Service) -> _MtlsEntry:
         """The service's auto-mTLS view and cluster setting, recomputed only when needed."""
         found = self._mtls_now.get(service.key)
-        if found is not None:
-            return found
-        slices = snapshot.slices_for(service)
-        policies = self._policy_index(snapshot)
-        key = (
-            id(service),
-            id(slices),
-            id(policies),
-            snapshot.mesh.trust_domain,
-            # A pod behind the service changed (the store notes which): its mTLS may have.
-            snapshot.pod_changes.get(service.key, 0),
-        )
-
-        def compute() -> _MtlsEntry:
-            view = service_mtls(snapshot, service, slices, policies)
-            return view, upstream_mtls(service, view)
-
-        found = self._mtls_now[service.key] = self._service_mtls.get(
-            key, (service, slices, policies), compute
-        )
+        if found is None:
+            found = self._mtls_now[service.key] = self._service_mtls.get(
+                service.key,
+                partial(_auto_mtls, snapshot),
+                service,
+                snapshot.slices_for(service),
+                self._policy_index(snapshot),
+                snapshot.mesh.trust_domain,
+                snapshot.pod_changes.get(service.key, 0),
+            )
         return found
 
-    def _build(self, snapshot: MeshSnapshot, shape: ProxyShape) -> ProxyResources:
-        suffix = snapshot.domain_suffix
-        services = visible_services(snapshot, shape.scope)
-        auto_mtls = snapshot.mesh.enable_auto_mtls
-        # With no pod known there is no sidecar to upgrade to: skip asking every service.
-        any_mtls = auto_mtls and bool(snapshot.workloads)
-
-        def mtls_of(service: Service) -> clusters.UpstreamMtls | None:
-            if not any_mtls or service.kind is ServiceKind.EXTERNAL_NAME:
-                return None
-            return self._mtls_of(snapshot, service)[1]
-
-        allow_any = snapshot.mesh.outbound_traffic_policy != "REGISTRY_ONLY"
-        detection_timeout = snapshot.mesh.protocol_detection_timeout_s
-        # Listeners and routes change only with services, the mesh config or the shape.
-        services_rev = (
-            snapshot.revisions.get("Service", 0),
-            snapshot.revisions.get("ConfigMap", 0),
-            suffix,
-        )
-
-        def build_clusters() -> ResourceSet:
-            built = list(
-                self._fixed.get(
-                    (shape.inbound, shape.ipv4, shape.ipv6), None, partial(_fixed_clusters, shape)
+    def _clusters(self, inputs: ClusterInputs) -> ResourceSet:
+        built = list(self._inbound_clusters.get(_inbound_clusters, inputs.inbound_clusters))
+        for service, mtls in zip(inputs.services.value, inputs.upstream_mtls.value, strict=True):
+            built.extend(
+                self._service_clusters.get(
+                    service.key, self._clusters_of_service, service, inputs.domain_suffix, mtls
                 )
             )
-            for service, mtls in zip(services, cluster_mtls, strict=True):
-                built.extend(
-                    self._clusters.get(
-                        (id(service), suffix, mtls),
-                        service,
-                        partial(_service_clusters, service, suffix, mtls, self._cluster_prototypes),
-                    )
-                )
-            return ResourceSet.of(CLUSTER, built)
+        return ResourceSet.of(CLUSTER, built)
 
-        def build_endpoints() -> ResourceSet:
-            built: list[Resource] = []
-            for service in services:
-                if not clusters.uses_eds(service):
-                    continue
-                slices = snapshot.slices_for(service)
-                mtls_endpoints = (
-                    self._mtls_of(snapshot, service)[0].endpoints if any_mtls else frozenset()
+    def _clusters_of_service(
+        self, service: Service, domain_suffix: str, mtls: clusters.UpstreamMtls | None
+    ) -> tuple[Resource, ...]:
+        """The service's clusters; those that differ from others only by name are made from
+        prototypes (one per protocol, seeded with the first such cluster built)."""
+        out = []
+        shared = clusters.same_but_for_name(service, mtls)
+        prototypes = self._cluster_prototypes
+        for port in service.ports:
+            if port.protocol is Protocol.UDP:
+                continue
+            variants = prototypes.get(port.protocol) if shared else None
+            if variants is not None:
+                out.append(
+                    variants.make(names.outbound_cluster(port.port, service.fqdn(domain_suffix)))
                 )
+                continue
+            cluster = clusters.outbound_cluster(service, port, domain_suffix, mtls)
+            if shared:
+                prototypes[port.protocol] = NameOnlyVariants(cluster)
+            out.append(make_resource(cluster.name, cluster))
+        return tuple(out)
+
+    def _endpoints(self, inputs: EndpointInputs) -> ResourceSet:
+        built: list[Resource] = []
+        slices = inputs.endpoints_by_service.value
+        for service, mtls in zip(inputs.services.value, inputs.mtls_endpoints.value, strict=True):
+            if clusters.uses_eds(service):
                 built.extend(
                     self._assignments.get(
-                        (id(service), id(slices), mtls_endpoints),
-                        (service, slices),
-                        partial(_service_load_assignments, service, slices, suffix, mtls_endpoints),
+                        service.key,
+                        _service_load_assignments,
+                        service,
+                        slices.get(service.key, ()),
+                        inputs.domain_suffix,
+                        mtls,
                     )
                 )
-            return ResourceSet.of(ENDPOINT, built)
+        return ResourceSet.of(ENDPOINT, built)
 
-        def build_listeners() -> ResourceSet:
-            headless = [
-                snapshot.slices_for(s) for s in services if listeners.matches_endpoint_ips(s)
-            ]
-            outbound_key = (
-                "outbound",
-                services_rev,
-                shape.scope,
-                shape.ipv6,
-                allow_any,
-                detection_timeout,
-                *(id(e) for h in headless for e in h),
-            )
-
-            def outbound() -> Resource:
-                listener = listeners.outbound_listener(
-                    services,
-                    snapshot.slices_for,
-                    suffix,
-                    allow_any,
-                    shape.ipv6,
-                    detection_timeout_s=detection_timeout,
-                )
-                return make_resource(listener.name, listener)
-
-            def inbound() -> Resource:
-                listener = listeners.inbound_listener(
-                    shape.inbound,
-                    shape.ipv6,
-                    shape.mtls,
-                    shape.trust_domain,
-                    detection_timeout_s=detection_timeout,
-                )
-                return make_resource(listener.name, listener)
-
-            return ResourceSet.of(
-                LISTENER,
-                [
-                    self._listeners.get(outbound_key, headless, outbound),
-                    self._listeners.get(
-                        (
-                            "inbound",
-                            shape.inbound,
-                            shape.ipv6,
-                            shape.mtls,
-                            shape.trust_domain,
-                            detection_timeout,
-                        ),
-                        None,
-                        inbound,
-                    ),
-                ],
-            )
-
-        def build_routes() -> ResourceSet:
-            def routes_for_shape() -> tuple[Resource, ...]:
-                configs = routes.outbound_route_configs(
-                    services, shape.namespace, suffix, allow_any
-                )
-                return tuple(make_resource(c.name, c) for c in configs)
-
-            key = (services_rev, shape.scope, shape.namespace)
-            return ResourceSet.of(ROUTE, self._routes.get(key, None, routes_for_shape))
-
-        # Whole sets are reused while their inputs' revisions stand: an endpoint change then
-        # leaves the cluster, listener and route sets the very same objects, which the
-        # streams recognise in O(1).
-        slices_rev = snapshot.revisions.get("EndpointSlice", 0)
-        has_headless = any(listeners.matches_endpoint_ips(s) for s in services)
-        # Clusters depend on auto-mTLS only through each service's value (peer identities,
-        # all-meshed): compared by value, so an endpoint change that moves no identity keeps
-        # the very same cluster set.
-        cluster_mtls = tuple(mtls_of(service) for service in services)
-        mtls_inputs = (
-            snapshot.revisions.get("Pod", 0),
-            snapshot.revisions.get("PeerAuthentication", 0),
-            auto_mtls,
+    def _listener_set(self, inputs: ListenerInputs) -> ResourceSet:
+        return ResourceSet.of(
+            LISTENER,
+            [
+                self._listeners.get(_outbound_listener, inputs.outbound_listener),
+                self._listeners.get(_inbound_listener, inputs.inbound_listener),
+            ],
         )
-        keys = {
-            CLUSTER: (
-                CLUSTER,
-                services_rev,
-                shape.scope,
-                shape.inbound,
-                shape.ipv4,
-                shape.ipv6,
-                cluster_mtls,
-            ),
-            ENDPOINT: (ENDPOINT, services_rev, slices_rev, shape.scope, mtls_inputs),
-            LISTENER: (
-                LISTENER,
-                services_rev,
-                slices_rev if has_headless else None,
-                shape.scope,
-                shape.inbound,
-                shape.ipv6,
-                shape.mtls,
-                shape.trust_domain,
-            ),
-            ROUTE: (ROUTE, services_rev, shape.scope, shape.namespace),
-        }
-        builders = {
-            CLUSTER: build_clusters,
-            ENDPOINT: build_endpoints,
-            LISTENER: build_listeners,
-            ROUTE: build_routes,
-        }
-        return ProxyResources(
-            {
-                type_url: partial(self._sets.get, keys[type_url], None, builders[type_url])
-                for type_url in builders
-            }
-        )
+
+
+def _policy_index(
+    policies: Same[Mapping[tuple[str, str], Any]], root_namespace: str
+) -> PolicyIndex:
+    return PolicyIndex.build(policies.value.values(), root_namespace)
+
+
+def _auto_mtls(
+    snapshot: MeshSnapshot,
+    service: Service,
+    slices: tuple[EndpointSlice, ...],
+    policies: PolicyIndex,
+    _trust_domain: str,
+    _pods_changed_at: int,
+) -> _MtlsEntry:
+    """``service_mtls`` (which also reads the snapshot's pods and trust domain, in the
+    inputs by the last two arguments) and the cluster setting that follows from it."""
+    view = service_mtls(snapshot, service, slices, policies)
+    return view, upstream_mtls(service, view)
 
 
 def translate(snapshot: MeshSnapshot, proxy: ProxyIdentity) -> ProxyResources:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from controlplane.model import MeshSnapshot, Protocol, Service
 from controlplane.proxy import ProxyIdentity
 from controlplane.translate.listeners import InboundPort
@@ -22,13 +24,15 @@ def visible_namespaces(snapshot: MeshSnapshot, proxy_namespace: str) -> frozense
     return frozenset((proxy_namespace, *listed))
 
 
-def visible_services(snapshot: MeshSnapshot, namespaces: frozenset[str] | None) -> list[Service]:
-    """The services in ``namespaces`` (all when None), in namespace/name order."""
-    by_namespace = snapshot.services_by_namespace
+def visible_services(
+    by_namespace: Mapping[str, tuple[Service, ...]], namespaces: frozenset[str] | None
+) -> tuple[Service, ...]:
+    """The services in ``namespaces`` (all when None), in namespace/name order, from the
+    snapshot's ``services_by_namespace``."""
     chosen = (
         sorted(by_namespace) if namespaces is None else sorted(namespaces & by_namespace.keys())
     )
-    return [service for ns in chosen for service in by_namespace[ns]]
+    return tuple(service for ns in chosen for service in by_namespace[ns])
 
 
 def inbound_ports(snapshot: MeshSnapshot, proxy: ProxyIdentity) -> tuple[InboundPort, ...]:

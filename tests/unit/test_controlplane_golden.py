@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from envoy_validate import validate_with_envoy
 from google.protobuf import json_format
 
 from controlplane.proxy import parse_proxy_identity
@@ -22,7 +23,6 @@ from controlplane.resources import TYPE_BY_SHORT_NAME, ProxyResources
 from controlplane.sources.files import load_into
 from controlplane.store import MeshStore
 from controlplane.translate.generate import translate
-from controlplane.validate import validate_with_envoy
 from harness.kube_objects import endpoint_slice_object, service_object
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "controlplane"

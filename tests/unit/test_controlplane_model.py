@@ -298,8 +298,9 @@ def test_a_snapshot_shares_the_maps_of_unchanged_kinds_with_the_previous_one() -
     # An endpoint change copies the slices and their indexes only.
     assert after.services is before.services and after.workloads is before.workloads
     assert after.endpoint_slices is not before.endpoint_slices
-    assert after.endpoint_index is not before.endpoint_index
-    assert dict(after.endpoint_index) == {"10.1.0.2": frozenset({("n", "s0")})}
+    assert after.services_by_endpoint_address is not before.services_by_endpoint_address
+    assert after.services_by_namespace is before.services_by_namespace
+    assert dict(after.services_by_endpoint_address) == {"10.1.0.2": frozenset({("n", "s0")})}
     # And a snapshot never sees later changes to the store (copies, not views).
     store.upsert(Kind.SERVICE, _svc("s1", "n", "10.0.0.2"))
     assert list(after.services) == [("n", "s0")]

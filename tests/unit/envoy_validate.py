@@ -6,6 +6,9 @@ RDS over ADS), every load assignment gets a static twin cluster carrying it, and
 route configuration gets a non-binding twin listener carrying it inline. Envoy then runs
 its full checks (proto constraints, semantic checks, route-to-cluster references) on all
 four types.
+
+A test oracle, not a product feature: the control plane never runs Envoy, and what it serves
+is checked by the golden tests (here) and by every real Envoy that ACKs or NACKs it.
 """
 
 from __future__ import annotations
