@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from bench import mesh_latency as bench
+from harness.golden import assert_golden
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden" / "bench"
@@ -47,9 +48,7 @@ def test_parsed_sample_matches_golden() -> None:
     parsed = dataclasses.asdict(bench.parse_fortio_json(_sample_json()))
     golden = SAMPLE.with_suffix(".parsed.json")
     rendered = json.dumps(parsed, indent=2, sort_keys=True) + "\n"
-    if os.environ.get("REMORA_UPDATE_GOLDEN") == "1":
-        golden.write_text(rendered)
-    assert rendered == golden.read_text()
+    assert_golden(golden, rendered, "the parsed fortio result")
 
 
 def test_percentiles_agree_with_fortios_text_summary() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from controlplane.ca.authority import (
     sign_workload,
 )
 from controlplane.ca.service import CAOptions, requested_ttl
+from harness.golden import assert_golden
 from meshlib.certs import KeyPair, issue, new_ca
 from meshlib.spiffe import WorkloadIdentity
 
@@ -95,10 +95,7 @@ def test_workload_certificate_contents_golden() -> None:
     leaf.verify_directly_issued_by(material.root)
     assert leaf.public_key().public_numbers() == key.public_key().public_numbers()  # type: ignore[union-attr]
     got = describe(leaf)
-    golden = GOLDEN / "workload_cert.txt"
-    if os.environ.get("REMORA_UPDATE_GOLDEN"):
-        golden.write_text(got)
-    assert got == golden.read_text()
+    assert_golden(GOLDEN / "workload_cert.txt", got, "the workload certificate")
 
 
 def test_user_ca_with_intermediate_chains_to_root(tmp_path: Path) -> None:

@@ -19,13 +19,13 @@ Regenerate after a reviewed change with
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import shlex
 from pathlib import Path
 
 import pytest
 
+from harness.golden import assert_golden
 from initcontainer.cmdline import build_parser
 from initcontainer.config_from_flags import MachineFacts, config_from_args
 from initcontainer.plan import build_plan
@@ -34,7 +34,6 @@ from initcontainer.rules import BUILTIN_CHAINS, OWNER_COMMENT
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "capture"
 CASES = sorted(p.name.removesuffix(".in") for p in GOLDEN.glob("*.in"))
-UPDATE = os.environ.get("REMORA_UPDATE_GOLDEN") == "1"
 # Inputs a golden must not take from the machine: IPv6 detection and the uid lookup.
 PINNED = ["--enable-ipv6=false"]
 
@@ -76,10 +75,7 @@ def test_there_are_enough_cases() -> None:
 def test_golden(case: str) -> None:
     out = render(case)
     expected_path = GOLDEN / f"{case}.out"
-    if UPDATE:
-        expected_path.write_text(out)
-    assert expected_path.exists(), f"{case}: no {expected_path.name}; review and regenerate"
-    assert out == expected_path.read_text(), f"{case}: output differs from {expected_path.name}"
+    assert_golden(expected_path, out, f"{case}'s rules")
     _check_invariants(case, out)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 import subprocess
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from harness.golden import updating
 from injector.config import parse_config
 from meshlib.meshconfig import parse_mesh_config
 from testbed.versions import KUBERNETES_VERSION
@@ -991,7 +991,7 @@ def test_chart_readme_lists_every_value() -> None:
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
     expected = head + begin + values_table() + end + tail
-    if os.environ.get("REMORA_UPDATE_GOLDEN") == "1":
+    if updating():
         readme.write_text(expected)
     assert text == expected, (
         "charts/remora/README.md is stale: REMORA_UPDATE_GOLDEN=1 pytest -k readme"

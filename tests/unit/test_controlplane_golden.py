@@ -9,13 +9,11 @@ Every rendered snapshot must also pass ``envoy --mode validate``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from envoy_validate import validate_with_envoy
 from google.protobuf import json_format
 
 from controlplane.proxy import parse_proxy_identity
@@ -23,6 +21,8 @@ from controlplane.resources import TYPE_BY_SHORT_NAME, ProxyResources
 from controlplane.sources.files import load_into
 from controlplane.store import MeshStore
 from controlplane.translate.generate import translate
+from harness.envoy_validate import validate_with_envoy
+from harness.golden import assert_golden
 from harness.kube_objects import endpoint_slice_object, service_object
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "controlplane"
@@ -74,12 +74,7 @@ def test_there_are_golden_cases() -> None:
 def test_translation_matches_golden(case: str) -> None:
     rendered = json.dumps(as_json(render_case(case)), indent=2, sort_keys=False) + "\n"
     expected_path = GOLDEN / f"{case}.json"
-    if os.environ.get("REMORA_UPDATE_GOLDEN") == "1":
-        expected_path.write_text(rendered)
-    assert expected_path.exists(), (
-        f"no golden file: run with REMORA_UPDATE_GOLDEN=1 and review {expected_path}"
-    )
-    assert rendered == expected_path.read_text()
+    assert_golden(expected_path, rendered, f"the resources of {case}")
 
 
 @pytest.mark.envoy

@@ -15,13 +15,13 @@ Regenerate after a reviewed change with ``REMORA_UPDATE_GOLDEN=1 pytest tests/un
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
 
+from harness.golden import assert_golden
 from injector.admission import PatchCache, review
 from injector.config import InjectorConfig, default_config, load_config
 from injector.kube_inject import kube_inject_text, load_documents
@@ -29,7 +29,6 @@ from injector.patch import apply_patch, decode_patch
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "injector"
 CASES = sorted(p.name.removesuffix(".in.yaml") for p in GOLDEN.glob("*.in.yaml"))
-UPDATE = os.environ.get("REMORA_UPDATE_GOLDEN") == "1"
 SCHEMA_VERSION = "1.34"
 
 
@@ -54,9 +53,7 @@ def test_golden(case: str) -> None:
     text = (GOLDEN / f"{case}.in.yaml").read_text()
     out, _notes = kube_inject_text(text, config, source=case)
     expected_path = GOLDEN / f"{case}.out.yaml"
-    if UPDATE or not expected_path.exists():
-        expected_path.write_text(out)
-    assert out == expected_path.read_text(), f"{case}: output differs from {expected_path.name}"
+    assert_golden(expected_path, out, f"{case}'s injected pod")
 
     again, _ = kube_inject_text(out, config, source=case)
     assert again == out, f"{case}: injecting the injected output changed it"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from harness.golden import assert_golden
 from meshlib.certs import new_ca
 from meshlib.envoy_binary import envoy_path
 from sidecar.bootstrap import build_bootstrap, envoy_args, merge_override
@@ -24,7 +24,6 @@ from sidecar.config import AgentConfig, AgentOptions, build_config
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "sidecar" / "bootstrap"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.yaml"))
-UPDATE = os.environ.get("REMORA_UPDATE_GOLDEN") == "1"
 
 
 def load_case(name: str, **option_overrides: Any) -> AgentConfig:
@@ -55,13 +54,7 @@ def test_there_are_cases() -> None:
 def test_bootstrap_golden(case: str) -> None:
     got = render(load_case(case))
     expected_file = GOLDEN / f"{case}.json"
-    if UPDATE or not expected_file.exists():
-        expected_file.write_text(got)
-        if not UPDATE:
-            pytest.fail(f"wrote missing golden {expected_file.name}; review it and re-run")
-    assert got == expected_file.read_text(), (
-        f"bootstrap for {case} changed; review and regenerate with REMORA_UPDATE_GOLDEN=1"
-    )
+    assert_golden(expected_file, got, f"the bootstrap for {case}")
 
 
 @pytest.mark.envoy

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.golden import assert_golden
 from meshlib.ports import free_port as _free_port
 from sidecar.prober import Prober, _decode_health_status, _encode_health_request
 from sidecar.probes import (
@@ -28,7 +28,6 @@ from sidecar.probes import (
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "sidecar" / "probers"
 CASES = sorted(p.name.removesuffix(".input.json") for p in GOLDEN.glob("*.input.json"))
-UPDATE = os.environ.get("REMORA_UPDATE_GOLDEN") == "1"
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -36,11 +35,7 @@ def test_probers_golden(case: str) -> None:
     raw = (GOLDEN / f"{case}.input.json").read_text()
     got = json.dumps({k: describe(v) for k, v in parse_app_probers(raw).items()}, indent=2) + "\n"
     expected = GOLDEN / f"{case}.parsed.json"
-    if UPDATE or not expected.exists():
-        expected.write_text(got)
-        if not UPDATE:
-            pytest.fail(f"wrote missing golden {expected.name}; review it and re-run")
-    assert got == expected.read_text(), "regenerate with REMORA_UPDATE_GOLDEN=1 after review"
+    assert_golden(expected, got, f"the parsed probers of {case}")
 
 
 def test_there_are_golden_cases() -> None:

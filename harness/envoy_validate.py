@@ -8,7 +8,7 @@ its full checks (proto constraints, semantic checks, route-to-cluster references
 four types.
 
 A test oracle, not a product feature: the control plane never runs Envoy, and what it serves
-is checked by the golden tests (here) and by every real Envoy that ACKs or NACKs it.
+is checked by the golden tests and by every real Envoy that ACKs or NACKs it.
 """
 
 from __future__ import annotations
