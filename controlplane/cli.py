@@ -113,7 +113,7 @@ Examples:
     "--log-format", default="json", show_default=True, type=click.Choice(["json", "text"])
 )
 @ca_options
-def discovery(  # noqa: PLR0917 - one parameter per click option
+def discovery(  # noqa: PLR0913, PLR0917, RUF100 - one parameter per click option (RUF100 until PLR0913 is on)
     kubeconfig: str | None,
     config_dir: Path | None,
     poll_interval: float,

@@ -108,7 +108,8 @@ class MeshStore:
         self._service_slice_keys: dict[Key, set[Key]] = {}
         # Service -> generation at which a pod behind it last changed (MeshSnapshot.pod_changes).
         self._pod_changes: dict[Key, int] = {}
-        # Pod IP -> the pods claiming it, and -> the first of them by key (MeshSnapshot.workloads_by_ip).
+        # Pod IP -> the pods claiming it, and -> the first of them by key
+        # (MeshSnapshot.workloads_by_ip), kept incrementally.
         self._ip_pods: dict[str, set[Key]] = {}
         self._pod_by_ip: dict[str, Workload] = {}
         # Read-only copies handed to snapshots, per kind or index, with the revision they

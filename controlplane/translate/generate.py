@@ -59,6 +59,8 @@ from controlplane.translate.peer_authentication import PolicyIndex, WorkloadMtls
 from controlplane.translate.scope import inbound_ports, visible_namespaces, visible_services
 
 V = TypeVar("V")
+K = TypeVar("K", bound=Hashable)
+E = TypeVar("E")
 _MtlsEntry = tuple[ServiceMtls, "clusters.UpstreamMtls | None"]
 _NO_MTLS_ENDPOINTS: frozenset[tuple[str, int]] = frozenset()
 
@@ -118,50 +120,62 @@ def upstream_mtls(service: Service, view: ServiceMtls) -> clusters.UpstreamMtls 
     return None
 
 
-class _Memo(Generic[V]):
-    """``build(*inputs)``, remembered under its inputs while they are still asked for.
+class _Rounds:
+    """The generator's round (one per snapshot), and what the caches share about rounds.
 
-    :meth:`rotate` starts a new round (a new snapshot): entries not asked for during the
-    previous round are dropped at the next one.
+    A cache keeps what was asked of it during its last round of use and the one before it;
+    the rest is dropped when it starts a new one. A cache only used to rebuild a resource
+    set (a service's load assignments) thus keeps its entries for as long as that set is
+    reused, however many snapshots that is, and is ready when the set is next rebuilt.
     """
 
     def __init__(self) -> None:
-        self._current: dict[Hashable, V] = {}
-        self._previous: dict[Hashable, V] = {}
+        self.now = 0
 
-    def rotate(self) -> None:
-        self._previous, self._current = self._current, {}
+    def next(self) -> None:
+        self.now += 1
 
-    def get(self, build: Callable[..., V], *inputs: Hashable) -> V:
-        found = self._current.get(inputs)
+
+class _Cache(Generic[K, E]):
+    """Entries by key, kept across rounds as :class:`_Rounds` says."""
+
+    def __init__(self, rounds: _Rounds) -> None:
+        self._rounds = rounds
+        self._round = rounds.now
+        self._current: dict[K, E] = {}
+        self._previous: dict[K, E] = {}
+
+    def _entry(self, key: K) -> E | None:
+        if self._round != self._rounds.now:
+            self._round = self._rounds.now
+            self._previous, self._current = self._current, {}
+        found = self._current.get(key)
         if found is None:
-            found = self._previous.pop(inputs, None)
-            if found is None:
-                found = build(*inputs)
-            self._current[inputs] = found
+            found = self._previous.pop(key, None)
         return found
 
 
-class _Latest(Generic[V]):
+class _Memo(_Cache[Hashable, V]):
+    """``build(*inputs)``, remembered under its inputs."""
+
+    def get(self, build: Callable[..., V], *inputs: Hashable) -> V:
+        found = self._entry(inputs)
+        if found is None:
+            found = build(*inputs)
+        self._current[inputs] = found
+        return found
+
+
+class _Latest(_Cache[Hashable, tuple[tuple[Any, ...], V]]):
     """Per name (a service, a scope), the last ``build(*inputs)`` and its inputs: rebuilt
     when asked with inputs that differ (``==``, which is O(1) for the very same objects).
 
     For results with one current version each: unlike :class:`_Memo`, the inputs are never
     hashed, only compared, so large values (a service, its slices) cost nothing to look up.
-    Rounds as :class:`_Memo`.
     """
 
-    def __init__(self) -> None:
-        self._current: dict[Hashable, tuple[tuple[Any, ...], V]] = {}
-        self._previous: dict[Hashable, tuple[tuple[Any, ...], V]] = {}
-
-    def rotate(self) -> None:
-        self._previous, self._current = self._current, {}
-
     def get(self, name: Hashable, build: Callable[..., V], *inputs: Any) -> V:
-        entry = self._current.get(name)
-        if entry is None:
-            entry = self._previous.pop(name, None)
+        entry = self._entry(name)
         if entry is None or entry[0] != inputs:
             entry = (inputs, build(*inputs))
         self._current[name] = entry
@@ -349,24 +363,15 @@ class ConfigGenerator:
     def __init__(self) -> None:
         self._snapshot: MeshSnapshot | None = None
         self._by_shape: dict[ProxyShape, ProxyResources] = {}
-        self._sets: _Memo[ResourceSet] = _Memo()
-        self._inbound_clusters: _Memo[tuple[Resource, ...]] = _Memo()
-        self._listeners: _Memo[Resource] = _Memo()
-        self._policies: _Memo[PolicyIndex] = _Memo()
-        self._interned: _Latest[Same[Any]] = _Latest()
-        self._service_clusters: _Latest[tuple[Resource, ...]] = _Latest()
-        self._assignments: _Latest[tuple[Resource, ...]] = _Latest()
-        self._service_mtls: _Latest[_MtlsEntry] = _Latest()
-        self._rounds: tuple[_Memo[Any] | _Latest[Any], ...] = (
-            self._sets,
-            self._inbound_clusters,
-            self._listeners,
-            self._policies,
-            self._interned,
-            self._service_clusters,
-            self._assignments,
-            self._service_mtls,
-        )
+        self._rounds = _Rounds()
+        self._sets: _Memo[ResourceSet] = _Memo(self._rounds)
+        self._inbound_clusters: _Memo[tuple[Resource, ...]] = _Memo(self._rounds)
+        self._listeners: _Memo[Resource] = _Memo(self._rounds)
+        self._policies: _Memo[PolicyIndex] = _Memo(self._rounds)
+        self._interned: _Latest[Same[Any]] = _Latest(self._rounds)
+        self._service_clusters: _Latest[tuple[Resource, ...]] = _Latest(self._rounds)
+        self._assignments: _Latest[tuple[Resource, ...]] = _Latest(self._rounds)
+        self._service_mtls: _Latest[_MtlsEntry] = _Latest(self._rounds)
         # Plaintext EDS clusters by protocol, minus their names (see _clusters_of_service);
         # new for each snapshot, so nothing a snapshot decides can outlive it in a prototype.
         self._cluster_prototypes: dict[Protocol, NameOnlyVariants] = {}
@@ -406,8 +411,7 @@ class ConfigGenerator:
     def _start_round(self, snapshot: MeshSnapshot) -> None:
         self._snapshot = snapshot
         self._by_shape = {}
-        for memo in self._rounds:
-            memo.rotate()
+        self._rounds.next()
         self._cluster_prototypes = {}
         self._policies_now = None
         self._mtls_now = {}

@@ -109,7 +109,8 @@ def inputs_of(cls: type[Inputs], facts: object) -> Inputs:
     """A ``cls`` whose every field is the attribute of ``facts`` with the same name."""
     names = _FIELD_NAMES.get(cls)
     if names is None:
-        names = _FIELD_NAMES[cls] = tuple(field.name for field in dataclasses.fields(cls))  # type: ignore[arg-type]
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        names = _FIELD_NAMES[cls] = tuple(field.name for field in fields)
     return cls(**{name: getattr(facts, name) for name in names})
 
 

@@ -250,6 +250,39 @@ class SotwProtocol(StreamProtocol):
         )
 
 
+def _update_subscription(state: TypeState, request: discovery_pb2.DeltaDiscoveryRequest) -> None:
+    """Apply a delta request's subscribe and unsubscribe lists (``*``: the wildcard)."""
+    if request.resource_names_subscribe or request.resource_names_unsubscribe:
+        state.clean = False
+    for name in request.resource_names_subscribe:
+        if name == "*":
+            state.wildcard = True
+            continue
+        state.names.add(name)
+        if name not in request.initial_resource_versions:
+            state.known.pop(name, None)  # a (re)subscription wants the resource sent
+    for name in request.resource_names_unsubscribe:
+        if name == "*":
+            state.wildcard = False
+            continue
+        state.names.discard(name)
+        state.known.pop(name, None)
+
+
+def _roll_back(state: TypeState) -> None:
+    """After a NACK: forget what the rejected response claimed Envoy has, and keep its
+    versions so that they are not re-sent until they change."""
+    state.clean = False
+    for name, previous in state.rollback.items():
+        sent = state.known.get(name)
+        if sent is not None:
+            state.nacked[name] = sent
+        if previous is None:
+            state.known.pop(name, None)
+        else:
+            state.known[name] = previous
+
+
 class DeltaProtocol(StreamProtocol):
     """Incremental ADS (``DeltaAggregatedResources``), the default for sidecars."""
 
@@ -259,53 +292,28 @@ class DeltaProtocol(StreamProtocol):
         assert isinstance(request, discovery_pb2.DeltaDiscoveryRequest)
         type_url = request.type_url
         state = self.types.get(type_url)
-        events: list[Event] = []
         if state is None:
             state = self.types[type_url] = TypeState(type_url)
             state.known = dict(request.initial_resource_versions)
             state.wildcard = type_url in WILDCARD_TYPES and not request.resource_names_subscribe
-        if request.resource_names_subscribe or request.resource_names_unsubscribe:
-            state.clean = False
-        for name in request.resource_names_subscribe:
-            if name == "*":
-                state.wildcard = True
-                continue
-            state.names.add(name)
-            if name not in request.initial_resource_versions:
-                state.known.pop(name, None)  # a (re)subscription wants the resource sent
-        for name in request.resource_names_unsubscribe:
-            if name == "*":
-                state.wildcard = False
-                continue
-            state.names.discard(name)
-            state.known.pop(name, None)
+        _update_subscription(state, request)
         nonce = request.response_nonce
-        if nonce:
-            if nonce != state.in_flight:
-                events.append(Event("stale", type_url, nonce))
-            else:
-                state.in_flight = None
-                if _is_nack(request):
-                    # Forget what that response claimed Envoy has; keep the rejected
-                    # versions so they are not re-sent until they change.
-                    state.clean = False
-                    for name, previous in state.rollback.items():
-                        sent = state.known.get(name)
-                        if sent is not None:
-                            state.nacked[name] = sent
-                        if previous is None:
-                            state.known.pop(name, None)
-                        else:
-                            state.known[name] = previous
-                    state.last_nack = Nack(
-                        nonce, state.in_flight_version or "", request.error_detail.message, now
-                    )
-                    events.append(Event("nack", type_url, nonce, request.error_detail.message))
-                else:
-                    state.acked_version = state.in_flight_version
-                    events.append(Event("ack", type_url, nonce))
-                state.rollback = {}
-        return events
+        if not nonce:
+            return []
+        if nonce != state.in_flight:
+            return [Event("stale", type_url, nonce)]
+        state.in_flight = None
+        if _is_nack(request):
+            _roll_back(state)
+            state.last_nack = Nack(
+                nonce, state.in_flight_version or "", request.error_detail.message, now
+            )
+            event = Event("nack", type_url, nonce, request.error_detail.message)
+        else:
+            state.acked_version = state.in_flight_version
+            event = Event("ack", type_url, nonce)
+        state.rollback = {}
+        return [event]
 
     def _response_for(self, state: TypeState, resources: ProxyResources) -> Response | None:
         desired = resources[state.type_url]
