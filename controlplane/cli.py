@@ -113,7 +113,7 @@ Examples:
     "--log-format", default="json", show_default=True, type=click.Choice(["json", "text"])
 )
 @ca_options
-def discovery(  # noqa: PLR0913, PLR0917, RUF100 - one parameter per click option (RUF100 until PLR0913 is on)
+def discovery(  # noqa: PLR0913, PLR0917 - one parameter per click option
     kubeconfig: str | None,
     config_dir: Path | None,
     poll_interval: float,
@@ -173,7 +173,7 @@ def discovery(  # noqa: PLR0913, PLR0917, RUF100 - one parameter per click optio
         raise click.ClickException(str(exc)) from exc
 
 
-async def _serve(  # noqa: PLR0917
+async def _serve(
     options: DiscoveryOptions,
     kubeconfig: str | None,
     config_dir: Path | None,
@@ -352,7 +352,7 @@ Examples:
 )
 @click.option("--kubeconfig", default=None, help="With --from-pod: the kubeconfig kubectl uses.")
 @_OUTPUT_OPTION
-def proxy_config(  # noqa: PLR0917 - one parameter per click option
+def proxy_config(
     pod: str,
     kind: str,
     namespace: str | None,

@@ -91,7 +91,7 @@ class Flag:
 
     __slots__ = ("default", "envs", "help", "long", "short", "value")
 
-    def __init__(  # noqa: PLR0917 - a row of the flag table: its columns, in order
+    def __init__(
         self,
         long: str,
         short: str | None,

@@ -145,7 +145,7 @@ Examples:
 @click.option(
     "--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True
 )
-def webhook(  # noqa: PLR0917 - click passes every option
+def webhook(  # noqa: PLR0913, PLR0917 - click passes every option
     host: str,
     port: int,
     tls_cert: str | None,
@@ -227,7 +227,7 @@ def webhook(  # noqa: PLR0917 - click passes every option
         raise click.ClickException(str(exc)) from None
 
 
-def _runtime_cert_options(  # noqa: PLR0917 - the CLI's options, checked and passed on
+def _runtime_cert_options(
     secret: str,
     namespace: str | None,
     webhook_configuration: str | None,
@@ -314,7 +314,7 @@ Examples:
 @click.option(
     "-o", "--output", "output", default="-", help="Where to write the YAML (default stdout)."
 )
-def kube_inject(  # noqa: PLR0917 - click passes every option
+def kube_inject(
     filename: str,
     config_file: str | None,
     mesh_file: str | None,

@@ -92,7 +92,7 @@ def exclude_inbound_port(port: int, ports: str) -> str:
 # -- the proxy -------------------------------------------------------------------------------
 
 
-def proxy_container(  # noqa: PLR0917 - one call site, names in the signature
+def proxy_container(
     config: InjectorConfig,
     settings: PodSettings,
     pod: Mapping[str, Any],

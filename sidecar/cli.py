@@ -220,7 +220,7 @@ def proxy() -> None:
     is_flag=True,
     help="Print the bootstrap, Envoy's command line and the app probes, then exit.",
 )
-def sidecar(  # noqa: PLR0913, RUF100 - one keyword per click option (RUF100 until PLR0913 is on)
+def sidecar(  # noqa: PLR0913 - one keyword per click option
     *,
     discovery_address: str | None,
     xds_plaintext: bool | None,

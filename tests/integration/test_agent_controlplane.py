@@ -1,4 +1,4 @@
-"""The agent against Remora's real control plane (``controlplane.testing.ControlPlaneThread``,
+"""The agent against Remora's real control plane (``harness.control_plane.ControlPlaneThread``,
 delta and state-of-the-world ADS, plaintext, empty mesh): the first full config makes the proxy ready, and the
 agent drains and exits cleanly. Interop, not features: those are in test_agent_envoy.py."""
 

@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from controlplane.proxy import ProxyIdentity, parse_proxy_identity
 from controlplane.resources import PUSH_ORDER, ProxyResources
 from controlplane.store import Kind, MeshStore
-from controlplane.testing import endpoint_slice_object, service_object
 from controlplane.translate.generate import ConfigGenerator, translate
+from harness.kube_objects import endpoint_slice_object, service_object
 
 ROOT = "istio-system"
 PORTS = {"http": 80, "tcp-db": 5432, "dns": 53}

@@ -4,7 +4,7 @@ The client Envoy gets the translated outbound cluster and load assignment (made 
 the server Envoy the translated inbound listener, bound to a loopback port instead of
 sitting behind the capture rules (the workload port is that loopback port, so the chains
 match as they would); both fetch their certificates over SDS from the test mesh CA
-(:mod:`controlplane.testing_sds`). What is checked is what a user relies on: the
+(:mod:`harness.sds`). What is checked is what a user relies on: the
 request arrives, the application learns the caller's SPIFFE id in XFCC, plaintext is
 refused, and a server with the wrong identity is not trusted.
 """
