@@ -25,6 +25,7 @@ from controlplane import convert
 from controlplane.config_status import NETWORKING_KINDS, ConfigStatus
 from controlplane.model import EndpointSlice, MeshSnapshot, Service, Workload
 from controlplane.networking import parse as networking
+from controlplane.networking.model import Sidecar
 from meshlib.meshconfig import MeshConfig
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,21 @@ def _by_selector_label(
     return {label: tuple(found) for label, found in index.items()}
 
 
+def _shadowed_sidecars(sidecars: Mapping[Key, Sidecar]) -> dict[Key, Sidecar]:
+    """Each Sidecar without a workloadSelector that an older one of its namespace shadows,
+    with that older one: a namespace has one default Sidecar, and like istiod the store
+    keeps the oldest (by creation time, then name)."""
+    defaults: dict[str, Sidecar] = {}
+    shadowed: dict[Key, Sidecar] = {}
+    for key in sorted(sidecars, key=lambda k: (sidecars[k].created, k[1])):
+        sidecar = sidecars[key]
+        if sidecar.workload_selector is None:
+            default = defaults.setdefault(sidecar.namespace, sidecar)
+            if default is not sidecar:
+                shadowed[key] = default
+    return shadowed
+
+
 def object_key(kind: Kind, obj: convert.Object) -> Key:
     meta = obj.get("metadata") or {}
     namespace = "" if kind is Kind.NAMESPACE else str(meta.get("namespace") or "default")
@@ -135,6 +151,10 @@ class MeshStore:
         self._copies: dict[str, tuple[int, MappingProxyType[Any, Any]]] = {}
         # What is refused or not honoured, for the log (once) and the metrics.
         self.status = ConfigStatus()
+        # Sidecars are judged with the others of their namespace (_settle_sidecars): their
+        # source objects, and those left out of snapshots for shadowing an older default.
+        self._sidecar_objects: dict[Key, convert.Object] = {}
+        self._shadowed_sidecars: frozenset[Key] = frozenset()
 
     def set_listener(self, on_change: Callable[[Kind], None]) -> None:
         self._on_change = on_change
@@ -246,7 +266,15 @@ class MeshStore:
             virtual_services=self._kept_kind(Kind.VIRTUAL_SERVICE),
             destination_rules=self._kept_kind(Kind.DESTINATION_RULE),
             service_entries=self._kept_kind(Kind.SERVICE_ENTRY),
-            sidecars=self._kept_kind(Kind.SIDECAR),
+            sidecars=self._kept(
+                Kind.SIDECAR,
+                "sidecars",
+                lambda: {
+                    key: sidecar
+                    for key, sidecar in self._objects[Kind.SIDECAR].items()
+                    if key not in self._shadowed_sidecars
+                },
+            ),
             domain_suffix=self._domain_suffix,
             generation=self._generation,
             revisions=MappingProxyType(dict(self._revisions)),
@@ -363,8 +391,35 @@ class MeshStore:
         except (convert.ObjectError, KeyError, TypeError, ValueError) as exc:
             self.status.refused(kind.value, key, obj, str(exc))
             return None
-        self.status.accepted(kind.value, key, obj, value)
+        if kind is Kind.SIDECAR:
+            self._sidecar_objects[key] = obj  # reported by _settle_sidecars, with its peers
+        else:
+            self.status.accepted(kind.value, key, obj, value)
         return value
+
+    def _settle_sidecars(self) -> None:
+        """Apply "one Sidecar without a workloadSelector per namespace" after a Sidecar
+        change: the newer defaults are refused (said once, counted) and left out of snapshots
+        until the older one goes."""
+        sidecars = self._objects[Kind.SIDECAR]
+        self._sidecar_objects = {k: o for k, o in self._sidecar_objects.items() if k in sidecars}
+        shadowed = _shadowed_sidecars(sidecars)
+        for key, sidecar in sidecars.items():
+            obj = self._sidecar_objects[key]
+            default = shadowed.get(key)
+            if default is None:
+                self.status.accepted(Kind.SIDECAR.value, key, obj, sidecar)
+            else:
+                self.status.refused(
+                    Kind.SIDECAR.value,
+                    key,
+                    obj,
+                    f"Sidecar {key[0]}/{key[1]}: spec.workloadSelector: unset, and the older "
+                    f"Sidecar {default.namespace}/{default.name} already has none: a namespace "
+                    "has one default Sidecar, the oldest (as in Istio); give this one a "
+                    "workloadSelector or delete one of them",
+                )
+        self._shadowed_sidecars = frozenset(shadowed)
 
     def _changed(
         self, kind: Kind, pods: Iterable[tuple[Workload | None, Workload | None]] = ()
@@ -373,6 +428,8 @@ class MeshStore:
         the listener: everything a snapshot reads is in place before anyone can take one."""
         self._generation += 1
         self._revisions[kind.value] = self._generation
+        if kind is Kind.SIDECAR:
+            self._settle_sidecars()
         for old, new in pods:
             self._index_pod(old, new)
             self._stamp_pod_change(old, new)

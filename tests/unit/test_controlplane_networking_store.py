@@ -213,6 +213,55 @@ def test_a_core_kind_refused_is_counted_too() -> None:
     assert invalid(metrics, "Service") == 0
 
 
+def sidecar(name: str, created: str, selector: dict[str, str] | None = None) -> dict[str, Any]:
+    obj = istio("Sidecar", dict(SIDECAR_SPEC), name=name)
+    obj["metadata"]["creationTimestamp"] = created
+    if selector is not None:
+        obj["spec"]["workloadSelector"] = {"labels": selector}
+    return obj
+
+
+def test_a_namespace_has_one_default_sidecar_the_oldest_and_a_newer_one_is_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store, metrics = observed()
+    caplog.set_level(logging.WARNING)
+    older = sidecar("older", "2024-01-01T00:00:00Z")
+    newer = sidecar("newer", "2024-06-01T00:00:00Z")
+    selecting = sidecar("web", "2024-07-01T00:00:00Z", {"app": "web"})
+    elsewhere = sidecar("other", "2024-08-01T00:00:00Z")
+    elsewhere["metadata"]["namespace"] = "blog"
+    store.replace(Kind.SIDECAR, [newer, selecting, older, elsewhere])
+    assert set(store.snapshot().sidecars) == {
+        ("shop", "older"),
+        ("shop", "web"),
+        ("blog", "other"),
+    }
+    assert invalid(metrics, "Sidecar") == 1
+    refusals = [r for r in caplog.records if r.getMessage() == "configuration refused, ignored"]
+    assert [r.error for r in refusals] == [  # type: ignore[attr-defined]
+        "Sidecar shop/newer: spec.workloadSelector: unset, and the older Sidecar shop/older "
+        "already has none: a namespace has one default Sidecar, the oldest (as in Istio); give "
+        "this one a workloadSelector or delete one of them"
+    ]
+    caplog.clear()
+    # Re-listed as is: nothing new to say.
+    store.replace(Kind.SIDECAR, [newer, selecting, older, elsewhere])
+    store.upsert(Kind.SIDECAR, older)
+    assert warnings(caplog) == []
+    # The older one goes: the newer one is the namespace's default now.
+    store.delete(Kind.SIDECAR, "shop", "older")
+    assert ("shop", "newer") in store.snapshot().sidecars
+    assert invalid(metrics, "Sidecar") == 0
+    assert warnings(caplog) == [
+        (
+            "accepted but not applied yet: Remora does not translate this kind yet",
+            "Sidecar shop/newer",
+            None,
+        )
+    ]
+
+
 # --- valid but not honoured ----------------------------------------------------------------
 
 
