@@ -7,6 +7,7 @@ test changes no cluster-wide state.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from kubernetes import client
 
 from controlplane.app import DiscoveryOptions
@@ -21,7 +23,7 @@ from controlplane.sources.kube import KubeSource
 from harness.control_plane import ControlPlaneThread
 from harness.envoy import EnvoyProcess
 from harness.kube_objects import endpoint_slice_object
-from harness.mesh import chart_crds
+from harness.mesh import CHARTS_CRDS, chart_crds
 from harness.polling import wait_for
 from meshlib.ports import free_port
 
@@ -255,6 +257,60 @@ def test_a_virtual_service_is_watched_and_the_gauges_follow_it(
         finally:
             source.stop()
             cp.stop()
+
+
+def test_an_istio_without_v1_is_watched_as_v1beta1(testbed: Any, namespace: str) -> None:
+    """Istio up to 1.21 serves networking.istio.io as v1beta1 and v1alpha3 only: the source
+    lists and watches v1beta1 there."""
+    name = "virtualservices.networking.istio.io"
+    if testbed.kubectl("get", "crd", name, check=False).returncode == 0:
+        pytest.skip("a VirtualService CRD is installed already: cannot install an old one")
+    crd = yaml.safe_load((CHARTS_CRDS / f"{name}.yaml").read_text())
+    versions = [v for v in crd["spec"]["versions"] if v["name"] != "v1"]
+    for version in versions:
+        version["storage"] = version["name"] == "v1beta1"
+    crd["spec"]["versions"] = versions
+    testbed.kubectl("apply", "-f", "-", input=json.dumps(crd))
+    cp = ControlPlaneThread(
+        DiscoveryOptions(xds_address="127.0.0.1:0", monitoring_address=None),
+        synced=False,
+        source_name="kubernetes",
+    )
+    source = KubeSource(testbed.api_client(), cp.store, cp.server.metrics, mesh_namespace=namespace)
+    try:
+        testbed.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+        custom = client.CustomObjectsApi(testbed.api_client())
+        body = {
+            **_virtual_service(namespace, {"hosts": ["reviews"]}),
+            "apiVersion": "networking.istio.io/v1beta1",
+        }
+        custom.create_namespaced_custom_object(
+            "networking.istio.io", "v1beta1", namespace, "virtualservices", body
+        )
+        cp.call(source.start)
+        wait_for(
+            lambda: cp.call(
+                lambda: cp.store.snapshot().virtual_services.get((namespace, "reviews"))
+            ),
+            timeout=30,
+            what="the v1beta1 VirtualService listed",
+        )
+        custom.patch_namespaced_custom_object(
+            "networking.istio.io", "v1beta1", namespace, "virtualservices", "reviews",
+            {"spec": {"hosts": ["ratings"]}},
+        )  # fmt: skip
+        wait_for(
+            lambda: (
+                cp.call(lambda: cp.store.snapshot().virtual_services[(namespace, "reviews")].hosts)
+                == ("ratings",)
+            ),
+            timeout=30,
+            what="the change watched",
+        )
+    finally:
+        source.stop()
+        cp.stop()
+        testbed.kubectl("delete", "crd", name, "--ignore-not-found", check=False)
 
 
 def test_remora_discovery_with_kubeconfig_serves_the_cluster(testbed: Any, namespace: str) -> None:
