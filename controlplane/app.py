@@ -80,6 +80,7 @@ class DiscoveryServer:
         self.options = options
         self.source_name = source_name
         self.metrics = ControlPlaneMetrics()
+        self.metrics.report_config_status(store.status)
         self.hub = PushHub(self.metrics)
         self.debouncer = Debouncer(self._push, options.debounce_quiet, options.debounce_max)
         self.synced = False

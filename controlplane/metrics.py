@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from controlplane.config_status import ConfigStatus
 
 # Istio's pilot_proxy_convergence_time buckets start at 100 ms; ours start lower because
 # the goal is a p99 under 200 ms.
@@ -73,3 +79,46 @@ class ControlPlaneMetrics:
         self.model_objects = Gauge(
             "remora_model_objects", "Objects in the mesh model, by kind.", ["kind"], registry=r
         )
+
+    def report_config_status(self, status: ConfigStatus) -> None:
+        """Export what ``status`` counts (refused and unhonoured configuration), read at
+        every scrape so the gauges are never behind the model."""
+        self.registry.register(_ConfigStatusCollector(status))
+
+
+class _ConfigStatusCollector(Collector):
+    """``remora_config_invalid{kind}`` and ``remora_config_unsupported{kind, field}``.
+
+    A label set once reported stays, at 0 once its objects are fixed or deleted: a series
+    that vanished would look like a scrape gap, not like "resolved". (Named after Istio's
+    ``pilot_total_rejected_configs``, which is a counter; these are gauges of what is
+    refused now, which an alert can hold on.)
+    """
+
+    def __init__(self, status: ConfigStatus) -> None:
+        self._status = status
+        self._invalid_seen: set[str] = set()
+        self._unsupported_seen: set[tuple[str, str]] = set()
+
+    def collect(self) -> Iterator[Metric]:
+        invalid = GaugeMetricFamily(
+            "remora_config_invalid",
+            "Configuration objects currently refused (see the log for why), by kind.",
+            labels=["kind"],
+        )
+        counts = self._status.invalid_counts()
+        self._invalid_seen.update(counts)
+        for kind in sorted(self._invalid_seen):
+            invalid.add_metric([kind], counts.get(kind, 0))
+        yield invalid
+        unsupported = GaugeMetricFamily(
+            "remora_config_unsupported",
+            "Valid configuration objects carrying a field Remora does not apply yet, by kind "
+            'and field path (indexes as []); field="*": the whole object is not applied.',
+            labels=["kind", "field"],
+        )
+        by_field = self._status.unsupported_counts()
+        self._unsupported_seen.update(by_field)
+        for labels in sorted(self._unsupported_seen):
+            unsupported.add_metric(list(labels), by_field.get(labels, 0))
+        yield unsupported

@@ -14,8 +14,17 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from meshlib.meshconfig import MeshConfig
+
+if TYPE_CHECKING:  # networking.model builds on this module's Protocol
+    from controlplane.networking.model import (
+        DestinationRule,
+        ServiceEntry,
+        Sidecar,
+        VirtualService,
+    )
 
 DEFAULT_DOMAIN_SUFFIX = "cluster.local"
 
@@ -267,6 +276,12 @@ class MeshSnapshot:
     workloads: Mapping[tuple[str, str], Workload] = field(default_factory=dict)
     namespaces: Mapping[str, Namespace] = field(default_factory=dict)
     peer_authentications: Mapping[tuple[str, str], PeerAuthentication] = field(default_factory=dict)
+    # Istio's traffic API (controlplane.networking), by (namespace, name): read and checked,
+    # not translated yet (controlplane.config_status.TRANSLATED_KINDS).
+    virtual_services: Mapping[tuple[str, str], VirtualService] = field(default_factory=dict)
+    destination_rules: Mapping[tuple[str, str], DestinationRule] = field(default_factory=dict)
+    service_entries: Mapping[tuple[str, str], ServiceEntry] = field(default_factory=dict)
+    sidecars: Mapping[tuple[str, str], Sidecar] = field(default_factory=dict)
     domain_suffix: str = DEFAULT_DOMAIN_SUFFIX
     generation: int = 0
     # The generation at which each kind (by Kubernetes kind name) last changed.

@@ -6,6 +6,10 @@ Sources call :meth:`MeshStore.upsert`, :meth:`MeshStore.delete` and, after a (re
 event arrives; a snapshot is made only when asked for, and shares with the previous one
 the frozen map of every kind (and index) that has not changed since, so an endpoint change
 copies the slices and their indexes, not the ten thousand pods.
+
+An object that cannot be used is skipped, and reported to :attr:`MeshStore.status`
+(:mod:`controlplane.config_status`), which logs it once and counts it, as it does the valid
+networking objects Remora does not honour yet.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ from types import MappingProxyType
 from typing import Any
 
 from controlplane import convert
+from controlplane.config_status import NETWORKING_KINDS, ConfigStatus
 from controlplane.model import EndpointSlice, MeshSnapshot, Service, Workload
+from controlplane.networking import parse as networking
+from controlplane.networking.model import Sidecar
 from meshlib.meshconfig import MeshConfig
 
 log = logging.getLogger(__name__)
@@ -33,6 +40,15 @@ class Kind(enum.StrEnum):
     NAMESPACE = "Namespace"
     MESH_CONFIG = "ConfigMap"
     PEER_AUTHENTICATION = "PeerAuthentication"
+    VIRTUAL_SERVICE = "VirtualService"
+    DESTINATION_RULE = "DestinationRule"
+    SERVICE_ENTRY = "ServiceEntry"
+    SIDECAR = "Sidecar"
+
+    @property
+    def is_networking(self) -> bool:
+        """Istio's traffic kinds (networking.istio.io), read but not all honoured yet."""
+        return self.value in NETWORKING_KINDS
 
 
 _CONVERTERS: dict[Kind, Callable[[convert.Object], Any]] = {
@@ -42,6 +58,10 @@ _CONVERTERS: dict[Kind, Callable[[convert.Object], Any]] = {
     Kind.NAMESPACE: convert.namespace_from_object,
     Kind.MESH_CONFIG: convert.mesh_config_from_configmap,
     Kind.PEER_AUTHENTICATION: convert.peer_authentication_from_object,
+    Kind.VIRTUAL_SERVICE: networking.virtual_service_from_object,
+    Kind.DESTINATION_RULE: networking.destination_rule_from_object,
+    Kind.SERVICE_ENTRY: networking.service_entry_from_object,
+    Kind.SIDECAR: networking.sidecar_from_object,
 }
 
 Key = tuple[str, str]
@@ -64,6 +84,21 @@ def _by_selector_label(
             label, value = service.selector[0]
             index.setdefault((service.namespace, label, value), []).append(service)
     return {label: tuple(found) for label, found in index.items()}
+
+
+def _shadowed_sidecars(sidecars: Mapping[Key, Sidecar]) -> dict[Key, Sidecar]:
+    """Each Sidecar without a workloadSelector that an older one of its namespace shadows,
+    with that older one: a namespace has one default Sidecar, and like istiod the store
+    keeps the oldest (by creation time, then name)."""
+    defaults: dict[str, Sidecar] = {}
+    shadowed: dict[Key, Sidecar] = {}
+    for key in sorted(sidecars, key=lambda k: (sidecars[k].created, k[1])):
+        sidecar = sidecars[key]
+        if sidecar.workload_selector is None:
+            default = defaults.setdefault(sidecar.namespace, sidecar)
+            if default is not sidecar:
+                shadowed[key] = default
+    return shadowed
 
 
 def object_key(kind: Kind, obj: convert.Object) -> Key:
@@ -115,16 +150,29 @@ class MeshStore:
         # Read-only copies handed to snapshots, per kind or index, with the revision they
         # copy: reused while that revision stands (see _kept).
         self._copies: dict[str, tuple[int, MappingProxyType[Any, Any]]] = {}
+        # What is refused or not honoured, for the log (once) and the metrics.
+        self.status = ConfigStatus()
+        # Sidecars are judged with the others of their namespace (_settle_sidecars): their
+        # source objects, and those left out of snapshots for shadowing an older default.
+        self._sidecar_objects: dict[Key, convert.Object] = {}
+        self._shadowed_sidecars: frozenset[Key] = frozenset()
 
     def set_listener(self, on_change: Callable[[Kind], None]) -> None:
         self._on_change = on_change
 
     def upsert(self, kind: Kind, obj: convert.Object) -> bool:
-        """Add or update one object; returns whether the model changed. Bad objects are skipped."""
-        value = self._convert(kind, obj)
-        if value is None:
-            return False
+        """Add or update one object; returns whether the model changed. Bad objects are skipped.
+
+        A networking object refused now also takes its previous version out of the model:
+        the user sees it refused, and half of their new routing must not run on the old.
+        """
         key = object_key(kind, obj)
+        value = self._convert(kind, key, obj)
+        if value is None:
+            if kind.is_networking and self._objects[kind].pop(key, None) is not None:
+                self._changed(kind)
+                return True
+            return False
         old = self._objects[kind].get(key)
         if old == value:
             return False
@@ -136,6 +184,7 @@ class MeshStore:
 
     def delete(self, kind: Kind, namespace: str, name: str) -> bool:
         key = ("" if kind is Kind.NAMESPACE else namespace, name)
+        self.status.forget(kind.value, key)
         old = self._objects[kind].pop(key, None)
         if old is None:
             return False
@@ -148,13 +197,16 @@ class MeshStore:
         """Make ``objs`` the complete set of ``kind`` (after a list): one change, or none."""
         current = self._objects[kind]
         fresh: dict[Key, Any] = {}
+        listed: set[Key] = set()
         for obj in objs:
-            value = self._convert(kind, obj)
+            key = object_key(kind, obj)
+            listed.add(key)
+            value = self._convert(kind, key, obj)
             if value is not None:
-                key = object_key(kind, obj)
                 old = current.get(key)
                 # Keep the old object when equal: translation reuses work by identity.
                 fresh[key] = old if old == value else value
+        self.status.keep_only(kind.value, listed)
         if fresh.keys() == current.keys() and all(fresh[k] is current[k] for k in fresh):
             return False
         self._objects[kind] = fresh
@@ -212,6 +264,18 @@ class MeshStore:
                 "policies",
                 lambda: self._objects[Kind.PEER_AUTHENTICATION],
             ),
+            virtual_services=self._kept_kind(Kind.VIRTUAL_SERVICE),
+            destination_rules=self._kept_kind(Kind.DESTINATION_RULE),
+            service_entries=self._kept_kind(Kind.SERVICE_ENTRY),
+            sidecars=self._kept(
+                Kind.SIDECAR,
+                "sidecars",
+                lambda: {
+                    key: sidecar
+                    for key, sidecar in self._objects[Kind.SIDECAR].items()
+                    if key not in self._shadowed_sidecars
+                },
+            ),
             domain_suffix=self._domain_suffix,
             generation=self._generation,
             revisions=MappingProxyType(dict(self._revisions)),
@@ -245,6 +309,10 @@ class MeshStore:
         copy = MappingProxyType(dict(current()))
         self._copies[name] = (revision, copy)
         return copy
+
+    def _kept_kind(self, kind: Kind) -> MappingProxyType[Key, Any]:
+        """The objects of ``kind`` by (namespace, name), shared while ``kind`` is unchanged."""
+        return self._kept(kind, kind.value, lambda: self._objects[kind])
 
     def _effective_mesh(self, mesh: MeshConfig) -> MeshConfig:
         if self._trust_domain is None or mesh.trust_domain == self._trust_domain:
@@ -317,15 +385,42 @@ class MeshStore:
     def counts(self) -> dict[str, int]:
         return {kind.value: len(objs) for kind, objs in self._objects.items()}
 
-    def _convert(self, kind: Kind, obj: convert.Object) -> Any:
+    def _convert(self, kind: Kind, key: Key, obj: convert.Object) -> Any:
+        """The model value of ``obj``, or None (refused: said once, counted) if unusable."""
         try:
-            return _CONVERTERS[kind](obj)
+            value = _CONVERTERS[kind](obj)
         except (convert.ObjectError, KeyError, TypeError, ValueError) as exc:
-            log.warning(
-                "skipping an object the mesh cannot use",
-                extra={"object": convert.object_ref(obj), "error": str(exc)},
-            )
+            self.status.refused(kind.value, key, obj, str(exc))
             return None
+        if kind is Kind.SIDECAR:
+            self._sidecar_objects[key] = obj  # reported by _settle_sidecars, with its peers
+        else:
+            self.status.accepted(kind.value, key, obj, value)
+        return value
+
+    def _settle_sidecars(self) -> None:
+        """Apply "one Sidecar without a workloadSelector per namespace" after a Sidecar
+        change: the newer defaults are refused (said once, counted) and left out of snapshots
+        until the older one goes."""
+        sidecars = self._objects[Kind.SIDECAR]
+        self._sidecar_objects = {k: o for k, o in self._sidecar_objects.items() if k in sidecars}
+        shadowed = _shadowed_sidecars(sidecars)
+        for key, sidecar in sidecars.items():
+            obj = self._sidecar_objects[key]
+            default = shadowed.get(key)
+            if default is None:
+                self.status.accepted(Kind.SIDECAR.value, key, obj, sidecar)
+            else:
+                self.status.refused(
+                    Kind.SIDECAR.value,
+                    key,
+                    obj,
+                    f"Sidecar {key[0]}/{key[1]}: spec.workloadSelector: unset, and the older "
+                    f"Sidecar {default.namespace}/{default.name} already has none: a namespace "
+                    "has one default Sidecar, the oldest (as in Istio); give this one a "
+                    "workloadSelector or delete one of them",
+                )
+        self._shadowed_sidecars = frozenset(shadowed)
 
     def _changed(
         self, kind: Kind, pods: Iterable[tuple[Workload | None, Workload | None]] = ()
@@ -334,6 +429,8 @@ class MeshStore:
         the listener: everything a snapshot reads is in place before anyone can take one."""
         self._generation += 1
         self._revisions[kind.value] = self._generation
+        if kind is Kind.SIDECAR:
+            self._settle_sidecars()
         for old, new in pods:
             self._index_pod(old, new)
             self._stamp_pod_change(old, new)

@@ -46,7 +46,6 @@ XDS_PORT_ON_NODE = 15010  # plaintext xDS, as the sidecar expects on 15010
 SECURE_PORT_ON_NODE = 15012  # the mesh CA (and ADS) over TLS, Istio's port
 RUN_LABEL = "remora-mesh-e2e"
 CHARTS_CRDS = REPO / "charts" / "remora" / "crds"
-PA_CRD = "peerauthentications.security.istio.io"
 
 
 def remora_image_workdir() -> str:
@@ -198,19 +197,25 @@ class Discovery:
 
 
 @contextlib.contextmanager
-def peer_authentication_crd(bed: TestBed) -> Iterator[None]:
-    """The chart's PeerAuthentication CRD, installed and Established; removed after, if we
-    installed it (it is cluster-wide). Install it before ``remora discovery`` starts: a
-    missing kind is only looked for again every 30 s."""
-    had = bed.kubectl("get", "crd", PA_CRD, check=False).returncode == 0
-    if not had:
-        bed.kubectl("apply", "-f", str(CHARTS_CRDS / f"{PA_CRD}.yaml"))
+def chart_crds(bed: TestBed) -> Iterator[None]:
+    """Every CRD of the chart (``charts/remora/crds/``), installed and Established; those we
+    installed are removed after (they are cluster-wide, and so are their objects). Install
+    them before ``remora discovery`` starts: a missing kind is only looked for again every
+    30 s."""
+    added = []
+    for path in sorted(CHARTS_CRDS.glob("*.yaml")):
+        name = path.name.removesuffix(".yaml")
+        if bed.kubectl("get", "crd", name, check=False).returncode != 0:
+            bed.kubectl("apply", "-f", str(path))
+            added.append(name)
     try:
-        bed.kubectl("wait", "--for=condition=Established", f"crd/{PA_CRD}", "--timeout=60s")
+        for path in sorted(CHARTS_CRDS.glob("*.yaml")):
+            name = path.name.removesuffix(".yaml")
+            bed.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
         yield
     finally:
-        if not had:
-            bed.kubectl("delete", "crd", PA_CRD, "--ignore-not-found", check=False)
+        for name in added:
+            bed.kubectl("delete", "crd", name, "--ignore-not-found", check=False)
 
 
 @contextlib.contextmanager

@@ -2,8 +2,11 @@
 
 For local runs, demos and tests without a cluster. Every ``*.yaml``/``*.yml``/``*.json``
 file under the directory is read (multi-document files and ``kind: List`` work); the
-kinds the model uses are kept, anything else is ignored. The mesh config is the
-``istio`` ConfigMap's ``mesh`` key, as in a cluster.
+kinds the model uses are kept (Istio's networking kinds under any of the apiVersions Istio
+serves), anything else is ignored, except Istio kinds the model does not read (Gateway,
+EnvoyFilter, AuthorizationPolicy ...): those are logged once and counted as not supported,
+never dropped in silence. The mesh config is the ``istio`` ConfigMap's ``mesh`` key, as in a
+cluster.
 
 The directory is polled for changes (no inotify dependency, and edits through editors that
 replace files are seen the same way). A change re-reads everything and replaces every
@@ -103,8 +106,20 @@ def _kind_of(obj: Mapping[str, Any]) -> Kind | None:
     return kind
 
 
+def is_unread_istio_kind(obj: Mapping[str, Any]) -> bool:
+    """Whether ``obj`` is of an Istio API group (``*.istio.io``) but of a kind the model does
+    not read: the user meant it to do something, and it will not."""
+    group = str(obj.get("apiVersion") or "").rpartition("/")[0]
+    return group.endswith("istio.io") and _kind_of(obj) is None
+
+
+def report_unread_istio_kinds(store: MeshStore, objects: Iterable[Mapping[str, Any]]) -> None:
+    store.status.unsupported_kinds(obj for obj in objects if is_unread_istio_kind(obj))
+
+
 def load_into(store: MeshStore, objects: Iterable[Mapping[str, Any]]) -> None:
     """Make ``objects`` the complete state of ``store``, one kind at a time."""
+    objects = list(objects)
     grouped: dict[Kind, list[Mapping[str, Any]]] = {kind: [] for kind in Kind}
     for obj in objects:
         kind = _kind_of(obj)
@@ -118,8 +133,13 @@ def load_into(store: MeshStore, objects: Iterable[Mapping[str, Any]]) -> None:
         Kind.POD,
         Kind.SERVICE,
         Kind.ENDPOINT_SLICE,
+        Kind.SERVICE_ENTRY,
+        Kind.DESTINATION_RULE,
+        Kind.VIRTUAL_SERVICE,
+        Kind.SIDECAR,
     ):
         store.replace(kind, grouped[kind])
+    report_unread_istio_kinds(store, objects)
 
 
 ObjectIndex = dict[tuple[Kind, tuple[str, str]], Mapping[str, Any]]
@@ -198,6 +218,7 @@ class FileSource:
             )
         else:
             changed = apply_changes(self.store, self._index, index)
+            report_unread_istio_kinds(self.store, objects)
             log.info(
                 "config directory changed",
                 extra={"directory": str(self.directory), "changed": changed},

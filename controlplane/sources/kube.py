@@ -8,6 +8,10 @@ other error it backs off (jittered, 0.5 s doubling to 30 s, reset after 30 healt
 seconds) and re-lists. Every store
 update hops onto the event loop, so the store stays single-threaded.
 
+Istio's kinds are custom resources whose CRDs may be missing: a 404 means "none of them"
+(looked for again every 30 s). The networking kinds are listed as ``v1``, else ``v1beta1``,
+else ``v1alpha3``, whichever the API server serves first (Istio up to 1.21 has no ``v1``).
+
 The source reports "synced" once every kind has been listed once: before that the control
 plane serves nothing, rather than a mesh with services but no endpoints yet.
 """
@@ -30,6 +34,7 @@ from kubernetes.client.rest import ApiException
 
 from controlplane.convert import MESH_CONFIGMAP_NAME
 from controlplane.metrics import ControlPlaneMetrics
+from controlplane.networking.parse import GROUP
 from controlplane.store import Kind, MeshStore
 
 log = logging.getLogger(__name__)
@@ -40,13 +45,32 @@ BACKOFF_MAX = 30.0
 HEALTHY_AFTER = 30.0  # a watch that ran this long resets the back-off
 
 
+NETWORKING_VERSIONS = ("v1", "v1beta1", "v1alpha3")
+"""The versions of networking.istio.io to try, newest first: Istio up to 1.21 serves only
+v1beta1 and v1alpha3 (same schema), and a cluster may have either CRDs installed."""
+
+_NETWORKING_PLURALS = {
+    Kind.VIRTUAL_SERVICE: "virtualservices",
+    Kind.DESTINATION_RULE: "destinationrules",
+    Kind.SERVICE_ENTRY: "serviceentries",
+    Kind.SIDECAR: "sidecars",
+}
+
+
 @dataclass(frozen=True)
 class _Resource:
     kind: Kind
     list_call: Callable[..., Any]
     kwargs: dict[str, Any]
-    # A CRD that may not be installed (Istio's security CRDs): 404 means "none", not an error.
+    # A CRD that may not be installed (Istio's CRDs): 404 means "none", not an error.
     optional: bool = False
+    # Custom resources: the versions to try in order when the API server answers 404
+    # (``kwargs`` holds the first).
+    fallback_versions: tuple[str, ...] = ()
+
+    def candidates(self) -> list[dict[str, Any]]:
+        """The list-call arguments to try, preferred version first."""
+        return [self.kwargs] + [{**self.kwargs, "version": v} for v in self.fallback_versions]
 
 
 class KubeSource:
@@ -84,7 +108,19 @@ class KubeSource:
                 {"group": "security.istio.io", "version": "v1", "plural": "peerauthentications"},
                 optional=True,
             ),
+            *(
+                _Resource(
+                    kind,
+                    custom.list_cluster_custom_object,
+                    {"group": GROUP, "version": NETWORKING_VERSIONS[0], "plural": plural},
+                    optional=True,
+                    fallback_versions=NETWORKING_VERSIONS[1:],
+                )
+                for kind, plural in _NETWORKING_PLURALS.items()
+            ),
         ]
+        # The list-call arguments that worked last, per kind: the watch uses the same version.
+        self._served: dict[Kind, dict[str, Any]] = {}
         self._listed: set[Kind] = set()
         self._absent: set[Kind] = set()  # optional kinds the API server does not serve
         self._stopping = threading.Event()
@@ -201,9 +237,21 @@ class KubeSource:
             backoff = min(backoff * 2, BACKOFF_MAX)
 
     def _list(self, resource: _Resource) -> str:
-        response = resource.list_call(
-            **resource.kwargs, _preload_content=False, _request_timeout=60
-        )
+        candidates = resource.candidates()
+        for kwargs in candidates:
+            try:
+                response = resource.list_call(**kwargs, _preload_content=False, _request_timeout=60)
+            except ApiException as exc:
+                if exc.status == 404 and kwargs is not candidates[-1]:
+                    continue  # this version is not served: try the next
+                raise
+            break
+        if self._served.get(resource.kind) != kwargs and kwargs is not candidates[0]:
+            log.info(
+                "kind served under an older version, watching that",
+                extra={"kind": resource.kind.value, "version": kwargs.get("version")},
+            )
+        self._served[resource.kind] = kwargs
         self._absent.discard(resource.kind)
         body = json.loads(response.data)
         items = list(body.get("items") or [])
@@ -217,7 +265,7 @@ class KubeSource:
         kind = resource.kind
         for event in stream.stream(
             resource.list_call,
-            **resource.kwargs,
+            **self._served.get(resource.kind, resource.kwargs),
             resource_version=version,
             allow_watch_bookmarks=True,
             timeout_seconds=WATCH_SECONDS,

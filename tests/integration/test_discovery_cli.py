@@ -28,6 +28,36 @@ SERVICE = service_object(
 )
 
 
+ISTIO_CONFIG = [
+    {
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "VirtualService",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {
+            "hosts": ["web"],
+            "tls": [
+                {
+                    "match": [{"port": 443, "sniHosts": ["web.example.com"]}],
+                    "route": [{"destination": {"host": "web"}}],
+                }
+            ],
+        },
+    },
+    {
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "DestinationRule",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"host": ""},
+    },
+    {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "ingress", "namespace": "shop"},
+        "spec": {"servers": []},
+    },
+]
+
+
 def slice_with(*addresses: str) -> dict[str, object]:
     return endpoint_slice_object(
         "web",
@@ -133,6 +163,27 @@ def test_discovery_serves_a_config_dir_and_the_cli_reports_it(
         metrics = httpx.get(f"{url}/metrics").text
         assert 'remora_xds_connected_proxies{mode="delta"} 1.0' in metrics
         assert "remora_proxy_convergence_seconds_count" in metrics
+
+        # Istio config it cannot honour is counted, never dropped in silence.
+        (directory / "istio.yaml").write_text(yaml.safe_dump_all(ISTIO_CONFIG))
+        wanted = (
+            'remora_config_unsupported{field="*",kind="VirtualService"} 1.0',
+            'remora_config_unsupported{field="spec.tls[]",kind="VirtualService"} 1.0',
+            'remora_config_unsupported{field="*",kind="Gateway"} 1.0',
+            'remora_config_invalid{kind="DestinationRule"} 1.0',
+        )
+        wait_for(
+            lambda: all(line in httpx.get(f"{url}/metrics").text for line in wanted),
+            what="the gauges",
+        )
+        (directory / "istio.yaml").unlink()
+        wait_for(
+            lambda: (
+                'remora_config_invalid{kind="DestinationRule"} 0.0'
+                in httpx.get(f"{url}/metrics").text
+            ),
+            what="the gauges back down",
+        )
 
 
 def test_discovery_explains_bad_flags(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ test changes no cluster-wide state.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from kubernetes import client
 
 from controlplane.app import DiscoveryOptions
@@ -21,6 +23,7 @@ from controlplane.sources.kube import KubeSource
 from harness.control_plane import ControlPlaneThread
 from harness.envoy import EnvoyProcess
 from harness.kube_objects import endpoint_slice_object
+from harness.mesh import CHARTS_CRDS, chart_crds
 from harness.polling import wait_for
 from meshlib.ports import free_port
 
@@ -152,6 +155,162 @@ def test_services_and_endpoint_slices_reach_envoy_and_deletions_remove_them(
     finally:
         source.stop()
         cp.stop()
+
+
+def _virtual_service(namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "reviews", "namespace": namespace},
+        "spec": spec,
+    }
+
+
+TLS_ROUTE = {
+    "match": [{"port": 443, "sniHosts": ["reviews.example.com"]}],
+    "route": [{"destination": {"host": "reviews"}}],
+}
+
+
+def test_a_virtual_service_is_watched_and_the_gauges_follow_it(
+    testbed: Any, namespace: str
+) -> None:
+    """Created, changed (a field Remora does not honour goes), made invalid, deleted: the
+    model and both gauges follow the cluster."""
+    group, plural = "networking.istio.io", "virtualservices"
+    with chart_crds(testbed):
+        custom = client.CustomObjectsApi(testbed.api_client())
+        cp = ControlPlaneThread(
+            DiscoveryOptions(xds_address="127.0.0.1:0", monitoring_address=None),
+            synced=False,
+            source_name="kubernetes",
+        )
+        source = KubeSource(
+            testbed.api_client(),
+            cp.store,
+            cp.server.metrics,
+            mesh_namespace=namespace,
+            on_synced=cp.server.mark_synced,
+        )
+        registry = cp.server.metrics.registry
+
+        def modelled() -> Any:
+            return cp.call(lambda: cp.store.snapshot().virtual_services.get((namespace, "reviews")))
+
+        def gauge(name: str, **labels: str) -> float:
+            return cp.call(lambda: registry.get_sample_value(name, labels)) or 0.0
+
+        def replace(spec: dict[str, Any]) -> None:
+            current = custom.get_namespaced_custom_object(group, "v1", namespace, plural, "reviews")
+            current["spec"] = spec
+            custom.replace_namespaced_custom_object(
+                group, "v1", namespace, plural, "reviews", current
+            )
+
+        tls = {"kind": "VirtualService", "field": "spec.tls[]"}
+        whole = {"kind": "VirtualService", "field": "*"}
+        try:
+            cp.call(source.start)
+            wait_for(lambda: cp.server.synced, timeout=30, what="the first complete list")
+            tls_before, whole_before = (
+                gauge("remora_config_unsupported", **tls),
+                gauge("remora_config_unsupported", **whole),
+            )
+            invalid_before = gauge("remora_config_invalid", kind="VirtualService")
+            route = [{"destination": {"host": "reviews"}}]
+            custom.create_namespaced_custom_object(
+                group,
+                "v1",
+                namespace,
+                plural,
+                _virtual_service(
+                    namespace,
+                    {"hosts": ["reviews"], "http": [{"route": route}], "tls": [TLS_ROUTE]},
+                ),
+            )
+            wait_for(lambda: modelled() is not None, timeout=30, what="the VirtualService")
+            assert modelled().hosts == ("reviews",)
+            assert gauge("remora_config_unsupported", **tls) == tls_before + 1
+            assert gauge("remora_config_unsupported", **whole) == whole_before + 1
+
+            replace({"hosts": ["reviews", "ratings"], "http": [{"route": route}]})
+            wait_for(
+                lambda: modelled() is not None and modelled().hosts == ("reviews", "ratings"),
+                timeout=30,
+                what="the change",
+            )
+            assert gauge("remora_config_unsupported", **tls) == tls_before
+            assert gauge("remora_config_unsupported", **whole) == whole_before + 1
+
+            halves = [{**route[0], "weight": 40}, {"destination": {"host": "b"}, "weight": 50}]
+            replace({"hosts": ["reviews"], "http": [{"route": halves}]})
+            wait_for(lambda: modelled() is None, timeout=30, what="the refusal")
+            assert gauge("remora_config_invalid", kind="VirtualService") == invalid_before + 1
+            assert gauge("remora_config_unsupported", **whole) == whole_before
+
+            custom.delete_namespaced_custom_object(group, "v1", namespace, plural, "reviews")
+            wait_for(
+                lambda: gauge("remora_config_invalid", kind="VirtualService") == invalid_before,
+                timeout=30,
+                what="the deletion",
+            )
+        finally:
+            source.stop()
+            cp.stop()
+
+
+def test_an_istio_without_v1_is_watched_as_v1beta1(testbed: Any, namespace: str) -> None:
+    """Istio up to 1.21 serves networking.istio.io as v1beta1 and v1alpha3 only: the source
+    lists and watches v1beta1 there."""
+    name = "virtualservices.networking.istio.io"
+    if testbed.kubectl("get", "crd", name, check=False).returncode == 0:
+        pytest.skip("a VirtualService CRD is installed already: cannot install an old one")
+    crd = yaml.safe_load((CHARTS_CRDS / f"{name}.yaml").read_text())
+    versions = [v for v in crd["spec"]["versions"] if v["name"] != "v1"]
+    for version in versions:
+        version["storage"] = version["name"] == "v1beta1"
+    crd["spec"]["versions"] = versions
+    testbed.kubectl("apply", "-f", "-", input=json.dumps(crd))
+    cp = ControlPlaneThread(
+        DiscoveryOptions(xds_address="127.0.0.1:0", monitoring_address=None),
+        synced=False,
+        source_name="kubernetes",
+    )
+    source = KubeSource(testbed.api_client(), cp.store, cp.server.metrics, mesh_namespace=namespace)
+    try:
+        testbed.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+        custom = client.CustomObjectsApi(testbed.api_client())
+        body = {
+            **_virtual_service(namespace, {"hosts": ["reviews"]}),
+            "apiVersion": "networking.istio.io/v1beta1",
+        }
+        custom.create_namespaced_custom_object(
+            "networking.istio.io", "v1beta1", namespace, "virtualservices", body
+        )
+        cp.call(source.start)
+        wait_for(
+            lambda: cp.call(
+                lambda: cp.store.snapshot().virtual_services.get((namespace, "reviews"))
+            ),
+            timeout=30,
+            what="the v1beta1 VirtualService listed",
+        )
+        custom.patch_namespaced_custom_object(
+            "networking.istio.io", "v1beta1", namespace, "virtualservices", "reviews",
+            {"spec": {"hosts": ["ratings"]}},
+        )  # fmt: skip
+        wait_for(
+            lambda: (
+                cp.call(lambda: cp.store.snapshot().virtual_services[(namespace, "reviews")].hosts)
+                == ("ratings",)
+            ),
+            timeout=30,
+            what="the change watched",
+        )
+    finally:
+        source.stop()
+        cp.stop()
+        testbed.kubectl("delete", "crd", name, "--ignore-not-found", check=False)
 
 
 def test_remora_discovery_with_kubeconfig_serves_the_cluster(testbed: Any, namespace: str) -> None:

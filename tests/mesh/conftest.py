@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.mesh import Mesh, open_mesh, peer_authentication_crd
+from harness.mesh import Mesh, chart_crds, open_mesh
 from harness.mesh_workloads import Pods, server_and_client
 from testbed.launcher import TestBed
 
@@ -20,7 +20,7 @@ from testbed.launcher import TestBed
 @pytest.fixture(scope="session")
 def peer_authentication_kind(testbed: TestBed) -> Iterator[None]:
     """PeerAuthentication served by the API server for the whole run (removed at its end)."""
-    with peer_authentication_crd(testbed):
+    with chart_crds(testbed):
         yield
 
 
