@@ -15,6 +15,9 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
 from envoy.extensions.retry.priority.previous_priorities.v3 import (
     previous_priorities_config_pb2,
 )
@@ -70,10 +73,16 @@ def string_matcher(match: StringMatch) -> string_pb2.StringMatcher:
     return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=match.value))
 
 
-def http_filters() -> list[tuple[str, object]]:
-    """The filters (name, empty config) the outbound HTTP connection manager must carry,
-    before the router, for the per-route fault and CORS configurations to take effect."""
-    return [(FAULT_FILTER, fault_pb2.HTTPFault()), (CORS_FILTER, cors_pb2.Cors())]
+def http_filters() -> list[hcm_pb2.HttpFilter]:
+    """The filters the outbound HTTP connection manager must carry, in this order and before
+    the router, for the per-route fault and CORS configurations to take effect.
+
+    Both are empty, so a route without its own configuration passes untouched.
+    """
+    return [
+        hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=packed(fault_pb2.HTTPFault())),
+        hcm_pb2.HttpFilter(name=CORS_FILTER, typed_config=packed(cors_pb2.Cors())),
+    ]
 
 
 def apply_per_filter(out: rc.Route, rule: HTTPRoute) -> None:

@@ -15,10 +15,16 @@ from typing import Any
 import pytest
 import yaml
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
 from google.protobuf import json_format
 
 from controlplane.model import Protocol, Service, ServiceKind, ServicePort
+from controlplane.networking.model import ConsistentHash, HTTPCookie
 from controlplane.networking.parse import virtual_service_from_object
 from controlplane.resources import (
     CLUSTER,
@@ -30,7 +36,8 @@ from controlplane.resources import (
     make_resource,
 )
 from controlplane.translate import names, routes
-from controlplane.translate.common import ads, duration
+from controlplane.translate import virtual_service_extras as extras
+from controlplane.translate.common import ads, duration, packed, socket_address
 from controlplane.translate.virtual_service_selection import mesh_virtual_services
 from controlplane.translate.virtual_services import (
     Client,
@@ -57,7 +64,9 @@ def _service(raw: dict[str, Any]) -> Service:
     )
 
 
-def render_case(case: str) -> route_pb2.RouteConfiguration:
+def render_case(
+    case: str, hashes: dict[str, ConsistentHash] | None = None
+) -> route_pb2.RouteConfiguration:
     spec = yaml.safe_load((GOLDEN / f"{case}.yaml").read_text())
     services = [_service(s) for s in spec["services"]]
     proxy = spec["proxy"]
@@ -70,6 +79,7 @@ def render_case(case: str) -> route_pb2.RouteConfiguration:
         client=client,
         domain_suffix=SUFFIX,
         single_ports=single_port_hosts(services, SUFFIX),
+        hashes=hashes or {},
     )
     config = route_pb2.RouteConfiguration(name=names.outbound_route(context.port))
     config.validate_clusters.value = False
@@ -101,6 +111,29 @@ def eds_cluster(name: str) -> cluster_pb2.Cluster:
     return cluster
 
 
+def listener_with_filters(config: route_pb2.RouteConfiguration) -> listener_pb2.Listener:
+    """The routes inline behind the filters their per-route configurations need."""
+    hcm = hcm_pb2.HttpConnectionManager(stat_prefix="vs", route_config=config)
+    hcm.http_filters.extend(extras.http_filters())
+    hcm.http_filters.append(
+        hcm_pb2.HttpFilter(
+            name="envoy.filters.http.router", typed_config=packed(router_pb2.Router())
+        )
+    )
+    listener = listener_pb2.Listener(name="vs", address=socket_address("127.0.0.1", 19000))
+    listener.bind_to_port.value = False
+    listener.filter_chains.append(
+        listener_components_pb2.FilterChain(
+            filters=[
+                listener_components_pb2.Filter(
+                    name="envoy.filters.network.http_connection_manager", typed_config=packed(hcm)
+                )
+            ]
+        )
+    )
+    return listener
+
+
 def validation_resources(config: route_pb2.RouteConfiguration) -> ProxyResources:
     clusters = [eds_cluster(name) for name in sorted(named_clusters(config))]
     clusters.append(
@@ -115,7 +148,9 @@ def validation_resources(config: route_pb2.RouteConfiguration) -> ProxyResources
         {
             CLUSTER: ResourceSet.of(CLUSTER, [make_resource(c.name, c) for c in clusters]),
             ENDPOINT: ResourceSet.of(ENDPOINT, []),
-            LISTENER: ResourceSet.of(LISTENER, []),
+            LISTENER: ResourceSet.of(
+                LISTENER, [make_resource("vs", listener_with_filters(config))]
+            ),
             ROUTE: ResourceSet.of(ROUTE, [make_resource(config.name, config)]),
         }
     )
@@ -146,3 +181,18 @@ def test_routes_and_their_clusters_pass_envoy_validate(case: str) -> None:
     result = validate_with_envoy(validation_resources(render_case(case)))
     assert result.ok, result.output
     assert "OK" in result.output, result.output
+
+
+@pytest.mark.envoy
+def test_hash_policies_pass_envoy_validate() -> None:
+    """Consistent hashes of the 90/10 split's clusters (their DestinationRule's, as input)."""
+    hashes = {
+        "outbound|9080|v1|reviews.default.svc.cluster.local": ConsistentHash(
+            http_cookie=HTTPCookie("user", "/", 3600.0)
+        ),
+        "outbound|9080|v3|reviews.default.svc.cluster.local": ConsistentHash(use_source_ip=True),
+    }
+    config = render_case("reviews-90-10", hashes)
+    assert len(config.virtual_hosts[0].routes[0].route.hash_policy) == 2
+    result = validate_with_envoy(validation_resources(config))
+    assert result.ok, result.output
