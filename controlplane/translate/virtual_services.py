@@ -72,25 +72,15 @@ class Client:
 class RouteContext:
     """What routing one service port needs besides the VirtualService.
 
-    ``single_ports`` maps the FQDN of each single-port service to its port: a destination
-    without a port goes there (Istio), else to the port being routed. ``hashes`` maps a
-    cluster name to the consistent hash its DestinationRule asks for (route hash policies).
+    ``port`` is the service port being routed (the route configuration's port). ``hashes``
+    maps a cluster name to the consistent hash its DestinationRule asks for (the route's
+    hash policies; the cluster's ring hash is the cluster's translation).
     """
 
     port: int
     client: Client
     domain_suffix: str
-    single_ports: Mapping[str, int] = field(default_factory=dict)
     hashes: Mapping[str, ConsistentHash] = field(default_factory=dict)
-
-
-def single_port_hosts(services: Iterable[Service], domain_suffix: str) -> dict[str, int]:
-    """``RouteContext.single_ports`` for the services a proxy sees."""
-    return {
-        service.fqdn(domain_suffix): service.ports[0].port
-        for service in services
-        if len(service.ports) == 1
-    }
 
 
 def service_virtual_host(
@@ -118,9 +108,15 @@ def service_virtual_host(
 
 
 def http_routes(virtual_service: VirtualService, context: RouteContext) -> list[rc.Route]:
-    """The routes of a VirtualService for ``context``'s port and client, in order."""
+    """The routes of a VirtualService for ``context``'s port and client, in order.
+
+    A ``delegate`` rule is left out (delegation is not honoured yet), as Istio leaves it out
+    when the delegate VirtualService is missing.
+    """
     out: list[rc.Route] = []
     for rule in virtual_service.http:
+        if rule.delegate is not None:
+            continue
         for match in rule.match or (None,):
             if match is not None and not _applies(match, context):
                 continue
@@ -130,6 +126,8 @@ def http_routes(virtual_service: VirtualService, context: RouteContext) -> list[
             out.append(route)
             if _catches_all(route.match):
                 return out
+        if not rule.match:
+            return out  # a rule without match takes everything, even when left out here
     return out
 
 
@@ -324,11 +322,14 @@ def direct_response_action(response: HTTPDirectResponse) -> rc.DirectResponseAct
 
 
 def destination_cluster(destination: Destination, namespace: str, context: RouteContext) -> str:
-    """``outbound|<port>|<subset>|<fqdn>`` of a destination written in ``namespace``."""
+    """``outbound|<port>|<subset>|<fqdn>`` of a destination written in ``namespace``.
+
+    Without a port, the port being routed: Istio looks the destination up among the services
+    of this port only (``servicesByName`` in ``buildSidecarOutboundHTTPRouteConfig``), so its
+    "single port" default is this port too.
+    """
     fqdn = resolve_host(destination.host, namespace, context.domain_suffix)
-    port = destination.port
-    if port is None:
-        port = context.single_ports.get(fqdn, context.port)
+    port = context.port if destination.port is None else destination.port
     return names.outbound_cluster(port, fqdn, subset=destination.subset)
 
 

@@ -335,25 +335,26 @@ def test_weights_become_weighted_clusters_without_the_zero_ones() -> None:
     ]
 
 
-def test_destination_port_explicit_else_the_single_port_else_the_routed_port() -> None:
-    context = RouteContext(
-        9080, CLIENT, SUFFIX, single_ports={"ratings.default.svc.cluster.local": 8000}
-    )
-    routes = rules(
-        """
+def test_destination_port_explicit_else_the_routed_port_as_istio_does() -> None:
+    routes = rules("""
 - match: [{uri: {prefix: /a}}]
   route: [{destination: {host: details, port: {number: 7000}}}]
-- match: [{uri: {prefix: /b}}]
-  route: [{destination: {host: ratings}}]
 - route: [{destination: {host: reviews.other.svc.cluster.local}}]
-""",
-        context,
-    )
+""")
     assert [r.route.cluster for r in routes] == [
         "outbound|7000||details.default.svc.cluster.local",
-        "outbound|8000||ratings.default.svc.cluster.local",
         "outbound|9080||reviews.other.svc.cluster.local",
     ]
+
+
+def test_delegate_rules_are_left_out_and_a_rule_without_match_ends_the_list() -> None:
+    routes = rules(f"""
+- match: [{{uri: {{prefix: /d}}}}]
+  delegate: {{name: reviews-delegate}}
+- redirect: {{uri: /x, redirectCode: 305}}
+- {TO_V1}
+""")
+    assert routes == []
 
 
 def test_per_destination_headers_go_on_the_weighted_cluster_or_the_route() -> None:

@@ -39,12 +39,7 @@ from controlplane.translate import names, routes
 from controlplane.translate import virtual_service_extras as extras
 from controlplane.translate.common import ads, duration, packed, socket_address
 from controlplane.translate.virtual_service_selection import mesh_virtual_services
-from controlplane.translate.virtual_services import (
-    Client,
-    RouteContext,
-    service_virtual_host,
-    single_port_hosts,
-)
+from controlplane.translate.virtual_services import Client, RouteContext, service_virtual_host
 from harness.envoy_validate import validate_with_envoy
 from harness.golden import assert_golden
 
@@ -78,7 +73,6 @@ def render_case(
         port=spec["port"],
         client=client,
         domain_suffix=SUFFIX,
-        single_ports=single_port_hosts(services, SUFFIX),
         hashes=hashes or {},
     )
     config = route_pb2.RouteConfiguration(name=names.outbound_route(context.port))
