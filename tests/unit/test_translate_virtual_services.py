@@ -27,6 +27,7 @@ from controlplane.networking.model import (
     VirtualService,
 )
 from controlplane.networking.parse import virtual_service_from_object
+from controlplane.translate import routes as default_routes
 from controlplane.translate import virtual_service_extras as extras
 from controlplane.translate.virtual_service_selection import (
     binds_mesh,
@@ -40,6 +41,7 @@ from controlplane.translate.virtual_services import (
     Client,
     RouteContext,
     http_routes,
+    outbound_route_configs,
     service_virtual_host,
 )
 
@@ -195,6 +197,38 @@ def test_the_first_virtual_service_with_routes_for_the_port_wins_and_none_keeps_
     default = service_virtual_host(service, service.ports[0], (other_port,), CONTEXT)
     assert [r.route.cluster for r in default.routes] == [f"outbound|9080||{REVIEWS}"]
     assert f"{REVIEWS}:9080" in default.domains
+
+
+def test_without_virtual_services_the_route_configs_are_todays_byte_for_byte() -> None:
+    services = [
+        _service(9080, 8080),
+        Service(
+            "ratings",
+            "other",
+            ServiceKind.CLUSTER_IP,
+            (ServicePort("http", 9080, Protocol.HTTP),),
+            ("10.96.0.22",),
+        ),
+    ]
+    unrelated = vs({"hosts": ["details"], "http": [yaml.safe_load(TO_V1)]})
+    for allow_any in (True, False):
+        today = default_routes.outbound_route_configs(services, "default", SUFFIX, allow_any)
+        ours = outbound_route_configs(services, [unrelated], CLIENT, SUFFIX, allow_any)
+        assert [c.SerializeToString(deterministic=True) for c in ours] == [
+            c.SerializeToString(deterministic=True) for c in today
+        ]
+
+
+def test_route_configs_carry_the_virtual_service_routes_per_port() -> None:
+    service = _service(9080, 8080)
+    only_8080 = vs(
+        {"hosts": ["reviews"], "http": [{"match": [{"port": 8080}], **yaml.safe_load(TO_V1)}]}
+    )
+    by_port = {
+        c.name: c for c in outbound_route_configs([service], [only_8080], CLIENT, SUFFIX, True)
+    }
+    assert by_port["8080"].virtual_hosts[0].routes[0].route.cluster == f"outbound|8080|v1|{REVIEWS}"
+    assert by_port["9080"].virtual_hosts[0].routes[0].route.cluster == f"outbound|9080||{REVIEWS}"
 
 
 # --- matches --------------------------------------------------------------------------------
