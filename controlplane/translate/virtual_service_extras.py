@@ -1,9 +1,9 @@
 """The parts of an HTTP rule that ride beside its action: fault, CORS, mirrors, hash policy.
 
 Faults and CORS are per-route configurations of HTTP filters (``typed_per_filter_config``):
-they take effect only where the outbound HTTP connection manager carries the filter (before
-the router), with an empty configuration that the route's overrides. Mirrors and hash
-policies are fields of the route action.
+they take effect only where the outbound HTTP connection manager carries the filter before
+the router (:func:`http_filters`), with an empty configuration each route's replaces. Mirrors
+and hash policies are fields of the route action.
 """
 
 from __future__ import annotations
