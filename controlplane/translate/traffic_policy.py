@@ -80,6 +80,7 @@ def _apply_load_balancer(cluster: Cluster, settings: LoadBalancerSettings) -> No
     if settings.simple is SimpleLB.PASSTHROUGH:
         # Skip load balancing: connect to the address the caller connected to.
         cluster.ClearField("eds_cluster_config")
+        cluster.ClearField("load_assignment")  # an ExternalName's DNS host, refused here
         cluster.type = Cluster.ORIGINAL_DST
         cluster.lb_policy = Cluster.CLUSTER_PROVIDED
         return
