@@ -29,7 +29,7 @@ from controlplane.networking.model import (
     TLSMode,
     TrafficPolicy,
 )
-from controlplane.translate import clusters, endpoints, names
+from controlplane.translate import clusters, endpoints, names, tls_origination
 from controlplane.translate.traffic_policy import apply_traffic_policy, upgrades_to_http2
 
 PUBLIC = "*"
@@ -239,12 +239,13 @@ def _cluster_mtls(
 
     ``DISABLE`` is plaintext even where auto-mTLS would choose mTLS; ``ISTIO_MUTUAL`` is
     mTLS to every endpoint, sidecar seen or not; no ``tls`` leaves auto-mTLS (``mtls``).
-    ``SIMPLE`` and ``MUTUAL`` (TLS origination) are not translated yet: auto-mTLS stays.
+    ``SIMPLE`` and ``MUTUAL`` originate TLS instead (:mod:`tls_origination`), except with a
+    ``credentialName``, not translated yet: auto-mTLS stays then.
     """
     tls = policy.tls if policy is not None else None
     if tls is None:
         return mtls
-    if tls.mode is TLSMode.DISABLE:
+    if tls.mode is TLSMode.DISABLE or tls_origination.translatable(tls):
         return None
     if tls.mode is TLSMode.ISTIO_MUTUAL:
         peers = peer_ids or (mtls.peer_ids if mtls is not None else ())
@@ -270,6 +271,10 @@ def _cluster(
     )
     if policy is not None:
         apply_traffic_policy(cluster, policy, port.protocol)
+        if policy.tls is not None and tls_origination.translatable(policy.tls):
+            cluster.transport_socket.CopyFrom(
+                tls_origination.originating_socket(policy.tls, port.protocol.is_http2)
+            )
     return cluster
 
 

@@ -4,10 +4,14 @@ cluster and its subsets' load assignments (each case fails a plausible wrong tra
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
+import pytest
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
+from controlplane.ca.authority import CA_CERT, CA_KEY, CAMaterial
 from controlplane.model import (
     Endpoint,
     EndpointSlice,
@@ -33,6 +37,15 @@ from controlplane.networking.model import (
     TLSMode,
     TrafficPolicy,
 )
+from controlplane.resources import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    ProxyResources,
+    ResourceSet,
+    make_resource,
+)
 from controlplane.translate import clusters
 from controlplane.translate.clusters import HTTP_PROTOCOL_OPTIONS
 from controlplane.translate.destination_rules import (
@@ -43,6 +56,8 @@ from controlplane.translate.destination_rules import (
     resolve_host,
     subset_load_assignments,
 )
+from controlplane.translate.tls_origination import SYSTEM_TRUST_BUNDLE
+from harness.envoy_validate import validate_with_envoy
 
 SUFFIX = "cluster.local"
 UNLIMITED = 4294967295
@@ -51,6 +66,7 @@ TCP = ServicePort("tcp", 5432, Protocol.TCP)
 GRPC = ServicePort("grpc", 9000, Protocol.GRPC)
 REVIEWS = Service("reviews", "bookinfo", ServiceKind.CLUSTER_IP, (HTTP, TCP, GRPC), ("10.96.0.1",))
 REVIEWS_FQDN = "reviews.bookinfo.svc.cluster.local"
+SAN = common_pb2.SubjectAltNameMatcher
 MTLS = clusters.UpstreamMtls(("spiffe://cluster.local/ns/bookinfo/sa/reviews",))
 
 
@@ -226,6 +242,13 @@ def test_passthrough_connects_to_the_callers_destination() -> None:
     assert cluster.type == cluster_pb2.Cluster.ORIGINAL_DST
     assert cluster.lb_policy == cluster_pb2.Cluster.CLUSTER_PROVIDED
     assert not cluster.HasField("eds_cluster_config")
+
+
+def test_passthrough_of_an_external_name_drops_its_dns_host() -> None:
+    external = Service("api", "bookinfo", ServiceKind.EXTERNAL_NAME, (TCP,), external_name="a.io")
+    cluster = only(lb(simple=SimpleLB.PASSTHROUGH), TCP, external)
+    assert cluster.type == cluster_pb2.Cluster.ORIGINAL_DST
+    assert not cluster.HasField("load_assignment")  # Envoy refuses hosts on ORIGINAL_DST
 
 
 def test_headless_clusters_keep_their_original_destination() -> None:
@@ -469,3 +492,78 @@ def test_subset_load_assignments_keep_the_endpoints_whose_pods_match() -> None:
     assert len(assignments) == 6
     headless = Service("db", "bookinfo", ServiceKind.HEADLESS, (TCP,))
     assert subset_load_assignments(headless, with_subsets, SUFFIX, slices, labels.get) == ()
+
+
+# --- TLS origination ----------------------------------------------------------------------------
+
+
+def upstream_tls(cluster: cluster_pb2.Cluster) -> tls_pb2.UpstreamTlsContext:
+    context = tls_pb2.UpstreamTlsContext()
+    assert cluster.transport_socket.typed_config.Unpack(context)
+    return context
+
+
+def test_simple_tls_origination() -> None:
+    settings = ClientTLSSettings(
+        mode=TLSMode.SIMPLE,
+        sni="api.example.com",
+        subject_alt_names=("api.example.com", "spiffe://example.com/api", "192.0.2.1"),
+    )
+    cluster = only(TrafficPolicy(tls=settings), GRPC, mtls=MTLS)
+    assert not cluster.transport_socket_matches  # origination replaces auto-mTLS
+    context = upstream_tls(cluster)
+    assert context.sni == "api.example.com"
+    common = context.common_tls_context
+    assert list(common.alpn_protocols) == ["h2"]
+    assert not common.tls_certificates  # SIMPLE: no client certificate
+    validation = common.validation_context
+    assert validation.trusted_ca.filename == SYSTEM_TRUST_BUNDLE  # no CA given: the system's
+    assert [
+        (san.san_type, san.matcher.exact) for san in validation.match_typed_subject_alt_names
+    ] == [
+        (SAN.DNS, "api.example.com"),
+        (SAN.URI, "spiffe://example.com/api"),
+        (SAN.IP_ADDRESS, "192.0.2.1"),
+    ]
+    insecure = ClientTLSSettings(mode=TLSMode.SIMPLE, insecure_skip_verify=True)
+    unverified = upstream_tls(only(TrafficPolicy(tls=insecure))).common_tls_context
+    assert not unverified.HasField("validation_context")
+    assert not unverified.alpn_protocols
+
+
+def test_origination_with_a_credential_name_is_not_translated_yet() -> None:
+    secret = ClientTLSSettings(mode=TLSMode.MUTUAL, credential_name="client-credential")
+    assert only(TrafficPolicy(tls=secret), mtls=MTLS) == only(None, mtls=MTLS)
+
+
+def mutual_cluster(tmp_path: Path) -> cluster_pb2.Cluster:
+    files = CAMaterial.self_signed().to_files()
+    (tmp_path / "cert.pem").write_bytes(files[CA_CERT])
+    (tmp_path / "key.pem").write_bytes(files[CA_KEY])
+    settings = ClientTLSSettings(
+        mode=TLSMode.MUTUAL,
+        client_certificate=str(tmp_path / "cert.pem"),
+        private_key=str(tmp_path / "key.pem"),
+        ca_certificates=str(tmp_path / "cert.pem"),
+    )
+    return only(TrafficPolicy(tls=settings))
+
+
+def test_mutual_tls_origination_presents_the_client_certificate(tmp_path: Path) -> None:
+    context = upstream_tls(mutual_cluster(tmp_path)).common_tls_context
+    assert context.tls_certificates[0].certificate_chain.filename == str(tmp_path / "cert.pem")
+    assert context.tls_certificates[0].private_key.filename == str(tmp_path / "key.pem")
+    assert context.validation_context.trusted_ca.filename == str(tmp_path / "cert.pem")
+
+
+@pytest.mark.envoy
+def test_mutual_tls_origination_from_files_passes_envoy_validate(tmp_path: Path) -> None:
+    cluster = mutual_cluster(tmp_path)
+    resources = ProxyResources(
+        {
+            CLUSTER: ResourceSet.of(CLUSTER, [make_resource(cluster.name, cluster)]),
+            **{kind: ResourceSet.of(kind, []) for kind in (ENDPOINT, LISTENER, ROUTE)},
+        }
+    )
+    result = validate_with_envoy(resources)
+    assert result.ok, result.output

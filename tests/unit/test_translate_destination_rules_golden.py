@@ -54,13 +54,15 @@ def _service(raw: dict[str, Any], number: int) -> Service:
         ServicePort(name=p["name"], port=p["port"], protocol=Protocol(p["protocol"]))
         for p in raw["ports"]
     )
+    kind = ServiceKind(raw.get("kind", ServiceKind.CLUSTER_IP))
     return Service(
         name=raw["name"],
         namespace=raw["namespace"],
-        kind=ServiceKind.CLUSTER_IP,
+        kind=kind,
         ports=ports,
-        cluster_ips=(f"10.96.0.{number}",),
+        cluster_ips=(f"10.96.0.{number}",) if kind is ServiceKind.CLUSTER_IP else (),
         selector=(("app", raw["name"]),),
+        external_name=raw.get("externalName"),
     )
 
 
@@ -131,7 +133,13 @@ def as_json(resources: ProxyResources) -> dict[str, Any]:
 
 
 def test_there_are_golden_cases() -> None:
-    assert {"bookinfo-all", "circuit-breaking", "load-balancers", "tls-and-ports"} <= set(CASES)
+    assert {
+        "bookinfo-all",
+        "circuit-breaking",
+        "load-balancers",
+        "tls-and-ports",
+        "tls-origination",
+    } <= set(CASES)
 
 
 @pytest.mark.parametrize("case", CASES)
