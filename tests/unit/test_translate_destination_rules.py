@@ -453,7 +453,7 @@ def test_a_cluster_per_subset_with_its_merged_policy() -> None:
     ]
     assert all(c.circuit_breakers.thresholds[0].max_connections.value == 9 for c in (main, v2))
     sni = v1.transport_socket_matches[0].transport_socket.typed_config.value
-    assert f"outbound_.80_.v1.{REVIEWS_FQDN}".encode() in sni
+    assert f"outbound_.80_.v1_.{REVIEWS_FQDN}".encode() in sni
     # Port-level settings are for their port only.
     (_, tcp_v1, _) = outbound_clusters(REVIEWS, TCP, SUFFIX, with_subsets)
     assert tcp_v1.circuit_breakers.thresholds[0].max_connections.value == UNLIMITED
