@@ -272,9 +272,7 @@ def _cluster(
     if policy is not None:
         apply_traffic_policy(cluster, policy, port.protocol)
         if policy.tls is not None and tls_origination.translatable(policy.tls):
-            cluster.transport_socket.CopyFrom(
-                tls_origination.originating_socket(policy.tls, port.protocol.is_http2)
-            )
+            tls_origination.originate_tls(cluster, policy.tls, port.protocol)
     return cluster
 
 

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import ipaddress
 
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
+from controlplane.model import Protocol
 from controlplane.networking.model import ClientTLSSettings, TLSMode
 from controlplane.translate.common import packed
 from controlplane.translate.tls import TLS_SOCKET
+from controlplane.translate.traffic_policy import http_options, set_http_options
 
 # Debian's bundle, which the sidecar image installs (package ca-certificates).
 SYSTEM_TRUST_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -52,9 +55,27 @@ def _validation(settings: ClientTLSSettings) -> common_pb2.CertificateValidation
     return validation
 
 
-def originating_socket(settings: ClientTLSSettings, http2: bool) -> base_pb2.TransportSocket:
-    """The transport socket of a cluster originating TLS per ``settings`` (which
-    :func:`translatable` accepts); ``http2`` clusters offer ``h2`` by ALPN."""
+def originate_tls(cluster: Cluster, settings: ClientTLSSettings, protocol: Protocol) -> None:
+    """Make ``cluster`` (of a port speaking ``protocol``) originate TLS per ``settings``
+    (which :func:`translatable` accepts).
+
+    Without an ``sni``, an HTTP cluster sends each request's host as SNI, and without SANs
+    either verifies the certificate against that host (Istio's auto SNI and auto SAN
+    validation).
+    """
+    cluster.ClearField("transport_socket_matches")
+    cluster.transport_socket.CopyFrom(_socket(settings, protocol.is_http2))
+    if not protocol.is_http or settings.sni:
+        return
+    options = http_options(cluster, protocol)
+    upstream = options.upstream_http_protocol_options
+    upstream.auto_sni = True
+    if not settings.subject_alt_names and not settings.insecure_skip_verify:
+        upstream.auto_san_validation = True
+    set_http_options(cluster, options)
+
+
+def _socket(settings: ClientTLSSettings, http2: bool) -> base_pb2.TransportSocket:
     context = tls_pb2.UpstreamTlsContext(sni=settings.sni)
     common = context.common_tls_context
     if not settings.insecure_skip_verify:

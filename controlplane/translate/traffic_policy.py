@@ -114,7 +114,7 @@ def _apply_connection_pool(
 ) -> None:
     # Istio sends zero limits as "not set": the template's unlimited thresholds stay.
     thresholds = cluster.circuit_breakers.thresholds[0]
-    before = _http_options(cluster, protocol)
+    before = http_options(cluster, protocol)
     options = http_protocol_options_pb2.HttpProtocolOptions()
     options.CopyFrom(before)
     if pool.tcp is not None:
@@ -123,10 +123,16 @@ def _apply_connection_pool(
         _apply_http(thresholds, pool.http, options)
     if protocol.is_http and options != before:
         # HTTP options mean something to HTTP clusters only (a TCP proxy ignores them).
-        cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(packed(options))
+        set_http_options(cluster, options)
 
 
-def _http_options(
+def set_http_options(
+    cluster: Cluster, options: http_protocol_options_pb2.HttpProtocolOptions
+) -> None:
+    cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(packed(options))
+
+
+def http_options(
     cluster: Cluster, protocol: Protocol
 ) -> http_protocol_options_pb2.HttpProtocolOptions:
     """The cluster's HTTP protocol options, or explicit HTTP/1.1 ones if it has none."""

@@ -525,10 +525,28 @@ def test_simple_tls_origination() -> None:
         (SAN.URI, "spiffe://example.com/api"),
         (SAN.IP_ADDRESS, "192.0.2.1"),
     ]
+    assert (
+        HTTP_PROTOCOL_OPTIONS
+        not in only(TrafficPolicy(tls=settings)).typed_extension_protocol_options
+    )
     insecure = ClientTLSSettings(mode=TLSMode.SIMPLE, insecure_skip_verify=True)
-    unverified = upstream_tls(only(TrafficPolicy(tls=insecure))).common_tls_context
+    unverified_cluster = only(TrafficPolicy(tls=insecure))
+    unverified = upstream_tls(unverified_cluster).common_tls_context
     assert not unverified.HasField("validation_context")
     assert not unverified.alpn_protocols
+    # No SNI given: each request's host is the SNI (not verified against, insecure).
+    upstream = http_options(unverified_cluster).upstream_http_protocol_options
+    assert upstream.auto_sni and not upstream.auto_san_validation
+
+
+def test_without_sni_or_sans_the_request_host_is_sent_and_verified() -> None:
+    plain = ClientTLSSettings(mode=TLSMode.SIMPLE, ca_certificates="/etc/ca.pem")
+    options = http_options(only(TrafficPolicy(tls=plain)))
+    assert options.upstream_http_protocol_options.auto_sni
+    assert options.upstream_http_protocol_options.auto_san_validation
+    assert options.explicit_http_config.HasField("http_protocol_options")
+    tcp = only(TrafficPolicy(tls=plain), TCP)
+    assert HTTP_PROTOCOL_OPTIONS not in tcp.typed_extension_protocol_options
 
 
 def test_origination_with_a_credential_name_is_not_translated_yet() -> None:
