@@ -4,7 +4,8 @@ load assignments it makes (the service port's cluster with its policy, one per s
 Which rule applies follows Istio (``pilot/pkg/model/push_context.go`` and
 ``sidecar.go``): a rule's short host resolves in the rule's namespace; a rule is visible
 where its ``exportTo`` says (empty: every namespace); for a host, the proxy's own namespace
-is searched first, then the service's namespace, then the root namespace, and within one
+is searched first (for a proxy of the root namespace, only its private rules), then the
+rules exported by the service's namespace, then by the root namespace, and within one
 namespace an exact host beats the longest matching wildcard. Several rules for one host in
 one namespace are merged, oldest first: subsets are concatenated (a name already taken is
 dropped) and the first top-level traffic policy wins. A rule with a ``workloadSelector``
@@ -137,7 +138,10 @@ class _Grouping:
     def add(self, rule: DestinationRule) -> None:
         _merge(self.rules.setdefault(rule.namespace, {}).setdefault(rule.host, []), rule)
         exports = self.export_to.setdefault((rule.namespace, rule.host), set())
-        exports.update(rule.export_to or (PUBLIC,))
+        # "." is the rule's own namespace, by name, for the proxies asking from elsewhere.
+        exports.update(
+            rule.namespace if name == PRIVATE else name for name in rule.export_to or (PUBLIC,)
+        )
 
     def index(self) -> dict[str, _ByHost]:
         return {
@@ -153,9 +157,11 @@ class _Grouping:
 class DestinationRuleIndex:
     """The DestinationRules of a snapshot arranged for lookups: build once per rule change.
 
-    Rule hosts are resolved FQDNs. ``local``: per namespace, the rules its own proxies see
-    (every rule of the namespace exported to itself); ``exported``: per namespace, the rules
-    it offers other namespaces.
+    Rule hosts are resolved FQDNs. ``local``: per namespace, the rules its own proxies look
+    at first (every rule of the namespace exported to itself; in the root namespace only the
+    private ones, so that its proxies, gateways in Istio, still prefer the service's own
+    rules to the mesh-wide defaults kept there); ``exported``: per namespace, the rules it
+    offers other namespaces.
     """
 
     root_namespace: str
@@ -169,7 +175,10 @@ class DestinationRuleIndex:
         local, exported = _Grouping(), _Grouping()
         for rule in sorted(rules, key=_age):
             resolved = replace(rule, host=resolve_host(rule.host, rule.namespace, domain_suffix))
-            if _visible_to_own_namespace(rule):
+            if rule.namespace == root_namespace:
+                if not _exported(rule):
+                    local.add(resolved)
+            elif _visible_to_own_namespace(rule):
                 local.add(resolved)
             if _exported(rule):
                 exported.add(resolved)

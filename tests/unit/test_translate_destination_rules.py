@@ -169,6 +169,21 @@ def test_the_proxys_namespace_then_the_services_then_the_root() -> None:
     assert name([elsewhere]) is None  # a third namespace's rule is never consulted
 
 
+def test_root_namespace_proxies_prefer_the_services_rule_to_the_root_defaults() -> None:
+    service = rule("service")
+    public_root = rule("root", namespace="istio-system", host=REVIEWS_FQDN)
+    private_root = rule("private", namespace="istio-system", host=REVIEWS_FQDN, export_to=(".",))
+
+    def name(rules: list[DestinationRule]) -> str | None:
+        found = lookup(rules, proxy_namespace="istio-system")
+        return found.name if found is not None else None
+
+    assert name([public_root, service]) == "service"
+    assert name([public_root]) == "root"
+    assert name([private_root, service]) == "private"
+    assert lookup([private_root], proxy_namespace="shop") is None
+
+
 def test_rules_for_one_host_merge_oldest_first() -> None:
     older = rule(
         "a",
