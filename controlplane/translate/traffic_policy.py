@@ -129,6 +129,7 @@ def _apply_connection_pool(
 def set_http_options(
     cluster: Cluster, options: http_protocol_options_pb2.HttpProtocolOptions
 ) -> None:
+    """Replace the cluster's HTTP protocol options (Envoy reads them by extension name)."""
     cluster.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(packed(options))
 
 
