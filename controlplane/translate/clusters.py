@@ -123,15 +123,20 @@ def _set_mtls(
 
 
 def outbound_cluster(
-    service: Service, port: ServicePort, domain_suffix: str, mtls: UpstreamMtls | None = None
+    service: Service,
+    port: ServicePort,
+    domain_suffix: str,
+    mtls: UpstreamMtls | None = None,
+    subset: str = "",
 ) -> cluster_pb2.Cluster:
-    """The cluster for one service port. Its name is also its load assignment's name.
+    """The cluster for one service port (or one DestinationRule ``subset`` of it). Its name
+    is also its load assignment's name.
 
     With ``mtls``, connections to endpoints with a sidecar use the workload certificate and
     verify the server's SPIFFE identity (see :class:`UpstreamMtls`).
     """
     fqdn = service.fqdn(domain_suffix)
-    name = names.outbound_cluster(port.port, fqdn)
+    name = names.outbound_cluster(port.port, fqdn, subset)
     cluster = _base(name, _EDS_TEMPLATE if uses_eds(service) else _TEMPLATE)
     if service.kind is ServiceKind.HEADLESS:
         # Clients pick a pod themselves (DNS returns pod IPs): keep their choice.
@@ -162,7 +167,7 @@ def outbound_cluster(
         and service.kind is not ServiceKind.EXTERNAL_NAME
         and (mtls.per_endpoint or port.name in mtls.all_mtls_ports)
     ):
-        _set_mtls(cluster, mtls, tls.upstream_sni(port.port, fqdn), port.protocol)
+        _set_mtls(cluster, mtls, tls.upstream_sni(port.port, fqdn, subset), port.protocol)
     return cluster
 
 

@@ -49,9 +49,11 @@ def spiffe_id(trust_domain: str, namespace: str, service_account: str) -> str:
     return WorkloadIdentity(namespace, service_account).spiffe_id(trust_domain)
 
 
-def upstream_sni(port: int, fqdn: str) -> str:
-    """Istio's SNI for mesh mTLS (``outbound_.<port>_._.<fqdn>``): names the destination port."""
-    return f"outbound_.{port}_._.{fqdn}"
+def upstream_sni(port: int, fqdn: str, subset: str = "") -> str:
+    """Istio's SNI for mesh mTLS (``outbound_.<port>_.<subset>_.<fqdn>``, so
+    ``outbound_.<port>_._.<fqdn>`` without a subset): names the destination port (and
+    subset)."""
+    return f"outbound_.{port}_.{subset}_.{fqdn}"
 
 
 def sds_config_source() -> config_source_pb2.ConfigSource:
