@@ -13,6 +13,8 @@ import json
 import re
 from typing import Any
 
+from meshlib.syntax import SyntaxProblem, parse_bool
+
 PROMETHEUS_ENV = "ISTIO_PROMETHEUS_ANNOTATIONS"
 PROMETHEUS_PATH = "/stats/prometheus"
 _PARTS = ("scrape", "path", "port")
@@ -32,6 +34,14 @@ def _found(annotations: dict[str, str]) -> dict[str, str]:
     return {part: key for key in annotations if (part := _part(key))}
 
 
+def _scrapes(value: str) -> bool:
+    """Istio's reading of the scrape annotation: only a Go boolean false opts out."""
+    try:
+        return parse_bool(value)
+    except SyntaxProblem:
+        return True
+
+
 def merge(annotations: dict[str, str], status_port: int, proxy_env: list[dict[str, Any]]) -> None:
     """Point Prometheus at the agent on ``status_port``; the app's values go to ``proxy_env``.
 
@@ -39,7 +49,7 @@ def merge(annotations: dict[str, str], status_port: int, proxy_env: list[dict[st
     already pointing at the agent.
     """
     found = _found(annotations)
-    if "scrape" in found and annotations[found["scrape"]].strip().lower() in {"false", "0", "f"}:
+    if "scrape" in found and not _scrapes(annotations[found["scrape"]]):
         return
     if annotations.get(found.get("port", "")) == str(status_port):
         return

@@ -85,3 +85,16 @@ def test_injecting_twice_equals_injecting_once_with_metrics_merged() -> None:
     assert json.loads(env[prometheus.PROMETHEUS_ENV]) == {"port": "9090"}
     again = inject(once, default_config())
     assert again == once
+
+
+@pytest.mark.parametrize(
+    ("value", "merged"),
+    [("false", False), ("FALSE", False), ("0", False), ("f", False), ("true", True),
+     ("no", True), ("fAlSe", True), ("", True)],
+)  # fmt: skip
+def test_only_a_go_boolean_false_opts_out_of_the_metrics_merge(value: str, merged: bool) -> None:
+    """Istio reads the scrape annotation with strconv.ParseBool; what does not parse scrapes."""
+    annotations = {"prometheus.io/scrape": value, "prometheus.io/port": "8080"}
+    env: list[dict[str, object]] = []
+    prometheus.merge(annotations, 15020, env)
+    assert (annotations.get("prometheus.io/port") == "15020") is merged
