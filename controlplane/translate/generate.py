@@ -403,15 +403,11 @@ class _Seen:
         self, namespace: str, labels: Labels
     ) -> tuple[Same[_Rules], Same[tuple[_EndpointLabels | None, ...]]]:
         index = self._generator.rule_index(self._snapshot)
+        if index is None:
+            return self._no_rules
         services = self.services.value
-        suffix = self._snapshot.domain_suffix
-        label_map = dict(labels)
-        rules = (
-            ()
-            if index is None
-            else tuple(
-                index.rule_for(s.fqdn(suffix), s.namespace, namespace, label_map) for s in services
-            )
+        rules = self._generator.rules_for(
+            self.services, Same(index), self._snapshot.domain_suffix, namespace, labels
         )
         if not any(rule is not None for rule in rules):
             return self._no_rules
@@ -501,6 +497,7 @@ class ConfigGenerator:
         self._listeners: _Memo[Resource] = _Memo(self._rounds)
         self._policies: _Memo[PolicyIndex] = _Memo(self._rounds)
         self._rule_indexes: _Memo[DestinationRuleIndex | None] = _Memo(self._rounds)
+        self._rule_lists: _Memo[_Rules] = _Memo(self._rounds)
         self._endpoint_labels: _Latest[_EndpointLabels] = _Latest(self._rounds)
         self._interned: _Latest[Same[Any]] = _Latest(self._rounds)
         self._service_clusters: _Latest[tuple[Resource, ...]] = _Latest(self._rounds)
@@ -566,6 +563,18 @@ class ConfigGenerator:
             snapshot.mesh.root_namespace,
             snapshot.domain_suffix,
         )
+
+    def rules_for(
+        self,
+        services: Same[tuple[Service, ...]],
+        index: Same[DestinationRuleIndex],
+        domain_suffix: str,
+        namespace: str,
+        labels: Labels,
+    ) -> _Rules:
+        """Each service's rule for a proxy of ``namespace`` with ``labels``, looked up again
+        only when the services or the rules change (not at every endpoint change)."""
+        return self._rule_lists.get(_rules_for, services, index, domain_suffix, namespace, labels)
 
     def endpoint_labels(self, snapshot: MeshSnapshot, service: Service) -> _EndpointLabels:
         """The labels of the pod behind each endpoint of ``service`` (subsets select by
@@ -709,6 +718,20 @@ def _rule_index(
     if not rules.value:
         return None
     return DestinationRuleIndex.build(rules.value.values(), root_namespace, domain_suffix)
+
+
+def _rules_for(
+    services: Same[tuple[Service, ...]],
+    index: Same[DestinationRuleIndex],
+    domain_suffix: str,
+    namespace: str,
+    labels: Labels,
+) -> _Rules:
+    label_map = dict(labels)
+    rule_for = index.value.rule_for
+    return tuple(
+        rule_for(s.fqdn(domain_suffix), s.namespace, namespace, label_map) for s in services.value
+    )
 
 
 def _endpoint_labels(
