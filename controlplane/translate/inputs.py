@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from controlplane.model import EndpointSlice, Service
+from controlplane.model import Endpoint, EndpointSlice, Service
+from controlplane.networking.model import DestinationRule, Labels, VirtualService
 from controlplane.translate.clusters import UpstreamMtls
 from controlplane.translate.listeners import InboundPort
 from controlplane.translate.peer_authentication import WorkloadMtls
@@ -58,6 +59,8 @@ class ClusterInputs:
     inbound_clusters: InboundClusterInputs
     services: Same[tuple[Service, ...]]
     upstream_mtls: Same[tuple[UpstreamMtls | None, ...]]  # of each service, in order
+    # Of each service, in order: its DestinationRule for this proxy (policy, subsets).
+    destination_rules: Same[tuple[DestinationRule | None, ...]]
     domain_suffix: str
 
 
@@ -67,6 +70,10 @@ class EndpointInputs:
     endpoints_by_service: Same[Mapping[tuple[str, str], tuple[EndpointSlice, ...]]]
     # Of each service, in order: the (address, port) of its endpoints that take mTLS.
     mtls_endpoints: Same[tuple[frozenset[tuple[str, int]], ...]]
+    destination_rules: Same[tuple[DestinationRule | None, ...]]  # as ClusterInputs'
+    # Of each service whose rule has subsets, in order: each endpoint with its pod's labels
+    # (None: no pod known), which the subsets select by; None for the other services.
+    subset_endpoint_labels: Same[tuple[tuple[tuple[Endpoint, Labels | None], ...] | None, ...]]
     domain_suffix: str
 
 
@@ -100,7 +107,14 @@ class ListenerInputs:
 @dataclass(frozen=True)
 class RouteInputs:
     services: Same[tuple[Service, ...]]
+    # The VirtualServices a sidecar of the namespace sees, in Istio's order.
+    virtual_services: Same[tuple[VirtualService, ...]]
+    # Of each service, in order: its DestinationRule for this proxy (the routes' hash keys).
+    destination_rules: Same[tuple[DestinationRule | None, ...]]
     namespace: str
+    # The proxy's labels when one of those VirtualServices matches by sourceLabels, else ()
+    # (so that the proxies of a namespace keep sharing one route set).
+    client_labels: Labels
     domain_suffix: str
     allow_any: bool
 

@@ -105,6 +105,74 @@ def test_only_proxies_whose_config_changed_are_pushed() -> None:
     assert proxy_a2.desired is proxy_a.desired
 
 
+def istio_object(kind: str, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def pushed(conn: ProxyConnection) -> list[tuple[str, list[str]]]:
+    return [
+        (r.type_url, [x.name for x in r.resources]) for r in conn.protocol.responses(conn.desired)
+    ]
+
+
+def test_virtual_services_and_destination_rules_push_only_to_the_namespaces_they_apply_to() -> None:
+    store = MeshStore()
+    store.upsert(Kind.SERVICE, service_object("a", "team-a", "10.96.0.1", {"http": 80}))
+    store.upsert(
+        Kind.ENDPOINT_SLICE, endpoint_slice_object("a", "team-a", {"http": 8080}, ["10.1.0.1"])
+    )
+    hub = PushHub(ControlPlaneMetrics())
+    hub.publish(store.snapshot())
+    proxies = {
+        ns: connect(hub, f"p-{ns}", ns, ip)
+        for ns, ip in (("team-a", "10.2.0.1"), ("team-b", "10.2.0.2"), ("team-c", "10.2.0.3"))
+    }
+    for conn in proxies.values():
+        assert sync(conn)
+    # Every namespace sees service a, but the VirtualService is exported to two of them.
+    store.upsert(
+        Kind.VIRTUAL_SERVICE,
+        istio_object(
+            "VirtualService",
+            "team-a",
+            "a",
+            {
+                "hosts": ["a"],
+                "exportTo": [".", "team-b"],
+                "http": [{"timeout": "3s", "route": [{"destination": {"host": "a"}}]}],
+            },
+        ),
+    )
+    hub.publish(store.snapshot())
+    assert pushed(proxies["team-a"]) == [(ROUTE, ["80"])]
+    assert pushed(proxies["team-b"]) == [(ROUTE, ["80"])]
+    assert pushed(proxies["team-c"]) == []
+    for conn in proxies.values():
+        sync(conn)
+    # A DestinationRule private to team-a: only team-a's proxies get its subset clusters.
+    store.upsert(
+        Kind.DESTINATION_RULE,
+        istio_object(
+            "DestinationRule",
+            "team-a",
+            "a",
+            {"host": "a", "exportTo": ["."], "subsets": [{"name": "v1", "labels": {"v": "1"}}]},
+        ),
+    )
+    hub.publish(store.snapshot())
+    assert pushed(proxies["team-a"])[0] == (
+        CLUSTER,
+        ["outbound|80|v1|a.team-a.svc.cluster.local"],
+    )
+    assert pushed(proxies["team-b"]) == []
+    assert pushed(proxies["team-c"]) == []
+
+
 class _Stop(Exception):
     pass
 

@@ -735,7 +735,6 @@ spec:
     assert unsupported(vs) == (
         "spec.gateways[1]",
         "spec.http[0].delegate",
-        "spec.http[1].fault.abort.grpcStatus",
         "spec.tls[0]",
         "spec.http[1].match[0].statPrefix",
         "spec.http[1].retries.retryIgnorePreviousHosts",
@@ -776,3 +775,55 @@ spec:
 """)
     )
     assert unsupported(sidecar) == ("spec.ingress",)
+
+
+def test_unsupported_lists_tcp_routes_and_redirect_codes_envoy_cannot_send() -> None:
+    vs = virtual_service_from_object(
+        load("""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: front, namespace: web}
+spec:
+  hosts: [front]
+  http:
+  - redirect: {uri: /new, redirectCode: 308}
+  - redirect: {uri: /other, redirectCode: 300}
+  tcp:
+  - route:
+    - destination: {host: front}
+""")
+    )
+    assert unsupported(vs) == ("spec.http[1].redirect.redirectCode", "spec.tcp[0]")
+
+
+def test_unsupported_lists_tls_origination_from_files_or_secrets_and_use_client_protocol() -> None:
+    rule = destination_rule_from_object(
+        load("""
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api, namespace: web}
+spec:
+  host: api.example.com
+  trafficPolicy:
+    connectionPool:
+      http: {useClientProtocol: true}
+    tls: {mode: SIMPLE, caCertificates: /etc/ssl/certs/ca-certificates.crt}
+    portLevelSettings:
+    - port: {number: 8443}
+      tls: {mode: SIMPLE, caCertificates: /etc/custom/ca.pem}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      tls: {mode: MUTUAL, credentialName: client-secret}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      tls: {mode: ISTIO_MUTUAL}
+""")
+    )
+    assert unsupported(rule) == (
+        "spec.trafficPolicy.connectionPool.http.useClientProtocol",
+        "spec.trafficPolicy.portLevelSettings[0].tls.caCertificates",
+        "spec.subsets[0].trafficPolicy.tls.credentialName",
+    )
