@@ -16,6 +16,9 @@ from controlplane.networking.model import (
     VirtualService,
 )
 
+REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+"""The redirect codes Envoy can send (``RedirectAction.RedirectResponseCode``)."""
+
 NetworkingConfig = VirtualService | DestinationRule | ServiceEntry | Sidecar
 
 
@@ -27,14 +30,19 @@ def unsupported(value: NetworkingConfig) -> tuple[str, ...]:
 
 
 def _virtual_service(vs: VirtualService) -> tuple[str, ...]:
+    """What VirtualService translation (:mod:`controlplane.translate.virtual_services`)
+    leaves out: gateways other than ``mesh`` (Remora has no gateways), delegates, redirect
+    codes Envoy has no value for, and ``tcp`` and ``tls`` routes (sidecar routing is
+    HTTP-only so far)."""
     paths = [
         f"spec.gateways[{i}]" for i, gateway in enumerate(vs.gateways) if gateway != MESH_GATEWAY
     ]
     paths += [f"spec.http[{i}].delegate" for i, route in enumerate(vs.http) if route.delegate]
     paths += [
-        f"spec.http[{i}].fault.abort.grpcStatus"
+        f"spec.http[{i}].redirect.redirectCode"
         for i, route in enumerate(vs.http)
-        if route.fault and route.fault.abort and route.fault.abort.grpc_status
+        if route.redirect is not None and route.redirect.redirect_code not in REDIRECT_CODES
     ]
+    paths += [f"spec.tcp[{i}]" for i in range(len(vs.tcp))]
     paths += [f"spec.tls[{i}]" for i in range(len(vs.tls))]
     return tuple(paths)

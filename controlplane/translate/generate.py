@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from functools import cached_property, partial
 from typing import Any, Generic, TypeVar
 
-from controlplane.model import EndpointSlice, MeshSnapshot, Protocol, Service, ServiceKind
+from controlplane.model import Endpoint, EndpointSlice, MeshSnapshot, Protocol, Service, ServiceKind
+from controlplane.networking.model import ConsistentHash, DestinationRule, Labels, VirtualService
 from controlplane.proxy import ProxyIdentity
 from controlplane.resources import (
     CLUSTER,
@@ -41,8 +42,9 @@ from controlplane.resources import (
     ResourceSet,
     make_resource,
 )
-from controlplane.translate import clusters, endpoints, listeners, names, routes
+from controlplane.translate import clusters, destination_rules, endpoints, listeners, names
 from controlplane.translate.auto_mtls import ServiceMtls, service_mtls
+from controlplane.translate.destination_rules import DestinationRuleIndex
 from controlplane.translate.inputs import (
     ClusterInputs,
     EndpointInputs,
@@ -57,6 +59,8 @@ from controlplane.translate.inputs import (
 from controlplane.translate.listeners import InboundPort
 from controlplane.translate.peer_authentication import PolicyIndex, WorkloadMtls
 from controlplane.translate.scope import inbound_ports, visible_namespaces, visible_services
+from controlplane.translate.virtual_service_selection import mesh_virtual_services
+from controlplane.translate.virtual_services import Client, outbound_route_configs
 
 V = TypeVar("V")
 K = TypeVar("K", bound=Hashable)
@@ -76,6 +80,10 @@ class ProxyShape:
     ipv6: bool
     mtls: WorkloadMtls
     trust_domain: str
+    # The proxy's labels (sorted) when a config of its namespace selects proxies by them (a
+    # VirtualService's sourceLabels, a DestinationRule's workloadSelector); else (), so
+    # that the proxies of a namespace keep sharing their resources.
+    labels: Labels = ()
 
 
 def policy_index(snapshot: MeshSnapshot) -> PolicyIndex:
@@ -83,8 +91,13 @@ def policy_index(snapshot: MeshSnapshot) -> PolicyIndex:
 
 
 def proxy_shape(
-    snapshot: MeshSnapshot, proxy: ProxyIdentity, policies: PolicyIndex | None = None
+    snapshot: MeshSnapshot,
+    proxy: ProxyIdentity,
+    policies: PolicyIndex | None = None,
+    labels_matter: bool = False,
 ) -> ProxyShape:
+    """The proxy's shape; ``labels_matter``: whether a config of its namespace selects
+    proxies by their labels (:attr:`_Namespace.labels_matter`)."""
     policies = policies if policies is not None else policy_index(snapshot)
     workload = snapshot.workloads.get((proxy.namespace, proxy.pod_name))
     labels = workload.label_map if workload is not None else dict(proxy.labels)
@@ -96,6 +109,7 @@ def proxy_shape(
         ipv6=proxy.has_ipv6,
         mtls=policies.workload_mtls(proxy.namespace, labels),
         trust_domain=snapshot.mesh.trust_domain,
+        labels=tuple(sorted(labels.items())) if labels_matter else (),
     )
 
 
@@ -239,10 +253,59 @@ def _inbound_listener(inputs: InboundListenerInputs) -> Resource:
 
 
 def _routes(inputs: RouteInputs) -> ResourceSet:
-    configs = routes.outbound_route_configs(
-        inputs.services.value, inputs.namespace, inputs.domain_suffix, inputs.allow_any
+    services = inputs.services.value
+    configs = outbound_route_configs(
+        services,
+        inputs.virtual_services.value,
+        Client(inputs.namespace, inputs.client_labels),
+        inputs.domain_suffix,
+        inputs.allow_any,
+        _consistent_hashes(services, inputs.destination_rules.value, inputs.domain_suffix),
     )
     return ResourceSet.of(ROUTE, (make_resource(c.name, c) for c in configs))
+
+
+def _consistent_hashes(
+    services: tuple[Service, ...],
+    rules: tuple[DestinationRule | None, ...],
+    domain_suffix: str,
+) -> dict[str, ConsistentHash]:
+    """Cluster name -> the hash key its DestinationRule asks for (the routes' hash policies)."""
+    hashes = {}
+    for service, rule in zip(services, rules, strict=True):
+        if rule is None:
+            continue
+        fqdn = service.fqdn(domain_suffix)
+        for port in service.ports:
+            for subset in ("", *(s.name for s in rule.subsets)):
+                found = destination_rules.consistent_hash(rule, subset, port.port)
+                if found is not None:
+                    hashes[names.outbound_cluster(port.port, fqdn, subset)] = found
+    return hashes
+
+
+def _uses_source_labels(virtual_service: VirtualService) -> bool:
+    return any(match.source_labels for rule in virtual_service.http for match in rule.match)
+
+
+class _Namespace:
+    """What the VirtualServices and DestinationRules of one snapshot are to the proxies of one
+    namespace, computed once per snapshot and namespace."""
+
+    def __init__(self, generator: ConfigGenerator, snapshot: MeshSnapshot, namespace: str) -> None:
+        ordered = mesh_virtual_services(snapshot.virtual_services.values(), namespace)
+        self.virtual_services = generator.interned(("virtual services", namespace), ordered)
+        self.source_labels = any(_uses_source_labels(vs) for vs in ordered)
+        selectors = any(
+            rule.namespace == namespace and rule.workload_selector is not None
+            for rule in snapshot.destination_rules.values()
+        )
+        # Whether its proxies' resources depend on their labels (ProxyShape.labels).
+        self.labels_matter = self.source_labels or selectors
+
+
+_Rules = tuple[DestinationRule | None, ...]
+_EndpointLabels = tuple[tuple[Endpoint, Labels | None], ...]
 
 
 class _Seen:
@@ -263,6 +326,7 @@ class _Seen:
             ("services", scope),
             visible_services(snapshot.services_by_namespace, scope),
         )
+        self._rules: dict[tuple[str, Labels], tuple[Same[_Rules], Same[Any]]] = {}
 
     @cached_property
     def _auto_mtls(self) -> tuple[_MtlsEntry | None, ...] | None:
@@ -303,6 +367,56 @@ class _Seen:
         return self._generator.interned(("mTLS endpoints", self._scope), values)
 
     @cached_property
+    def _no_rules(self) -> tuple[Same[_Rules], Same[tuple[_EndpointLabels | None, ...]]]:
+        none = (None,) * len(self.services.value)
+        return (
+            self._generator.interned(("destination rules", self._scope), none),
+            self._generator.interned(("subset endpoint labels", self._scope), none),
+        )
+
+    def destination_rules(
+        self, namespace: str, labels: Labels
+    ) -> tuple[Same[_Rules], Same[tuple[_EndpointLabels | None, ...]]]:
+        """Each service's DestinationRule for a proxy of ``namespace`` with ``labels``, and
+        the pod labels of the endpoints of those services whose rule has subsets.
+
+        Interned by scope alone while no rule applies, so that a rule change leaves the
+        proxies of namespaces it does not touch on their cached sets.
+        """
+        found = self._rules.get((namespace, labels))
+        if found is None:
+            found = self._rules[(namespace, labels)] = self._build_rules(namespace, labels)
+        return found
+
+    def _build_rules(
+        self, namespace: str, labels: Labels
+    ) -> tuple[Same[_Rules], Same[tuple[_EndpointLabels | None, ...]]]:
+        index = self._generator.rule_index(self._snapshot)
+        services = self.services.value
+        suffix = self._snapshot.domain_suffix
+        label_map = dict(labels)
+        rules = (
+            ()
+            if index is None
+            else tuple(
+                index.rule_for(s.fqdn(suffix), s.namespace, namespace, label_map) for s in services
+            )
+        )
+        if not any(rule is not None for rule in rules):
+            return self._no_rules
+        endpoint_labels = tuple(
+            self._generator.endpoint_labels(self._snapshot, service)
+            if rule is not None and rule.subsets and clusters.uses_eds(service)
+            else None
+            for service, rule in zip(services, rules, strict=True)
+        )
+        name = (self._scope, namespace, labels)
+        return (
+            self._generator.interned(("destination rules", *name), rules),
+            self._generator.interned(("subset endpoint labels", *name), endpoint_labels),
+        )
+
+    @cached_property
     def endpoint_ip_slices(self) -> Same[tuple[tuple[EndpointSlice, ...], ...]]:
         slices_for = self._snapshot.slices_for
         values = tuple(
@@ -315,9 +429,16 @@ class _Facts:
     """What a proxy of one shape sees under one snapshot: the values resource-set inputs
     are made of (an inputs field takes the fact of its name)."""
 
-    def __init__(self, snapshot: MeshSnapshot, shape: ProxyShape, seen: _Seen) -> None:
+    def __init__(
+        self, snapshot: MeshSnapshot, shape: ProxyShape, seen: _Seen, namespace: _Namespace
+    ) -> None:
         self._seen = seen
         self.namespace = shape.namespace
+        self.virtual_services = namespace.virtual_services
+        self.client_labels = shape.labels if namespace.source_labels else ()
+        self.destination_rules, self.subset_endpoint_labels = seen.destination_rules(
+            shape.namespace, shape.labels
+        )
         self.inbound = shape.inbound
         self.ipv4 = shape.ipv4
         self.ipv6 = shape.ipv6
@@ -368,6 +489,8 @@ class ConfigGenerator:
         self._inbound_clusters: _Memo[tuple[Resource, ...]] = _Memo(self._rounds)
         self._listeners: _Memo[Resource] = _Memo(self._rounds)
         self._policies: _Memo[PolicyIndex] = _Memo(self._rounds)
+        self._rule_indexes: _Memo[DestinationRuleIndex | None] = _Memo(self._rounds)
+        self._endpoint_labels: _Latest[_EndpointLabels] = _Latest(self._rounds)
         self._interned: _Latest[Same[Any]] = _Latest(self._rounds)
         self._service_clusters: _Latest[tuple[Resource, ...]] = _Latest(self._rounds)
         self._assignments: _Latest[tuple[Resource, ...]] = _Latest(self._rounds)
@@ -380,6 +503,7 @@ class ConfigGenerator:
         self._policies_now: PolicyIndex | None = None
         self._mtls_now: dict[tuple[str, str], _MtlsEntry] = {}
         self._seen_now: dict[frozenset[str] | None, _Seen] = {}
+        self._namespaces_now: dict[str, _Namespace] = {}
         # Each resource set: its inputs, and how it is built from them.
         self._set_builders: Mapping[str, tuple[type, Callable[[Any], ResourceSet]]] = {
             CLUSTER: (ClusterInputs, self._clusters),
@@ -391,13 +515,18 @@ class ConfigGenerator:
     def generate(self, snapshot: MeshSnapshot, proxy: ProxyIdentity) -> ProxyResources:
         if snapshot is not self._snapshot:
             self._start_round(snapshot)
-        shape = proxy_shape(snapshot, proxy, self._policy_index(snapshot))
+        namespace = self._namespaces_now.get(proxy.namespace)
+        if namespace is None:
+            namespace = self._namespaces_now[proxy.namespace] = _Namespace(
+                self, snapshot, proxy.namespace
+            )
+        shape = proxy_shape(snapshot, proxy, self._policy_index(snapshot), namespace.labels_matter)
         found = self._by_shape.get(shape)
         if found is None:
             seen = self._seen_now.get(shape.scope)
             if seen is None:
                 seen = self._seen_now[shape.scope] = _Seen(self, snapshot, shape.scope)
-            facts = _Facts(snapshot, shape, seen)
+            facts = _Facts(snapshot, shape, seen, namespace)
             # Inputs now (they are the keys), sets when first asked for: the server sends
             # clusters first, and building the rest overlaps Envoy's work on them.
             found = self._by_shape[shape] = ProxyResources(
@@ -416,6 +545,27 @@ class ConfigGenerator:
         self._policies_now = None
         self._mtls_now = {}
         self._seen_now = {}
+        self._namespaces_now = {}
+
+    def rule_index(self, snapshot: MeshSnapshot) -> DestinationRuleIndex | None:
+        """The snapshot's DestinationRules arranged for lookups; None without any."""
+        return self._rule_indexes.get(
+            _rule_index,
+            Same(snapshot.destination_rules),
+            snapshot.mesh.root_namespace,
+            snapshot.domain_suffix,
+        )
+
+    def endpoint_labels(self, snapshot: MeshSnapshot, service: Service) -> _EndpointLabels:
+        """The labels of the pod behind each endpoint of ``service`` (subsets select by
+        them), recomputed only when its slices or the pods behind it change."""
+        return self._endpoint_labels.get(
+            service.key,
+            partial(_endpoint_labels, snapshot),
+            service,
+            snapshot.slices_for(service),
+            snapshot.pod_changes.get(service.key, 0),
+        )
 
     def _policy_index(self, snapshot: MeshSnapshot) -> PolicyIndex:
         if self._policies_now is not None and snapshot is self._snapshot:
@@ -511,6 +661,30 @@ def _policy_index(
     policies: Same[Mapping[tuple[str, str], Any]], root_namespace: str
 ) -> PolicyIndex:
     return PolicyIndex.build(policies.value.values(), root_namespace)
+
+
+def _rule_index(
+    rules: Same[Mapping[tuple[str, str], DestinationRule]], root_namespace: str, domain_suffix: str
+) -> DestinationRuleIndex | None:
+    if not rules.value:
+        return None
+    return DestinationRuleIndex.build(rules.value.values(), root_namespace, domain_suffix)
+
+
+def _endpoint_labels(
+    snapshot: MeshSnapshot,
+    service: Service,
+    slices: tuple[EndpointSlice, ...],
+    _pods_changed_at: int,
+) -> _EndpointLabels:
+    """Each endpoint of ``slices`` with the labels of its pod (None: no pod known); the
+    snapshot's pods enter the inputs by the generation at which one behind it changed."""
+    out = []
+    for endpoint_slice in slices:
+        for endpoint in endpoint_slice.endpoints:
+            workload = snapshot.workload_of(service.namespace, endpoint)
+            out.append((endpoint, None if workload is None else workload.labels))
+    return tuple(out)
 
 
 def _auto_mtls(

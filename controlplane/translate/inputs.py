@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from controlplane.model import EndpointSlice, Service
+from controlplane.networking.model import DestinationRule, Labels, VirtualService
 from controlplane.translate.clusters import UpstreamMtls
 from controlplane.translate.listeners import InboundPort
 from controlplane.translate.peer_authentication import WorkloadMtls
@@ -100,7 +101,14 @@ class ListenerInputs:
 @dataclass(frozen=True)
 class RouteInputs:
     services: Same[tuple[Service, ...]]
+    # The VirtualServices a sidecar of the namespace sees, in Istio's order.
+    virtual_services: Same[tuple[VirtualService, ...]]
+    # Of each service, in order: its DestinationRule for this proxy (the routes' hash keys).
+    destination_rules: Same[tuple[DestinationRule | None, ...]]
     namespace: str
+    # The proxy's labels when one of those VirtualServices matches by sourceLabels, else ()
+    # (so that the proxies of a namespace keep sharing one route set).
+    client_labels: Labels
     domain_suffix: str
     allow_any: bool
 

@@ -58,6 +58,7 @@ from controlplane.model import (
     ServicePort,
 )
 from controlplane.translate import names, tls
+from controlplane.translate import virtual_service_extras as extras
 from controlplane.translate.common import ads, duration, host_cidr, packed, socket_address
 from controlplane.translate.endpoints import endpoint_health
 from controlplane.translate.peer_authentication import WorkloadMtls
@@ -101,9 +102,12 @@ def _tcp_proxy(cluster: str) -> listener_components_pb2.Filter:
     return listener_components_pb2.Filter(name=TCP_PROXY_FILTER, typed_config=packed(proxy))
 
 
-def _http(hcm: hcm_pb2.HttpConnectionManager) -> listener_components_pb2.Filter:
+def _http(
+    hcm: hcm_pb2.HttpConnectionManager, filters: Iterable[hcm_pb2.HttpFilter] = ()
+) -> listener_components_pb2.Filter:
     # Without it Envoy answers 403 to an Upgrade: websocket request.
     hcm.upgrade_configs.add(upgrade_type="websocket")
+    hcm.http_filters.extend(filters)
     hcm.http_filters.append(_router())
     return listener_components_pb2.Filter(name=HCM_FILTER, typed_config=packed(hcm))
 
@@ -186,7 +190,8 @@ def outbound_listener(
             stat_prefix=f"outbound_0.0.0.0_{number}",
             rds=hcm_pb2.Rds(config_source=ads(), route_config_name=names.outbound_route(number)),
         )
-        chain = _chain(f"0.0.0.0_{number}", number, (), _http(hcm))
+        # VirtualService faults and CORS policies are per-route configs of these filters.
+        chain = _chain(f"0.0.0.0_{number}", number, (), _http(hcm, extras.http_filters()))
         chain.filter_chain_match.application_protocols.extend(PLAINTEXT_HTTP_PROTOCOLS)
         chains.append(chain)
     chains.sort(key=lambda c: (c.filter_chain_match.destination_port.value, c.name))

@@ -44,10 +44,22 @@ ISTIO_CONFIG = [
         },
     },
     {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": "web-plain", "namespace": "shop"},
+        "spec": {"hosts": ["web"], "http": [{"route": [{"destination": {"host": "web"}}]}]},
+    },
+    {
         "apiVersion": "networking.istio.io/v1beta1",
         "kind": "DestinationRule",
         "metadata": {"name": "web", "namespace": "shop"},
         "spec": {"host": ""},
+    },
+    {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Sidecar",
+        "metadata": {"name": "default", "namespace": "shop"},
+        "spec": {"egress": [{"hosts": ["./*"]}]},
     },
     {
         "apiVersion": "networking.istio.io/v1",
@@ -164,11 +176,12 @@ def test_discovery_serves_a_config_dir_and_the_cli_reports_it(
         assert 'remora_xds_connected_proxies{mode="delta"} 1.0' in metrics
         assert "remora_proxy_convergence_seconds_count" in metrics
 
-        # Istio config it cannot honour is counted, never dropped in silence.
+        # Istio config it cannot honour is counted, never dropped in silence; VirtualServices
+        # are translated, so only the field they cannot have (a TLS route) is counted.
         (directory / "istio.yaml").write_text(yaml.safe_dump_all(ISTIO_CONFIG))
         wanted = (
-            'remora_config_unsupported{field="*",kind="VirtualService"} 1.0',
             'remora_config_unsupported{field="spec.tls[]",kind="VirtualService"} 1.0',
+            'remora_config_unsupported{field="*",kind="Sidecar"} 1.0',
             'remora_config_unsupported{field="*",kind="Gateway"} 1.0',
             'remora_config_invalid{kind="DestinationRule"} 1.0',
         )
@@ -176,6 +189,12 @@ def test_discovery_serves_a_config_dir_and_the_cli_reports_it(
             lambda: all(line in httpx.get(f"{url}/metrics").text for line in wanted),
             what="the gauges",
         )
+        counted = [
+            line
+            for line in httpx.get(f"{url}/metrics").text.splitlines()
+            if line.startswith("remora_config_unsupported{") and not line.endswith(" 0.0")
+        ]
+        assert not [line for line in counted if 'field="*",kind="VirtualService"' in line]
         (directory / "istio.yaml").unlink()
         wait_for(
             lambda: (

@@ -735,7 +735,6 @@ spec:
     assert unsupported(vs) == (
         "spec.gateways[1]",
         "spec.http[0].delegate",
-        "spec.http[1].fault.abort.grpcStatus",
         "spec.tls[0]",
         "spec.http[1].match[0].statPrefix",
         "spec.http[1].retries.retryIgnorePreviousHosts",
