@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 NETWORKING_KINDS = frozenset({"VirtualService", "DestinationRule", "ServiceEntry", "Sidecar"})
 """Istio's traffic kinds the model reads (:mod:`controlplane.networking`)."""
 
-TRANSLATED_KINDS: frozenset[str] = frozenset({"VirtualService"})
+TRANSLATED_KINDS: frozenset[str] = frozenset({"VirtualService", "DestinationRule"})
 """The networking kinds translation turns into Envoy configuration. Until a kind is here,
 every object of it is reported "accepted but not applied yet" (``field="*"``); the
 translation task adds a kind here when it honours it, and nothing else changes."""

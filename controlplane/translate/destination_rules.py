@@ -27,6 +27,7 @@ from controlplane.networking.model import (
     ConsistentHash,
     DestinationRule,
     Labels,
+    SimpleLB,
     TLSMode,
     TrafficPolicy,
 )
@@ -249,7 +250,7 @@ def _cluster_mtls(
     ``DISABLE`` is plaintext even where auto-mTLS would choose mTLS; ``ISTIO_MUTUAL`` is
     mTLS to every endpoint, sidecar seen or not; no ``tls`` leaves auto-mTLS (``mtls``).
     ``SIMPLE`` and ``MUTUAL`` originate TLS instead (:mod:`tls_origination`), except with a
-    ``credentialName``, not translated yet: auto-mTLS stays then.
+    ``credentialName`` or files, not translated yet: auto-mTLS stays then.
     """
     tls = policy.tls if policy is not None else None
     if tls is None:
@@ -311,6 +312,25 @@ def outbound_clusters(
         )
         for name in subsets
     )
+
+
+def passthrough_clusters(
+    service: Service, rule: DestinationRule, domain_suffix: str
+) -> frozenset[str]:
+    """The names of the service's clusters whose policy is ``PASSTHROUGH``: original-destination
+    clusters (:func:`traffic_policy.apply_traffic_policy`), which take no load assignment."""
+    fqdn = service.fqdn(domain_suffix)
+    return frozenset(
+        names.outbound_cluster(port.port, fqdn, subset)
+        for port in service.ports
+        for subset in ("", *(s.name for s in rule.subsets))
+        if _passes_through(rule.policy_for(subset, port.port))
+    )
+
+
+def _passes_through(policy: TrafficPolicy | None) -> bool:
+    balancer = policy.load_balancer if policy is not None else None
+    return balancer is not None and balancer.simple is SimpleLB.PASSTHROUGH
 
 
 def _subset_filter(selector: Labels, labels_of: LabelsOf) -> Callable[[Endpoint], bool] | None:

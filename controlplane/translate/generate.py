@@ -214,16 +214,27 @@ def _service_load_assignments(
     slices: tuple[EndpointSlice, ...],
     domain_suffix: str,
     mtls_endpoints: frozenset[tuple[str, int]],
+    rule: DestinationRule | None,
+    endpoint_labels: _EndpointLabels | None,
 ) -> tuple[Resource, ...]:
-    out = []
+    """The load assignments of the service's EDS clusters: per port, then per port and
+    subset of its rule; none for a cluster its rule makes original-destination."""
+    assignments = []
     for port in service.ports:
         if port.protocol is Protocol.UDP:
             continue
         name = names.outbound_cluster(port.port, service.fqdn(domain_suffix))
-        out.append(
-            make_resource(name, endpoints.load_assignment(name, port, slices, mtls_endpoints))
+        assignments.append(endpoints.load_assignment(name, port, slices, mtls_endpoints))
+    if rule is not None:
+        labels = {endpoint: dict(found) for endpoint, found in endpoint_labels or () if found}
+        assignments.extend(
+            destination_rules.subset_load_assignments(
+                service, rule, domain_suffix, slices, labels.get, mtls_endpoints
+            )
         )
-    return tuple(out)
+        unsent = destination_rules.passthrough_clusters(service, rule, domain_suffix)
+        assignments = [a for a in assignments if a.cluster_name not in unsent]
+    return tuple(make_resource(a.cluster_name, a) for a in assignments)
 
 
 def _outbound_listener(inputs: OutboundListenerInputs) -> Resource:
@@ -599,19 +610,40 @@ class ConfigGenerator:
 
     def _clusters(self, inputs: ClusterInputs) -> ResourceSet:
         built = list(self._inbound_clusters.get(_inbound_clusters, inputs.inbound_clusters))
-        for service, mtls in zip(inputs.services.value, inputs.upstream_mtls.value, strict=True):
+        for service, mtls, rule in zip(
+            inputs.services.value,
+            inputs.upstream_mtls.value,
+            inputs.destination_rules.value,
+            strict=True,
+        ):
+            # Under its rule's name too: proxies that see different rules for a service
+            # (namespaces, workload selectors) each keep theirs.
+            name = service.key if rule is None else (service.key, rule)
             built.extend(
                 self._service_clusters.get(
-                    service.key, self._clusters_of_service, service, inputs.domain_suffix, mtls
+                    name, self._clusters_of_service, service, inputs.domain_suffix, mtls, rule
                 )
             )
         return ResourceSet.of(CLUSTER, built)
 
     def _clusters_of_service(
-        self, service: Service, domain_suffix: str, mtls: clusters.UpstreamMtls | None
+        self,
+        service: Service,
+        domain_suffix: str,
+        mtls: clusters.UpstreamMtls | None,
+        rule: DestinationRule | None,
     ) -> tuple[Resource, ...]:
         """The service's clusters; those that differ from others only by name are made from
         prototypes (one per protocol, seeded with the first such cluster built)."""
+        if rule is not None:
+            return tuple(
+                make_resource(cluster.name, cluster)
+                for port in service.ports
+                if port.protocol is not Protocol.UDP
+                for cluster in destination_rules.outbound_clusters(
+                    service, port, domain_suffix, rule, mtls
+                )
+            )
         out = []
         shared = clusters.same_but_for_name(service, mtls)
         prototypes = self._cluster_prototypes
@@ -633,16 +665,24 @@ class ConfigGenerator:
     def _endpoints(self, inputs: EndpointInputs) -> ResourceSet:
         built: list[Resource] = []
         slices = inputs.endpoints_by_service.value
-        for service, mtls in zip(inputs.services.value, inputs.mtls_endpoints.value, strict=True):
+        for service, mtls, rule, labels in zip(
+            inputs.services.value,
+            inputs.mtls_endpoints.value,
+            inputs.destination_rules.value,
+            inputs.subset_endpoint_labels.value,
+            strict=True,
+        ):
             if clusters.uses_eds(service):
                 built.extend(
                     self._assignments.get(
-                        service.key,
+                        service.key if rule is None else (service.key, rule),
                         _service_load_assignments,
                         service,
                         slices.get(service.key, ()),
                         inputs.domain_suffix,
                         mtls,
+                        rule,
+                        labels,
                     )
                 )
         return ResourceSet.of(ENDPOINT, built)

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from controlplane.model import EndpointSlice, Service
+from controlplane.model import Endpoint, EndpointSlice, Service
 from controlplane.networking.model import DestinationRule, Labels, VirtualService
 from controlplane.translate.clusters import UpstreamMtls
 from controlplane.translate.listeners import InboundPort
@@ -59,6 +59,8 @@ class ClusterInputs:
     inbound_clusters: InboundClusterInputs
     services: Same[tuple[Service, ...]]
     upstream_mtls: Same[tuple[UpstreamMtls | None, ...]]  # of each service, in order
+    # Of each service, in order: its DestinationRule for this proxy (policy, subsets).
+    destination_rules: Same[tuple[DestinationRule | None, ...]]
     domain_suffix: str
 
 
@@ -68,6 +70,10 @@ class EndpointInputs:
     endpoints_by_service: Same[Mapping[tuple[str, str], tuple[EndpointSlice, ...]]]
     # Of each service, in order: the (address, port) of its endpoints that take mTLS.
     mtls_endpoints: Same[tuple[frozenset[tuple[str, int]], ...]]
+    destination_rules: Same[tuple[DestinationRule | None, ...]]  # as ClusterInputs'
+    # Of each service whose rule has subsets, in order: each endpoint with its pod's labels
+    # (None: no pod known), which the subsets select by; None for the other services.
+    subset_endpoint_labels: Same[tuple[tuple[tuple[Endpoint, Labels | None], ...] | None, ...]]
     domain_suffix: str
 
 

@@ -6,8 +6,14 @@ bundle, as Istio verifies by default) and the ``subjectAltNames``, and in ``MUTU
 presenting ``clientCertificate``/``privateKey``. Envoy reads the files when it takes the
 cluster, so a path missing in the proxy's container makes Envoy refuse that cluster update
 (Istio's agent serves such files over SDS instead, and only that cluster waits).
-``credentialName`` (the files from a Kubernetes Secret over SDS) is not
-translated yet: :func:`translatable` says so, and the caller keeps such a cluster as it was.
+
+So Remora honours origination that names no file but the system bundle the sidecar image
+installs: ``SIMPLE`` verified against that bundle (or not at all, ``insecureSkipVerify``).
+Settings naming other files (``caCertificates``, ``clientCertificate``, ``privateKey``, so
+every ``MUTUAL``) or a ``credentialName`` (a Kubernetes Secret over SDS) are not translated
+until SDS serves them: :func:`translatable` says so, the caller keeps such a cluster as it
+was, and :mod:`controlplane.networking.unsupported` lists the field. :func:`originate_tls`
+itself can write any of them.
 """
 
 from __future__ import annotations
@@ -20,19 +26,19 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
 from controlplane.model import Protocol
 from controlplane.networking.model import ClientTLSSettings, TLSMode
+from controlplane.networking.unsupported import SYSTEM_TRUST_BUNDLE, tls_not_honoured
 from controlplane.translate.common import packed
 from controlplane.translate.tls import TLS_SOCKET
 from controlplane.translate.traffic_policy import http_options, set_http_options
 
-# Debian's bundle, which the sidecar image installs (package ca-certificates).
-SYSTEM_TRUST_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 _ORIGINATING = (TLSMode.SIMPLE, TLSMode.MUTUAL)
 
 
 def translatable(settings: ClientTLSSettings | None) -> bool:
-    """Whether ``settings`` ask for TLS origination that Remora translates (files, no
-    ``credentialName``)."""
-    return settings is not None and settings.mode in _ORIGINATING and not settings.credential_name
+    """Whether ``settings`` ask for TLS origination that Remora translates: no
+    ``credentialName`` and no file the proxy's container may lack (see the module
+    docstring)."""
+    return settings is not None and settings.mode in _ORIGINATING and not tls_not_honoured(settings)
 
 
 def _san_type(name: str) -> int:

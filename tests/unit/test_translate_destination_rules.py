@@ -46,7 +46,7 @@ from controlplane.resources import (
     ResourceSet,
     make_resource,
 )
-from controlplane.translate import clusters
+from controlplane.translate import clusters, tls_origination
 from controlplane.translate.clusters import HTTP_PROTOCOL_OPTIONS
 from controlplane.translate.destination_rules import (
     DestinationRuleIndex,
@@ -555,7 +555,7 @@ def test_simple_tls_origination() -> None:
 
 
 def test_without_sni_or_sans_the_request_host_is_sent_and_verified() -> None:
-    plain = ClientTLSSettings(mode=TLSMode.SIMPLE, ca_certificates="/etc/ca.pem")
+    plain = ClientTLSSettings(mode=TLSMode.SIMPLE)
     options = http_options(only(TrafficPolicy(tls=plain)))
     assert options.upstream_http_protocol_options.auto_sni
     assert options.upstream_http_protocol_options.auto_san_validation
@@ -569,17 +569,34 @@ def test_origination_with_a_credential_name_is_not_translated_yet() -> None:
     assert only(TrafficPolicy(tls=secret), mtls=MTLS) == only(None, mtls=MTLS)
 
 
-def mutual_cluster(tmp_path: Path) -> cluster_pb2.Cluster:
+def mutual_settings(tmp_path: Path) -> ClientTLSSettings:
     files = CAMaterial.self_signed().to_files()
     (tmp_path / "cert.pem").write_bytes(files[CA_CERT])
     (tmp_path / "key.pem").write_bytes(files[CA_KEY])
-    settings = ClientTLSSettings(
+    return ClientTLSSettings(
         mode=TLSMode.MUTUAL,
         client_certificate=str(tmp_path / "cert.pem"),
         private_key=str(tmp_path / "key.pem"),
         ca_certificates=str(tmp_path / "cert.pem"),
     )
-    return only(TrafficPolicy(tls=settings))
+
+
+def mutual_cluster(tmp_path: Path) -> cluster_pb2.Cluster:
+    """What origination from files makes (not wired yet, see the next test)."""
+    cluster = only(None)
+    tls_origination.originate_tls(cluster, mutual_settings(tmp_path), Protocol.HTTP)
+    return cluster
+
+
+def test_origination_naming_files_is_not_translated_until_sds_serves_them(
+    tmp_path: Path,
+) -> None:
+    settings = mutual_settings(tmp_path)
+    assert only(TrafficPolicy(tls=settings), mtls=MTLS) == only(None, mtls=MTLS)
+    custom_ca = ClientTLSSettings(mode=TLSMode.SIMPLE, ca_certificates="/etc/ca.pem")
+    assert only(TrafficPolicy(tls=custom_ca), mtls=MTLS) == only(None, mtls=MTLS)
+    system = ClientTLSSettings(mode=TLSMode.SIMPLE, ca_certificates=SYSTEM_TRUST_BUNDLE)
+    assert only(TrafficPolicy(tls=system), mtls=MTLS) != only(None, mtls=MTLS)
 
 
 def test_mutual_tls_origination_presents_the_client_certificate(tmp_path: Path) -> None:
