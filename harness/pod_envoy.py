@@ -100,7 +100,8 @@ def virtual_host(pod: RunningPod, route: str, domain: str) -> dict[str, Any] | N
     return None
 
 
-def active_clusters(pod: RunningPod) -> set[str]:
-    """The names of the clusters the pod's Envoy got over CDS and has warmed."""
+def active_clusters(pod: RunningPod) -> dict[str, dict[str, Any]]:
+    """The clusters the pod's Envoy got over CDS and has warmed, by name."""
     dump = json.loads(pod.http_get(ADMIN_PORT, "/config_dump?resource=dynamic_active_clusters"))
-    return {entry["cluster"]["name"] for entry in dump.get("configs", []) if "cluster" in entry}
+    clusters = (entry.get("cluster") for entry in dump.get("configs", []))
+    return {cluster["name"]: cluster for cluster in clusters if cluster and "name" in cluster}

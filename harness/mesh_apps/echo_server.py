@@ -8,7 +8,9 @@ same after ``S`` seconds (at most 30): a request that is still in flight when a 
 the sidecar, or one slower than a route's timeout. ``GET /flaky`` fails every other time
 (500, starting with the first): what a route's retries must hide. ``GET /counts`` (asked
 inside the pod, not through the mesh) says how many requests each path got and how many of
-them the app failed: the server's own account of retries. Runs inside a test pod only.
+them the app failed: the server's own account of retries. ``GET /failing?on=1`` (also asked
+inside the pod) makes every request but the readiness probe's (``/``) answer 500 until ``/failing?on=0``: an endpoint
+gone bad, for outlier detection. Runs inside a test pod only.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 _lock = threading.Lock()
 _answered: collections.Counter[str] = collections.Counter()
 _failed: collections.Counter[str] = collections.Counter()
+_failing = threading.Event()
 
 
 def _count(path: str) -> int:
@@ -42,14 +45,23 @@ class Echo(BaseHTTPRequestHandler):
                 counts = {"answered": dict(_answered), "failed": dict(_failed)}
             self._answer(200, json.dumps(counts).encode())
             return
+        if url.path == "/failing":
+            on = urllib.parse.parse_qs(url.query).get("on", ["1"])[0] == "1"
+            if on:
+                _failing.set()
+            else:
+                _failing.clear()
+            self._answer(200, json.dumps({"failing": on}).encode())
+            return
         number = _count(url.path)
         if url.path == "/delay":
             seconds = float(urllib.parse.parse_qs(url.query).get("seconds", ["1"])[0])
             time.sleep(min(max(seconds, 0.0), 30.0))
-        if url.path == "/flaky" and number % 2 == 1:
+        told_to_fail = _failing.is_set() and url.path != "/"
+        if told_to_fail or (url.path == "/flaky" and number % 2 == 1):
             with _lock:
                 _failed[url.path] += 1
-            self._answer(500, b'{"error": "flaky: every other request fails"}')
+            self._answer(500, b'{"error": "told to fail"}')
             return
         body = json.dumps(
             {
