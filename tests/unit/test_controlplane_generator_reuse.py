@@ -4,8 +4,8 @@ A running control plane keeps one :class:`ConfigGenerator` and feeds it snapshot
 snapshot; it reuses whatever it can (whole resource sets, per-service clusters, load
 assignments, auto-mTLS). Whatever it reuses must be exactly what :func:`translate` computes
 from scratch. Here hypothesis builds a small mesh, then drives it through random changes
-(services, endpoint slices, pods, PeerAuthentications and the mesh config added, changed
-and removed); after every change a warm generator answers for several proxies, and its
+(services, endpoint slices, pods, PeerAuthentications, VirtualServices, DestinationRules
+and the mesh config added, changed and removed); after every change a warm generator answers for several proxies, and its
 resources must equal, byte for byte, a cold translation of a fresh store holding the same
 objects (which also checks the store's incremental indexes against a clean build).
 
@@ -35,8 +35,16 @@ MODES = ("STRICT", "PERMISSIVE", "DISABLE", "UNSET")
 
 names = st.sampled_from
 labels = st.fixed_dictionaries(
-    {}, optional={"app": names(("s0", "s1", "web")), "tier": names(("front", "back"))}
+    {},
+    optional={
+        "app": names(("s0", "s1", "web")),
+        "tier": names(("front", "back")),
+        "version": names(("v1", "v2")),
+    },
 )
+CREATED = names(("2024-01-01T00:00:00Z", "2024-06-01T00:00:00Z"))
+EXPORT_TO = st.none() | names((["."], ["*"], ["b"], ["a", "."]))
+HOSTS = ("s0", "s1", "s0.b.svc.cluster.local", "*.svc.cluster.local")
 
 
 def pod_name(address: str) -> str:
@@ -123,6 +131,95 @@ def peer_authentications(namespace: str, name: str) -> st.SearchStrategy[dict[st
     return build()
 
 
+def istio_object(kind: str, namespace: str, name: str, created: str, spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": created},
+        "spec": spec,
+    }
+
+
+def http_rules(draw: st.DrawFn) -> list[dict[str, Any]]:
+    rules = []
+    for _ in range(draw(st.integers(1, 2))):
+        targets = draw(st.lists(names(("s0", "s1")), min_size=1, max_size=2))
+        weight = draw(st.integers(0, 100))
+        route = [
+            {
+                "destination": {"host": host, "subset": draw(names(("v1", "v2", "v3")))}
+                if draw(st.booleans())
+                else {"host": host},
+                **({"weight": (weight, 100 - weight)[i]} if len(targets) == 2 else {}),
+            }
+            for i, host in enumerate(targets)
+        ]
+        rule: dict[str, Any] = {"route": route}
+        match = draw(
+            st.none()
+            | names(
+                (
+                    {"sourceLabels": {"app": "s0"}},
+                    {"sourceLabels": {"tier": "front"}},
+                    {"uri": {"prefix": "/api"}},
+                    {"port": 80},
+                    {"sourceNamespace": "b"},
+                )
+            )
+        )
+        if match is not None:
+            rule["match"] = [match]
+        rules.append(rule)
+    return rules
+
+
+def virtual_services(namespace: str, name: str) -> st.SearchStrategy[dict[str, Any]]:
+    @st.composite
+    def build(draw: st.DrawFn) -> dict[str, Any]:
+        spec: dict[str, Any] = {"hosts": [draw(names(HOSTS))], "http": http_rules(draw)}
+        export_to = draw(EXPORT_TO)
+        if export_to is not None:
+            spec["exportTo"] = export_to
+        return istio_object("VirtualService", namespace, name, draw(CREATED), spec)
+
+    return build()
+
+
+def traffic_policies(draw: st.DrawFn) -> dict[str, Any]:
+    balancers = (
+        {"simple": "LEAST_REQUEST"},
+        {"simple": "PASSTHROUGH"},
+        {"consistentHash": {"httpHeaderName": "x-user"}},
+    )
+    policy: dict[str, Any] = {}
+    if draw(st.booleans()):
+        policy["loadBalancer"] = draw(names(balancers))
+    if draw(st.booleans()):
+        policy["tls"] = {"mode": draw(names(("DISABLE", "ISTIO_MUTUAL", "SIMPLE")))}
+    return policy
+
+
+def destination_rules(namespace: str, name: str) -> st.SearchStrategy[dict[str, Any]]:
+    @st.composite
+    def build(draw: st.DrawFn) -> dict[str, Any]:
+        subsets = [
+            {"name": subset, "labels": {"version": subset}}
+            | ({"trafficPolicy": traffic_policies(draw)} if draw(st.booleans()) else {})
+            for subset in draw(st.lists(names(("v1", "v2")), unique=True, max_size=2))
+        ]
+        spec: dict[str, Any] = {"host": draw(names(HOSTS[:3])), "subsets": subsets}
+        if draw(st.booleans()):
+            spec["trafficPolicy"] = traffic_policies(draw)
+        export_to = draw(EXPORT_TO)
+        if export_to is not None:
+            spec["exportTo"] = export_to
+        if namespace != ROOT and draw(st.integers(0, 3)) == 0:
+            spec["workloadSelector"] = {"matchLabels": {"app": "s0"}}
+        return istio_object("DestinationRule", namespace, name, draw(CREATED), spec)
+
+    return build()
+
+
 def mesh_configs(namespace: str, name: str) -> st.SearchStrategy[dict[str, Any]]:
     return st.builds(
         lambda mesh: {
@@ -157,6 +254,14 @@ SLOTS = {
     **{
         (Kind.PEER_AUTHENTICATION, ns, n): peer_authentications(ns, n)
         for ns, n in ((ROOT, "default"), ("a", "default"), ("a", "other"), ("b", "other"))
+    },
+    **{
+        (Kind.VIRTUAL_SERVICE, ns, n): virtual_services(ns, n)
+        for ns, n in (("a", "r0"), ("a", "r1"), ("b", "r0"))
+    },
+    **{
+        (Kind.DESTINATION_RULE, ns, n): destination_rules(ns, n)
+        for ns, n in (("a", "d0"), ("a", "d1"), ("b", "d0"), (ROOT, "d0"))
     },
     (Kind.MESH_CONFIG, ROOT, "istio"): mesh_configs(ROOT, "istio"),
 }
