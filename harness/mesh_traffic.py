@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness.mesh import APPS, Mesh
@@ -115,3 +115,23 @@ def answers(calls: Sequence[subprocess.Popen[str]]) -> list[dict[str, Any]]:
         assert stdout.strip(), f"the client printed nothing: {stderr}"
         out.append(dict(json.loads(stdout)))
     return out
+
+
+def burst(
+    client_pod: RunningPod,
+    url: str,
+    requests: int,
+    *,
+    concurrency: int = 4,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """``requests`` GETs of ``url`` from the client app, ``concurrency`` at a time, never
+    retried: ``{"statuses": {status: n}, "versions": {version: n}, "results": [[status,
+    version, seconds], ...]}`` (the echo server's version; status ``error`` without answer)."""
+    argv = ["python3", str(APPS / "client.py"), "burst", url, "--requests", str(requests)]
+    argv += ["--concurrency", str(concurrency)]
+    for name, value in (headers or {}).items():
+        argv += ["--header", f"{name}: {value}"]
+    result = client_pod.exec("client", argv, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))

@@ -1,7 +1,8 @@
 """Asking a pod's Envoy through its admin endpoint (loopback-only: asked inside the pod).
 
 :func:`stat` reads a counter or gauge and refuses to read a missing one as 0
-(:class:`MissingStat`); :func:`served_serials` says which workload certificates Envoy holds.
+(:class:`MissingStat`); :func:`served_serials` says which workload certificates Envoy holds;
+:func:`virtual_host` and :func:`active_clusters` show the routes and clusters it got over xDS.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import difflib
 import json
 import re
 import urllib.parse
+from typing import Any
 
 from sidecar.config import Ports
 from testbed.running_pod import RunningPod
@@ -81,3 +83,25 @@ def served_serials(pod: RunningPod) -> set[str]:
             ):
                 serials.add(cert["serial_number"])
     return serials
+
+
+def route_configs(pod: RunningPod) -> dict[str, dict[str, Any]]:
+    """The route configurations the pod's Envoy got over RDS, by name (``80``, ...)."""
+    dump = json.loads(pod.http_get(ADMIN_PORT, "/config_dump?resource=dynamic_route_configs"))
+    configs = (entry.get("route_config") for entry in dump.get("configs", []))
+    return {config["name"]: config for config in configs if config and "name" in config}
+
+
+def virtual_host(pod: RunningPod, route: str, domain: str) -> dict[str, Any] | None:
+    """The virtual host of route configuration ``route`` that serves ``domain``, or None."""
+    for host in route_configs(pod).get(route, {}).get("virtual_hosts", []):
+        if domain in host.get("domains", []):
+            return dict(host)
+    return None
+
+
+def active_clusters(pod: RunningPod) -> dict[str, dict[str, Any]]:
+    """The clusters the pod's Envoy got over CDS and has warmed, by name."""
+    dump = json.loads(pod.http_get(ADMIN_PORT, "/config_dump?resource=dynamic_active_clusters"))
+    clusters = (entry.get("cluster") for entry in dump.get("configs", []))
+    return {cluster["name"]: cluster for cluster in clusters if cluster and "name" in cluster}
