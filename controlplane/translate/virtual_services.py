@@ -55,6 +55,8 @@ from controlplane.translate.virtual_service_selection import (
 
 # Istio's catch-all regex in header matches: "the header is present" (not RE2's "*").
 _PRESENCE_REGEX = "*"
+# Envoy's names of the redirect codes it can send: keyed by exactly the codes
+# controlplane.networking.unsupported.REDIRECT_CODES calls honoured (a test holds them equal).
 _REDIRECT_CODES = {
     301: rc.RedirectAction.MOVED_PERMANENTLY,
     302: rc.RedirectAction.FOUND,
@@ -123,7 +125,9 @@ def service_virtual_host(
 ) -> rc.VirtualHost:
     """The service port's virtual host: the routes of the first VirtualService of
     ``ordered`` (:func:`~controlplane.translate.virtual_service_selection.mesh_virtual_services`)
-    that yields any for this port and client, else today's default route."""
+    that yields any for this port and client, else today's default route, which still hashes
+    as the service's DestinationRule says (Istio puts the hash policy on its default route
+    too: a consistent hash needs no VirtualService)."""
     vhost = routes.service_virtual_host(
         service, port, context.client.namespace, context.domain_suffix
     )
@@ -135,7 +139,9 @@ def service_virtual_host(
         if translated:
             del vhost.routes[:]
             vhost.routes.extend(translated)
-            break
+            return vhost
+    for route in vhost.routes:
+        extras.apply_hash_policies(route.route, (route.route.cluster,), context.hashes)
     return vhost
 
 

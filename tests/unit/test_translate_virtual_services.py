@@ -661,3 +661,26 @@ def test_hash_policies_come_from_the_destination_clusters_consistent_hash() -> N
     assert source_ip is not None and source_ip.connection_properties.source_ip
     query = extras.hash_policy(ConsistentHash(http_query_parameter_name="u"))
     assert query is not None and query.query_parameter.name == "u"
+
+
+def test_the_redirect_codes_translated_are_the_ones_not_listed_as_unsupported() -> None:
+    from controlplane.networking.unsupported import REDIRECT_CODES
+    from controlplane.translate import virtual_services
+
+    assert frozenset(virtual_services._REDIRECT_CODES) == REDIRECT_CODES
+
+
+def test_a_consistent_hash_reaches_the_default_route_without_a_virtual_service() -> None:
+    """Istio hashes on the default route too: a DestinationRule's consistentHash alone works."""
+    service = _service(9080)
+    context = RouteContext(
+        9080,
+        CLIENT,
+        SUFFIX,
+        hashes={f"outbound|9080||{REVIEWS}": ConsistentHash(http_header_name="x-user")},
+    )
+    (route,) = service_virtual_host(service, service.ports[0], (), context).routes
+    assert route.route.cluster == f"outbound|9080||{REVIEWS}"
+    assert [p.header.header_name for p in route.route.hash_policy] == ["x-user"]
+    (plain,) = service_virtual_host(service, service.ports[0], (), CONTEXT).routes
+    assert not plain.route.hash_policy
