@@ -18,6 +18,7 @@ from controlplane.ca.discovery import (
     read_mesh_trust_domain,
     start_mesh_ca,
 )
+from controlplane.errors import ControlPlaneError
 from meshlib.clitypes import DURATION
 from meshlib.logs import setup_logging
 
@@ -318,6 +319,9 @@ def proxy_status(proxy: str | None, discovery_url: str, output: str) -> None:
     click.echo(format_proxy_status(statuses) if statuses else "no proxies connected")
 
 
+PROXY_CONFIG_KINDS = ("clusters", "listeners", "routes", "endpoints")
+
+
 @click.command(
     "proxy-config",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -329,10 +333,13 @@ Examples:
   remora proxy-config web-1.shop endpoints --from-pod
   # ... or from its admin port directly (e.g. after kubectl port-forward web-1 15000):
   remora proxy-config web-1.shop endpoints --envoy-admin http://127.0.0.1:15000
+  # Offline, before a change reaches the mesh: what the control plane would send the pod,
+  # from a directory of YAML (Namespaces, Services, EndpointSlices, Pods, Istio's kinds):
+  remora proxy-config web-1.shop all --config-dir ./mesh -o json
 """,
 )
 @click.argument("pod")
-@click.argument("kind", type=click.Choice(["clusters", "listeners", "routes", "endpoints"]))
+@click.argument("kind", type=click.Choice([*PROXY_CONFIG_KINDS, "all"]))
 @click.option(
     "-n",
     "--namespace",
@@ -351,8 +358,15 @@ Examples:
     help="Read Envoy's own config inside the pod, through the sidecar agent (kubectl exec).",
 )
 @click.option("--kubeconfig", default=None, help="With --from-pod: the kubeconfig kubectl uses.")
+@click.option(
+    "--config-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Compute offline what the control plane would send the pod, from this directory of "
+    "YAML (read as 'remora discovery --config-dir' reads it); no cluster, no running proxy.",
+)
 @_OUTPUT_OPTION
-def proxy_config(
+def proxy_config(  # noqa: PLR0913, PLR0917 - one parameter per click option
     pod: str,
     kind: str,
     namespace: str | None,
@@ -360,22 +374,74 @@ def proxy_config(
     envoy_admin: str | None,
     from_pod: bool,
     kubeconfig: str | None,
+    config_dir: Path | None,
     output: str,
 ) -> None:
-    """Show the clusters, listeners, routes or endpoints of one proxy.
+    """Show the clusters, listeners, routes or endpoints (or all) of one proxy.
 
     By default this is the control plane's view: what it wants the proxy to have (compare
     with 'remora proxy-status' to know whether the proxy has it). With --from-pod or
-    --envoy-admin it is what Envoy actually holds.
+    --envoy-admin it is what Envoy actually holds; with --config-dir, what the control plane
+    would send, computed offline. Resources are Envoy v3 JSON, as in Envoy's config dump.
     """
+    from controlplane.inspect import format_resources
+
+    if config_dir is not None and (from_pod or envoy_admin):
+        raise click.UsageError(
+            "--config-dir computes the config offline: drop --from-pod/--envoy-admin"
+        )
+    target = f"{pod}.{namespace}" if namespace else pod
+    kinds = PROXY_CONFIG_KINDS if kind == "all" else (kind,)
+    if config_dir is not None:
+        found = _previewed(config_dir, target, kinds)
+    else:
+        found = {
+            k: _proxy_resources(k, target, discovery_url, envoy_admin, from_pod, kubeconfig)
+            for k in kinds
+        }
+    if output == "json":
+        click.echo(json.dumps(found if kind == "all" else found[kind], indent=2))
+    else:
+        click.echo("\n\n".join(format_resources(k, found[k]) for k in kinds))
+
+
+def _previewed(
+    directory: Path, target: str, kinds: tuple[str, ...]
+) -> dict[str, list[dict[str, Any]]]:
+    """The resources of ``kinds`` the control plane would send ``target``, as Envoy JSON."""
+    from google.protobuf import json_format
+
+    from controlplane.preview import preview
+    from controlplane.resources import TYPE_BY_SHORT_NAME
+
+    try:
+        resources = preview(directory, target)
+    except ControlPlaneError as exc:
+        raise click.ClickException(str(exc)) from None
+    return {
+        kind: [
+            json_format.MessageToDict(r.message)
+            for r in sorted(resources[TYPE_BY_SHORT_NAME[kind]], key=lambda r: r.name)
+        ]
+        for kind in kinds
+    }
+
+
+def _proxy_resources(
+    kind: str,
+    target: str,
+    discovery_url: str,
+    envoy_admin: str | None,
+    from_pod: bool,
+    kubeconfig: str | None,
+) -> list[dict[str, Any]]:
+    """One kind of a running proxy's resources: from its pod, its Envoy, or the control plane."""
     from controlplane.inspect import (
         envoy_dump_path,
-        format_resources,
         kubectl_exec_agent_request,
         resources_from_envoy_dump,
     )
 
-    target = f"{pod}.{namespace}" if namespace else pod
     if from_pod:
         name, _, ns = target.partition(".")
         command = kubectl_exec_agent_request(
@@ -384,17 +450,12 @@ def proxy_config(
         done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
         if done.returncode != 0:
             raise click.ClickException(f"{' '.join(command)} failed: {done.stderr.strip()[-500:]}")
-        resources = resources_from_envoy_dump(kind, json.loads(done.stdout))
-    elif envoy_admin:
-        resources = resources_from_envoy_dump(
+        return resources_from_envoy_dump(kind, json.loads(done.stdout))
+    if envoy_admin:
+        return resources_from_envoy_dump(
             kind, _get_json(envoy_admin, envoy_dump_path(kind), envoy=True)
         )
-    else:
-        if "." not in target:
-            target += ".default"
-        dump = _get_json(discovery_url, "/debug/config_dump", {"proxy": target, "type": kind})
-        resources = [entry["resource"] for entry in dump[kind]]
-    if output == "json":
-        click.echo(json.dumps(resources, indent=2))
-    else:
-        click.echo(format_resources(kind, resources))
+    if "." not in target:
+        target += ".default"
+    dump = _get_json(discovery_url, "/debug/config_dump", {"proxy": target, "type": kind})
+    return [entry["resource"] for entry in dump[kind]]
