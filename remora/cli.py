@@ -51,7 +51,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "proxy-config": (
         "controlplane.cli",
         "proxy_config",
-        "Show one proxy's clusters, listeners, routes or endpoints.",
+        "Show one proxy's clusters, listeners, routes or endpoints (offline: --config-dir).",
     ),
     "testbed": (
         "testbed.cli",
