@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -286,12 +287,14 @@ def test_delay_fault_slows_its_share_by_two_seconds(reviews: Versions, istio: Is
     wait_for_routes(reviews, "the delay fault", lambda r: _fault(r[-1]) == {"delay"})
     counted = burst(reviews.client, reviews.url + "/delayed", 40, concurrency=10)
     seconds = sorted(result[2] for result in counted["results"])
-    slow = [s for s in seconds if s >= 2.0]
-    fast = [s for s in seconds if s < 1.0]
+    slow = [s for s in seconds if s >= 2.0]  # a delayed request cannot take less than 2 s
+    fast = [s for s in seconds if s < 2.0]
     log.info("delay 2 s on 50%% of 40: %d slow, %d fast; seconds %s", len(slow), len(fast), seconds)
     assert counted["statuses"] == {"200": 40}
-    assert len(slow) + len(fast) == 40, seconds  # nothing in between
     assert 10 <= len(slow) <= 30, seconds  # 50 % of 40 is 20 ± 3.2 standard deviations
+    # The others were not delayed: most answer in milliseconds (a loaded 2-core host may
+    # stall a few, so the median, not the maximum).
+    assert statistics.median(fast) < 0.5, seconds
 
 
 def test_route_timeout_answers_504_before_a_slow_server(
