@@ -32,9 +32,9 @@ NETWORKING_KINDS = frozenset({"VirtualService", "DestinationRule", "ServiceEntry
 """Istio's traffic kinds the model reads (:mod:`controlplane.networking`)."""
 
 TRANSLATED_KINDS: frozenset[str] = frozenset({"VirtualService", "DestinationRule"})
-"""The networking kinds translation turns into Envoy configuration. Until a kind is here,
-every object of it is reported "accepted but not applied yet" (``field="*"``); the
-translation task adds a kind here when it honours it, and nothing else changes."""
+"""The networking kinds translation turns into Envoy configuration. Every object of a kind
+not here is reported "accepted but not applied yet" (``field="*"``); a kind joins when
+translation honours it, and nothing else has to change."""
 
 WHOLE_KIND = "*"
 """The ``field`` label of an object nothing of which is honoured (its kind is not translated)."""
