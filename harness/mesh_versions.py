@@ -72,15 +72,24 @@ def service_for(
     namespace: str,
     name: str,
     pods: Sequence[RunningPod],
+    *,
+    port: tuple[str, int, int] = ("http", SERVICE_PORT, SERVER_PORT),
 ) -> str:
-    """A Service without selector and one EndpointSlice naming all ``pods``; the ClusterIP."""
+    """A Service without selector and one EndpointSlice naming all ``pods``; the ClusterIP.
+
+    ``port`` is the Service's one port: its name (the protocol Istio reads from it), its
+    number and the pods' port it targets.
+    """
+    port_name, service_port, target_port = port
     service = core.create_namespaced_service(
         namespace,
         {
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": {"name": name, "labels": {"app": name}},
-            "spec": {"ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": SERVER_PORT}]},
+            "spec": {
+                "ports": [{"name": port_name, "port": service_port, "targetPort": target_port}]
+            },
         },
     )
     discovery_api.create_namespaced_endpoint_slice(
@@ -90,7 +99,7 @@ def service_for(
             "kind": "EndpointSlice",
             "metadata": {"name": f"{name}-1", "labels": {"kubernetes.io/service-name": name}},
             "addressType": "IPv4",
-            "ports": [{"name": "http", "port": SERVER_PORT, "protocol": "TCP"}],
+            "ports": [{"name": port_name, "port": target_port, "protocol": "TCP"}],
             "endpoints": [
                 {
                     "addresses": [pod.ip],

@@ -8,7 +8,8 @@ same after ``S`` seconds (at most 30): a request that is still in flight when a 
 the sidecar, or one slower than a route's timeout. ``GET /flaky`` fails every other time
 (500, starting with the first): what a route's retries must hide. ``GET /counts`` (asked
 inside the pod, not through the mesh) says how many requests each path got and how many of
-them the app failed: the server's own account of retries. ``GET /failing?on=1`` (also asked
+them the app failed, and the ``Host`` headers each path came with (Envoy adds ``-shadow`` to
+the copies it mirrors): the server's own account of retries and mirroring. ``GET /failing?on=1`` (also asked
 inside the pod) makes every request but the readiness probe's (``/``) answer 500 until ``/failing?on=0``: an endpoint
 gone bad, for outlier detection. Runs inside a test pod only.
 """
@@ -27,12 +28,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 _lock = threading.Lock()
 _answered: collections.Counter[str] = collections.Counter()
 _failed: collections.Counter[str] = collections.Counter()
+_hosts: collections.defaultdict[str, collections.Counter[str]] = collections.defaultdict(
+    collections.Counter
+)
 _failing = threading.Event()
 
 
-def _count(path: str) -> int:
-    """Count a request to ``path``; its number (1 for the first)."""
+def _count(path: str, host: str) -> int:
+    """Count a request to ``path`` with ``host``; its number (1 for the first)."""
     with _lock:
+        _hosts[path][host] += 1
         _answered[path] += 1
         return _answered[path]
 
@@ -42,7 +47,11 @@ class Echo(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         if url.path == "/counts":
             with _lock:
-                counts = {"answered": dict(_answered), "failed": dict(_failed)}
+                counts = {
+                    "answered": dict(_answered),
+                    "failed": dict(_failed),
+                    "hosts": {path: dict(hosts) for path, hosts in _hosts.items()},
+                }
             self._answer(200, json.dumps(counts).encode())
             return
         if url.path == "/failing":
@@ -53,7 +62,7 @@ class Echo(BaseHTTPRequestHandler):
                 _failing.clear()
             self._answer(200, json.dumps({"failing": on}).encode())
             return
-        number = _count(url.path)
+        number = _count(url.path, self.headers.get("host", ""))
         if url.path == "/delay":
             seconds = float(urllib.parse.parse_qs(url.query).get("seconds", ["1"])[0])
             time.sleep(min(max(seconds, 0.0), 30.0))

@@ -4,8 +4,10 @@ The real parts of ``test_mesh_e2e.py`` (API server, injector, ``remora init``, `
 sidecar``, Envoy, ``remora discovery``) with bookinfo's ``reviews`` in two versions behind one
 Service (:mod:`harness.mesh_versions`) and Istio's traffic-management tasks applied to it as
 ``networking.istio.io/v1`` YAML: request routing by header, traffic shifting, fault
-injection, request timeouts and retries, and the DestinationRule's consistent-hash load
-balancing, connection-pool limits (circuit breaking) and outlier detection. Each test waits until the client's Envoy holds its
+injection, request timeouts and retries, mirroring, the DestinationRule's consistent-hash load
+balancing, connection-pool limits (circuit breaking) and outlier detection, and gRPC routed by
+method (a gRPC server in the same pods, :mod:`harness.mesh_apps.grpc_echo`, behind a Service
+port named ``grpc``). Each test waits until the client's Envoy holds its
 routes and their clusters (``/config_dump``), then sends requests from the client pod and
 counts answers by status and by the version that answered. Shares are asserted within bounds
 of more than three standard deviations of the binomial count, so a correct mesh passes.
@@ -13,17 +15,20 @@ of more than three standard deviations of the binomial count, so a correct mesh 
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import statistics
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from kubernetes import client
 
-from harness.mesh import Mesh
+from harness.mesh import APPS, Mesh
 from harness.mesh_traffic import TrafficLoop, burst
-from harness.mesh_versions import IstioConfig, Versions, versions_and_client
+from harness.mesh_versions import IstioConfig, Versions, service_for, versions_and_client
 from harness.mesh_workloads import SERVER_PORT, SERVICE_PORT, Pods
 from harness.pod_envoy import active_clusters, stat, virtual_host
 from harness.polling import wait_until
@@ -120,6 +125,7 @@ def wait_for_routes(
     what: str,
     check: Callable[[list[Route]], bool],
     clusters_check: Callable[[dict[str, Any]], bool] = lambda _: True,
+    port: int = SERVICE_PORT,
 ) -> None:
     """Wait until the client's Envoy routes ``reviews`` as ``check`` wants, and holds every
     cluster those routes name (a weighted cluster not yet warm answers 503 NC), as
@@ -128,7 +134,7 @@ def wait_for_routes(
     seen: dict[str, Any] = {}
 
     def routes_and_clusters() -> bool:
-        host = virtual_host(versions.client, str(SERVICE_PORT), versions.host)
+        host = virtual_host(versions.client, str(port), versions.host)
         routes: list[Route] = host.get("routes", []) if host else []
         seen["virtual host"] = host
         if not routes or not check(routes):
@@ -467,3 +473,149 @@ def test_outlier_detection_ejects_the_endpoint_that_fails(
     # Three in a row eject it; Envoy's main thread ejects, so a request may slip in before.
     assert 3 <= counted["statuses"].get("500", 0) <= 5, counted["statuses"]
     assert set(statuses[-80:]) == {200}, statuses
+
+
+def _hosts_seen(versions: Versions, version: str, path: str) -> collections.Counter[str]:
+    """The ``Host`` headers of the requests to ``path`` that ``version`` answered, by the
+    server's own count."""
+    counts = json.loads(versions.pods[version].http_get(SERVER_PORT, "/counts"))
+    return collections.Counter(counts["hosts"].get(path, {}))
+
+
+def test_mirroring_copies_every_request_to_v2_and_answers_from_v1(
+    reviews: Versions, istio: IstioConfig
+) -> None:
+    istio.apply(
+        SUBSETS
+        + """---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+  - reviews
+  http:
+  - route:
+    - destination:
+        host: reviews
+        subset: v1
+      weight: 100
+    mirror:
+      host: reviews
+      subset: v2
+    mirrorPercentage:
+      value: 100
+"""
+    )
+    v1, v2 = cluster(reviews, "v1"), cluster(reviews, "v2")
+
+    def mirrored_to_v2(routes: list[Route]) -> bool:
+        mirrors = routes[-1].get("route", {}).get("request_mirror_policies", [])
+        return [m.get("cluster") for m in mirrors] == [v2]
+
+    wait_for_routes(
+        reviews, "the route to v1 mirrored to v2", mirrored_to_v2, lambda c: {v1, v2} <= c.keys()
+    )
+    before = {v: _hosts_seen(reviews, v, "/mirrored") for v in ("v1", "v2")}
+    counted = burst(reviews.client, reviews.url + "/mirrored", 50)
+    # Envoy sends the copy without waiting for it: it may land just after the answer.
+    wait_until(
+        "v2 has every mirrored copy",
+        lambda: (_hosts_seen(reviews, "v2", "/mirrored") - before["v2"]).total() >= 50,
+    )
+    got = {v: dict(_hosts_seen(reviews, v, "/mirrored") - before[v]) for v in before}
+    log.info(
+        "mirror to v2, 50 requests: client saw %s, versions %s; the servers got Hosts %s",
+        counted["statuses"],
+        counted["versions"],
+        got,
+    )
+    assert counted["statuses"] == {"200": 50}, counted
+    assert counted["versions"] == {"v1": 50}, counted["versions"]
+    # Envoy marks the copies: ``-shadow`` on the host, before the port.
+    address = f"{reviews.cluster_ip}:{SERVICE_PORT}"
+    shadow = f"{reviews.cluster_ip}-shadow:{SERVICE_PORT}"
+    assert got == {"v1": {address: 50}, "v2": {shadow: 50}}, got
+
+
+GRPC_PORT = 9090
+
+
+@pytest.fixture(scope="module")
+def grpc_reviews(mesh: Mesh, reviews: Versions) -> Iterator[Versions]:
+    """A gRPC server beside the echo server in each ``reviews`` pod, behind ``reviews-grpc``
+    whose port is named ``grpc``: the pods' labels, so the same subsets, over HTTP/2."""
+    servers = [
+        pod.spawn("echo", [sys.executable, str(APPS / "grpc_echo.py"), "serve", str(GRPC_PORT)])
+        for pod in reviews.pods.values()
+    ]
+    try:
+        with mesh.bed.api_client() as api:
+            cluster_ip = service_for(
+                client.CoreV1Api(api),
+                client.DiscoveryV1Api(api),
+                mesh.namespace,
+                "reviews-grpc",
+                list(reviews.pods.values()),
+                port=("grpc", GRPC_PORT, GRPC_PORT),
+            )
+        yield reviews._replace(name="reviews-grpc", cluster_ip=cluster_ip)
+    finally:
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            server.communicate(timeout=10)
+
+
+def grpc_calls(versions: Versions, method: str, requests: int) -> dict[str, dict[str, int]]:
+    """``requests`` unary calls of ``method`` from the client pod, through its sidecar:
+    ``{"codes": {code: n}, "versions": {version: n}}``."""
+    target = f"{versions.cluster_ip}:{GRPC_PORT}"
+    # The venv's Python, as the apps' images run: it has grpcio.
+    argv = [sys.executable, str(APPS / "grpc_echo.py"), "call", target, method]
+    result = versions.client.exec("client", [*argv, "--requests", str(requests)], timeout=60)
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def test_grpc_method_hello_goes_to_v2_every_other_method_to_v1(
+    grpc_reviews: Versions, istio: IstioConfig
+) -> None:
+    istio.apply(
+        SUBSETS.replace("name: reviews", "name: reviews-grpc").replace(
+            "host: reviews", "host: reviews-grpc"
+        )
+        + """---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews-grpc
+spec:
+  hosts:
+  - reviews-grpc
+  http:
+  - match:
+    - uri:
+        exact: /remora.Echo/Hello
+    route:
+    - destination:
+        host: reviews-grpc
+        subset: v2
+  - route:
+    - destination:
+        host: reviews-grpc
+        subset: v1
+"""
+    )
+    v1, v2 = (f"outbound|{GRPC_PORT}|{v}|{grpc_reviews.host}" for v in ("v1", "v2"))
+    wait_for_routes(
+        grpc_reviews,
+        "the gRPC method route",
+        lambda r: [x.get("route", {}).get("cluster") for x in r[-2:]] == [v2, v1],
+        port=GRPC_PORT,
+    )
+    for method, version in (("/remora.Echo/Hello", "v2"), ("/remora.Echo/Other", "v1")):
+        counted = grpc_calls(grpc_reviews, method, 50)
+        log.info("gRPC %s, 50 calls: %s", method, counted)
+        assert counted == {"codes": {"OK": 50}, "versions": {version: 50}}, method
