@@ -293,8 +293,9 @@ def test_delay_fault_slows_its_share_by_two_seconds(reviews: Versions, istio: Is
     wait_for_routes(reviews, "the delay fault", lambda r: _fault(r[-1]) == {"delay"})
     counted = burst(reviews.client, reviews.url + "/delayed", 40, concurrency=10)
     seconds = sorted(result[2] for result in counted["results"])
-    slow = [s for s in seconds if s >= 2.0]  # a delayed request cannot take less than 2 s
-    fast = [s for s in seconds if s < 2.0]
+    # A delayed request takes the 2 s (Envoy's timer may fire a millisecond or two early).
+    slow = [s for s in seconds if s >= 1.9]
+    fast = [s for s in seconds if s < 1.9]
     log.info("delay 2 s on 50%% of 40: %d slow, %d fast; seconds %s", len(slow), len(fast), seconds)
     assert counted["statuses"] == {"200": 40}
     assert 10 <= len(slow) <= 30, seconds  # 50 % of 40 is 20 ± 3.2 standard deviations
