@@ -21,9 +21,8 @@ from harness.mesh import Mesh
 from harness.mesh_workloads import (
     SERVER_PORT,
     SERVICE_PORT,
-    STATS_ANNOTATIONS,
-    app_security,
     client_pod,
+    echo_deployment,
     run_pod_in,
     wait_for_pod,
 )
@@ -32,38 +31,11 @@ from testbed.running_pod import RunningPod
 
 def version_deployment(app: str, version: str) -> dict[str, Any]:
     """``<app>-<version>``: one echo server pod labelled with the app and the version."""
-    labels = {"app": app, "version": version}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": f"{app}-{version}", "labels": labels},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels, "annotations": STATS_ANNOTATIONS},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "echo",
-                            "image": "remora-e2e/echo:1",
-                            "args": [str(SERVER_PORT)],
-                            "ports": [{"name": "http", "containerPort": SERVER_PORT}],
-                            "env": [
-                                {
-                                    "name": "POD_NAME",
-                                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
-                                },
-                                {"name": "VERSION", "value": version},
-                            ],
-                            "readinessProbe": {"httpGet": {"path": "/", "port": SERVER_PORT}},
-                            "securityContext": app_security(),
-                        }
-                    ]
-                },
-            },
-        },
-    }
+    return echo_deployment(
+        f"{app}-{version}",
+        {"app": app, "version": version},
+        ({"name": "VERSION", "value": version},),
+    )
 
 
 def service_for(

@@ -36,15 +36,23 @@ def app_security() -> dict[str, Any]:
 
 def server_deployment() -> dict[str, Any]:
     """The echo server, from a Deployment (the ReplicaSet controller makes the Pod)."""
+    return echo_deployment("server", {"app": "server"})
+
+
+def echo_deployment(
+    name: str, labels: dict[str, str], env: tuple[dict[str, Any], ...] = ()
+) -> dict[str, Any]:
+    """A Deployment of one echo server pod carrying ``labels``, with ``env`` added to its own
+    (its pod name, which it reports back)."""
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "server"},
+        "metadata": {"name": name, "labels": labels},
         "spec": {
             "replicas": 1,
-            "selector": {"matchLabels": {"app": "server"}},
+            "selector": {"matchLabels": labels},
             "template": {
-                "metadata": {"labels": {"app": "server"}, "annotations": STATS_ANNOTATIONS},
+                "metadata": {"labels": labels, "annotations": STATS_ANNOTATIONS},
                 "spec": {
                     "containers": [
                         {
@@ -56,7 +64,8 @@ def server_deployment() -> dict[str, Any]:
                                 {
                                     "name": "POD_NAME",
                                     "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
-                                }
+                                },
+                                *env,
                             ],
                             "readinessProbe": {"httpGet": {"path": "/", "port": SERVER_PORT}},
                             "securityContext": app_security(),
